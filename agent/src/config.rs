@@ -1,0 +1,331 @@
+//! Agent configuration file (TOML).
+//!
+//! ```toml
+//! [agent]
+//! id = "dc1-h1-agent01"        # stable, unique per installation
+//! site = "DC1"                 # default site for devices that do not say where they are
+//! state_dir = "/var/lib/groundtruth-agent"
+//!
+//! [collector]
+//! grpc = "http://127.0.0.1:50051"
+//!
+//! [defaults]
+//! interval = "60s"
+//! timeout = "3s"
+//! retries = 1
+//!
+//! [[targets]]
+//! name = "pdu-r07-a"
+//! url = "snmp://10.1.7.20"
+//! secret = { file = "/etc/groundtruth/secrets/pdu.community" }   # or { env = "GT_PDU_COMMUNITY" }
+//! ```
+//! Parsing is strict (`deny_unknown_fields`): a typo is an error naming the file, line and key,
+//! not a silently ignored setting. Secrets are references; an inline secret in a URL is accepted
+//! but warned about, because config files end up in backups and tickets.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::secret::Secret;
+use crate::target::Target;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    agent: RawAgent,
+    collector: RawCollector,
+    #[serde(default)]
+    defaults: RawDefaults,
+    #[serde(default)]
+    targets: Vec<RawTarget>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAgent {
+    id: String,
+    #[serde(default)]
+    site: String,
+    #[serde(default)]
+    state_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCollector {
+    grpc: String,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDefaults {
+    #[serde(default, with = "humantime_serde_opt")]
+    interval: Option<Duration>,
+    #[serde(default, with = "humantime_serde_opt")]
+    timeout: Option<Duration>,
+    #[serde(default)]
+    retries: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTarget {
+    name: String,
+    url: String,
+    #[serde(default)]
+    secret: Option<SecretRef>,
+    #[serde(default)]
+    ca_file: Option<PathBuf>,
+}
+
+/// Where a secret comes from.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub enum SecretRef {
+    File(PathBuf),
+    Env(String),
+}
+
+impl SecretRef {
+    /// Resolves the reference.
+    ///
+    /// # Errors
+    /// If the file cannot be read or the variable is unset.
+    pub fn load(&self) -> Result<Secret, crate::secret::SecretError> {
+        match self {
+            Self::File(p) => Secret::from_file(p),
+            Self::Env(v) => Secret::from_env(v),
+        }
+    }
+}
+
+/// Durations as humantime strings ("30s", "1h 30m").
+mod humantime_serde_opt {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s)
+            .map(Some)
+            .map_err(|e| serde::de::Error::custom(format!("invalid duration {s:?}: {e}")))
+    }
+}
+
+/// One configured target, validated.
+#[derive(Debug, Clone)]
+pub struct TargetConfig {
+    pub name: String,
+    pub target: Target,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub agent_id: String,
+    pub site: String,
+    pub state_dir: PathBuf,
+    pub collector_grpc: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub retries: u32,
+    pub targets: Vec<TargetConfig>,
+    /// Non-fatal findings, logged at start.
+    pub warnings: Vec<String>,
+}
+
+/// A configuration problem with its place in the file.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {message}")]
+pub struct ConfigError {
+    pub file: String,
+    pub message: String,
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    ///
+    /// # Errors
+    /// Every problem found, each naming the file and the key (and the line for syntax and type
+    /// errors).
+    pub fn load(path: &Path) -> Result<Self, Vec<ConfigError>> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            vec![ConfigError {
+                file: file.clone(),
+                message: format!("cannot read: {e}"),
+            }]
+        })?;
+        Self::parse(&text, &file)
+    }
+
+    /// Parses and validates config text; `file` is used in messages.
+    ///
+    /// # Errors
+    /// See [`Config::load`].
+    pub fn parse(text: &str, file: &str) -> Result<Self, Vec<ConfigError>> {
+        let err = |message: String| ConfigError {
+            file: file.to_owned(),
+            message,
+        };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            // toml's message already names the key; add the line and column.
+            let place = e
+                .span()
+                .map(|s| {
+                    let line = text[..s.start].matches('\n').count() + 1;
+                    let col = s.start - text[..s.start].rfind('\n').map_or(0, |i| i + 1) + 1;
+                    format!("line {line}, column {col}: ")
+                })
+                .unwrap_or_default();
+            vec![err(format!("{place}{}", e.message()))]
+        })?;
+
+        let mut errors = Vec::new();
+        let mut warnings = Vec::new();
+        if raw.agent.id.trim().is_empty() {
+            errors.push(err("agent.id: must not be empty".into()));
+        }
+        if !raw.collector.grpc.starts_with("http://") && !raw.collector.grpc.starts_with("https://") {
+            errors.push(err(format!(
+                "collector.grpc: expected an http:// or https:// URL, got {:?}",
+                raw.collector.grpc
+            )));
+        }
+        let mut targets = Vec::new();
+        for (i, t) in raw.targets.iter().enumerate() {
+            let at = format!("targets[{i}] ({})", t.name);
+            if targets.iter().any(|x: &TargetConfig| x.name == t.name) {
+                errors.push(err(format!("{at}.name: duplicate target name")));
+            }
+            let mut target = match Target::parse(&t.url) {
+                Ok(target) => target,
+                Err(e) => {
+                    errors.push(err(format!("{at}.url: {e}")));
+                    continue;
+                }
+            };
+            if t.url.contains('@') && t.secret.is_none() && !matches!(target, Target::Snmp(_)) {
+                warnings.push(format!(
+                    "{file}: {at}.url carries credentials inline; prefer secret = {{ file = ... }}"
+                ));
+            }
+            if let Some(sref) = &t.secret {
+                match sref.load() {
+                    Ok(s) => target.set_password(s),
+                    Err(e) => errors.push(err(format!("{at}.secret: {e}"))),
+                }
+            }
+            if let Target::Redfish(r) = &mut target {
+                r.ca_file.clone_from(&t.ca_file);
+                if !r.verify_tls {
+                    warnings.push(format!(
+                        "{file}: {at}: TLS certificate verification is OFF for this target"
+                    ));
+                }
+            } else if t.ca_file.is_some() {
+                errors.push(err(format!("{at}.ca_file: only Redfish targets use TLS")));
+            }
+            targets.push(TargetConfig {
+                name: t.name.clone(),
+                target,
+            });
+        }
+        let interval = raw.defaults.interval.unwrap_or(Duration::from_secs(60));
+        let timeout = raw.defaults.timeout.unwrap_or(Duration::from_secs(3));
+        if timeout >= interval {
+            warnings.push(format!(
+                "{file}: defaults.timeout ({timeout:?}) is not shorter than defaults.interval ({interval:?})"
+            ));
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(Self {
+            agent_id: raw.agent.id,
+            site: raw.agent.site,
+            state_dir: raw
+                .agent
+                .state_dir
+                .unwrap_or_else(|| PathBuf::from("/var/lib/groundtruth-agent")),
+            collector_grpc: raw.collector.grpc,
+            interval,
+            timeout,
+            retries: raw.defaults.retries.unwrap_or(1),
+            targets,
+            warnings,
+        })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[agent]
+id = "a1"
+site = "DC1"
+state_dir = "/tmp/x"
+
+[collector]
+grpc = "http://127.0.0.1:50051"
+
+[defaults]
+interval = "30s"
+
+[[targets]]
+name = "snmpd"
+url = "snmp://public@127.0.0.1:161"
+
+[[targets]]
+name = "bmc"
+url = "redfish://127.0.0.1:8443?insecure"
+secret = { file = "SECRET_FILE" }
+"#;
+
+    #[test]
+    fn good_config_validates_with_a_warning_for_insecure_tls() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("bmc.pass");
+        std::fs::write(&secret, "pw\n").unwrap();
+        let text = GOOD.replace("SECRET_FILE", secret.to_str().unwrap());
+        let c = Config::parse(&text, "agent.toml").unwrap();
+        assert_eq!(c.targets.len(), 2);
+        assert_eq!(c.interval, Duration::from_secs(30));
+        assert!(c.warnings.iter().any(|w| w.contains("bmc") && w.contains("verification is OFF")));
+        let Target::Redfish(r) = &c.targets[1].target else { panic!() };
+        assert_eq!(r.password.as_ref().unwrap().expose(), "pw");
+    }
+
+    #[test]
+    fn unknown_key_is_reported_with_line_and_key() {
+        let bad = GOOD.replace("site = \"DC1\"", "site = \"DC1\"\nsiet = \"x\"");
+        let errs = Config::parse(&bad, "agent.toml").unwrap_err();
+        let msg = errs[0].to_string();
+        assert!(msg.starts_with("agent.toml: line 5"), "{msg}");
+        assert!(msg.contains("siet"), "{msg}");
+    }
+
+    #[test]
+    fn all_target_problems_are_reported_at_once() {
+        let bad = GOOD
+            .replace("snmp://public@127.0.0.1:161", "gopher://x")
+            .replace("SECRET_FILE", "/nonexistent/gt-secret-42");
+        let errs = Config::parse(&bad, "agent.toml").unwrap_err();
+        let all: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        assert!(all.iter().any(|e| e.contains("targets[0] (snmpd).url") && e.contains("gopher")), "{all:?}");
+        assert!(all.iter().any(|e| e.contains("targets[1] (bmc).secret") && e.contains("gt-secret-42")), "{all:?}");
+    }
+
+    #[test]
+    fn bad_duration_names_the_key() {
+        let bad = GOOD.replace("\"30s\"", "\"thirty\"");
+        let msg = Config::parse(&bad, "agent.toml").unwrap_err()[0].to_string();
+        assert!(msg.contains("thirty") && msg.contains("line 11"), "{msg}");
+    }
+}

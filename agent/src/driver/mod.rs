@@ -1,0 +1,151 @@
+//! Protocol drivers. A driver only speaks its protocol and turns what the device says into a
+//! [`DeviceReport`]; deadlines, retries across polls, concurrency and metrics live in the caller
+//! (`poll.rs` today, the scheduler later), so every protocol behaves the same under failure.
+//!
+//! Drivers are a closed set dispatched with one `match` in [`poll`]; each one is a module with a
+//! `poll(&Target, &PollCx) -> Result<DeviceReport, DriverError>` entry point.
+
+pub mod redfish;
+pub mod snmp;
+
+use std::time::{Duration, Instant, SystemTime};
+
+use groundtruth_proto::v1::{DeviceReport, PollOutcome, PollStatus};
+
+use crate::target::Target;
+
+/// Limits handed to every poll, so a hostile or broken device cannot make the agent allocate or
+/// wait without bound.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Timeout of one request/response exchange.
+    pub request_timeout: Duration,
+    /// Retries of one request after a timeout (SNMP) or a transient failure.
+    pub retries: u32,
+    /// Deadline of a whole poll of one device.
+    pub poll_timeout: Duration,
+    /// Largest HTTP body read from a device.
+    pub max_body_bytes: usize,
+    /// Most varbinds accepted from one SNMP walk.
+    pub max_walk_varbinds: usize,
+    /// Most Redfish resources fetched in one poll.
+    pub max_resources: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            request_timeout: Duration::from_secs(3),
+            retries: 1,
+            poll_timeout: Duration::from_secs(30),
+            max_body_bytes: 4 * 1024 * 1024,
+            max_walk_varbinds: 20_000,
+            max_resources: 256,
+        }
+    }
+}
+
+/// Everything a poll may use besides the target itself.
+#[derive(Debug, Clone, Default)]
+pub struct PollCx {
+    pub limits: Limits,
+}
+
+/// Why a poll failed. `Display` never includes a secret; the caller prefixes the device.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DriverError {
+    #[error("could not connect to {endpoint}: {detail}")]
+    Connect { endpoint: String, detail: String },
+    #[error("no answer within {after:?} to {what}")]
+    Timeout { what: String, after: Duration },
+    #[error("device rejected the credentials ({detail})")]
+    Auth { detail: String },
+    #[error("device sent a malformed {what}: {detail}")]
+    Malformed { what: String, detail: String },
+    #[error("{what} exceeded the limit of {limit}")]
+    TooLarge { what: String, limit: u64 },
+    #[error("device answered with an error: {0}")]
+    DeviceException(String),
+    #[error("TLS problem: {0}")]
+    Tls(String),
+    #[error("not supported yet: {0}")]
+    Unsupported(&'static str),
+}
+
+impl DriverError {
+    /// The `PollOutcome` this error is reported as.
+    #[must_use]
+    pub fn outcome(&self) -> PollOutcome {
+        match self {
+            Self::Connect { .. } => PollOutcome::Unreachable,
+            Self::Timeout { .. } => PollOutcome::Timeout,
+            Self::Auth { .. } => PollOutcome::AuthFailed,
+            _ => PollOutcome::ProtocolError,
+        }
+    }
+}
+
+/// Polls one target once, within `cx.limits.poll_timeout`. Always returns a report; on failure
+/// the report carries only the identity stub and a status naming the cause, and the error is
+/// returned beside it for the caller's exit code and log.
+pub async fn poll(target: &Target, cx: &PollCx) -> (DeviceReport, Option<DriverError>) {
+    let started = Instant::now();
+    let polled_at = SystemTime::now();
+    let work = async {
+        match target {
+            Target::Snmp(t) => snmp::poll(t, cx).await,
+            Target::Redfish(t) => redfish::poll(t, cx).await,
+            Target::Modbus(_) => Err(DriverError::Unsupported("modbus polling (issue #5)")),
+            Target::Ipmi(_) => Err(DriverError::Unsupported("ipmi polling (issue #7)")),
+        }
+    };
+    let result = match tokio::time::timeout(cx.limits.poll_timeout, work).await {
+        Ok(r) => r,
+        Err(_) => Err(DriverError::Timeout {
+            what: "the whole poll".into(),
+            after: cx.limits.poll_timeout,
+        }),
+    };
+    let (mut report, error) = match result {
+        Ok(report) => (report, None),
+        Err(e) => {
+            let report = DeviceReport {
+                status: Some(PollStatus {
+                    outcome: e.outcome() as i32,
+                    message: e.to_string(),
+                    partial_errors: vec![],
+                }),
+                ..Default::default()
+            };
+            (report, Some(e))
+        }
+    };
+    let identity = report.identity.get_or_insert_with(Default::default);
+    identity.endpoint_key = target.endpoint_key();
+    identity.protocol = protocol_enum(target) as i32;
+    if report.status.is_none() {
+        report.status = Some(PollStatus {
+            outcome: PollOutcome::Ok as i32,
+            ..Default::default()
+        });
+    }
+    report.polled_at = Some(polled_at.into());
+    report.poll_duration_ms = u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX);
+    (report, error)
+}
+
+fn protocol_enum(target: &Target) -> groundtruth_proto::v1::Protocol {
+    use groundtruth_proto::v1::Protocol;
+    match target {
+        Target::Snmp(_) => Protocol::Snmp,
+        Target::Redfish(_) => Protocol::Redfish,
+        Target::Modbus(_) => Protocol::Modbus,
+        Target::Ipmi(_) => Protocol::Ipmi,
+    }
+}
+
+/// Trims device-provided text; returns an empty string for absent values.
+pub(crate) fn clean(s: Option<&str>) -> String {
+    s.map(str::trim).unwrap_or_default().to_owned()
+}

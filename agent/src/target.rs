@@ -1,0 +1,439 @@
+//! Target URLs: how one device endpoint is named on the command line and in config files.
+//!
+//! ```text
+//! snmp://COMMUNITY@HOST[:PORT]            SNMP v2c (port 161)
+//! snmp+v1://COMMUNITY@HOST[:PORT]         SNMP v1
+//! snmpv3://USER@HOST[:PORT]?auth=sha256&priv=aes&context=NAME[&auth_pass=..&priv_pass=..]
+//! redfish://[USER:PASS@]HOST[:PORT][?insecure]   Redfish over HTTPS (port 443)
+//! redfish+http://[USER:PASS@]HOST[:PORT]          Redfish over plain HTTP (port 80; tests, labs)
+//! modbus+tcp://HOST[:PORT]?unit=1&map=NAME
+//! modbus+rtu:///dev/ttyX?baud=9600&unit=1&map=NAME
+//! ipmi://USER:PASS@HOST[:PORT]
+//! ```
+//! Credentials in the URL are for one-shot use (as curl does); `--password-file`/`--password-env`
+//! and the config file's secret references keep them out of process listings and shell history.
+//! The parsed [`Target`] holds secrets as [`Secret`]s, and [`Target::endpoint_key`] never
+//! contains them.
+
+use std::path::PathBuf;
+
+use url::Url;
+
+use crate::secret::Secret;
+
+/// A parsed, validated target.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Target {
+    Snmp(SnmpTarget),
+    Redfish(RedfishTarget),
+    Modbus(ModbusTarget),
+    Ipmi(IpmiTarget),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnmpVersion {
+    V1,
+    V2c,
+    V3,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthProtocol {
+    Md5,
+    Sha1,
+    Sha224,
+    Sha256,
+    Sha384,
+    Sha512,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PrivProtocol {
+    Des,
+    Aes128,
+    Aes192,
+    Aes256,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SnmpTarget {
+    pub host: String,
+    pub port: u16,
+    pub version: SnmpVersion,
+    /// v1/v2c community (may be empty until a `--password-*` option fills it in).
+    pub community: Secret,
+    /// v3 user name.
+    pub user: String,
+    pub auth: Option<(AuthProtocol, Secret)>,
+    pub privacy: Option<(PrivProtocol, Secret)>,
+    pub context: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RedfishTarget {
+    /// `https://host:port` (or `http://` for `redfish+http`), no credentials, no path.
+    pub base: Url,
+    pub user: Option<String>,
+    pub password: Option<Secret>,
+    /// TLS certificate verification; off only with an explicit `?insecure`.
+    pub verify_tls: bool,
+    pub ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ModbusTransport {
+    Tcp { host: String, port: u16 },
+    Rtu { device: PathBuf, baud: u32 },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModbusTarget {
+    pub transport: ModbusTransport,
+    pub unit: u8,
+    pub map: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct IpmiTarget {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub password: Secret,
+}
+
+/// Why a target URL was refused. Never contains the secret parts of the URL.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TargetError {
+    #[error("not a URL ({0}); expected e.g. snmp://public@10.0.0.5 or redfish://10.0.0.9")]
+    NotUrl(String),
+    #[error(
+        "unknown scheme '{0}'; expected snmp, snmp+v1, snmpv3, redfish, redfish+http, modbus+tcp, modbus+rtu or ipmi"
+    )]
+    Scheme(String),
+    #[error("{scheme} target needs a host")]
+    NoHost { scheme: String },
+    #[error("invalid value for '{key}': {detail}")]
+    Param { key: String, detail: String },
+    #[error("unknown query parameter '{0}'")]
+    UnknownParam(String),
+    #[error("missing {0}")]
+    Missing(&'static str),
+}
+
+fn decode(s: &str) -> String {
+    url::form_urlencoded::parse(format!("x={s}").as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
+}
+
+fn param_err(key: &str, detail: impl Into<String>) -> TargetError {
+    TargetError::Param {
+        key: key.to_owned(),
+        detail: detail.into(),
+    }
+}
+
+impl Target {
+    /// Parses a target URL.
+    ///
+    /// # Errors
+    /// A [`TargetError`] naming the part of the URL that is wrong.
+    pub fn parse(text: &str) -> Result<Self, TargetError> {
+        // Report parse failures without echoing the URL: it may carry a password.
+        let url = Url::parse(text).map_err(|e| TargetError::NotUrl(e.to_string()))?;
+        let scheme = url.scheme().to_owned();
+        let host = || -> Result<String, TargetError> {
+            url.host_str()
+                .filter(|h| !h.is_empty())
+                .map(|h| h.trim_start_matches('[').trim_end_matches(']').to_owned())
+                .ok_or_else(|| TargetError::NoHost {
+                    scheme: scheme.clone(),
+                })
+        };
+        let params: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        let user = decode(url.username());
+        let password = url.password().map(decode);
+        match scheme.as_str() {
+            "snmp" | "snmp+v1" | "snmp+v2c" => {
+                if let Some((k, _)) = params.first() {
+                    return Err(TargetError::UnknownParam(k.clone()));
+                }
+                Ok(Self::Snmp(SnmpTarget {
+                    host: host()?,
+                    port: url.port().unwrap_or(161),
+                    version: if scheme == "snmp+v1" {
+                        SnmpVersion::V1
+                    } else {
+                        SnmpVersion::V2c
+                    },
+                    community: Secret::new(user),
+                    user: String::new(),
+                    auth: None,
+                    privacy: None,
+                    context: String::new(),
+                }))
+            }
+            "snmpv3" => {
+                let mut t = SnmpTarget {
+                    host: host()?,
+                    port: url.port().unwrap_or(161),
+                    version: SnmpVersion::V3,
+                    community: Secret::default(),
+                    user: user.clone(),
+                    auth: None,
+                    privacy: None,
+                    context: String::new(),
+                };
+                if t.user.is_empty() {
+                    return Err(TargetError::Missing("user name (snmpv3://USER@HOST)"));
+                }
+                let (mut auth, mut privacy, mut auth_pass, mut priv_pass) = (None, None, None, None);
+                for (k, v) in &params {
+                    match k.as_str() {
+                        "auth" => auth = Some(parse_auth(v)?),
+                        "priv" => privacy = Some(parse_priv(v)?),
+                        "auth_pass" => auth_pass = Some(Secret::new(v.clone())),
+                        "priv_pass" => priv_pass = Some(Secret::new(v.clone())),
+                        "context" => t.context.clone_from(v),
+                        other => return Err(TargetError::UnknownParam(other.to_owned())),
+                    }
+                }
+                if privacy.is_some() && auth.is_none() {
+                    return Err(param_err("priv", "privacy needs an auth protocol too"));
+                }
+                t.auth = auth.map(|a| (a, auth_pass.unwrap_or_default()));
+                t.privacy = privacy.map(|p| (p, priv_pass.unwrap_or_default()));
+                Ok(Self::Snmp(t))
+            }
+            "redfish" | "redfish+https" | "redfish+http" => {
+                let http = scheme == "redfish+http";
+                let mut verify_tls = true;
+                for (k, v) in &params {
+                    match k.as_str() {
+                        "insecure" if v.is_empty() || v == "true" || v == "1" => verify_tls = false,
+                        "insecure" if v == "false" || v == "0" => verify_tls = true,
+                        "insecure" => return Err(param_err("insecure", "expected true or false")),
+                        other => return Err(TargetError::UnknownParam(other.to_owned())),
+                    }
+                }
+                let h = host()?;
+                let port = url.port().unwrap_or(if http { 80 } else { 443 });
+                let host_part = if h.contains(':') { format!("[{h}]") } else { h };
+                let base = Url::parse(&format!(
+                    "{}://{host_part}:{port}",
+                    if http { "http" } else { "https" }
+                ))
+                .map_err(|e| TargetError::NotUrl(e.to_string()))?;
+                Ok(Self::Redfish(RedfishTarget {
+                    base,
+                    user: (!user.is_empty()).then_some(user),
+                    password: password.map(Secret::new),
+                    verify_tls,
+                    ca_file: None,
+                }))
+            }
+            "modbus+tcp" | "modbus+rtu" => {
+                let (mut unit, mut map, mut baud) = (1u8, None, 9600u32);
+                for (k, v) in &params {
+                    match k.as_str() {
+                        "unit" => {
+                            unit = v.parse().map_err(|_| param_err("unit", "expected 0-247"))?;
+                        }
+                        "map" => map = Some(v.clone()),
+                        "baud" => baud = v.parse().map_err(|_| param_err("baud", "expected a number"))?,
+                        other => return Err(TargetError::UnknownParam(other.to_owned())),
+                    }
+                }
+                let transport = if scheme == "modbus+tcp" {
+                    ModbusTransport::Tcp {
+                        host: host()?,
+                        port: url.port().unwrap_or(502),
+                    }
+                } else {
+                    if url.path().is_empty() || url.path() == "/" {
+                        return Err(TargetError::Missing("serial device path (modbus+rtu:///dev/ttyUSB0)"));
+                    }
+                    ModbusTransport::Rtu {
+                        device: PathBuf::from(decode(url.path())),
+                        baud,
+                    }
+                };
+                Ok(Self::Modbus(ModbusTarget {
+                    transport,
+                    unit,
+                    map: map.ok_or(TargetError::Missing("register map (?map=NAME)"))?,
+                }))
+            }
+            "ipmi" => Ok(Self::Ipmi(IpmiTarget {
+                host: host()?,
+                port: url.port().unwrap_or(623),
+                user,
+                password: Secret::new(password.unwrap_or_default()),
+            })),
+            other => Err(TargetError::Scheme(other.to_owned())),
+        }
+    }
+
+    /// Stable, credential-free name of the endpoint: `<protocol>://<host>:<port>` (plus the unit
+    /// for Modbus). Used as `DeviceIdentity.endpoint_key` and in every log line and error.
+    #[must_use]
+    pub fn endpoint_key(&self) -> String {
+        match self {
+            Self::Snmp(t) => format!("snmp://{}", host_port(&t.host, t.port)),
+            Self::Redfish(t) => format!(
+                "redfish://{}",
+                host_port(t.base.host_str().unwrap_or_default(), t.base.port().unwrap_or(443))
+            ),
+            Self::Modbus(t) => match &t.transport {
+                ModbusTransport::Tcp { host, port } => {
+                    format!("modbus+tcp://{}/{}", host_port(host, *port), t.unit)
+                }
+                ModbusTransport::Rtu { device, .. } => {
+                    format!("modbus+rtu://{}/{}", device.display(), t.unit)
+                }
+            },
+            Self::Ipmi(t) => format!("ipmi://{}", host_port(&t.host, t.port)),
+        }
+    }
+
+    /// Protocol name as used in logs and metric labels.
+    #[must_use]
+    pub fn protocol(&self) -> &'static str {
+        match self {
+            Self::Snmp(_) => "snmp",
+            Self::Redfish(_) => "redfish",
+            Self::Modbus(_) => "modbus",
+            Self::Ipmi(_) => "ipmi",
+        }
+    }
+
+    /// Fills the target's main secret (community, Redfish/IPMI password, or the SNMPv3 auth
+    /// passphrase) from an out-of-band source such as `--password-file`.
+    pub fn set_password(&mut self, secret: Secret) {
+        match self {
+            Self::Snmp(t) if t.version == SnmpVersion::V3 => {
+                if let Some((_, p)) = &mut t.auth {
+                    *p = secret;
+                }
+            }
+            Self::Snmp(t) => t.community = secret,
+            Self::Redfish(t) => t.password = Some(secret),
+            Self::Ipmi(t) => t.password = secret,
+            Self::Modbus(_) => {}
+        }
+    }
+}
+
+fn host_port(host: &str, port: u16) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+fn parse_auth(v: &str) -> Result<AuthProtocol, TargetError> {
+    Ok(match v.to_ascii_lowercase().replace('-', "").as_str() {
+        "md5" => AuthProtocol::Md5,
+        "sha" | "sha1" => AuthProtocol::Sha1,
+        "sha224" => AuthProtocol::Sha224,
+        "sha256" => AuthProtocol::Sha256,
+        "sha384" => AuthProtocol::Sha384,
+        "sha512" => AuthProtocol::Sha512,
+        _ => return Err(param_err("auth", "expected md5, sha, sha224, sha256, sha384 or sha512")),
+    })
+}
+
+fn parse_priv(v: &str) -> Result<PrivProtocol, TargetError> {
+    Ok(match v.to_ascii_lowercase().replace('-', "").as_str() {
+        "des" => PrivProtocol::Des,
+        "aes" | "aes128" => PrivProtocol::Aes128,
+        "aes192" => PrivProtocol::Aes192,
+        "aes256" => PrivProtocol::Aes256,
+        _ => return Err(param_err("priv", "expected des, aes, aes192 or aes256")),
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snmp_v2c_with_community_and_default_port() {
+        let Target::Snmp(t) = Target::parse("snmp://dc%40public@10.0.0.5").unwrap() else {
+            panic!("not snmp")
+        };
+        assert_eq!((t.host.as_str(), t.port, t.version), ("10.0.0.5", 161, SnmpVersion::V2c));
+        assert_eq!(t.community.expose(), "dc@public");
+    }
+
+    #[test]
+    fn snmpv3_with_protocols_context_and_passphrases() {
+        let Target::Snmp(t) = Target::parse(
+            "snmpv3://gtadmin@127.0.0.1:26161?auth=sha256&priv=aes&context=ctx&auth_pass=a%26b&priv_pass=p",
+        )
+        .unwrap() else {
+            panic!("not snmp")
+        };
+        assert_eq!(t.version, SnmpVersion::V3);
+        assert_eq!(t.user, "gtadmin");
+        assert_eq!(t.context, "ctx");
+        let (a, ap) = t.auth.unwrap();
+        assert_eq!((a, ap.expose()), (AuthProtocol::Sha256, "a&b"));
+        assert_eq!(t.privacy.unwrap().0, PrivProtocol::Aes128);
+    }
+
+    #[test]
+    fn redfish_defaults_to_verified_https() {
+        let Target::Redfish(t) = Target::parse("redfish://root:calvin@bmc1.example:8443").unwrap() else {
+            panic!("not redfish")
+        };
+        assert_eq!(t.base.as_str(), "https://bmc1.example:8443/");
+        assert!(t.verify_tls);
+        assert_eq!(t.user.as_deref(), Some("root"));
+        assert_eq!(t.password.unwrap().expose(), "calvin");
+        let Target::Redfish(t) = Target::parse("redfish://h?insecure").unwrap() else { panic!() };
+        assert!(!t.verify_tls);
+    }
+
+    #[test]
+    fn endpoint_key_never_contains_credentials() {
+        for u in [
+            "snmp://s3cret@10.0.0.5:1161",
+            "redfish://root:s3cret@10.0.0.9",
+            "ipmi://admin:s3cret@10.0.0.7",
+            "snmpv3://u@h?auth=sha&auth_pass=s3cret",
+        ] {
+            let key = Target::parse(u).unwrap().endpoint_key();
+            assert!(!key.contains("s3cret"), "{key}");
+        }
+        assert_eq!(Target::parse("snmp://c@10.0.0.5:1161").unwrap().endpoint_key(), "snmp://10.0.0.5:1161");
+    }
+
+    #[test]
+    fn modbus_forms() {
+        let Target::Modbus(t) = Target::parse("modbus+rtu:///dev/ttyUSB0?baud=19200&unit=7&map=sdm630").unwrap() else {
+            panic!()
+        };
+        assert_eq!(t.unit, 7);
+        assert_eq!(t.transport, ModbusTransport::Rtu { device: "/dev/ttyUSB0".into(), baud: 19200 });
+        assert_eq!(
+            Target::parse("modbus+tcp://h:502?unit=1").unwrap_err(),
+            TargetError::Missing("register map (?map=NAME)")
+        );
+    }
+
+    #[test]
+    fn errors_name_the_problem_without_echoing_secrets() {
+        assert!(matches!(Target::parse("ftp://x"), Err(TargetError::Scheme(s)) if s == "ftp"));
+        assert!(matches!(Target::parse("snmp://c@h?foo=1"), Err(TargetError::UnknownParam(k)) if k == "foo"));
+        let e = Target::parse("snmpv3://u@h?auth=sha999&auth_pass=s3cret").unwrap_err();
+        assert!(!e.to_string().contains("s3cret"));
+        assert!(e.to_string().contains("auth"));
+    }
+}

@@ -1,0 +1,123 @@
+//! CMDB synchronisation: make the CMDB's *owned* fields equal the collector's truth.
+//!
+//! The collector hands a list of [`DesiredDevice`]s (already normalised, each with a usable
+//! serial and a resolved location) to a [`Cmdb`] implementation. `plan` reads the CMDB and
+//! computes the smallest set of changes; `apply` executes a plan. Running plan+apply twice with
+//! no change in the inputs yields an empty plan the second time (idempotence is a tested
+//! property, not a hope). Only fields the collector owns are ever written, nothing is deleted.
+
+pub mod netbox;
+
+/// Rack face a device is mounted on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Face {
+    #[default]
+    Front,
+    Rear,
+}
+
+/// One MAC address the device carries, in canonical lower-case colon form.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DesiredMac {
+    /// `aa:bb:cc:dd:ee:ff`.
+    pub address: String,
+    /// Interface name to attach it to in the CMDB (e.g. "eth0", "bmc"); never empty.
+    pub interface_name: String,
+    /// True for a management controller (BMC) port.
+    pub management: bool,
+}
+
+/// Where the collector believes a device is.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DesiredLocation {
+    /// Site name as the operator knows it ("DC1"); the CMDB slug is derived from it.
+    pub site: String,
+    /// Room, if known (NetBox "location").
+    pub room: Option<String>,
+    /// Rack name within the site ("R07").
+    pub rack: String,
+    /// Lowest occupied U, 1-based. `None` = in the rack, position unknown.
+    pub position: Option<u32>,
+    pub face: Face,
+}
+
+/// The collector's truth about one device, as input to a sync.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct DesiredDevice {
+    /// Collector-internal device key (for logs and the exception log).
+    pub key: String,
+    /// Normalised serial (trimmed, upper case, never junk). The match key.
+    pub serial: String,
+    pub asset_tag: Option<String>,
+    /// Normalised vendor name ("Dell", "HPE", ...).
+    pub vendor: String,
+    pub model: String,
+    pub part_number: Option<String>,
+    /// Name the device reports; used only as the CMDB name when *creating* a device.
+    pub hostname: Option<String>,
+    pub location: Option<DesiredLocation>,
+    pub macs: Vec<DesiredMac>,
+    /// Latest measured power draw in watts.
+    pub power_watts: Option<f64>,
+    /// Human-readable evidence behind the location and identity (shown in plans).
+    pub evidence: Vec<String>,
+}
+
+/// One change to the CMDB, in the CMDB's own terms, with the reason.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Change {
+    /// Collector device key the change belongs to (empty for shared objects like sites).
+    pub device_key: String,
+    /// What kind of object: "site", "rack", "manufacturer", "device_type", "device",
+    /// "interface", "mac_address", "custom_field".
+    pub object: String,
+    /// "create" or "update".
+    pub action: String,
+    /// Human-readable identification of the object ("device serial GTSRV0000001").
+    pub target: String,
+    /// Field → (old, new), as display strings. Empty for creates of shared objects.
+    pub fields: Vec<FieldChange>,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct FieldChange {
+    pub field: String,
+    pub old: Option<String>,
+    pub new: String,
+}
+
+/// A conflict the sync refused to resolve on its own.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct SyncException {
+    pub device_key: String,
+    /// Short machine-readable kind: "duplicate_serial_in_cmdb", "position_occupied", ...
+    pub kind: String,
+    pub detail: String,
+}
+
+/// Result of one apply (or of a plan, with `writes == 0`).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct SyncReport {
+    pub changes: Vec<Change>,
+    pub exceptions: Vec<SyncException>,
+    /// HTTP write requests made (POST/PATCH). Zero on a dry run and on an idempotent rerun.
+    pub writes: u64,
+    /// Writes that failed after retries: (device key, reason).
+    pub failures: Vec<(String, String)>,
+}
+
+/// Errors reaching or talking to the CMDB as a whole (per-device problems are exceptions or
+/// failures in the report, not errors).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CmdbError {
+    #[error("CMDB at {url} is unreachable: {detail}")]
+    Unreachable { url: String, detail: String },
+    #[error("CMDB at {url} refused the API token (HTTP {status}); check the token and its permissions")]
+    Unauthorized { url: String, status: u16 },
+    #[error("CMDB at {url} answered {what} with HTTP {status}: {body}")]
+    Http { url: String, what: String, status: u16, body: String },
+    #[error("CMDB at {url} sent an unexpected response to {what}: {detail}")]
+    Malformed { url: String, what: String, detail: String },
+}

@@ -1,0 +1,237 @@
+//! Collector configuration file (TOML).
+//!
+//! ```toml
+//! [collector]
+//! listen_grpc = "127.0.0.1:50051"
+//! database = "/var/lib/groundtruth-collector/state.db"
+//! default_site = "DC1"           # for devices whose agent and evidence name no site
+//!
+//! [netbox]                       # optional: without it nothing is written to a CMDB
+//! url = "https://netbox.example.com"
+//! token = { file = "/etc/groundtruth/secrets/netbox.token" }   # or { env = "GT_NETBOX_TOKEN" }
+//! device_role = "server"         # role given to devices the collector creates
+//! create_missing = true          # create missing sites, racks, manufacturers and device types
+//! sync_interval = "30s"          # debounce after new data
+//! dry_run = false                # plan only, never write
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    collector: RawCollector,
+    #[serde(default)]
+    netbox: Option<RawNetBox>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCollector {
+    #[serde(default = "default_listen")]
+    listen_grpc: String,
+    #[serde(default = "default_db")]
+    database: PathBuf,
+    #[serde(default)]
+    default_site: String,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:50051".into()
+}
+
+fn default_db() -> PathBuf {
+    PathBuf::from("/var/lib/groundtruth-collector/state.db")
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNetBox {
+    url: String,
+    token: TokenRef,
+    #[serde(default = "default_role")]
+    device_role: String,
+    #[serde(default = "yes")]
+    create_missing: bool,
+    #[serde(default)]
+    sync_interval: Option<String>,
+    #[serde(default)]
+    dry_run: bool,
+    #[serde(default = "yes")]
+    tls_verify: bool,
+    #[serde(default)]
+    ca_file: Option<PathBuf>,
+}
+
+fn default_role() -> String {
+    "server".into()
+}
+
+const fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+enum TokenRef {
+    File(PathBuf),
+    Env(String),
+}
+
+/// Validated NetBox settings.
+#[derive(Clone)]
+pub struct NetBoxSettings {
+    pub url: url::Url,
+    pub token: String,
+    pub device_role: String,
+    pub create_missing: bool,
+    pub sync_interval: Duration,
+    pub dry_run: bool,
+    pub tls_verify: bool,
+    pub ca_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for NetBoxSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NetBoxSettings")
+            .field("url", &self.url.as_str())
+            .field("token", &"***")
+            .field("device_role", &self.device_role)
+            .field("create_missing", &self.create_missing)
+            .field("dry_run", &self.dry_run)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen_grpc: SocketAddr,
+    pub database: PathBuf,
+    pub default_site: String,
+    pub netbox: Option<NetBoxSettings>,
+    pub warnings: Vec<String>,
+}
+
+impl Config {
+    /// Reads and validates a config file; every error names the file and key (and the line for
+    /// syntax and type errors).
+    ///
+    /// # Errors
+    /// All problems found, one string each.
+    pub fn load(path: &Path) -> Result<Self, Vec<String>> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| vec![format!("{file}: cannot read: {e}")])?;
+        Self::parse(&text, &file)
+    }
+
+    /// # Errors
+    /// See [`Config::load`].
+    pub fn parse(text: &str, file: &str) -> Result<Self, Vec<String>> {
+        let raw: Raw = toml::from_str(text).map_err(|e| {
+            let place = e
+                .span()
+                .map(|s| format!("line {}: ", text[..s.start].matches('\n').count() + 1))
+                .unwrap_or_default();
+            vec![format!("{file}: {place}{}", e.message())]
+        })?;
+        let mut errors = Vec::new();
+        let mut warnings = Vec::new();
+        let listen_grpc = raw.collector.listen_grpc.parse().unwrap_or_else(|_| {
+            errors.push(format!(
+                "{file}: collector.listen_grpc: expected ADDRESS:PORT, got {:?}",
+                raw.collector.listen_grpc
+            ));
+            SocketAddr::from(([127, 0, 0, 1], 50051))
+        });
+        let netbox = raw.netbox.and_then(|n| {
+            let url = url::Url::parse(&n.url)
+                .map_err(|e| errors.push(format!("{file}: netbox.url: {e}")))
+                .ok()?;
+            let token = match &n.token {
+                TokenRef::File(p) => std::fs::read_to_string(p)
+                    .map(|t| t.trim().to_owned())
+                    .map_err(|e| errors.push(format!("{file}: netbox.token: cannot read {}: {e}", p.display())))
+                    .ok()?,
+                TokenRef::Env(v) => std::env::var(v)
+                    .map_err(|_| errors.push(format!("{file}: netbox.token: environment variable {v} is not set")))
+                    .ok()?,
+            };
+            let sync_interval = match n.sync_interval.as_deref().map(humantime::parse_duration) {
+                None => Duration::from_secs(30),
+                Some(Ok(d)) => d,
+                Some(Err(e)) => {
+                    errors.push(format!("{file}: netbox.sync_interval: {e}"));
+                    return None;
+                }
+            };
+            if !n.tls_verify {
+                warnings.push(format!("{file}: netbox.tls_verify = false: the NetBox certificate is not checked"));
+            }
+            if url.scheme() == "http" && !url.host_str().is_some_and(|h| h == "127.0.0.1" || h == "localhost" || h == "::1") {
+                warnings.push(format!("{file}: netbox.url uses plain http to a remote host; the API token travels in clear"));
+            }
+            Some(NetBoxSettings {
+                url,
+                token,
+                device_role: n.device_role,
+                create_missing: n.create_missing,
+                sync_interval,
+                dry_run: n.dry_run,
+                tls_verify: n.tls_verify,
+                ca_file: n.ca_file,
+            })
+        });
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(Self {
+            listen_grpc,
+            database: raw.collector.database,
+            default_site: raw.collector.default_site,
+            netbox,
+            warnings,
+        })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = Config::parse("[collector]\n", "c.toml").unwrap();
+        assert_eq!(c.listen_grpc.to_string(), "127.0.0.1:50051");
+        assert!(c.netbox.is_none());
+    }
+
+    #[test]
+    fn typo_and_missing_token_are_named() {
+        let e = Config::parse("[collector]\nlisten = \"x\"\n", "c.toml").unwrap_err();
+        assert!(e[0].contains("c.toml: line 2") && e[0].contains("listen"), "{e:?}");
+        let e = Config::parse(
+            "[collector]\n[netbox]\nurl = \"http://127.0.0.1:1\"\ntoken = { env = \"GT_UNSET_TOKEN_VAR_9\" }\n",
+            "c.toml",
+        )
+        .unwrap_err();
+        assert!(e[0].contains("netbox.token") && e[0].contains("GT_UNSET_TOKEN_VAR_9"), "{e:?}");
+    }
+
+    #[test]
+    fn token_from_file_is_trimmed_and_not_in_debug() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t");
+        std::fs::write(&p, "nbt_abc.def\n").unwrap();
+        let text = format!("[collector]\n[netbox]\nurl = \"http://127.0.0.1:1\"\ntoken = {{ file = {:?} }}\n", p);
+        let c = Config::parse(&text, "c.toml").unwrap();
+        let nb = c.netbox.unwrap();
+        assert_eq!(nb.token, "nbt_abc.def");
+        assert!(!format!("{nb:?}").contains("nbt_abc"));
+    }
+}

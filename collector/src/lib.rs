@@ -1,0 +1,36 @@
+//! groundtruth collector: ingests agents' batches, keeps the state store, works out where each
+//! device is, and syncs the CMDB.
+//!
+//! Map of the crate: [`ingest`] (gRPC service) → [`store`] (SQLite) → [`reconcile`] (location
+//! and fitness to write, with [`normalize`]) → [`cmdb`] (NetBox), orchestrated by [`sync`] and
+//! configured by [`config`].
+
+pub mod cmdb;
+pub mod config;
+pub mod ingest;
+pub mod normalize;
+pub mod reconcile;
+pub mod store;
+pub mod sync;
+
+/// Installs the process-wide rustls crypto provider (ring); harmless if called twice.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Builds the NetBox client from validated settings.
+///
+/// # Errors
+/// If the HTTP client cannot be built (e.g. unreadable CA file).
+pub fn netbox_client(s: &config::NetBoxSettings) -> Result<cmdb::netbox::NetBox, cmdb::CmdbError> {
+    cmdb::netbox::NetBox::new(cmdb::netbox::NetBoxConfig {
+        url: s.url.clone(),
+        token: s.token.clone(),
+        device_role: s.device_role.clone(),
+        create_missing: s.create_missing,
+        rack_height: 42,
+        timeout: std::time::Duration::from_secs(30),
+        tls_verify: s.tls_verify,
+        ca_file: s.ca_file.clone(),
+    })
+}

@@ -1,0 +1,233 @@
+//! `groundtruth-collector` command line.
+//!
+//! Exit codes: 0 success; 1 runtime failure (store, CMDB unreachable or token refused);
+//! 2 usage or configuration error.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use groundtruth_collector::config::Config;
+use groundtruth_collector::ingest::IngestService;
+use groundtruth_collector::store::Store;
+use groundtruth_collector::sync::{PassSummary, run_pass};
+use groundtruth_proto::v1::ingest_server::IngestServer;
+
+#[derive(Debug, Parser)]
+#[command(name = "groundtruth-collector", version, about = "Ingests groundtruth agents' data, locates devices and syncs the CMDB")]
+struct Cli {
+    /// Log filter (tracing EnvFilter syntax).
+    #[arg(long, env = "GT_LOG", default_value = "info", global = true)]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the collector: gRPC ingest, state store and (if configured) periodic NetBox sync.
+    Serve {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Run one NetBox sync pass now and print the changes.
+    Sync {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Compute and print the plan only; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the pass as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the devices in the store with their location and power.
+    Devices {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List open exceptions (what the collector refused to guess).
+    Exceptions {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Validate a config file.
+    CheckConfig { config: PathBuf },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    groundtruth_collector::install_crypto_provider();
+    let config_path = match &cli.command {
+        Command::Serve { config } | Command::Sync { config, .. } | Command::Devices { config, .. } | Command::Exceptions { config } | Command::CheckConfig { config } => config.clone(),
+    };
+    let cfg = match Config::load(&config_path) {
+        Ok(c) => c,
+        Err(errors) => {
+            for e in errors {
+                eprintln!("error: {e}");
+            }
+            return ExitCode::from(2);
+        }
+    };
+    for w in &cfg.warnings {
+        eprintln!("warning: {w}");
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = rt.block_on(async {
+        match cli.command {
+            Command::CheckConfig { config } => {
+                println!("{}: OK", config.display());
+                Ok(())
+            }
+            Command::Serve { .. } => serve(cfg).await,
+            Command::Sync { dry_run, json, .. } => sync_once(cfg, dry_run, json).await,
+            Command::Devices { json, .. } => devices(cfg, json).await,
+            Command::Exceptions { .. } => exceptions(cfg).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn open_store(cfg: &Config) -> anyhow::Result<Store> {
+    Store::open(&cfg.database)
+        .await
+        .with_context(|| format!("opening the state store {}", cfg.database.display()))
+}
+
+async fn serve(cfg: Config) -> anyhow::Result<()> {
+    let store = open_store(&cfg).await?;
+    let (tx, mut rx) = tokio::sync::watch::channel(0u64);
+    if let Some(nb) = cfg.netbox.clone() {
+        let netbox = groundtruth_collector::netbox_client(&nb)?;
+        let store = store.clone();
+        let default_site = cfg.default_site.clone();
+        tokio::spawn(async move {
+            // Debounced: after new data, wait `sync_interval`, then sync everything once.
+            while rx.changed().await.is_ok() {
+                tokio::time::sleep(nb.sync_interval).await;
+                rx.borrow_and_update();
+                match run_pass(&store, &netbox, &default_site, nb.dry_run).await {
+                    Ok(s) => tracing::info!(
+                        devices = s.devices,
+                        eligible = s.eligible,
+                        changes = s.report.changes.len(),
+                        writes = s.report.writes,
+                        exceptions = s.report.exceptions.len() + s.unfit.len(),
+                        failures = s.report.failures.len(),
+                        "NetBox sync pass done."
+                    ),
+                    Err(e) => tracing::error!(url = %nb.url, error = %e, "NetBox sync pass failed; will retry after the next batch."),
+                }
+            }
+        });
+    } else {
+        tracing::info!("No [netbox] section: CMDB sync is off.");
+    }
+    let service = IngestService::new(store, tx);
+    tracing::info!(listen = %cfg.listen_grpc, database = %cfg.database.display(), "Collector listening for agents (gRPC).");
+    tonic::transport::Server::builder()
+        .add_service(IngestServer::new(service))
+        .serve_with_shutdown(cfg.listen_grpc, async {
+            let _ = tokio::signal::ctrl_c().await;
+            tracing::info!("Interrupted; stopping.");
+        })
+        .await
+        .with_context(|| format!("serving gRPC on {}", cfg.listen_grpc))
+}
+
+async fn sync_once(cfg: Config, dry_run: bool, json: bool) -> anyhow::Result<()> {
+    let nb = cfg.netbox.clone().context("the config has no [netbox] section")?;
+    let store = open_store(&cfg).await?;
+    let netbox = groundtruth_collector::netbox_client(&nb)?;
+    let dry_run = dry_run || nb.dry_run;
+    let s = run_pass(&store, &netbox, &cfg.default_site, dry_run).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+    } else {
+        print_pass(&s, dry_run, nb.url.as_str());
+    }
+    Ok(())
+}
+
+fn print_pass(s: &PassSummary, dry_run: bool, url: &str) {
+    println!(
+        "NetBox {url}: {} device(s) in the store, {} fit to sync, {} change(s) {}, {} write request(s)",
+        s.devices,
+        s.eligible,
+        s.report.changes.len(),
+        if dry_run { "planned (dry run)" } else { "applied" },
+        s.report.writes
+    );
+    for c in &s.report.changes {
+        println!("  {} {} {}", c.action, c.object, c.target);
+        for f in &c.fields {
+            println!("      {}: {} -> {}", f.field, f.old.as_deref().unwrap_or("(empty)"), f.new);
+        }
+    }
+    for e in &s.report.exceptions {
+        println!("  EXCEPTION {} {}: {}", e.kind, e.device_key, e.detail);
+    }
+    for u in &s.unfit {
+        println!("  not synced ({}): {}", u.kind, u.detail);
+    }
+    for (k, why) in &s.report.failures {
+        println!("  FAILED {k}: {why}");
+    }
+    if s.report.changes.is_empty() && s.report.failures.is_empty() {
+        println!("  NetBox already matches the collector for every device fit to sync.");
+    }
+}
+
+async fn devices(cfg: Config, json: bool) -> anyhow::Result<()> {
+    let store = open_store(&cfg).await?;
+    let devices = store.devices().await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&devices)?);
+        return Ok(());
+    }
+    for d in &devices {
+        let loc = groundtruth_collector::reconcile::best_location(&d.locations).map_or_else(
+            || "location unknown".to_owned(),
+            |l| format!("rack {} U{} ({})", l.rack, l.u_position.map_or_else(|| "?".into(), |u| u.to_string()), l.source.trim_start_matches("LOCATION_SOURCE_")),
+        );
+        println!(
+            "{}  {} {}  {}  {}  macs={}  [{} via {}, {}]",
+            d.device_key,
+            d.vendor,
+            d.model,
+            loc,
+            d.power_watts.map_or_else(|| "power ?".into(), |w| format!("{w} W")),
+            d.macs.len(),
+            d.endpoint_key,
+            d.agent_id,
+            d.last_outcome.trim_start_matches("POLL_OUTCOME_")
+        );
+    }
+    Ok(())
+}
+
+async fn exceptions(cfg: Config) -> anyhow::Result<()> {
+    let store = open_store(&cfg).await?;
+    for e in store.open_exceptions().await? {
+        println!("{}  {}  {}  (since {})", e.kind, e.device_key, e.detail, e.first_seen);
+    }
+    Ok(())
+}

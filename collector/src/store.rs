@@ -1,0 +1,591 @@
+//! The collector's state store: an embedded SQLite database (WAL, `synchronous=FULL`) through
+//! sqlx, so the PostgreSQL option (issue #9) can share the query layer.
+//!
+//! Durability contract: [`Store::commit_batch`] returns only after the batch's transaction is
+//! committed to disk; the ingest layer acknowledges a batch to the agent only after that, so an
+//! acknowledged batch survives a collector crash. Deduplication is by `(agent_id, epoch, seq)`.
+
+use std::path::Path;
+use std::str::FromStr;
+
+use groundtruth_proto::v1::{Batch, DeviceReport, LocationSource, PollOutcome};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+
+use crate::normalize;
+
+/// Schema migrations, applied in order, each once (recorded in `schema_migrations`).
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/0001_init.sql"))];
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database {path}: {source}")]
+    Open { path: String, source: sqlx::Error },
+    #[error("database query failed: {0}")]
+    Query(#[from] sqlx::Error),
+    #[error("batch rejected: {0}")]
+    Invalid(String),
+}
+
+/// What happened to a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Commit {
+    Committed,
+    Duplicate,
+}
+
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+/// A device as the store knows it, with its strongest location evidence.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct DeviceRow {
+    pub device_key: String,
+    pub serial: String,
+    pub vendor: String,
+    pub model: String,
+    pub part_number: String,
+    pub asset_tag: String,
+    pub hostname: String,
+    pub protocol: String,
+    pub agent_id: String,
+    pub agent_site: String,
+    pub endpoint_key: String,
+    pub last_outcome: String,
+    pub last_seen: String,
+    pub macs: Vec<(String, String, String)>,
+    pub power_watts: Option<f64>,
+    pub locations: Vec<EvidenceRow>,
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct EvidenceRow {
+    pub source: String,
+    pub site: String,
+    pub room: String,
+    pub row: String,
+    pub rack: String,
+    pub u_position: Option<u32>,
+    pub confidence: f64,
+    pub raw: String,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ExceptionRow {
+    pub device_key: String,
+    pub kind: String,
+    pub detail: String,
+    pub first_seen: String,
+    pub last_seen: String,
+}
+
+fn now() -> String {
+    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+}
+
+fn ts(t: Option<&prost_types::Timestamp>) -> String {
+    t.and_then(|t| std::time::SystemTime::try_from(*t).ok())
+        .map_or_else(now, |t| humantime::format_rfc3339_millis(t).to_string())
+}
+
+fn enum_name<E: TryFrom<i32>>(v: i32, name: impl Fn(E) -> &'static str) -> String {
+    E::try_from(v).map(name).unwrap_or("UNKNOWN").to_owned()
+}
+
+/// The collector's key for a reported device: its normalised serial when usable, else the
+/// polled endpoint (such devices stay in the store and the exception log, never in the CMDB).
+#[must_use]
+pub fn device_key(report: &DeviceReport, agent_id: &str) -> String {
+    let id = report.identity.clone().unwrap_or_default();
+    match normalize::serial(&id.serial_number) {
+        Some(s) => format!("serial:{s}"),
+        None => format!("endpoint:{agent_id}/{}", id.endpoint_key),
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the database file and applies pending migrations.
+    ///
+    /// # Errors
+    /// If the file cannot be opened or a migration fails.
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        let open_err = |source| StoreError::Open {
+            path: path.display().to_string(),
+            source,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| open_err(sqlx::Error::Io(e)))?;
+        }
+        let opts = SqliteConnectOptions::from_str("sqlite://")
+            .map_err(open_err)?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(std::time::Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(opts)
+            .await
+            .map_err(open_err)?;
+        let store = Self { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)")
+            .execute(&self.pool)
+            .await?;
+        for (version, sql) in MIGRATIONS {
+            let done: Option<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = ?")
+                .bind(version)
+                .fetch_optional(&self.pool)
+                .await?;
+            if done.is_some() {
+                continue;
+            }
+            let mut tx = self.pool.begin().await?;
+            sqlx::raw_sql(sql).execute(&mut *tx).await?;
+            sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)")
+                .bind(version)
+                .bind(now())
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            tracing::info!(version, "Applied database migration.");
+        }
+        Ok(())
+    }
+
+    /// Commits one batch atomically, or recognises it as a duplicate.
+    ///
+    /// # Errors
+    /// A database failure (the batch must not be acknowledged) or an invalid batch.
+    pub async fn commit_batch(&self, batch: &Batch) -> Result<Commit, StoreError> {
+        let agent = batch.agent.clone().unwrap_or_default();
+        if agent.agent_id.trim().is_empty() {
+            return Err(StoreError::Invalid("batch without agent.agent_id".into()));
+        }
+        if batch.seq == 0 {
+            return Err(StoreError::Invalid("batch with seq 0 (sequence numbers start at 1)".into()));
+        }
+        let mut tx = self.pool.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO batches (agent_id, epoch, seq, agent_site, devices, received_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(&agent.agent_id)
+        .bind(i64::try_from(batch.epoch).unwrap_or(i64::MAX))
+        .bind(i64::try_from(batch.seq).unwrap_or(i64::MAX))
+        .bind(&agent.site)
+        .bind(i64::try_from(batch.devices.len()).unwrap_or(i64::MAX))
+        .bind(now())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if inserted == 0 {
+            tx.rollback().await?;
+            return Ok(Commit::Duplicate);
+        }
+        for report in &batch.devices {
+            Self::upsert_report(&mut tx, report, &agent.agent_id, &agent.site).await?;
+        }
+        tx.commit().await?;
+        Ok(Commit::Committed)
+    }
+
+    async fn upsert_report(
+        tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+        report: &DeviceReport,
+        agent_id: &str,
+        agent_site: &str,
+    ) -> Result<(), StoreError> {
+        use groundtruth_proto::v1::{ComponentKind, DeviceClass, MacRole, Protocol};
+        let id = report.identity.clone().unwrap_or_default();
+        let key = device_key(report, agent_id);
+        let status = report.status.clone().unwrap_or_default();
+        let outcome = enum_name(status.outcome, PollOutcome::as_str_name);
+        let seen = ts(report.polled_at.as_ref());
+        let failed = !(status.outcome == PollOutcome::Ok as i32 || status.outcome == PollOutcome::Partial as i32);
+        // A failed poll updates only the health columns: it must not blank out the identity.
+        let device_id: i64 = if failed {
+            sqlx::query_scalar(
+                "INSERT INTO devices (device_key, protocol, agent_id, agent_site, endpoint_key, last_outcome, last_message, first_seen, last_seen)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                 ON CONFLICT (device_key) DO UPDATE SET last_outcome = excluded.last_outcome, last_message = excluded.last_message
+                 RETURNING id",
+            )
+            .bind(&key)
+            .bind(enum_name(id.protocol, Protocol::as_str_name))
+            .bind(agent_id)
+            .bind(agent_site)
+            .bind(&id.endpoint_key)
+            .bind(&outcome)
+            .bind(&status.message)
+            .bind(&seen)
+            .bind(&seen)
+            .fetch_one(&mut **tx)
+            .await?
+        } else {
+            sqlx::query_scalar(
+                "INSERT INTO devices (device_key, serial, vendor, model, part_number, sku, firmware, asset_tag, hostname, description,
+                                      sys_object_id, uuid, device_class, protocol, agent_id, agent_site, endpoint_key, last_outcome, last_message,
+                                      first_seen, last_seen)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                 ON CONFLICT (device_key) DO UPDATE SET
+                    serial = excluded.serial, vendor = excluded.vendor, model = excluded.model, part_number = excluded.part_number,
+                    sku = excluded.sku, firmware = excluded.firmware, asset_tag = excluded.asset_tag, hostname = excluded.hostname,
+                    description = excluded.description, sys_object_id = excluded.sys_object_id, uuid = excluded.uuid,
+                    device_class = excluded.device_class, protocol = excluded.protocol, agent_id = excluded.agent_id,
+                    agent_site = excluded.agent_site, endpoint_key = excluded.endpoint_key, last_outcome = excluded.last_outcome,
+                    last_message = excluded.last_message, last_seen = excluded.last_seen
+                 RETURNING id",
+            )
+            .bind(&key)
+            .bind(normalize::serial(&id.serial_number).unwrap_or_default())
+            .bind(normalize::vendor(&id.vendor))
+            .bind(id.model.trim())
+            .bind(id.part_number.trim())
+            .bind(id.sku.trim())
+            .bind(id.firmware_version.trim())
+            .bind(id.asset_tag.trim())
+            .bind(id.hostname.trim())
+            .bind(&id.description)
+            .bind(&id.sys_object_id)
+            .bind(&id.uuid)
+            .bind(enum_name(id.device_class, DeviceClass::as_str_name))
+            .bind(enum_name(id.protocol, Protocol::as_str_name))
+            .bind(agent_id)
+            .bind(agent_site)
+            .bind(&id.endpoint_key)
+            .bind(&outcome)
+            .bind(&status.message)
+            .bind(&seen)
+            .bind(&seen)
+            .fetch_one(&mut **tx)
+            .await?
+        };
+        if failed {
+            return Ok(());
+        }
+        for mac in &id.macs {
+            let Some(address) = groundtruth_proto::mac::canonical(&mac.address) else {
+                continue;
+            };
+            sqlx::query(
+                "INSERT INTO device_macs (device_id, address, interface_name, role, last_seen) VALUES (?, ?, ?, ?, ?)
+                 ON CONFLICT (device_id, address) DO UPDATE SET interface_name = excluded.interface_name, role = excluded.role, last_seen = excluded.last_seen",
+            )
+            .bind(device_id)
+            .bind(address)
+            .bind(&mac.interface_name)
+            .bind(enum_name(mac.role, MacRole::as_str_name))
+            .bind(&seen)
+            .execute(&mut **tx)
+            .await?;
+        }
+        for r in &report.readings {
+            if !r.value.is_finite() {
+                continue;
+            }
+            let c = r.component.clone().unwrap_or_default();
+            sqlx::query(
+                "INSERT INTO readings (device_id, metric, unit, value, observed_at, component_kind, component_index, component_label)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(device_id)
+            .bind(&r.metric)
+            .bind(&r.unit)
+            .bind(r.value)
+            .bind(ts(r.observed_at.as_ref()))
+            .bind(if r.component.is_some() { enum_name(c.kind, ComponentKind::as_str_name) } else { String::new() })
+            .bind(i64::from(c.index))
+            .bind(&c.label)
+            .execute(&mut **tx)
+            .await?;
+        }
+        for l in &report.locations {
+            sqlx::query(
+                "INSERT INTO location_evidence (device_id, source, site, room, row_name, rack, u_position, u_height, face, confidence, raw, observed_at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                 ON CONFLICT (device_id, source) DO UPDATE SET site = excluded.site, room = excluded.room, row_name = excluded.row_name,
+                    rack = excluded.rack, u_position = excluded.u_position, u_height = excluded.u_height, face = excluded.face,
+                    confidence = excluded.confidence, raw = excluded.raw, observed_at = excluded.observed_at",
+            )
+            .bind(device_id)
+            .bind(enum_name(l.source, LocationSource::as_str_name))
+            .bind(l.site.trim())
+            .bind(l.room.trim())
+            .bind(l.row.trim())
+            .bind(l.rack.trim())
+            .bind(l.u_position.map(i64::from))
+            .bind(i64::from(l.u_height))
+            .bind(enum_name(l.face, groundtruth_proto::v1::RackFace::as_str_name))
+            .bind(f64::from(l.confidence))
+            .bind(&l.raw)
+            .bind(ts(l.observed_at.as_ref()))
+            .execute(&mut **tx)
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// All devices with their MACs, latest device-level power and location evidence.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub async fn devices(&self) -> Result<Vec<DeviceRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, device_key, serial, vendor, model, part_number, asset_tag, hostname, protocol, agent_id, agent_site,
+                    endpoint_key, last_outcome, last_seen FROM devices ORDER BY device_key",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let id: i64 = r.get("id");
+            let macs = sqlx::query("SELECT address, interface_name, role FROM device_macs WHERE device_id = ? ORDER BY address")
+                .bind(id)
+                .fetch_all(&self.pool)
+                .await?
+                .into_iter()
+                .map(|m| (m.get("address"), m.get("interface_name"), m.get("role")))
+                .collect();
+            let power_watts: Option<f64> = sqlx::query_scalar(
+                "SELECT value FROM readings WHERE device_id = ? AND metric = 'power' AND unit = 'W' AND component_kind = ''
+                 ORDER BY observed_at DESC LIMIT 1",
+            )
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+            let locations = sqlx::query(
+                "SELECT source, site, room, row_name, rack, u_position, confidence, raw FROM location_evidence WHERE device_id = ?
+                 ORDER BY confidence DESC",
+            )
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .map(|l| EvidenceRow {
+                source: l.get("source"),
+                site: l.get("site"),
+                room: l.get("room"),
+                row: l.get("row_name"),
+                rack: l.get("rack"),
+                u_position: l.get::<Option<i64>, _>("u_position").and_then(|u| u32::try_from(u).ok()),
+                confidence: l.get("confidence"),
+                raw: l.get("raw"),
+            })
+            .collect();
+            out.push(DeviceRow {
+                device_key: r.get("device_key"),
+                serial: r.get("serial"),
+                vendor: r.get("vendor"),
+                model: r.get("model"),
+                part_number: r.get("part_number"),
+                asset_tag: r.get("asset_tag"),
+                hostname: r.get("hostname"),
+                protocol: r.get("protocol"),
+                agent_id: r.get("agent_id"),
+                agent_site: r.get("agent_site"),
+                endpoint_key: r.get("endpoint_key"),
+                last_outcome: r.get("last_outcome"),
+                last_seen: r.get("last_seen"),
+                macs,
+                power_watts,
+                locations,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Opens (or refreshes) an exception; one open row per (device, kind).
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub async fn raise_exception(&self, device_key: &str, kind: &str, detail: &str) -> Result<(), StoreError> {
+        let t = now();
+        sqlx::query(
+            "INSERT INTO exceptions (device_key, kind, detail, first_seen, last_seen) VALUES (?, ?, ?, ?, ?)
+             ON CONFLICT (device_key, kind) WHERE resolved_at IS NULL DO UPDATE SET detail = excluded.detail, last_seen = excluded.last_seen",
+        )
+        .bind(device_key)
+        .bind(kind)
+        .bind(detail)
+        .bind(&t)
+        .bind(&t)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Marks open exceptions of a device resolved, except the kinds in `still_open`.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub async fn resolve_exceptions(&self, device_key: &str, still_open: &[&str]) -> Result<(), StoreError> {
+        let rows = sqlx::query("SELECT id, kind FROM exceptions WHERE device_key = ? AND resolved_at IS NULL")
+            .bind(device_key)
+            .fetch_all(&self.pool)
+            .await?;
+        for r in rows {
+            let kind: String = r.get("kind");
+            if !still_open.contains(&kind.as_str()) {
+                sqlx::query("UPDATE exceptions SET resolved_at = ? WHERE id = ?")
+                    .bind(now())
+                    .bind(r.get::<i64, _>("id"))
+                    .execute(&self.pool)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Open exceptions, oldest first.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub async fn open_exceptions(&self) -> Result<Vec<ExceptionRow>, StoreError> {
+        Ok(sqlx::query("SELECT device_key, kind, detail, first_seen, last_seen FROM exceptions WHERE resolved_at IS NULL ORDER BY first_seen")
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .map(|r| ExceptionRow {
+                device_key: r.get("device_key"),
+                kind: r.get("kind"),
+                detail: r.get("detail"),
+                first_seen: r.get("first_seen"),
+                last_seen: r.get("last_seen"),
+            })
+            .collect())
+    }
+
+    /// Records the outcome of a CMDB sync for a device.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub async fn record_sync(&self, device_key: &str, changes: usize, result: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO cmdb_sync (device_key, last_sync, changes, result) VALUES (?, ?, ?, ?)
+             ON CONFLICT (device_key) DO UPDATE SET last_sync = excluded.last_sync, changes = excluded.changes, result = excluded.result",
+        )
+        .bind(device_key)
+        .bind(now())
+        .bind(i64::try_from(changes).unwrap_or(i64::MAX))
+        .bind(result)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Number of committed batches (for tests and status output).
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub async fn batch_count(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM batches").fetch_one(&self.pool).await?)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use groundtruth_proto::v1::{AgentInfo, DeviceIdentity, LocationEvidence, MacAddress, PollStatus, Reading};
+
+    fn batch(seq: u64, serial: &str, watts: f64) -> Batch {
+        Batch {
+            agent: Some(AgentInfo {
+                agent_id: "a1".into(),
+                site: "DC1".into(),
+                ..Default::default()
+            }),
+            epoch: 1,
+            seq,
+            devices: vec![DeviceReport {
+                identity: Some(DeviceIdentity {
+                    serial_number: serial.into(),
+                    vendor: "Dell Inc.".into(),
+                    endpoint_key: "redfish://10.0.0.9:443".into(),
+                    macs: vec![MacAddress {
+                        address: "A4-BF-01-28-90-AA".into(),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }),
+                readings: vec![Reading {
+                    metric: "power".into(),
+                    unit: "W".into(),
+                    value: watts,
+                    ..Default::default()
+                }],
+                locations: vec![LocationEvidence {
+                    source: LocationSource::RedfishPlacement as i32,
+                    rack: "R07".into(),
+                    u_position: Some(12),
+                    confidence: 0.9,
+                    ..Default::default()
+                }],
+                status: Some(PollStatus {
+                    outcome: PollOutcome::Ok as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn duplicate_batch_is_recognised_and_stored_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db")).await.unwrap();
+        assert_eq!(store.commit_batch(&batch(1, "sn1", 100.0)).await.unwrap(), Commit::Committed);
+        assert_eq!(store.commit_batch(&batch(1, "sn1", 999.0)).await.unwrap(), Commit::Duplicate);
+        assert_eq!(store.commit_batch(&batch(2, "sn1", 120.0)).await.unwrap(), Commit::Committed);
+        let devices = store.devices().await.unwrap();
+        assert_eq!(devices.len(), 1);
+        let d = &devices[0];
+        assert_eq!((d.device_key.as_str(), d.vendor.as_str()), ("serial:SN1", "Dell"));
+        assert_eq!(d.macs[0].0, "a4:bf:01:28:90:aa");
+        assert_eq!(d.locations[0].u_position, Some(12));
+        assert_eq!(store.batch_count().await.unwrap(), 2);
+    }
+
+    #[tokio::test]
+    async fn reopening_keeps_data_and_does_not_rerun_migrations() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        Store::open(&path).await.unwrap().commit_batch(&batch(1, "sn1", 1.0)).await.unwrap();
+        let store = Store::open(&path).await.unwrap();
+        assert_eq!(store.batch_count().await.unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn junk_serial_keys_by_endpoint_and_batch_without_agent_is_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db")).await.unwrap();
+        store.commit_batch(&batch(1, "To Be Filled By O.E.M.", 1.0)).await.unwrap();
+        let d = store.devices().await.unwrap();
+        assert_eq!(d[0].device_key, "endpoint:a1/redfish://10.0.0.9:443");
+        let mut b = batch(2, "x", 1.0);
+        b.agent = None;
+        assert!(matches!(store.commit_batch(&b).await, Err(StoreError::Invalid(_))));
+    }
+
+    #[tokio::test]
+    async fn exceptions_open_once_and_resolve() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db")).await.unwrap();
+        store.raise_exception("k", "no_location", "a").await.unwrap();
+        store.raise_exception("k", "no_location", "b").await.unwrap();
+        let open = store.open_exceptions().await.unwrap();
+        assert_eq!(open.len(), 1);
+        assert_eq!(open[0].detail, "b");
+        store.resolve_exceptions("k", &[]).await.unwrap();
+        assert!(store.open_exceptions().await.unwrap().is_empty());
+    }
+}

@@ -1,0 +1,85 @@
+//! One CMDB sync pass: stored devices → desired state → NetBox, with exceptions recorded for
+//! devices that cannot be written and for conflicts the CMDB layer found.
+
+use crate::cmdb::netbox::NetBox;
+use crate::cmdb::{CmdbError, SyncReport};
+use crate::reconcile;
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Cmdb(#[from] CmdbError),
+}
+
+/// Outcome of one pass, for logs and the CLI.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct PassSummary {
+    pub devices: usize,
+    pub eligible: usize,
+    pub unfit: Vec<reconcile::Unfit>,
+    pub report: SyncReport,
+}
+
+impl serde::Serialize for reconcile::Unfit {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("Unfit", 3)?;
+        st.serialize_field("device_key", &self.device_key)?;
+        st.serialize_field("kind", &self.kind)?;
+        st.serialize_field("detail", &self.detail)?;
+        st.end()
+    }
+}
+
+/// Runs one pass. With `dry_run` nothing is written to NetBox (exceptions are still recorded
+/// in the collector's own store).
+///
+/// # Errors
+/// When the store fails or NetBox as a whole is unreachable or refuses the token; per-device
+/// problems are in the summary instead.
+pub async fn run_pass(store: &Store, netbox: &NetBox, default_site: &str, dry_run: bool) -> Result<PassSummary, SyncError> {
+    let devices = store.devices().await?;
+    let mut summary = PassSummary {
+        devices: devices.len(),
+        ..Default::default()
+    };
+    let mut desired = Vec::new();
+    for d in &devices {
+        match reconcile::desired(d, default_site) {
+            Ok(want) => desired.push(want),
+            Err(unfit) => {
+                store.raise_exception(&unfit.device_key, unfit.kind, &unfit.detail).await?;
+                summary.unfit.push(unfit);
+            }
+        }
+    }
+    summary.eligible = desired.len();
+    let report = netbox.sync(&desired, dry_run).await?;
+    for want in &desired {
+        let open: Vec<&str> = report
+            .exceptions
+            .iter()
+            .filter(|e| e.device_key == want.key)
+            .map(|e| e.kind.as_str())
+            .collect();
+        for e in report.exceptions.iter().filter(|e| e.device_key == want.key) {
+            store.raise_exception(&e.device_key, &e.kind, &e.detail).await?;
+        }
+        if !dry_run {
+            store.resolve_exceptions(&want.key, &open).await?;
+            let changes = report.changes.iter().filter(|c| c.device_key == want.key).count();
+            let failed = report.failures.iter().find(|(k, _)| k == &want.key);
+            let result = match (failed, open.is_empty()) {
+                (Some((_, why)), _) => format!("failed: {why}"),
+                (None, false) => "blocked by exception".to_owned(),
+                (None, true) => "ok".to_owned(),
+            };
+            store.record_sync(&want.key, changes, &result).await?;
+        }
+    }
+    summary.report = report;
+    Ok(summary)
+}

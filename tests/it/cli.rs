@@ -1,0 +1,78 @@
+//! The one-shot CLI contract scripts rely on: `groundtruth-agent poll <target> --json` prints
+//! the canonical JSON of a `DeviceReport` on stdout and exits 0; on failure it prints one line on
+//! stderr and exits non-zero (1 device/network failure, 2 usage error).
+
+use std::process::Command;
+
+use groundtruth_tests::{Peers, binary};
+
+fn agent() -> Option<std::path::PathBuf> {
+    let bin = binary("groundtruth-agent");
+    if bin.is_none() {
+        assert!(std::env::var("GT_REQUIRE_PEERS").as_deref() != Ok("1"), "groundtruth-agent binary not built");
+        eprintln!("SKIP: groundtruth-agent binary not built (run `cargo build --workspace --bins` first)");
+    }
+    bin
+}
+
+#[test]
+fn poll_json_redfish_prints_canonical_json() {
+    let Some([url, ca]) = Peers::load().require("cli_poll_json", ["GT_REDFISH_URL", "GT_REDFISH_CA"]) else {
+        return;
+    };
+    let Some(bin) = agent() else { return };
+    let target = url.replace("https://", "redfish://");
+    let out = Command::new(bin).args(["poll", &target, "--json", "--ca-file", &ca]).output().unwrap();
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["identity"]["serialNumber"], "GTSRV0000001");
+    assert_eq!(v["identity"]["protocol"], "PROTOCOL_REDFISH");
+    assert_eq!(v["locations"][0]["uPosition"], 12);
+    assert_eq!(v["status"]["outcome"], "POLL_OUTCOME_OK");
+    // The canonical mapping parses back into the message.
+    let back: groundtruth_proto::v1::DeviceReport =
+        groundtruth_proto::json::from_str(std::str::from_utf8(&out.stdout).unwrap()).unwrap();
+    assert_eq!(back.identity.unwrap().model, "GT-R1000");
+}
+
+#[test]
+fn poll_snmp_with_community_from_env() {
+    let Some([addr, community]) = Peers::load().require("cli_poll_snmp", ["GT_SNMPD_ADDR", "GT_SNMPD_COMMUNITY"]) else {
+        return;
+    };
+    let Some(bin) = agent() else { return };
+    let out = Command::new(bin)
+        .args(["poll", &format!("snmp://{addr}"), "--json", "--password-env", "GT_TEST_COMMUNITY"])
+        .env("GT_TEST_COMMUNITY", &community)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["identity"]["protocol"], "PROTOCOL_SNMP");
+    assert!(v["identity"]["macs"].as_array().is_some_and(|m| !m.is_empty()));
+}
+
+#[test]
+fn unreachable_device_exits_1_with_one_line_naming_it() {
+    let Some(bin) = agent() else { return };
+    // A closed port on loopback: connection refused at once.
+    let port = groundtruth_tests::free_port();
+    let out = Command::new(bin)
+        .args(["poll", &format!("redfish+http://u:s3cretpw@127.0.0.1:{port}"), "--json", "--log", "off"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains(&format!("redfish://127.0.0.1:{port}")), "{err}");
+    assert!(!err.contains("s3cretpw"), "secret leaked: {err}");
+}
+
+#[test]
+fn bad_target_is_a_usage_error() {
+    let Some(bin) = agent() else { return };
+    let out = Command::new(bin).args(["poll", "gopher://x", "--log", "off"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown scheme 'gopher'"));
+}

@@ -1,0 +1,161 @@
+//! The walking skeleton end to end, with real parts: the agent polls net-snmp snmpd and a Redfish
+//! BMC (sushy-tools), streams over gRPC to the collector, which commits to SQLite and syncs
+//! NetBox 4.7; a second pass changes nothing in NetBox.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use groundtruth_agent::config::Config as AgentConfig;
+use groundtruth_agent::run::Agent;
+use groundtruth_collector::ingest::IngestService;
+use groundtruth_collector::store::Store;
+use groundtruth_proto::v1::ingest_server::IngestServer;
+use groundtruth_tests::{Peers, free_port, init_tls};
+
+/// Starts an in-process collector ingest on a free port; returns its address and store.
+async fn start_collector(dir: &std::path::Path) -> (SocketAddr, Store, tokio::task::JoinHandle<()>) {
+    let store = Store::open(&dir.join("state.db")).await.unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let handle = serve_on(addr, store.clone());
+    (addr, store, handle)
+}
+
+fn serve_on(addr: SocketAddr, store: Store) -> tokio::task::JoinHandle<()> {
+    let (tx, _rx) = tokio::sync::watch::channel(0);
+    let handle = tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(IngestServer::new(IngestService::new(store, tx)))
+            .serve(addr)
+            .await
+            .unwrap();
+    });
+    handle
+}
+
+async fn wait_listening(addr: SocketAddr) {
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("collector did not start listening on {addr}");
+}
+
+fn agent_config(dir: &std::path::Path, collector: SocketAddr, targets: &str) -> AgentConfig {
+    let text = format!(
+        "[agent]\nid = \"e2e-agent\"\nsite = \"DC1\"\nstate_dir = {:?}\n\n[collector]\ngrpc = \"http://{collector}\"\n\n[defaults]\ntimeout = \"1s\"\n\n{targets}",
+        dir.join("agent-state")
+    );
+    AgentConfig::parse(&text, "e2e-agent.toml").unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snmpd_and_redfish_to_collector_to_netbox_twice_is_idempotent() {
+    let p = Peers::load();
+    let Some([snmpd, community, redfish, ca, nb_url, nb_token]) = p.require(
+        "e2e_skeleton",
+        ["GT_SNMPD_ADDR", "GT_SNMPD_COMMUNITY", "GT_REDFISH_URL", "GT_REDFISH_CA", "GT_NETBOX_URL", "GT_NETBOX_TOKEN"],
+    ) else {
+        return;
+    };
+    init_tls();
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, store, _server) = start_collector(dir.path()).await;
+    wait_listening(addr).await;
+    let community_file = dir.path().join("community");
+    std::fs::write(&community_file, format!("{community}\n")).unwrap();
+    let targets = format!(
+        "[[targets]]\nname = \"snmpd\"\nurl = \"snmp://{snmpd}\"\nsecret = {{ file = {community_file:?} }}\n\n\
+         [[targets]]\nname = \"bmc\"\nurl = \"{}\"\nca_file = {ca:?}\n",
+        redfish.replace("https://", "redfish://")
+    );
+    let mut agent = Agent::new(agent_config(dir.path(), addr, &targets)).unwrap();
+
+    // Round 1: both devices polled, one batch delivered and acknowledged.
+    let s = agent.round().await.unwrap();
+    assert_eq!((s.polled, s.failed, s.delivered_batches, s.pending_batches), (2, 0, 1, 0));
+    let devices = store.devices().await.unwrap();
+    let server = devices.iter().find(|d| d.device_key == "serial:GTSRV0000001").expect("redfish server stored by serial");
+    assert_eq!(server.power_watts, Some(412.0));
+    assert!(server.locations.iter().any(|l| l.rack == "R07" && l.u_position == Some(12)));
+    let snmp = devices.iter().find(|d| d.protocol == "PROTOCOL_SNMP").expect("snmpd stored");
+    assert_eq!(snmp.device_key, format!("endpoint:e2e-agent/snmp://{snmpd}"));
+
+    // NetBox pass 1: the server is created or updated; snmpd (no serial) becomes an exception.
+    let settings = groundtruth_collector::config::NetBoxSettings {
+        url: nb_url.parse().unwrap(),
+        token: nb_token.clone(),
+        device_role: "server".into(),
+        create_missing: true,
+        sync_interval: Duration::from_secs(1),
+        dry_run: false,
+        tls_verify: true,
+        ca_file: None,
+    };
+    let netbox = groundtruth_collector::netbox_client(&settings).unwrap();
+    let pass1 = groundtruth_collector::sync::run_pass(&store, &netbox, "DC1", false).await.unwrap();
+    assert_eq!(pass1.eligible, 1, "{pass1:?}");
+    assert!(pass1.report.failures.is_empty(), "{:?}", pass1.report.failures);
+    assert!(pass1.unfit.iter().any(|u| u.kind == "no_usable_identity" && u.device_key == snmp.device_key));
+    let exceptions = store.open_exceptions().await.unwrap();
+    assert!(exceptions.iter().any(|e| e.kind == "no_usable_identity"));
+
+    // What NetBox now holds, read back over its REST API.
+    let http = reqwest::Client::new();
+    let auth = if nb_token.starts_with("nbt_") { format!("Bearer {nb_token}") } else { format!("Token {nb_token}") };
+    let body = http
+        .get(format!("{}/api/dcim/devices/?serial=GTSRV0000001", nb_url.trim_end_matches('/')))
+        .header("Authorization", &auth)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["count"], 1, "{body}");
+    let d = &v["results"][0];
+    assert_eq!(d["rack"]["name"], "R07");
+    assert_eq!(d["position"].as_f64(), Some(12.0));
+    assert_eq!(d["site"]["name"], "DC1");
+    let device_id = d["id"].as_i64().unwrap();
+    let macs: serde_json::Value = serde_json::from_str(
+        &http
+            .get(format!("{}/api/dcim/mac-addresses/?device_id={device_id}", nb_url.trim_end_matches('/')))
+            .header("Authorization", &auth)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    let have: Vec<String> = macs["results"].as_array().unwrap().iter().map(|m| m["mac_address"].as_str().unwrap().to_lowercase()).collect();
+    assert!(have.contains(&"02:47:54:10:00:01".to_owned()), "{have:?}");
+
+    // Round 2 and pass 2: same physical reality, zero writes to NetBox.
+    let s = agent.round().await.unwrap();
+    assert_eq!((s.delivered_batches, s.pending_batches), (1, 0));
+    let pass2 = groundtruth_collector::sync::run_pass(&store, &netbox, "DC1", false).await.unwrap();
+    assert_eq!(pass2.report.writes, 0, "second pass must not write: {:?}", pass2.report.changes);
+    assert!(pass2.report.changes.is_empty(), "{:?}", pass2.report.changes);
+}
+
+/// The collector is down for a round: the batch is kept and delivered with the next one, and
+/// nothing is stored twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_survives_collector_outage_and_is_delivered_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mut agent = Agent::new(agent_config(dir.path(), addr, "")).unwrap();
+    let s = agent.round().await.unwrap();
+    assert_eq!((s.delivered_batches, s.pending_batches), (0, 1), "collector is not running yet");
+    let store = Store::open(&dir.path().join("state.db")).await.unwrap();
+    let _server = serve_on(addr, store.clone());
+    wait_listening(addr).await;
+    let s = agent.round().await.unwrap();
+    assert_eq!((s.delivered_batches, s.pending_batches), (2, 0));
+    assert_eq!(store.batch_count().await.unwrap(), 2);
+}

@@ -1,0 +1,11 @@
+//! The integration suites: one binary, one module per protocol plus end-to-end. Every suite runs
+//! against real third-party peers started by `tests/peers/start-all.sh`; a suite whose peer is
+//! absent prints `SKIP:` and passes, unless `GT_REQUIRE_PEERS=1` (set by `tests/run.sh`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
+
+mod cli;
+mod e2e;
+mod netbox;
+mod redfish;
+mod snmp;

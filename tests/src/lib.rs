@@ -1,0 +1,111 @@
+//! The integration-test harness: where the test peers are, how to skip loudly when they are not,
+//! and how to run the project's binaries.
+//!
+//! Peers are started by `tests/peers/start-all.sh` (run by `tests/run.sh`), which writes their
+//! addresses and credentials to `$GT_PEERS_RUN/peers.env` (default `/tmp/gt-peers`). A test
+//! that needs a peer calls [`Peers::load`] and [`Peers::require`]; when the peer is absent the
+//! test prints `SKIP: ...` to stderr and returns, so `cargo test` on a bare machine still runs
+//! every unit test. `tests/run.sh` sets `GT_REQUIRE_PEERS=1`, which turns a skip into a failure:
+//! in CI a missing peer is a broken harness, not a reason to pass.
+
+#![allow(clippy::missing_panics_doc)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// Key/value pairs from `peers.env`, overridden by the process environment.
+#[derive(Debug, Clone, Default)]
+pub struct Peers {
+    vars: HashMap<String, String>,
+}
+
+impl Peers {
+    /// Reads `$GT_PEERS_RUN/peers.env` (missing file = no peers).
+    #[must_use]
+    pub fn load() -> Self {
+        let run = std::env::var("GT_PEERS_RUN").unwrap_or_else(|_| "/tmp/gt-peers".into());
+        let mut vars = HashMap::new();
+        if let Ok(text) = std::fs::read_to_string(Path::new(&run).join("peers.env")) {
+            for line in text.lines() {
+                let line = line.trim();
+                if line.starts_with('#') || line.is_empty() {
+                    continue;
+                }
+                if let Some((k, v)) = line.split_once('=') {
+                    let v = v.trim();
+                    let v = v
+                        .strip_prefix('\'')
+                        .and_then(|v| v.strip_suffix('\''))
+                        .or_else(|| v.strip_prefix('"').and_then(|v| v.strip_suffix('"')))
+                        .unwrap_or(v);
+                    vars.insert(k.trim().to_owned(), v.to_owned());
+                }
+            }
+        }
+        for (k, v) in std::env::vars() {
+            if k.starts_with("GT_") {
+                vars.insert(k, v);
+            }
+        }
+        Self { vars }
+    }
+
+    #[must_use]
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.vars.get(key).map(String::as_str).filter(|v| !v.is_empty())
+    }
+
+    /// Returns the values of `keys`, or `None` after printing a loud skip message (or panics
+    /// when `GT_REQUIRE_PEERS=1`).
+    #[must_use]
+    pub fn require<const N: usize>(&self, test: &str, keys: [&str; N]) -> Option<[String; N]> {
+        let missing: Vec<&str> = keys.iter().copied().filter(|k| self.get(k).is_none()).collect();
+        if missing.is_empty() {
+            return Some(keys.map(|k| self.get(k).unwrap_or_default().to_owned()));
+        }
+        let msg = format!(
+            "SKIP: {test}: test peer not running (missing {}); start peers with tests/peers/start-all.sh",
+            missing.join(", ")
+        );
+        assert!(std::env::var("GT_REQUIRE_PEERS").as_deref() != Ok("1"), "{msg} (GT_REQUIRE_PEERS=1)");
+        eprintln!("{msg}");
+        None
+    }
+}
+
+/// `../shared/peers` beside the repository, if present (read in place, never copied).
+#[must_use]
+pub fn shared_peers_dir() -> Option<PathBuf> {
+    let dir = repo_root().parent()?.join("shared").join("peers");
+    dir.is_dir().then_some(dir)
+}
+
+/// The repository root (parent of this crate's directory).
+#[must_use]
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+/// Path of a workspace binary built next to the test executable (`target/<profile>/NAME`).
+/// `tests/run.sh` builds the binaries before running the tests.
+#[must_use]
+pub fn binary(name: &str) -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    // target/<profile>/deps/it-xxxx -> target/<profile>/NAME
+    let path = exe.parent()?.parent()?.join(name);
+    path.is_file().then_some(path)
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released; racy only against other processes).
+#[must_use]
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("binding an ephemeral port on 127.0.0.1")
+}
+
+/// Installs the rustls crypto provider for tests that make TLS connections.
+pub fn init_tls() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
