@@ -297,8 +297,14 @@ secret = { file = "SECRET_FILE" }
         let c = Config::parse(&text, "agent.toml").unwrap();
         assert_eq!(c.targets.len(), 2);
         assert_eq!(c.interval, Duration::from_secs(30));
-        assert!(c.warnings.iter().any(|w| w.contains("bmc") && w.contains("verification is OFF")));
-        let Target::Redfish(r) = &c.targets[1].target else { panic!() };
+        assert!(
+            c.warnings
+                .iter()
+                .any(|w| w.contains("bmc") && w.contains("verification is OFF"))
+        );
+        let Target::Redfish(r) = &c.targets[1].target else {
+            panic!()
+        };
         assert_eq!(r.password.as_ref().unwrap().expose(), "pw");
     }
 
@@ -318,8 +324,16 @@ secret = { file = "SECRET_FILE" }
             .replace("SECRET_FILE", "/nonexistent/gt-secret-42");
         let errs = Config::parse(&bad, "agent.toml").unwrap_err();
         let all: Vec<String> = errs.iter().map(ToString::to_string).collect();
-        assert!(all.iter().any(|e| e.contains("targets[0] (snmpd).url") && e.contains("gopher")), "{all:?}");
-        assert!(all.iter().any(|e| e.contains("targets[1] (bmc).secret") && e.contains("gt-secret-42")), "{all:?}");
+        assert!(
+            all.iter()
+                .any(|e| e.contains("targets[0] (snmpd).url") && e.contains("gopher")),
+            "{all:?}"
+        );
+        assert!(
+            all.iter()
+                .any(|e| e.contains("targets[1] (bmc).secret") && e.contains("gt-secret-42")),
+            "{all:?}"
+        );
     }
 
     #[test]

@@ -5,7 +5,11 @@ use crate::driver::DriverError;
 
 /// Reads an HTTP body, failing with [`DriverError::TooLarge`] as soon as more than `limit` bytes
 /// arrive (not after buffering them), whatever `Content-Length` claims.
-pub async fn read_capped(mut resp: reqwest::Response, limit: usize, what: &str) -> Result<Vec<u8>, DriverError> {
+pub async fn read_capped(
+    mut resp: reqwest::Response,
+    limit: usize,
+    what: &str,
+) -> Result<Vec<u8>, DriverError> {
     if let Some(len) = resp.content_length()
         && len > limit as u64
     {

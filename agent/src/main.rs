@@ -16,7 +16,11 @@ use groundtruth_agent::secret::Secret;
 use groundtruth_agent::target::Target;
 
 #[derive(Debug, Parser)]
-#[command(name = "groundtruth-agent", version, about = "Polls rack hardware and streams it to the groundtruth collector")]
+#[command(
+    name = "groundtruth-agent",
+    version,
+    about = "Polls rack hardware and streams it to the groundtruth collector"
+)]
 struct Cli {
     /// Log filter (tracing EnvFilter syntax), e.g. "info" or "groundtruth_agent=debug".
     #[arg(long, env = "GT_LOG", default_value = "info,async_snmp=off", global = true)]
@@ -74,8 +78,12 @@ struct PollArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
     groundtruth_agent::install_crypto_provider();
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -220,7 +228,11 @@ fn print_human(r: &groundtruth_proto::v1::DeviceReport) {
         );
     }
     for x in &r.readings {
-        let comp = x.component.as_ref().map(|c| format!(" {}", c.label)).unwrap_or_default();
+        let comp = x
+            .component
+            .as_ref()
+            .map(|c| format!(" {}", c.label))
+            .unwrap_or_default();
         println!("{:<12} {}{comp} = {} {}", "reading", x.metric, x.value, x.unit);
     }
     if let Some(s) = &r.status {
@@ -252,7 +264,11 @@ async fn run(cfg: Config, once: bool) -> anyhow::Result<ExitCode> {
             "Round done."
         );
         if once {
-            return Ok(if s.pending_batches == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) });
+            return Ok(if s.pending_batches == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            });
         }
         tokio::select! {
             () = tokio::time::sleep(interval) => {}

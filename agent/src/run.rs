@@ -36,9 +36,8 @@ impl Agent {
     /// # Errors
     /// If the state directory cannot be opened.
     pub fn new(config: Config) -> anyhow::Result<Self> {
-        let sequencer = Sequencer::open(&config.state_dir).map_err(|e| {
-            anyhow::anyhow!("opening agent state in {}: {e}", config.state_dir.display())
-        })?;
+        let sequencer = Sequencer::open(&config.state_dir)
+            .map_err(|e| anyhow::anyhow!("opening agent state in {}: {e}", config.state_dir.display()))?;
         Ok(Self {
             config,
             sequencer,
@@ -85,9 +84,13 @@ impl Agent {
         };
         summary.failed = reports
             .iter()
-            .filter(|(_, r)| r.status.as_ref().is_some_and(|s| s.outcome != PollOutcome::Ok as i32 && s.outcome != PollOutcome::Partial as i32))
+            .filter(|(_, r)| {
+                r.status.as_ref().is_some_and(|s| {
+                    s.outcome != PollOutcome::Ok as i32 && s.outcome != PollOutcome::Partial as i32
+                })
+            })
             .count();
-        let seq = self.sequencer.next()?;
+        let seq = self.sequencer.reserve()?;
         let batch = Batch {
             schema_version: groundtruth_proto::v1::SCHEMA_VERSION,
             agent: Some(AgentInfo {
@@ -106,14 +109,27 @@ impl Agent {
         if self.pending.len() > MAX_PENDING {
             let dropped = self.pending.len() - MAX_PENDING;
             self.pending.drain(..dropped);
-            tracing::error!(dropped, reason = "pending_full", "Dropped the oldest undelivered batches.");
+            tracing::error!(
+                dropped,
+                reason = "pending_full",
+                "Dropped the oldest undelivered batches."
+            );
         }
-        match grpc::deliver(&self.config.collector_grpc, self.pending.clone(), Duration::from_secs(30)).await {
+        match grpc::deliver(
+            &self.config.collector_grpc,
+            self.pending.clone(),
+            Duration::from_secs(30),
+        )
+        .await
+        {
             Ok(acks) => {
                 summary.delivered_batches = acks.len();
-                self.pending.retain(|b| !acks.iter().any(|a| a.epoch == b.epoch && a.seq == b.seq));
+                self.pending
+                    .retain(|b| !acks.iter().any(|a| a.epoch == b.epoch && a.seq == b.seq));
             }
-            Err(e) => tracing::warn!(error = %e, pending = self.pending.len(), "Delivery failed; will retry next round."),
+            Err(e) => {
+                tracing::warn!(error = %e, pending = self.pending.len(), "Delivery failed; will retry next round.")
+            }
         }
         summary.pending_batches = self.pending.len();
         Ok(summary)

@@ -255,7 +255,9 @@ impl Target {
                     }
                 } else {
                     if url.path().is_empty() || url.path() == "/" {
-                        return Err(TargetError::Missing("serial device path (modbus+rtu:///dev/ttyUSB0)"));
+                        return Err(TargetError::Missing(
+                            "serial device path (modbus+rtu:///dev/ttyUSB0)",
+                        ));
                     }
                     ModbusTransport::Rtu {
                         device: PathBuf::from(decode(url.path())),
@@ -286,7 +288,10 @@ impl Target {
             Self::Snmp(t) => format!("snmp://{}", host_port(&t.host, t.port)),
             Self::Redfish(t) => format!(
                 "redfish://{}",
-                host_port(t.base.host_str().unwrap_or_default(), t.base.port().unwrap_or(443))
+                host_port(
+                    t.base.host_str().unwrap_or_default(),
+                    t.base.port().unwrap_or(443)
+                )
             ),
             Self::Modbus(t) => match &t.transport {
                 ModbusTransport::Tcp { host, port } => {
@@ -344,7 +349,12 @@ fn parse_auth(v: &str) -> Result<AuthProtocol, TargetError> {
         "sha256" => AuthProtocol::Sha256,
         "sha384" => AuthProtocol::Sha384,
         "sha512" => AuthProtocol::Sha512,
-        _ => return Err(param_err("auth", "expected md5, sha, sha224, sha256, sha384 or sha512")),
+        _ => {
+            return Err(param_err(
+                "auth",
+                "expected md5, sha, sha224, sha256, sha384 or sha512",
+            ));
+        }
     })
 }
 
@@ -368,7 +378,10 @@ mod tests {
         let Target::Snmp(t) = Target::parse("snmp://dc%40public@10.0.0.5").unwrap() else {
             panic!("not snmp")
         };
-        assert_eq!((t.host.as_str(), t.port, t.version), ("10.0.0.5", 161, SnmpVersion::V2c));
+        assert_eq!(
+            (t.host.as_str(), t.port, t.version),
+            ("10.0.0.5", 161, SnmpVersion::V2c)
+        );
         assert_eq!(t.community.expose(), "dc@public");
     }
 
@@ -397,7 +410,9 @@ mod tests {
         assert!(t.verify_tls);
         assert_eq!(t.user.as_deref(), Some("root"));
         assert_eq!(t.password.unwrap().expose(), "calvin");
-        let Target::Redfish(t) = Target::parse("redfish://h?insecure").unwrap() else { panic!() };
+        let Target::Redfish(t) = Target::parse("redfish://h?insecure").unwrap() else {
+            panic!()
+        };
         assert!(!t.verify_tls);
     }
 
@@ -412,16 +427,27 @@ mod tests {
             let key = Target::parse(u).unwrap().endpoint_key();
             assert!(!key.contains("s3cret"), "{key}");
         }
-        assert_eq!(Target::parse("snmp://c@10.0.0.5:1161").unwrap().endpoint_key(), "snmp://10.0.0.5:1161");
+        assert_eq!(
+            Target::parse("snmp://c@10.0.0.5:1161").unwrap().endpoint_key(),
+            "snmp://10.0.0.5:1161"
+        );
     }
 
     #[test]
     fn modbus_forms() {
-        let Target::Modbus(t) = Target::parse("modbus+rtu:///dev/ttyUSB0?baud=19200&unit=7&map=sdm630").unwrap() else {
+        let Target::Modbus(t) =
+            Target::parse("modbus+rtu:///dev/ttyUSB0?baud=19200&unit=7&map=sdm630").unwrap()
+        else {
             panic!()
         };
         assert_eq!(t.unit, 7);
-        assert_eq!(t.transport, ModbusTransport::Rtu { device: "/dev/ttyUSB0".into(), baud: 19200 });
+        assert_eq!(
+            t.transport,
+            ModbusTransport::Rtu {
+                device: "/dev/ttyUSB0".into(),
+                baud: 19200
+            }
+        );
         assert_eq!(
             Target::parse("modbus+tcp://h:502?unit=1").unwrap_err(),
             TargetError::Missing("register map (?map=NAME)")

@@ -155,10 +155,16 @@ impl Config {
             let token = match &n.token {
                 TokenRef::File(p) => std::fs::read_to_string(p)
                     .map(|t| t.trim().to_owned())
-                    .map_err(|e| errors.push(format!("{file}: netbox.token: cannot read {}: {e}", p.display())))
+                    .map_err(|e| {
+                        errors.push(format!("{file}: netbox.token: cannot read {}: {e}", p.display()))
+                    })
                     .ok()?,
                 TokenRef::Env(v) => std::env::var(v)
-                    .map_err(|_| errors.push(format!("{file}: netbox.token: environment variable {v} is not set")))
+                    .map_err(|_| {
+                        errors.push(format!(
+                            "{file}: netbox.token: environment variable {v} is not set"
+                        ))
+                    })
                     .ok()?,
             };
             let sync_interval = match n.sync_interval.as_deref().map(humantime::parse_duration) {
@@ -170,10 +176,18 @@ impl Config {
                 }
             };
             if !n.tls_verify {
-                warnings.push(format!("{file}: netbox.tls_verify = false: the NetBox certificate is not checked"));
+                warnings.push(format!(
+                    "{file}: netbox.tls_verify = false: the NetBox certificate is not checked"
+                ));
             }
-            if url.scheme() == "http" && !url.host_str().is_some_and(|h| h == "127.0.0.1" || h == "localhost" || h == "::1") {
-                warnings.push(format!("{file}: netbox.url uses plain http to a remote host; the API token travels in clear"));
+            if url.scheme() == "http"
+                && !url
+                    .host_str()
+                    .is_some_and(|h| h == "127.0.0.1" || h == "localhost" || h == "::1")
+            {
+                warnings.push(format!(
+                    "{file}: netbox.url uses plain http to a remote host; the API token travels in clear"
+                ));
             }
             Some(NetBoxSettings {
                 url,
@@ -214,13 +228,19 @@ mod tests {
     #[test]
     fn typo_and_missing_token_are_named() {
         let e = Config::parse("[collector]\nlisten = \"x\"\n", "c.toml").unwrap_err();
-        assert!(e[0].contains("c.toml: line 2") && e[0].contains("listen"), "{e:?}");
+        assert!(
+            e[0].contains("c.toml: line 2") && e[0].contains("listen"),
+            "{e:?}"
+        );
         let e = Config::parse(
             "[collector]\n[netbox]\nurl = \"http://127.0.0.1:1\"\ntoken = { env = \"GT_UNSET_TOKEN_VAR_9\" }\n",
             "c.toml",
         )
         .unwrap_err();
-        assert!(e[0].contains("netbox.token") && e[0].contains("GT_UNSET_TOKEN_VAR_9"), "{e:?}");
+        assert!(
+            e[0].contains("netbox.token") && e[0].contains("GT_UNSET_TOKEN_VAR_9"),
+            "{e:?}"
+        );
     }
 
     #[test]
@@ -228,7 +248,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("t");
         std::fs::write(&p, "nbt_abc.def\n").unwrap();
-        let text = format!("[collector]\n[netbox]\nurl = \"http://127.0.0.1:1\"\ntoken = {{ file = {:?} }}\n", p);
+        let text = format!(
+            "[collector]\n[netbox]\nurl = \"http://127.0.0.1:1\"\ntoken = {{ file = {:?} }}\n",
+            p
+        );
         let c = Config::parse(&text, "c.toml").unwrap();
         let nb = c.netbox.unwrap();
         assert_eq!(nb.token, "nbt_abc.def");

@@ -29,7 +29,11 @@ impl IngestService {
     /// # Errors
     /// A database failure.
     pub async fn handle(&self, batch: &Batch) -> Result<Ack, StoreError> {
-        let agent_id = batch.agent.as_ref().map(|a| a.agent_id.clone()).unwrap_or_default();
+        let agent_id = batch
+            .agent
+            .as_ref()
+            .map(|a| a.agent_id.clone())
+            .unwrap_or_default();
         let mut ack = Ack {
             agent_id: agent_id.clone(),
             epoch: batch.epoch,
@@ -63,7 +67,10 @@ type AckStream = Pin<Box<dyn Stream<Item = Result<Ack, Status>> + Send>>;
 impl Ingest for IngestService {
     type StreamStream = AckStream;
 
-    async fn stream(&self, request: Request<Streaming<Batch>>) -> Result<Response<Self::StreamStream>, Status> {
+    async fn stream(
+        &self,
+        request: Request<Streaming<Batch>>,
+    ) -> Result<Response<Self::StreamStream>, Status> {
         let peer = request.remote_addr().map(|a| a.to_string()).unwrap_or_default();
         let mut inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(64);

@@ -15,7 +15,11 @@ use groundtruth_collector::sync::{PassSummary, run_pass};
 use groundtruth_proto::v1::ingest_server::IngestServer;
 
 #[derive(Debug, Parser)]
-#[command(name = "groundtruth-collector", version, about = "Ingests groundtruth agents' data, locates devices and syncs the CMDB")]
+#[command(
+    name = "groundtruth-collector",
+    version,
+    about = "Ingests groundtruth agents' data, locates devices and syncs the CMDB"
+)]
 struct Cli {
     /// Log filter (tracing EnvFilter syntax).
     #[arg(long, env = "GT_LOG", default_value = "info", global = true)]
@@ -60,11 +64,19 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
     groundtruth_collector::install_crypto_provider();
     let config_path = match &cli.command {
-        Command::Serve { config } | Command::Sync { config, .. } | Command::Devices { config, .. } | Command::Exceptions { config } | Command::CheckConfig { config } => config.clone(),
+        Command::Serve { config }
+        | Command::Sync { config, .. }
+        | Command::Devices { config, .. }
+        | Command::Exceptions { config }
+        | Command::CheckConfig { config } => config.clone(),
     };
     let cfg = match Config::load(&config_path) {
         Ok(c) => c,
@@ -134,7 +146,9 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
                         failures = s.report.failures.len(),
                         "NetBox sync pass done."
                     ),
-                    Err(e) => tracing::error!(url = %nb.url, error = %e, "NetBox sync pass failed; will retry after the next batch."),
+                    Err(e) => {
+                        tracing::error!(url = %nb.url, error = %e, "NetBox sync pass failed; will retry after the next batch.")
+                    }
                 }
             }
         });
@@ -179,7 +193,12 @@ fn print_pass(s: &PassSummary, dry_run: bool, url: &str) {
     for c in &s.report.changes {
         println!("  {} {} {}", c.action, c.object, c.target);
         for f in &c.fields {
-            println!("      {}: {} -> {}", f.field, f.old.as_deref().unwrap_or("(empty)"), f.new);
+            println!(
+                "      {}: {} -> {}",
+                f.field,
+                f.old.as_deref().unwrap_or("(empty)"),
+                f.new
+            );
         }
     }
     for e in &s.report.exceptions {
@@ -206,7 +225,14 @@ async fn devices(cfg: Config, json: bool) -> anyhow::Result<()> {
     for d in &devices {
         let loc = groundtruth_collector::reconcile::best_location(&d.locations).map_or_else(
             || "location unknown".to_owned(),
-            |l| format!("rack {} U{} ({})", l.rack, l.u_position.map_or_else(|| "?".into(), |u| u.to_string()), l.source.trim_start_matches("LOCATION_SOURCE_")),
+            |l| {
+                format!(
+                    "rack {} U{} ({})",
+                    l.rack,
+                    l.u_position.map_or_else(|| "?".into(), |u| u.to_string()),
+                    l.source.trim_start_matches("LOCATION_SOURCE_")
+                )
+            },
         );
         println!(
             "{}  {} {}  {}  {}  macs={}  [{} via {}, {}]",
@@ -214,7 +240,8 @@ async fn devices(cfg: Config, json: bool) -> anyhow::Result<()> {
             d.vendor,
             d.model,
             loc,
-            d.power_watts.map_or_else(|| "power ?".into(), |w| format!("{w} W")),
+            d.power_watts
+                .map_or_else(|| "power ?".into(), |w| format!("{w} W")),
             d.macs.len(),
             d.endpoint_key,
             d.agent_id,
@@ -227,7 +254,10 @@ async fn devices(cfg: Config, json: bool) -> anyhow::Result<()> {
 async fn exceptions(cfg: Config) -> anyhow::Result<()> {
     let store = open_store(&cfg).await?;
     for e in store.open_exceptions().await? {
-        println!("{}  {}  {}  (since {})", e.kind, e.device_key, e.detail, e.first_seen);
+        println!(
+            "{}  {}  {}  (since {})",
+            e.kind, e.device_key, e.detail, e.first_seen
+        );
     }
     Ok(())
 }

@@ -12,9 +12,25 @@ pub fn serial(raw: &str) -> Option<String> {
     let upper = s.to_ascii_uppercase();
     let compact: String = upper.chars().filter(char::is_ascii_alphanumeric).collect();
     const JUNK: &[&str] = &[
-        "TOBEFILLEDBYOEM", "NOTSPECIFIED", "NOTAVAILABLE", "NONE", "NULL", "NA", "UNKNOWN",
-        "DEFAULTSTRING", "SYSTEMSERIALNUMBER", "CHASSISSERIALNUMBER", "0123456789", "123456789",
-        "1234567890", "SERIALNUMBER", "PRIVATE", "XXXXXXXXXX", "EMPTY", "INVALID", "NOTAPPLICABLE",
+        "TOBEFILLEDBYOEM",
+        "NOTSPECIFIED",
+        "NOTAVAILABLE",
+        "NONE",
+        "NULL",
+        "NA",
+        "UNKNOWN",
+        "DEFAULTSTRING",
+        "SYSTEMSERIALNUMBER",
+        "CHASSISSERIALNUMBER",
+        "0123456789",
+        "123456789",
+        "1234567890",
+        "SERIALNUMBER",
+        "PRIVATE",
+        "XXXXXXXXXX",
+        "EMPTY",
+        "INVALID",
+        "NOTAPPLICABLE",
     ];
     let junk = compact.len() < 3
         || JUNK.contains(&compact.as_str())
@@ -67,7 +83,19 @@ mod tests {
 
     #[test]
     fn junk_serials_are_not_identity() {
-        for j in ["", "  ", "To Be Filled By O.E.M.", "Not Specified", "0123456789", "000000000", "FFFFFFFF", "CZXXXXXXXX", "<private>", "N/A", "Default string"] {
+        for j in [
+            "",
+            "  ",
+            "To Be Filled By O.E.M.",
+            "Not Specified",
+            "0123456789",
+            "000000000",
+            "FFFFFFFF",
+            "CZXXXXXXXX",
+            "<private>",
+            "N/A",
+            "Default string",
+        ] {
             assert_eq!(serial(j), None, "{j:?}");
         }
     }

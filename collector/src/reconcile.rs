@@ -27,10 +27,11 @@ fn rank(source: &str) -> u8 {
 /// The strongest evidence that names a rack.
 #[must_use]
 pub fn best_location(evidence: &[EvidenceRow]) -> Option<&EvidenceRow> {
-    evidence
-        .iter()
-        .filter(|e| !e.rack.is_empty())
-        .max_by(|a, b| rank(&a.source).cmp(&rank(&b.source)).then(a.confidence.total_cmp(&b.confidence)))
+    evidence.iter().filter(|e| !e.rack.is_empty()).max_by(|a, b| {
+        rank(&a.source)
+            .cmp(&rank(&b.source))
+            .then(a.confidence.total_cmp(&b.confidence))
+    })
 }
 
 /// Why a device is not written to the CMDB.
@@ -54,7 +55,10 @@ pub fn desired(d: &DeviceRow, default_site: &str) -> Result<DesiredDevice, Unfit
     if d.serial.is_empty() {
         return Err(unfit(
             "no_usable_identity",
-            format!("{} ({}) reports no usable serial number; not written to the CMDB", d.endpoint_key, d.protocol),
+            format!(
+                "{} ({}) reports no usable serial number; not written to the CMDB",
+                d.endpoint_key, d.protocol
+            ),
         ));
     }
     let Some(ev) = best_location(&d.locations) else {
@@ -72,7 +76,10 @@ pub fn desired(d: &DeviceRow, default_site: &str) -> Result<DesiredDevice, Unfit
     if site.is_empty() {
         return Err(unfit(
             "no_location",
-            format!("serial {}: rack {} is known but no site (set agent.site or collector.default_site)", d.serial, ev.rack),
+            format!(
+                "serial {}: rack {} is known but no site (set agent.site or collector.default_site)",
+                d.serial, ev.rack
+            ),
         ));
     }
     let macs = d
@@ -83,7 +90,11 @@ pub fn desired(d: &DeviceRow, default_site: &str) -> Result<DesiredDevice, Unfit
             DesiredMac {
                 address: address.clone(),
                 interface_name: if iface.is_empty() {
-                    if management { "bmc".into() } else { format!("nic-{}", address.replace(':', "")) }
+                    if management {
+                        "bmc".into()
+                    } else {
+                        format!("nic-{}", address.replace(':', ""))
+                    }
                 } else if management {
                     format!("bmc-{iface}")
                 } else {
@@ -101,13 +112,24 @@ pub fn desired(d: &DeviceRow, default_site: &str) -> Result<DesiredDevice, Unfit
         ev.rack,
         ev.u_position.map_or_else(|| "unknown".into(), |u| u.to_string())
     )];
-    evidence.push(format!("identity from {} via {} (agent {})", d.endpoint_key, d.protocol, d.agent_id));
+    evidence.push(format!(
+        "identity from {} via {} (agent {})",
+        d.endpoint_key, d.protocol, d.agent_id
+    ));
     Ok(DesiredDevice {
         key: d.device_key.clone(),
         serial: d.serial.clone(),
         asset_tag: (!d.asset_tag.is_empty()).then(|| d.asset_tag.clone()),
-        vendor: if d.vendor.is_empty() { "Unknown".into() } else { d.vendor.clone() },
-        model: if d.model.is_empty() { "Unknown".into() } else { d.model.clone() },
+        vendor: if d.vendor.is_empty() {
+            "Unknown".into()
+        } else {
+            d.vendor.clone()
+        },
+        model: if d.model.is_empty() {
+            "Unknown".into()
+        } else {
+            d.model.clone()
+        },
         part_number: (!d.part_number.is_empty()).then(|| d.part_number.clone()),
         hostname: (!d.hostname.is_empty()).then(|| d.hostname.clone()),
         location: Some(DesiredLocation {
@@ -157,10 +179,14 @@ mod tests {
         assert_eq!(desired(&d, "DC1").unwrap_err().kind, "no_usable_identity");
         d.serial = "SN1".into();
         assert_eq!(desired(&d, "DC1").unwrap_err().kind, "no_location");
-        d.locations.push(ev("LOCATION_SOURCE_REDFISH_PLACEMENT", "R07", Some(12)));
+        d.locations
+            .push(ev("LOCATION_SOURCE_REDFISH_PLACEMENT", "R07", Some(12)));
         let want = desired(&d, "DC1").unwrap();
         let loc = want.location.unwrap();
-        assert_eq!((loc.site.as_str(), loc.rack.as_str(), loc.position), ("DC1", "R07", Some(12)));
+        assert_eq!(
+            (loc.site.as_str(), loc.rack.as_str(), loc.position),
+            ("DC1", "R07", Some(12))
+        );
     }
 
     #[test]
@@ -170,7 +196,8 @@ mod tests {
             agent_site: "AGENT".into(),
             ..Default::default()
         };
-        d.locations.push(ev("LOCATION_SOURCE_REDFISH_PLACEMENT", "R1", None));
+        d.locations
+            .push(ev("LOCATION_SOURCE_REDFISH_PLACEMENT", "R1", None));
         assert_eq!(desired(&d, "DEF").unwrap().location.unwrap().site, "AGENT");
         d.locations[0].site = "BLDG".into();
         assert_eq!(desired(&d, "DEF").unwrap().location.unwrap().site, "BLDG");

@@ -90,8 +90,8 @@ fn ts(t: Option<&prost_types::Timestamp>) -> String {
         .map_or_else(now, |t| humantime::format_rfc3339_millis(t).to_string())
 }
 
-fn enum_name<E: TryFrom<i32>>(v: i32, name: impl Fn(E) -> &'static str) -> String {
-    E::try_from(v).map(name).unwrap_or("UNKNOWN").to_owned()
+fn enum_name<E: TryFrom<i32>>(v: i32, name: impl Fn(&E) -> &'static str) -> String {
+    E::try_from(v).map(|e| name(&e)).unwrap_or("UNKNOWN").to_owned()
 }
 
 /// The collector's key for a reported device: its normalised serial when usable, else the
@@ -141,15 +141,16 @@ impl Store {
             .execute(&self.pool)
             .await?;
         for (version, sql) in MIGRATIONS {
-            let done: Option<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = ?")
-                .bind(version)
-                .fetch_optional(&self.pool)
-                .await?;
+            let done: Option<i64> =
+                sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = ?")
+                    .bind(version)
+                    .fetch_optional(&self.pool)
+                    .await?;
             if done.is_some() {
                 continue;
             }
             let mut tx = self.pool.begin().await?;
-            sqlx::raw_sql(sql).execute(&mut *tx).await?;
+            sqlx::raw_sql(*sql).execute(&mut *tx).await?;
             sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)")
                 .bind(version)
                 .bind(now())
@@ -171,7 +172,9 @@ impl Store {
             return Err(StoreError::Invalid("batch without agent.agent_id".into()));
         }
         if batch.seq == 0 {
-            return Err(StoreError::Invalid("batch with seq 0 (sequence numbers start at 1)".into()));
+            return Err(StoreError::Invalid(
+                "batch with seq 0 (sequence numbers start at 1)".into(),
+            ));
         }
         let mut tx = self.pool.begin().await?;
         let inserted = sqlx::query(
@@ -209,7 +212,8 @@ impl Store {
         let status = report.status.clone().unwrap_or_default();
         let outcome = enum_name(status.outcome, PollOutcome::as_str_name);
         let seen = ts(report.polled_at.as_ref());
-        let failed = !(status.outcome == PollOutcome::Ok as i32 || status.outcome == PollOutcome::Partial as i32);
+        let failed =
+            !(status.outcome == PollOutcome::Ok as i32 || status.outcome == PollOutcome::Partial as i32);
         // A failed poll updates only the health columns: it must not blank out the identity.
         let device_id: i64 = if failed {
             sqlx::query_scalar(
@@ -347,13 +351,15 @@ impl Store {
         let mut out = Vec::with_capacity(rows.len());
         for r in rows {
             let id: i64 = r.get("id");
-            let macs = sqlx::query("SELECT address, interface_name, role FROM device_macs WHERE device_id = ? ORDER BY address")
-                .bind(id)
-                .fetch_all(&self.pool)
-                .await?
-                .into_iter()
-                .map(|m| (m.get("address"), m.get("interface_name"), m.get("role")))
-                .collect();
+            let macs = sqlx::query(
+                "SELECT address, interface_name, role FROM device_macs WHERE device_id = ? ORDER BY address",
+            )
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .map(|m| (m.get("address"), m.get("interface_name"), m.get("role")))
+            .collect();
             let power_watts: Option<f64> = sqlx::query_scalar(
                 "SELECT value FROM readings WHERE device_id = ? AND metric = 'power' AND unit = 'W' AND component_kind = ''
                  ORDER BY observed_at DESC LIMIT 1",
@@ -406,7 +412,12 @@ impl Store {
     ///
     /// # Errors
     /// On a database failure.
-    pub async fn raise_exception(&self, device_key: &str, kind: &str, detail: &str) -> Result<(), StoreError> {
+    pub async fn raise_exception(
+        &self,
+        device_key: &str,
+        kind: &str,
+        detail: &str,
+    ) -> Result<(), StoreError> {
         let t = now();
         sqlx::query(
             "INSERT INTO exceptions (device_key, kind, detail, first_seen, last_seen) VALUES (?, ?, ?, ?, ?)
@@ -427,10 +438,11 @@ impl Store {
     /// # Errors
     /// On a database failure.
     pub async fn resolve_exceptions(&self, device_key: &str, still_open: &[&str]) -> Result<(), StoreError> {
-        let rows = sqlx::query("SELECT id, kind FROM exceptions WHERE device_key = ? AND resolved_at IS NULL")
-            .bind(device_key)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows =
+            sqlx::query("SELECT id, kind FROM exceptions WHERE device_key = ? AND resolved_at IS NULL")
+                .bind(device_key)
+                .fetch_all(&self.pool)
+                .await?;
         for r in rows {
             let kind: String = r.get("kind");
             if !still_open.contains(&kind.as_str()) {
@@ -467,7 +479,12 @@ impl Store {
     ///
     /// # Errors
     /// On a database failure.
-    pub async fn record_sync(&self, device_key: &str, changes: usize, result: &str) -> Result<(), StoreError> {
+    pub async fn record_sync(
+        &self,
+        device_key: &str,
+        changes: usize,
+        result: &str,
+    ) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO cmdb_sync (device_key, last_sync, changes, result) VALUES (?, ?, ?, ?)
              ON CONFLICT (device_key) DO UPDATE SET last_sync = excluded.last_sync, changes = excluded.changes, result = excluded.result",
@@ -486,7 +503,9 @@ impl Store {
     /// # Errors
     /// On a database failure.
     pub async fn batch_count(&self) -> Result<i64, StoreError> {
-        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM batches").fetch_one(&self.pool).await?)
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM batches")
+            .fetch_one(&self.pool)
+            .await?)
     }
 }
 
@@ -494,7 +513,9 @@ impl Store {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use groundtruth_proto::v1::{AgentInfo, DeviceIdentity, LocationEvidence, MacAddress, PollStatus, Reading};
+    use groundtruth_proto::v1::{
+        AgentInfo, DeviceIdentity, LocationEvidence, MacAddress, PollStatus, Reading,
+    };
 
     fn batch(seq: u64, serial: &str, watts: f64) -> Batch {
         Batch {
@@ -543,9 +564,18 @@ mod tests {
     async fn duplicate_batch_is_recognised_and_stored_once() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("s.db")).await.unwrap();
-        assert_eq!(store.commit_batch(&batch(1, "sn1", 100.0)).await.unwrap(), Commit::Committed);
-        assert_eq!(store.commit_batch(&batch(1, "sn1", 999.0)).await.unwrap(), Commit::Duplicate);
-        assert_eq!(store.commit_batch(&batch(2, "sn1", 120.0)).await.unwrap(), Commit::Committed);
+        assert_eq!(
+            store.commit_batch(&batch(1, "sn1", 100.0)).await.unwrap(),
+            Commit::Committed
+        );
+        assert_eq!(
+            store.commit_batch(&batch(1, "sn1", 999.0)).await.unwrap(),
+            Commit::Duplicate
+        );
+        assert_eq!(
+            store.commit_batch(&batch(2, "sn1", 120.0)).await.unwrap(),
+            Commit::Committed
+        );
         let devices = store.devices().await.unwrap();
         assert_eq!(devices.len(), 1);
         let d = &devices[0];
@@ -559,7 +589,12 @@ mod tests {
     async fn reopening_keeps_data_and_does_not_rerun_migrations() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.db");
-        Store::open(&path).await.unwrap().commit_batch(&batch(1, "sn1", 1.0)).await.unwrap();
+        Store::open(&path)
+            .await
+            .unwrap()
+            .commit_batch(&batch(1, "sn1", 1.0))
+            .await
+            .unwrap();
         let store = Store::open(&path).await.unwrap();
         assert_eq!(store.batch_count().await.unwrap(), 1);
     }
@@ -568,12 +603,18 @@ mod tests {
     async fn junk_serial_keys_by_endpoint_and_batch_without_agent_is_rejected() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("s.db")).await.unwrap();
-        store.commit_batch(&batch(1, "To Be Filled By O.E.M.", 1.0)).await.unwrap();
+        store
+            .commit_batch(&batch(1, "To Be Filled By O.E.M.", 1.0))
+            .await
+            .unwrap();
         let d = store.devices().await.unwrap();
         assert_eq!(d[0].device_key, "endpoint:a1/redfish://10.0.0.9:443");
         let mut b = batch(2, "x", 1.0);
         b.agent = None;
-        assert!(matches!(store.commit_batch(&b).await, Err(StoreError::Invalid(_))));
+        assert!(matches!(
+            store.commit_batch(&b).await,
+            Err(StoreError::Invalid(_))
+        ));
     }
 
     #[tokio::test]

@@ -40,7 +40,12 @@ impl serde::Serialize for reconcile::Unfit {
 /// # Errors
 /// When the store fails or NetBox as a whole is unreachable or refuses the token; per-device
 /// problems are in the summary instead.
-pub async fn run_pass(store: &Store, netbox: &NetBox, default_site: &str, dry_run: bool) -> Result<PassSummary, SyncError> {
+pub async fn run_pass(
+    store: &Store,
+    netbox: &NetBox,
+    default_site: &str,
+    dry_run: bool,
+) -> Result<PassSummary, SyncError> {
     let devices = store.devices().await?;
     let mut summary = PassSummary {
         devices: devices.len(),
@@ -51,7 +56,9 @@ pub async fn run_pass(store: &Store, netbox: &NetBox, default_site: &str, dry_ru
         match reconcile::desired(d, default_site) {
             Ok(want) => desired.push(want),
             Err(unfit) => {
-                store.raise_exception(&unfit.device_key, unfit.kind, &unfit.detail).await?;
+                store
+                    .raise_exception(&unfit.device_key, unfit.kind, &unfit.detail)
+                    .await?;
                 summary.unfit.push(unfit);
             }
         }

@@ -43,7 +43,15 @@ macro_rules! named {
         })*
     };
 }
-named!(Batch, DeviceReport, DeviceIdentity, Reading, LocationEvidence, Ack, AgentInfo);
+named!(
+    Batch,
+    DeviceReport,
+    DeviceIdentity,
+    Reading,
+    LocationEvidence,
+    Ack,
+    AgentInfo
+);
 
 fn dynamic<M: Named>(msg: &M) -> Result<DynamicMessage, JsonError> {
     let desc = pool()
@@ -94,8 +102,7 @@ pub fn from_str<M: Named>(json: &str) -> Result<M, JsonError> {
 mod tests {
     use super::*;
     use crate::v1::{
-        Batch, Component, ComponentKind, DeviceIdentity, DeviceReport, MacAddress, Protocol,
-        Reading,
+        Batch, Component, ComponentKind, DeviceIdentity, DeviceReport, MacAddress, Protocol, Reading,
     };
 
     fn sample() -> Batch {

@@ -56,10 +56,21 @@ mod tests {
 
     #[test]
     fn rejects_junk_zero_and_broadcast() {
-        for s in ["", "a4bf012890", "a4bf012890aaff", "zz:bf:01:28:90:aa", "00:00:00:00:00:00", "FFFFFFFFFFFF", "<private>"] {
+        for s in [
+            "",
+            "a4bf012890",
+            "a4bf012890aaff",
+            "zz:bf:01:28:90:aa",
+            "00:00:00:00:00:00",
+            "FFFFFFFFFFFF",
+            "<private>",
+        ] {
             assert_eq!(canonical(s), None, "{s}");
         }
-        assert_eq!(from_octets(&[0x28, 0x29, 0x86, 0x06, 0xa4, 0x89]).as_deref(), Some("28:29:86:06:a4:89"));
+        assert_eq!(
+            from_octets(&[0x28, 0x29, 0x86, 0x06, 0xa4, 0x89]).as_deref(),
+            Some("28:29:86:06:a4:89")
+        );
         assert_eq!(from_octets(&[1, 2, 3]), None);
     }
 }

@@ -9,7 +9,10 @@ use groundtruth_tests::{Peers, binary};
 fn agent() -> Option<std::path::PathBuf> {
     let bin = binary("groundtruth-agent");
     if bin.is_none() {
-        assert!(std::env::var("GT_REQUIRE_PEERS").as_deref() != Ok("1"), "groundtruth-agent binary not built");
+        assert!(
+            std::env::var("GT_REQUIRE_PEERS").as_deref() != Ok("1"),
+            "groundtruth-agent binary not built"
+        );
         eprintln!("SKIP: groundtruth-agent binary not built (run `cargo build --workspace --bins` first)");
     }
     bin
@@ -22,8 +25,15 @@ fn poll_json_redfish_prints_canonical_json() {
     };
     let Some(bin) = agent() else { return };
     let target = url.replace("https://", "redfish://");
-    let out = Command::new(bin).args(["poll", &target, "--json", "--ca-file", &ca]).output().unwrap();
-    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(bin)
+        .args(["poll", &target, "--json", "--ca-file", &ca])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["identity"]["serialNumber"], "GTSRV0000001");
     assert_eq!(v["identity"]["protocol"], "PROTOCOL_REDFISH");
@@ -37,16 +47,28 @@ fn poll_json_redfish_prints_canonical_json() {
 
 #[test]
 fn poll_snmp_with_community_from_env() {
-    let Some([addr, community]) = Peers::load().require("cli_poll_snmp", ["GT_SNMPD_ADDR", "GT_SNMPD_COMMUNITY"]) else {
+    let Some([addr, community]) =
+        Peers::load().require("cli_poll_snmp", ["GT_SNMPD_ADDR", "GT_SNMPD_COMMUNITY"])
+    else {
         return;
     };
     let Some(bin) = agent() else { return };
     let out = Command::new(bin)
-        .args(["poll", &format!("snmp://{addr}"), "--json", "--password-env", "GT_TEST_COMMUNITY"])
+        .args([
+            "poll",
+            &format!("snmp://{addr}"),
+            "--json",
+            "--password-env",
+            "GT_TEST_COMMUNITY",
+        ])
         .env("GT_TEST_COMMUNITY", &community)
         .output()
         .unwrap();
-    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["identity"]["protocol"], "PROTOCOL_SNMP");
     assert!(v["identity"]["macs"].as_array().is_some_and(|m| !m.is_empty()));
@@ -58,7 +80,13 @@ fn unreachable_device_exits_1_with_one_line_naming_it() {
     // A closed port on loopback: connection refused at once.
     let port = groundtruth_tests::free_port();
     let out = Command::new(bin)
-        .args(["poll", &format!("redfish+http://u:s3cretpw@127.0.0.1:{port}"), "--json", "--log", "off"])
+        .args([
+            "poll",
+            &format!("redfish+http://u:s3cretpw@127.0.0.1:{port}"),
+            "--json",
+            "--log",
+            "off",
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
@@ -72,7 +100,10 @@ fn unreachable_device_exits_1_with_one_line_naming_it() {
 #[test]
 fn bad_target_is_a_usage_error() {
     let Some(bin) = agent() else { return };
-    let out = Command::new(bin).args(["poll", "gopher://x", "--log", "off"]).output().unwrap();
+    let out = Command::new(bin)
+        .args(["poll", "gopher://x", "--log", "off"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown scheme 'gopher'"));
 }

@@ -55,7 +55,14 @@ async fn snmpd_and_redfish_to_collector_to_netbox_twice_is_idempotent() {
     let p = Peers::load();
     let Some([snmpd, community, redfish, ca, nb_url, nb_token]) = p.require(
         "e2e_skeleton",
-        ["GT_SNMPD_ADDR", "GT_SNMPD_COMMUNITY", "GT_REDFISH_URL", "GT_REDFISH_CA", "GT_NETBOX_URL", "GT_NETBOX_TOKEN"],
+        [
+            "GT_SNMPD_ADDR",
+            "GT_SNMPD_COMMUNITY",
+            "GT_REDFISH_URL",
+            "GT_REDFISH_CA",
+            "GT_NETBOX_URL",
+            "GT_NETBOX_TOKEN",
+        ],
     ) else {
         return;
     };
@@ -74,12 +81,26 @@ async fn snmpd_and_redfish_to_collector_to_netbox_twice_is_idempotent() {
 
     // Round 1: both devices polled, one batch delivered and acknowledged.
     let s = agent.round().await.unwrap();
-    assert_eq!((s.polled, s.failed, s.delivered_batches, s.pending_batches), (2, 0, 1, 0));
+    assert_eq!(
+        (s.polled, s.failed, s.delivered_batches, s.pending_batches),
+        (2, 0, 1, 0)
+    );
     let devices = store.devices().await.unwrap();
-    let server = devices.iter().find(|d| d.device_key == "serial:GTSRV0000001").expect("redfish server stored by serial");
+    let server = devices
+        .iter()
+        .find(|d| d.device_key == "serial:GTSRV0000001")
+        .expect("redfish server stored by serial");
     assert_eq!(server.power_watts, Some(412.0));
-    assert!(server.locations.iter().any(|l| l.rack == "R07" && l.u_position == Some(12)));
-    let snmp = devices.iter().find(|d| d.protocol == "PROTOCOL_SNMP").expect("snmpd stored");
+    assert!(
+        server
+            .locations
+            .iter()
+            .any(|l| l.rack == "R07" && l.u_position == Some(12))
+    );
+    let snmp = devices
+        .iter()
+        .find(|d| d.protocol == "PROTOCOL_SNMP")
+        .expect("snmpd stored");
     assert_eq!(snmp.device_key, format!("endpoint:e2e-agent/snmp://{snmpd}"));
 
     // NetBox pass 1: the server is created or updated; snmpd (no serial) becomes an exception.
@@ -94,18 +115,32 @@ async fn snmpd_and_redfish_to_collector_to_netbox_twice_is_idempotent() {
         ca_file: None,
     };
     let netbox = groundtruth_collector::netbox_client(&settings).unwrap();
-    let pass1 = groundtruth_collector::sync::run_pass(&store, &netbox, "DC1", false).await.unwrap();
+    let pass1 = groundtruth_collector::sync::run_pass(&store, &netbox, "DC1", false)
+        .await
+        .unwrap();
     assert_eq!(pass1.eligible, 1, "{pass1:?}");
     assert!(pass1.report.failures.is_empty(), "{:?}", pass1.report.failures);
-    assert!(pass1.unfit.iter().any(|u| u.kind == "no_usable_identity" && u.device_key == snmp.device_key));
+    assert!(
+        pass1
+            .unfit
+            .iter()
+            .any(|u| u.kind == "no_usable_identity" && u.device_key == snmp.device_key)
+    );
     let exceptions = store.open_exceptions().await.unwrap();
     assert!(exceptions.iter().any(|e| e.kind == "no_usable_identity"));
 
     // What NetBox now holds, read back over its REST API.
     let http = reqwest::Client::new();
-    let auth = if nb_token.starts_with("nbt_") { format!("Bearer {nb_token}") } else { format!("Token {nb_token}") };
+    let auth = if nb_token.starts_with("nbt_") {
+        format!("Bearer {nb_token}")
+    } else {
+        format!("Token {nb_token}")
+    };
     let body = http
-        .get(format!("{}/api/dcim/devices/?serial=GTSRV0000001", nb_url.trim_end_matches('/')))
+        .get(format!(
+            "{}/api/dcim/devices/?serial=GTSRV0000001",
+            nb_url.trim_end_matches('/')
+        ))
         .header("Authorization", &auth)
         .send()
         .await
@@ -122,7 +157,10 @@ async fn snmpd_and_redfish_to_collector_to_netbox_twice_is_idempotent() {
     let device_id = d["id"].as_i64().unwrap();
     let macs: serde_json::Value = serde_json::from_str(
         &http
-            .get(format!("{}/api/dcim/mac-addresses/?device_id={device_id}", nb_url.trim_end_matches('/')))
+            .get(format!(
+                "{}/api/dcim/mac-addresses/?device_id={device_id}",
+                nb_url.trim_end_matches('/')
+            ))
             .header("Authorization", &auth)
             .send()
             .await
@@ -132,14 +170,25 @@ async fn snmpd_and_redfish_to_collector_to_netbox_twice_is_idempotent() {
             .unwrap(),
     )
     .unwrap();
-    let have: Vec<String> = macs["results"].as_array().unwrap().iter().map(|m| m["mac_address"].as_str().unwrap().to_lowercase()).collect();
+    let have: Vec<String> = macs["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["mac_address"].as_str().unwrap().to_lowercase())
+        .collect();
     assert!(have.contains(&"02:47:54:10:00:01".to_owned()), "{have:?}");
 
     // Round 2 and pass 2: same physical reality, zero writes to NetBox.
     let s = agent.round().await.unwrap();
     assert_eq!((s.delivered_batches, s.pending_batches), (1, 0));
-    let pass2 = groundtruth_collector::sync::run_pass(&store, &netbox, "DC1", false).await.unwrap();
-    assert_eq!(pass2.report.writes, 0, "second pass must not write: {:?}", pass2.report.changes);
+    let pass2 = groundtruth_collector::sync::run_pass(&store, &netbox, "DC1", false)
+        .await
+        .unwrap();
+    assert_eq!(
+        pass2.report.writes, 0,
+        "second pass must not write: {:?}",
+        pass2.report.changes
+    );
     assert!(pass2.report.changes.is_empty(), "{:?}", pass2.report.changes);
 }
 
@@ -151,7 +200,11 @@ async fn batch_survives_collector_outage_and_is_delivered_once() {
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let mut agent = Agent::new(agent_config(dir.path(), addr, "")).unwrap();
     let s = agent.round().await.unwrap();
-    assert_eq!((s.delivered_batches, s.pending_batches), (0, 1), "collector is not running yet");
+    assert_eq!(
+        (s.delivered_batches, s.pending_batches),
+        (0, 1),
+        "collector is not running yet"
+    );
     let store = Store::open(&dir.path().join("state.db")).await.unwrap();
     let _server = serve_on(addr, store.clone());
     wait_listening(addr).await;

@@ -2,7 +2,13 @@
 //! against real third-party peers started by `tests/peers/start-all.sh`; a suite whose peer is
 //! absent prints `SKIP:` and passes, unless `GT_REQUIRE_PEERS=1` (set by `tests/run.sh`).
 
-#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
+// Tests read small responses from our own NetBox peer; the size-capped readers guard device input.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::disallowed_methods,
+    unreachable_pub
+)]
 
 mod cli;
 mod e2e;

@@ -21,25 +21,63 @@ fn host_port(url: &str) -> String {
 
 #[tokio::test]
 async fn fixture_server_identity_power_macs_and_placement_with_ca() {
-    let Some([url, ca]) = Peers::load().require("redfish_fixture", ["GT_REDFISH_URL", "GT_REDFISH_CA"]) else {
+    let Some([url, ca]) = Peers::load().require("redfish_fixture", ["GT_REDFISH_URL", "GT_REDFISH_CA"])
+    else {
         return;
     };
     let (report, err) = poll(&format!("redfish://{}", host_port(&url)), Some(&ca)).await;
     assert!(err.is_none(), "{err:?}");
     let id = report.identity.as_ref().unwrap();
-    assert_eq!((id.vendor.as_str(), id.model.as_str(), id.serial_number.as_str()), ("Groundtruth Labs", "GT-R1000", "GTSRV0000001"));
-    assert_eq!((id.part_number.as_str(), id.sku.as_str(), id.asset_tag.as_str()), ("GTR1K-PN-01", "GTR1K-SKU-01", "DC1-R07-U12"));
+    assert_eq!(
+        (id.vendor.as_str(), id.model.as_str(), id.serial_number.as_str()),
+        ("Groundtruth Labs", "GT-R1000", "GTSRV0000001")
+    );
+    assert_eq!(
+        (id.part_number.as_str(), id.sku.as_str(), id.asset_tag.as_str()),
+        ("GTR1K-PN-01", "GTR1K-SKU-01", "DC1-R07-U12")
+    );
     assert_eq!(id.hostname, "gt-web-01");
-    let host: Vec<_> = id.macs.iter().filter(|m| m.role == MacRole::Host as i32).map(|m| m.address.as_str()).collect();
-    let bmc: Vec<_> = id.macs.iter().filter(|m| m.role == MacRole::Management as i32).map(|m| m.address.as_str()).collect();
+    let host: Vec<_> = id
+        .macs
+        .iter()
+        .filter(|m| m.role == MacRole::Host as i32)
+        .map(|m| m.address.as_str())
+        .collect();
+    let bmc: Vec<_> = id
+        .macs
+        .iter()
+        .filter(|m| m.role == MacRole::Management as i32)
+        .map(|m| m.address.as_str())
+        .collect();
     assert_eq!(host, ["02:47:54:10:00:01", "02:47:54:10:00:02"]);
     assert_eq!(bmc, ["02:47:54:20:00:01"]);
     let loc = &report.locations[0];
     assert_eq!(loc.source, LocationSource::RedfishPlacement as i32);
-    assert_eq!((loc.site.as_str(), loc.room.as_str(), loc.row.as_str(), loc.rack.as_str(), loc.u_position), ("DC1", "H1", "A", "R07", Some(12)));
-    let device_power: Vec<f64> = report.readings.iter().filter(|r| r.metric == "power" && r.component.is_none()).map(|r| r.value).collect();
+    assert_eq!(
+        (
+            loc.site.as_str(),
+            loc.room.as_str(),
+            loc.row.as_str(),
+            loc.rack.as_str(),
+            loc.u_position
+        ),
+        ("DC1", "H1", "A", "R07", Some(12))
+    );
+    let device_power: Vec<f64> = report
+        .readings
+        .iter()
+        .filter(|r| r.metric == "power" && r.component.is_none())
+        .map(|r| r.value)
+        .collect();
     assert_eq!(device_power, [412.0]);
-    assert_eq!(report.components.iter().map(|c| c.serial_number.as_str()).collect::<Vec<_>>(), ["GTPSU0000001", "GTPSU0000002"]);
+    assert_eq!(
+        report
+            .components
+            .iter()
+            .map(|c| c.serial_number.as_str())
+            .collect::<Vec<_>>(),
+        ["GTPSU0000001", "GTPSU0000002"]
+    );
     assert_eq!(report.status.unwrap().outcome, PollOutcome::Ok as i32);
 }
 
@@ -59,14 +97,19 @@ async fn self_signed_bmc_is_refused_without_ca_and_accepted_with_insecure() {
 
 #[tokio::test]
 async fn sparse_bmc_dash_macs_are_canonical_and_missing_serial_is_empty() {
-    let Some([url, ca]) = Peers::load().require("redfish_sparse", ["GT_REDFISH_SPARSE_URL", "GT_REDFISH_CA"]) else {
+    let Some([url, ca]) = Peers::load().require("redfish_sparse", ["GT_REDFISH_SPARSE_URL", "GT_REDFISH_CA"])
+    else {
         return;
     };
     let (report, err) = poll(&format!("redfish://{}", host_port(&url)), Some(&ca)).await;
     assert!(err.is_none(), "{err:?}");
     let id = report.identity.unwrap();
     assert_eq!(id.serial_number, "");
-    assert!(id.macs.iter().any(|m| m.address == "02:47:54:30:00:01"), "{:?}", id.macs);
+    assert!(
+        id.macs.iter().any(|m| m.address == "02:47:54:30:00:01"),
+        "{:?}",
+        id.macs
+    );
     assert!(report.readings.iter().all(|r| r.value.is_finite()));
 }
 
@@ -83,7 +126,8 @@ async fn plain_http_fixture() {
 /// The DMTF and vendor captures from `../shared/peers/redfish/mockups`, served in place.
 #[tokio::test]
 async fn shared_mockups_identity_placement_and_power() {
-    let Some([base]) = Peers::load().require("redfish_shared_mockups", ["GT_REDFISH_SHARED_BASE_PORT"]) else {
+    let Some([base]) = Peers::load().require("redfish_shared_mockups", ["GT_REDFISH_SHARED_BASE_PORT"])
+    else {
         return;
     };
     let base: u16 = base.parse().unwrap();
@@ -103,12 +147,23 @@ async fn shared_mockups_identity_placement_and_power() {
             let loc = &report.locations[0];
             assert_eq!((loc.rack.as_str(), loc.u_position), (rack, Some(u)), "{serial}");
         }
-        let power = report.readings.iter().find(|r| r.metric == "power" && r.component.is_none()).map(|r| r.value);
+        let power = report
+            .readings
+            .iter()
+            .find(|r| r.metric == "power" && r.component.is_none())
+            .map(|r| r.value);
         if watts.is_some() {
             assert_eq!(power, watts, "{serial}");
         }
     }
     // Intel's capture writes MACs with dashes.
     let (report, _) = poll(&format!("redfish://127.0.0.1:{}?insecure", base + 7), None).await;
-    assert!(report.identity.unwrap().macs.iter().any(|m| m.address == "a4:bf:01:28:90:aa"));
+    assert!(
+        report
+            .identity
+            .unwrap()
+            .macs
+            .iter()
+            .any(|m| m.address == "a4:bf:01:28:90:aa")
+    );
 }

@@ -19,7 +19,12 @@ fn cx() -> PollCx {
 async fn snmpd_v2c_identity_location_text_and_macs() {
     let Some([addr, community, sysname, sysloc]) = Peers::load().require(
         "snmpd_v2c_identity",
-        ["GT_SNMPD_ADDR", "GT_SNMPD_COMMUNITY", "GT_SNMPD_SYSNAME", "GT_SNMPD_SYSLOCATION"],
+        [
+            "GT_SNMPD_ADDR",
+            "GT_SNMPD_COMMUNITY",
+            "GT_SNMPD_SYSNAME",
+            "GT_SNMPD_SYSLOCATION",
+        ],
     ) else {
         return;
     };
@@ -28,13 +33,21 @@ async fn snmpd_v2c_identity_location_text_and_macs() {
     assert!(err.is_none(), "{err:?}");
     let id = report.identity.unwrap();
     assert_eq!(id.hostname, sysname);
-    assert!(id.sys_object_id.starts_with("1.3.6.1.4.1.8072."), "net-snmp enterprise OID, got {}", id.sys_object_id);
+    assert!(
+        id.sys_object_id.starts_with("1.3.6.1.4.1.8072."),
+        "net-snmp enterprise OID, got {}",
+        id.sys_object_id
+    );
     assert!(id.description.starts_with("Linux"), "{}", id.description);
     assert_eq!(id.endpoint_key, format!("snmp://{addr}"));
     // snmpd serves this machine's real interfaces: at least one non-loopback MAC, canonical form.
     assert!(!id.macs.is_empty());
     for m in &id.macs {
-        assert!(groundtruth_proto::mac::canonical(&m.address).as_deref() == Some(m.address.as_str()), "{}", m.address);
+        assert!(
+            groundtruth_proto::mac::canonical(&m.address).as_deref() == Some(m.address.as_str()),
+            "{}",
+            m.address
+        );
         assert!(!m.interface_name.is_empty());
     }
     let loc = &report.locations[0];
@@ -54,7 +67,10 @@ async fn snmpd_wrong_community_is_a_timeout_naming_the_cause() {
     let err = err.expect("a wrong community must fail");
     assert!(matches!(err, DriverError::Timeout { .. }), "{err:?}");
     assert!(err.to_string().contains("wrong community"), "{err}");
-    assert!(!err.to_string().contains("not-the-community"), "secret leaked: {err}");
+    assert!(
+        !err.to_string().contains("not-the-community"),
+        "secret leaked: {err}"
+    );
     assert_eq!(report.status.unwrap().outcome, PollOutcome::Timeout as i32);
     // 0.7 s timeout x 2 attempts, well under the poll deadline.
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
@@ -90,7 +106,8 @@ async fn snmpd_v3_auth_priv_sha1_and_sha256() {
 #[tokio::test]
 async fn snmpsim_apc_pdu_recording_identity() {
     let p = Peers::load();
-    let Some([addr, shared]) = p.require("snmpsim_apc_pdu", ["GT_SNMPSIM_ADDR", "GT_SNMPSIM_SHARED_DATA"]) else {
+    let Some([addr, shared]) = p.require("snmpsim_apc_pdu", ["GT_SNMPSIM_ADDR", "GT_SNMPSIM_SHARED_DATA"])
+    else {
         return;
     };
     if shared != "1" {
@@ -102,5 +119,9 @@ async fn snmpsim_apc_pdu_recording_identity() {
     assert!(err.is_none(), "{err:?}");
     let id = report.identity.unwrap();
     // ifPhysAddress.2 of the recorded AP8641, as net-snmp's snmpget shows it.
-    assert!(id.macs.iter().any(|m| m.address == "28:29:86:2f:04:2c"), "{:?}", id.macs);
+    assert!(
+        id.macs.iter().any(|m| m.address == "28:29:86:2f:04:2c"),
+        "{:?}",
+        id.macs
+    );
 }

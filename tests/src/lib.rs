@@ -67,7 +67,10 @@ impl Peers {
             "SKIP: {test}: test peer not running (missing {}); start peers with tests/peers/start-all.sh",
             missing.join(", ")
         );
-        assert!(std::env::var("GT_REQUIRE_PEERS").as_deref() != Ok("1"), "{msg} (GT_REQUIRE_PEERS=1)");
+        assert!(
+            std::env::var("GT_REQUIRE_PEERS").as_deref() != Ok("1"),
+            "{msg} (GT_REQUIRE_PEERS=1)"
+        );
         eprintln!("{msg}");
         None
     }
@@ -83,7 +86,9 @@ pub fn shared_peers_dir() -> Option<PathBuf> {
 /// The repository root (parent of this crate's directory).
 #[must_use]
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
 }
 
 /// Path of a workspace binary built next to the test executable (`target/<profile>/NAME`).

@@ -12,8 +12,8 @@
 use std::time::SystemTime;
 
 use groundtruth_proto::v1::{
-    Component, ComponentIdentity, ComponentKind, DeviceClass, DeviceIdentity, DeviceReport,
-    LocationEvidence, LocationSource, MacAddress, MacRole, PollOutcome, PollStatus, Reading,
+    Component, ComponentIdentity, ComponentKind, DeviceClass, DeviceIdentity, DeviceReport, LocationEvidence,
+    LocationSource, MacAddress, MacRole, PollOutcome, PollStatus, Reading,
 };
 use serde::{Deserialize, Deserializer, de::DeserializeOwned};
 
@@ -60,7 +60,9 @@ impl<'de> Deserialize<'de> for Link {
         fn from_value(v: &serde_json::Value) -> Option<String> {
             match v {
                 serde_json::Value::String(s) => Some(s.clone()),
-                serde_json::Value::Object(m) => m.get("@odata.id").and_then(|v| v.as_str()).map(str::to_owned),
+                serde_json::Value::Object(m) => {
+                    m.get("@odata.id").and_then(|v| v.as_str()).map(str::to_owned)
+                }
                 serde_json::Value::Array(a) => a.first().and_then(from_value),
                 _ => None,
             }
@@ -278,10 +280,23 @@ impl Fetcher<'_> {
         }
         let body = crate::io::read_capped(resp, self.cx.limits.max_body_bytes, path).await?;
         // serde_json's recursion limit (128) stays on: deep JSON is refused, not followed.
-        serde_json::from_slice(&body).map_err(|e| DriverError::Malformed {
+        let malformed = |e: serde_json::Error| DriverError::Malformed {
             what: format!("JSON document at {path}"),
             detail: e.to_string(),
-        })
+        };
+        let value: serde_json::Value = serde_json::from_slice(&body).map_err(malformed)?;
+        // A Redfish error object served with 200 (seen in real captures) is an error, not an
+        // empty resource.
+        if let Some(err) = value.get("error").filter(|_| value.get("@odata.id").is_none()) {
+            let msg = err
+                .get("message")
+                .and_then(|m| m.as_str())
+                .unwrap_or("no message");
+            return Err(DriverError::DeviceException(format!(
+                "{path}: Redfish error: {msg}"
+            )));
+        }
+        serde_json::from_value(value).map_err(malformed)
     }
 
     fn request_error(&self, path: &str, e: &reqwest::Error) -> DriverError {
@@ -291,7 +306,8 @@ impl Fetcher<'_> {
                 what: format!("GET {path}"),
                 after: self.cx.limits.request_timeout,
             }
-        } else if detail.contains("certificate") || detail.contains("UnknownIssuer") || detail.contains("tls") {
+        } else if detail.contains("certificate") || detail.contains("UnknownIssuer") || detail.contains("tls")
+        {
             DriverError::Tls(format!(
                 "{detail} (give the BMC's CA with --ca-file, or ?insecure to skip verification)"
             ))
@@ -321,19 +337,32 @@ fn http_client(t: &RedfishTarget, cx: &PollCx) -> Result<reqwest::Client, Driver
     if !t.verify_tls {
         b = b.tls_danger_accept_invalid_certs(true);
     } else if let Some(ca) = &t.ca_file {
-        let pem = std::fs::read(ca).map_err(|e| DriverError::Tls(format!("cannot read CA file {}: {e}", ca.display())))?;
+        let pem = std::fs::read(ca)
+            .map_err(|e| DriverError::Tls(format!("cannot read CA file {}: {e}", ca.display())))?;
         let certs = reqwest::Certificate::from_pem_bundle(&pem)
             .map_err(|e| DriverError::Tls(format!("CA file {} is not PEM: {e}", ca.display())))?;
         b = b.tls_certs_only(certs);
     }
-    b.build().map_err(|e| DriverError::Tls(format!("building the HTTP client: {e}")))
+    b.build()
+        .map_err(|e| DriverError::Tls(format!("building the HTTP client: {e}")))
 }
 
 /// Chassis types that are parts of something else, never the device to report.
 fn is_subunit(chassis_type: Option<&str>) -> bool {
     matches!(
         chassis_type,
-        Some("Card" | "Component" | "Module" | "Sidecar" | "Shelf" | "Drawer" | "Blade" | "Cartridge" | "IPBasedDrive" | "StorageEnclosure")
+        Some(
+            "Card"
+                | "Component"
+                | "Module"
+                | "Sidecar"
+                | "Shelf"
+                | "Drawer"
+                | "Blade"
+                | "Cartridge"
+                | "IPBasedDrive"
+                | "StorageEnclosure"
+        )
     )
 }
 
@@ -361,12 +390,20 @@ pub async fn poll(t: &RedfishTarget, cx: &PollCx) -> Result<DeviceReport, Driver
     let primary_idx = chassis
         .iter()
         .position(|c| !c.links.computer_systems.is_empty() && !is_subunit(c.chassis_type.as_deref()))
-        .or_else(|| chassis.iter().position(|c| c.links.contained_by.is_none() && !is_subunit(c.chassis_type.as_deref())))
+        .or_else(|| {
+            chassis
+                .iter()
+                .position(|c| c.links.contained_by.is_none() && !is_subunit(c.chassis_type.as_deref()))
+        })
         .or(if chassis.is_empty() { None } else { Some(0) });
     let primary = primary_idx.map(|i| chassis.swap_remove(i));
 
     let mut identity = DeviceIdentity {
-        address: t.base.host_str().map(|h| format!("{h}:{}", t.base.port_or_known_default().unwrap_or(443))).unwrap_or_default(),
+        address: t
+            .base
+            .host_str()
+            .map(|h| format!("{h}:{}", t.base.port_or_known_default().unwrap_or(443)))
+            .unwrap_or_default(),
         device_class: DeviceClass::Server as i32,
         uuid: clean(root.uuid.as_deref()).to_ascii_lowercase(),
         ..Default::default()
@@ -389,14 +426,26 @@ pub async fn poll(t: &RedfishTarget, cx: &PollCx) -> Result<DeviceReport, Driver
             _ => DeviceClass::Server as i32,
         };
         let chassis_path = cm.odata_id.clone().unwrap_or_default();
-        if let Some(loc) = &c.location {
-            if let Some(ev) = placement_evidence(loc, &chassis_path, now) {
-                report.locations.push(ev);
-            }
+        if let Some(ev) = c
+            .location
+            .as_ref()
+            .and_then(|loc| placement_evidence(loc, &chassis_path, now))
+        {
+            report.locations.push(ev);
         }
         system_paths.extend(c.links.computer_systems.iter().filter_map(|l| l.id.clone()));
         manager_paths.extend(c.links.managed_by.iter().filter_map(|l| l.id.clone()));
-        if let Some(power) = c.power.as_ref().and_then(|l| l.id.clone()) {
+        // Some BMCs hang Power off a chassis contained in the primary one (Intel: RackMount →
+        // Baseboard/Power); use the first such when the primary has none.
+        let power_link = c.power.as_ref().and_then(|l| l.id.clone()).or_else(|| {
+            chassis
+                .iter()
+                .filter(|x| {
+                    x.links.contained_by.as_ref().and_then(|l| l.id.as_deref()) == cm.odata_id.as_deref()
+                })
+                .find_map(|x| x.power.as_ref().and_then(|l| l.id.clone()))
+        });
+        if let Some(power) = power_link {
             match f.get::<Power>(&power).await {
                 Ok(p) => power_readings(&p, &power, now, &mut report),
                 Err(e) => partial.push(format!("{power}: {e}")),
@@ -436,7 +485,14 @@ pub async fn poll(t: &RedfishTarget, cx: &PollCx) -> Result<DeviceReport, Driver
         if let Some(u) = s.common.uuid.as_deref().filter(|u| !u.trim().is_empty()) {
             identity.uuid = u.trim().to_ascii_lowercase();
         }
-        collect_macs(&mut f, s.ethernet_interfaces.as_ref(), MacRole::Host, &mut identity, &mut partial).await;
+        collect_macs(
+            &mut f,
+            s.ethernet_interfaces.as_ref(),
+            MacRole::Host,
+            &mut identity,
+            &mut partial,
+        )
+        .await;
     }
     for path in &manager_paths {
         let m: Manager = match f.get(path).await {
@@ -449,7 +505,14 @@ pub async fn poll(t: &RedfishTarget, cx: &PollCx) -> Result<DeviceReport, Driver
         if identity.firmware_version.is_empty() {
             identity.firmware_version = clean(m.firmware_version.as_deref());
         }
-        collect_macs(&mut f, m.ethernet_interfaces.as_ref(), MacRole::Management, &mut identity, &mut partial).await;
+        collect_macs(
+            &mut f,
+            m.ethernet_interfaces.as_ref(),
+            MacRole::Management,
+            &mut identity,
+            &mut partial,
+        )
+        .await;
     }
 
     report.identity = Some(identity);
@@ -484,7 +547,11 @@ async fn collect_macs(
                     .permanent_mac_address
                     .as_deref()
                     .and_then(groundtruth_proto::mac::canonical)
-                    .or_else(|| nic.mac_address.as_deref().and_then(groundtruth_proto::mac::canonical));
+                    .or_else(|| {
+                        nic.mac_address
+                            .as_deref()
+                            .and_then(groundtruth_proto::mac::canonical)
+                    });
                 if let Some(mac) = mac
                     && !identity.macs.iter().any(|m| m.address == mac)
                 {
@@ -608,10 +675,9 @@ mod tests {
 
     #[test]
     fn placement_in_open_u_is_not_taken_as_eia_u() {
-        let loc: Location = serde_json::from_str(
-            r#"{"Placement":{"Rack":"R1","RackOffset":7,"RackOffsetUnits":"OpenU"}}"#,
-        )
-        .unwrap();
+        let loc: Location =
+            serde_json::from_str(r#"{"Placement":{"Rack":"R1","RackOffset":7,"RackOffsetUnits":"OpenU"}}"#)
+                .unwrap();
         let ev = placement_evidence(&loc, "/x", SystemTime::UNIX_EPOCH).unwrap();
         assert_eq!(ev.u_position, None);
         assert_eq!(ev.rack, "R1");

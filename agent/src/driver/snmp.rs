@@ -39,9 +39,7 @@ fn auth_of(t: &SnmpTarget) -> Result<Auth, DriverError> {
             };
             usm = match (&t.auth, &t.privacy) {
                 (None, _) => usm,
-                (Some((a, ap)), None) => usm
-                    .auth(auth_proto(*a), ap.expose())
-                    .map_err(|e| bad(&e))?,
+                (Some((a, ap)), None) => usm.auth(auth_proto(*a), ap.expose()).map_err(|e| bad(&e))?,
                 (Some((a, ap)), Some((p, pp))) => usm
                     .auth_priv(auth_proto(*a), ap.expose(), priv_proto(*p), pp.expose())
                     .map_err(|e| bad(&e))?,
@@ -82,19 +80,17 @@ fn map_err(t: &SnmpTarget, what: &str, e: &async_snmp::Error, cx: &PollCx) -> Dr
     match e.kind() {
         ErrorKind::Timeout => DriverError::Timeout {
             what: match t.version {
-                SnmpVersion::V1 | SnmpVersion::V2c => format!(
-                    "{what} (device down, or wrong community: SNMP agents ignore a wrong community)"
-                ),
+                SnmpVersion::V1 | SnmpVersion::V2c => {
+                    format!("{what} (device down, or wrong community: SNMP agents ignore a wrong community)")
+                }
                 SnmpVersion::V3 => what.to_owned(),
             },
             after: cx.limits.request_timeout * (cx.limits.retries + 1),
         },
-        ErrorKind::Network | ErrorKind::Closed | ErrorKind::ConstructionTimeout => {
-            DriverError::Connect {
-                endpoint: format!("{}:{}", t.host, t.port),
-                detail: e.to_string(),
-            }
-        }
+        ErrorKind::Network | ErrorKind::Closed | ErrorKind::ConstructionTimeout => DriverError::Connect {
+            endpoint: format!("{}:{}", t.host, t.port),
+            detail: e.to_string(),
+        },
         ErrorKind::Auth | ErrorKind::Report | ErrorKind::Privacy => DriverError::Auth {
             detail: e.to_string(),
         },
@@ -113,9 +109,10 @@ pub async fn poll(t: &SnmpTarget, cx: &PollCx) -> Result<DeviceReport, DriverErr
     let auth = auth_of(t)?;
     let client = Client::builder((t.host.as_str(), t.port), auth)
         .request_timeout(cx.limits.request_timeout)
-        .retry(Retry::fixed(cx.limits.retries, std::time::Duration::ZERO).map_err(|_| {
-            DriverError::Unsupported("a retry count this high")
-        })?)
+        .retry(
+            Retry::fixed(cx.limits.retries, std::time::Duration::ZERO)
+                .map_err(|_| DriverError::Unsupported("a retry count this high"))?,
+        )
         .connect()
         .await
         .map_err(|e| map_err(t, "connect", &e, cx))?;
@@ -239,14 +236,30 @@ mod tests {
 
     #[test]
     fn value_text_accepts_text_and_rejects_binary() {
-        assert_eq!(value_text(&Value::from("DC1 / Row A")).as_deref(), Some("DC1 / Row A"));
-        assert_eq!(value_text(&Value::OctetString(vec![0x28, 0x29, 0x86, 0x06, 0x01, 0x02].into())), None);
+        assert_eq!(
+            value_text(&Value::from("DC1 / Row A")).as_deref(),
+            Some("DC1 / Row A")
+        );
+        assert_eq!(
+            value_text(&Value::OctetString(
+                vec![0x28, 0x29, 0x86, 0x06, 0x01, 0x02].into()
+            )),
+            None
+        );
         assert_eq!(value_text(&Value::Integer(3)), None);
     }
 
     #[test]
     fn constant_oids_parse() {
-        for o in [SYS_DESCR, SYS_OBJECT_ID, SYS_UPTIME, SYS_NAME, SYS_LOCATION, IF_DESCR, IF_PHYS_ADDRESS] {
+        for o in [
+            SYS_DESCR,
+            SYS_OBJECT_ID,
+            SYS_UPTIME,
+            SYS_NAME,
+            SYS_LOCATION,
+            IF_DESCR,
+            IF_PHYS_ADDRESS,
+        ] {
             assert_eq!(oid(o).to_string(), o);
         }
     }

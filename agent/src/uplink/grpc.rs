@@ -13,7 +13,11 @@ pub enum UplinkError {
     #[error("collector at {endpoint} failed the stream: {detail}")]
     Stream { endpoint: String, detail: String },
     #[error("collector at {endpoint} did not acknowledge {missing} batch(es) within {after:?}")]
-    AckTimeout { endpoint: String, missing: usize, after: Duration },
+    AckTimeout {
+        endpoint: String,
+        missing: usize,
+        after: Duration,
+    },
 }
 
 /// Sends `batches` and waits until each is acknowledged (committed, duplicate or rejected).
@@ -22,7 +26,11 @@ pub enum UplinkError {
 /// # Errors
 /// Connection failure, a stream error, or missing acks after `timeout`. Batches without an ack
 /// must be sent again (the collector deduplicates).
-pub async fn deliver(endpoint: &str, batches: Vec<Batch>, timeout: Duration) -> Result<Vec<Ack>, UplinkError> {
+pub async fn deliver(
+    endpoint: &str,
+    batches: Vec<Batch>,
+    timeout: Duration,
+) -> Result<Vec<Ack>, UplinkError> {
     let connect = async {
         let channel = tonic::transport::Endpoint::from_shared(endpoint.to_owned())
             .map_err(|e| e.to_string())?
@@ -67,7 +75,12 @@ pub async fn deliver(endpoint: &str, batches: Vec<Batch>, timeout: Duration) -> 
                     acks.push(ack);
                 }
                 Some(Err(s)) => return Err(stream_err(format!("{}: {}", s.code(), s.message()))),
-                None => return Err(stream_err(format!("stream closed with {} batch(es) unacknowledged", waiting.len()))),
+                None => {
+                    return Err(stream_err(format!(
+                        "stream closed with {} batch(es) unacknowledged",
+                        waiting.len()
+                    )));
+                }
             }
         }
         Ok(acks)

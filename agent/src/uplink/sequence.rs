@@ -30,7 +30,10 @@ impl Sequencer {
                     (Some(Ok(epoch)), Some(Ok(last))) => Ok(Self { path, epoch, last }),
                     _ => Err(std::io::Error::new(
                         std::io::ErrorKind::InvalidData,
-                        format!("{} is corrupt (expected '<epoch> <seq>'); move it away to start a new epoch", path.display()),
+                        format!(
+                            "{} is corrupt (expected '<epoch> <seq>'); move it away to start a new epoch",
+                            path.display()
+                        ),
                     )),
                 }
             }
@@ -55,7 +58,7 @@ impl Sequencer {
     ///
     /// # Errors
     /// If the state file cannot be written.
-    pub fn next(&mut self) -> std::io::Result<u64> {
+    pub fn reserve(&mut self) -> std::io::Result<u64> {
         self.last += 1;
         self.persist()?;
         Ok(self.last)
@@ -80,11 +83,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut s = Sequencer::open(dir.path()).unwrap();
         let epoch = s.epoch();
-        assert_eq!((s.next().unwrap(), s.next().unwrap()), (1, 2));
+        assert_eq!((s.reserve().unwrap(), s.reserve().unwrap()), (1, 2));
         drop(s);
         let mut s = Sequencer::open(dir.path()).unwrap();
         assert_eq!(s.epoch(), epoch);
-        assert_eq!(s.next().unwrap(), 3);
+        assert_eq!(s.reserve().unwrap(), 3);
     }
 
     #[test]

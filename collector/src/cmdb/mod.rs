@@ -117,7 +117,16 @@ pub enum CmdbError {
     #[error("CMDB at {url} refused the API token (HTTP {status}); check the token and its permissions")]
     Unauthorized { url: String, status: u16 },
     #[error("CMDB at {url} answered {what} with HTTP {status}: {body}")]
-    Http { url: String, what: String, status: u16, body: String },
+    Http {
+        url: String,
+        what: String,
+        status: u16,
+        body: String,
+    },
     #[error("CMDB at {url} sent an unexpected response to {what}: {detail}")]
-    Malformed { url: String, what: String, detail: String },
+    Malformed {
+        url: String,
+        what: String,
+        detail: String,
+    },
 }
