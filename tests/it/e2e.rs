@@ -22,14 +22,13 @@ async fn start_collector(dir: &std::path::Path) -> (SocketAddr, Store, tokio::ta
 
 fn serve_on(addr: SocketAddr, store: Store) -> tokio::task::JoinHandle<()> {
     let (tx, _rx) = tokio::sync::watch::channel(0);
-    let handle = tokio::spawn(async move {
+    tokio::spawn(async move {
         tonic::transport::Server::builder()
             .add_service(IngestServer::new(IngestService::new(store, tx)))
             .serve(addr)
             .await
             .unwrap();
-    });
-    handle
+    })
 }
 
 async fn wait_listening(addr: SocketAddr) {

@@ -132,7 +132,8 @@ async fn shared_mockups_identity_placement_and_power() {
     };
     let base: u16 = base.parse().unwrap();
     // (port offset, serial, rack, U, device power) as the peers README documents them.
-    let cases: [(u16, &str, Option<(&str, u32)>, Option<f64>); 4] = [
+    type Case = (u16, &'static str, Option<(&'static str, u32)>, Option<f64>);
+    let cases: [Case; 4] = [
         (0, "437XR1138R2", Some(("WEB43", 12)), Some(344.0)),
         (2, "528QB1654R1", Some(("WEB43", 12)), None),
         (4, "MXQ019020B", None, Some(97.0)),

@@ -1,0 +1,2544 @@
+//! NetBox 4.x CMDB: a small hand-written REST client and the sync that makes NetBox's
+//! collector-owned fields equal the collector's truth.
+//!
+//! What one [`NetBox::sync`] does, per [`DesiredDevice`], strictly in this order:
+//!
+//! 1. Match by serial: `GET /api/dcim/devices/?serial=X` (NetBox filters `iexact`), then compare
+//!    exactly after trim + upper case. 0 matches → create, 1 → update, >1 →
+//!    exception `duplicate_serial_in_cmdb` and nothing is written for that device.
+//! 2. Resolve the placement: site (by slug, then by name), rack (by name within the site). Missing
+//!    ones are created when [`NetBoxConfig::create_missing`] is set, otherwise the device gets a
+//!    `missing_in_cmdb` exception and its placement is left alone.
+//! 3. Check the target U range against NetBox's rack elevation (and against the other devices of
+//!    this run): an occupied range is a `position_occupied` exception, not a failing write.
+//! 4. Create the device (name = hostname, role, device type, status "active", placement, serial,
+//!    asset tag) or PATCH only the owned fields that differ: site, rack, location (follows the
+//!    rack), position, face, serial, and the asset tag only while NetBox's is empty.
+//!    Never written on update: name, role, status, tenant, platform, comments. Nothing is deleted.
+//! 5. MACs: ensure an interface per `interface_name`, a MAC address object assigned to it
+//!    (NetBox ≥ 4.2 keeps MACs as objects) and the interface's `primary_mac_address`.
+//!
+//! Every decision is computed from what NetBox returns, so a second run with the same input makes
+//! zero write requests ([`SyncReport::writes`] counts POST/PATCH requests, one per logical write).
+//!
+//! Not done yet: the room (NetBox "location") is not created or matched by name; a device's
+//! location simply follows its rack's location so NetBox's site/location/rack validation holds.
+//!
+//! HTTP rules: every response body is read in chunks up to [`MAX_BODY`]; list endpoints are
+//! paginated (`limit`/`next`, `next` rebased onto the configured URL); redirects are not followed
+//! (a redirected POST would silently turn into a GET). Reads and PATCHes are retried on
+//! 429/502/503/504, timeouts and connection errors; POSTs only where the request cannot have been
+//! processed (429, 503, connection refused), because a create is not idempotent — the next sync
+//! re-reads and catches up. At most [`MAX_ATTEMPTS`] attempts, exponential backoff with jitter,
+//! `Retry-After` honoured, no single delay above [`MAX_DELAY`].
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::hash::BuildHasher;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderValue, LOCATION, RETRY_AFTER};
+use reqwest::{Method, StatusCode};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value, json};
+use tracing::{debug, info, warn};
+use url::Url;
+
+use super::{Change, CmdbError, DesiredDevice, DesiredMac, Face, FieldChange, SyncException, SyncReport};
+
+/// Default NetBox device role (slug derived from it) for created devices.
+pub const DEFAULT_DEVICE_ROLE: &str = "server";
+/// Default height of racks the sync creates.
+pub const DEFAULT_RACK_HEIGHT: u32 = 42;
+/// Default per-request timeout (whole request including the body).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest response body read from NetBox.
+pub const MAX_BODY: usize = 8 * 1024 * 1024;
+/// Attempts per request, first one included.
+pub const MAX_ATTEMPTS: u32 = 4;
+/// Ceiling of one retry delay, `Retry-After` included.
+pub const MAX_DELAY: Duration = Duration::from_secs(30);
+
+const BASE_DELAY: Duration = Duration::from_millis(500);
+/// NetBox's default `MAX_PAGE_SIZE`.
+const PAGE_LIMIT: &str = "1000";
+const MAX_PAGES: usize = 10_000;
+/// Error bodies are read up to this size and shown truncated to [`ERROR_BODY_CHARS`].
+const ERROR_BODY_READ: usize = 64 * 1024;
+const ERROR_BODY_CHARS: usize = 500;
+/// NetBox colour of a device role the sync creates (hex, no `#`).
+const ROLE_COLOR: &str = "607d8b";
+/// NetBox limits: slug 100 chars, device name 64 chars.
+const SLUG_MAX: usize = 100;
+const DEVICE_NAME_MAX: usize = 64;
+const INTERFACE_TYPE: &str = "1000base-t";
+
+// ------------------------------------------------------------------------------------------------
+// Configuration and client
+
+/// How to reach NetBox and what to create there.
+#[derive(Clone)]
+pub struct NetBoxConfig {
+    /// Base URL, e.g. `https://netbox.example.com/` (a path prefix is kept; `api/...` is appended).
+    pub url: Url,
+    /// API token. `nbt_…` (NetBox ≥ 4.5 v2 token) is sent as `Bearer`, anything else as legacy
+    /// `Token`. Never logged or printed by `Debug`.
+    pub token: String,
+    /// Device role given to created devices (looked up by its slug, created if missing).
+    pub device_role: String,
+    /// Create missing sites, racks, manufacturers, device types and the role.
+    pub create_missing: bool,
+    /// Height of created racks, in U.
+    pub rack_height: u32,
+    /// Per-request timeout.
+    pub timeout: Duration,
+    /// Verify the server certificate (default true).
+    pub tls_verify: bool,
+    /// Extra CA bundle (PEM) trusted in addition to the platform roots.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl NetBoxConfig {
+    /// A config with the defaults: role "server", create missing objects, 42 U racks, 30 s
+    /// timeout, TLS verified against the platform roots.
+    pub fn new(url: Url, token: impl Into<String>) -> Self {
+        Self {
+            url,
+            token: token.into(),
+            device_role: DEFAULT_DEVICE_ROLE.to_owned(),
+            create_missing: true,
+            rack_height: DEFAULT_RACK_HEIGHT,
+            timeout: DEFAULT_TIMEOUT,
+            tls_verify: true,
+            ca_file: None,
+        }
+    }
+}
+
+impl fmt::Debug for NetBoxConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NetBoxConfig")
+            .field("url", &self.url.as_str())
+            .field("token", &"***")
+            .field("device_role", &self.device_role)
+            .field("create_missing", &self.create_missing)
+            .field("rack_height", &self.rack_height)
+            .field("timeout", &self.timeout)
+            .field("tls_verify", &self.tls_verify)
+            .field("ca_file", &self.ca_file)
+            .finish()
+    }
+}
+
+/// A NetBox 4.x instance the collector syncs into.
+pub struct NetBox {
+    cfg: NetBoxConfig,
+    api: Api,
+}
+
+impl fmt::Debug for NetBox {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NetBox")
+            .field("cfg", &self.cfg)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NetBox {
+    /// Builds the HTTP client. Does not touch the network.
+    pub fn new(cfg: NetBoxConfig) -> Result<Self, CmdbError> {
+        let api = Api::new(&cfg)?;
+        Ok(Self { cfg, api })
+    }
+
+    /// Reads NetBox, computes the plan; when `dry_run` is false executes it. Returns the report.
+    ///
+    /// Errors only when NetBox as a whole cannot be used (unreachable, token refused, not a
+    /// NetBox ≥ 4.2); per-device problems are exceptions or failures in the report.
+    pub async fn sync(&self, devices: &[DesiredDevice], dry_run: bool) -> Result<SyncReport, CmdbError> {
+        self.api.preflight().await?;
+        let mut run = Run::new(self, dry_run);
+        for d in devices {
+            match run.device(d).await {
+                Ok(()) => {}
+                Err(Fail::Fatal(e)) => {
+                    warn!(
+                        device = %d.key, writes = run.report.writes, error = %e,
+                        "NetBox sync aborted; writes made so far stay in NetBox."
+                    );
+                    return Err(e);
+                }
+                Err(other) => run.fail(&d.key, other.reason()),
+            }
+        }
+        let r = &run.report;
+        info!(
+            url = %self.api.shown, dry_run, devices = devices.len(), changes = r.changes.len(),
+            exceptions = r.exceptions.len(), failures = r.failures.len(), writes = r.writes,
+            "NetBox sync finished."
+        );
+        Ok(run.report)
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Pure helpers
+
+/// NetBox slug of a name: lower case ASCII alphanumerics, every run of anything else one `-`,
+/// no leading/trailing `-`, at most 100 characters. Empty when the name has no ASCII alphanumeric.
+fn slugify(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for c in name.chars() {
+        if c.is_ascii_alphanumeric() {
+            out.push(c.to_ascii_lowercase());
+        } else if !out.is_empty() && !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    out.truncate(SLUG_MAX);
+    while out.ends_with('-') {
+        out.pop();
+    }
+    out
+}
+
+/// `Bearer` for NetBox ≥ 4.5 v2 tokens (`nbt_<key>.<secret>`), `Token` for legacy v1 tokens.
+fn auth_scheme(token: &str) -> &'static str {
+    if token.trim().starts_with("nbt_") {
+        "Bearer"
+    } else {
+        "Token"
+    }
+}
+
+/// The `Authorization` header value, marked sensitive (hyper never logs it).
+fn auth_header(token: &str) -> Option<HeaderValue> {
+    let token = token.trim();
+    if token.is_empty() {
+        return None;
+    }
+    let mut v = HeaderValue::from_str(&format!("{} {token}", auth_scheme(token))).ok()?;
+    v.set_sensitive(true);
+    Some(v)
+}
+
+/// The 12 hex digits of a MAC in lower case, whatever the notation; `None` if it is not a MAC.
+fn mac_key(mac: &str) -> Option<String> {
+    let hex: String = mac
+        .chars()
+        .filter(|c| !matches!(c, ':' | '-' | '.' | ' '))
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    (hex.len() == 12 && hex.chars().all(|c| c.is_ascii_hexdigit())).then_some(hex)
+}
+
+/// Same MAC, notation and case ignored.
+fn mac_eq(a: &str, b: &str) -> bool {
+    matches!((mac_key(a), mac_key(b)), (Some(x), Some(y)) if x == y)
+}
+
+/// Serial as the match key: trimmed, upper case.
+fn serial_key(s: &str) -> String {
+    s.trim().to_uppercase()
+}
+
+fn face_str(face: Face) -> &'static str {
+    match face {
+        Face::Front => "front",
+        Face::Rear => "rear",
+    }
+}
+
+/// Rack units as NetBox shows them: `12`, `12.5`.
+fn units_str(u: f64) -> String {
+    if u.fract() == 0.0 {
+        format!("{u:.0}")
+    } else {
+        format!("{u}")
+    }
+}
+
+fn truncate_chars(s: &str, max: usize) -> String {
+    let s = s.trim();
+    match s.char_indices().nth(max) {
+        None => s.to_owned(),
+        Some((i, _)) => format!("{}…", &s[..i]),
+    }
+}
+
+/// Delay before retry number `attempt` (1 = first retry): exponential from 0.5 s with "equal
+/// jitter" (half fixed, half random; `jitter` in 0..1), at least `retry_after`, never above
+/// [`MAX_DELAY`].
+fn backoff_delay(attempt: u32, retry_after: Option<Duration>, jitter: f64) -> Duration {
+    let exp = BASE_DELAY.saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
+    let exp = exp.min(MAX_DELAY);
+    let jittered = exp.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0));
+    retry_after.map_or(jittered, |ra| ra.max(jittered)).min(MAX_DELAY)
+}
+
+/// A random fraction in 0..1 without a RNG dependency (SipHash with a random per-process key).
+fn jitter() -> f64 {
+    let h = std::collections::hash_map::RandomState::new().hash_one(std::time::SystemTime::now());
+    (h >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// `Retry-After` in seconds (the HTTP-date form is ignored; the backoff applies then).
+fn parse_retry_after(v: Option<&HeaderValue>) -> Option<Duration> {
+    let secs: u64 = v?.to_str().ok()?.trim().parse().ok()?;
+    Some(Duration::from_secs(secs))
+}
+
+/// The `next` link of a NetBox page, rebased onto the configured base URL (NetBox builds it from
+/// the Host header it saw, which behind a proxy may carry the wrong scheme or host).
+fn rebase_next(base: &Url, next: &str) -> Option<Url> {
+    let next = Url::parse(next).or_else(|_| base.join(next)).ok()?;
+    let mut u = base.clone();
+    u.set_path(next.path());
+    u.set_query(next.query());
+    Some(u)
+}
+
+/// URL shown in errors and logs: no user info, no query.
+fn shown_url(u: &Url) -> String {
+    let mut u = u.clone();
+    let _ = u.set_username("");
+    let _ = u.set_password(None);
+    u.set_query(None);
+    u.to_string()
+}
+
+// ------------------------------------------------------------------------------------------------
+// NetBox objects (only the fields the sync reads; everything lenient)
+
+#[derive(Debug, Deserialize)]
+struct Page<T> {
+    #[serde(default)]
+    next: Option<String>,
+    results: Vec<T>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct NbRef {
+    id: u64,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    display: Option<String>,
+}
+
+impl NbRef {
+    fn label(&self) -> String {
+        self.name
+            .clone()
+            .or_else(|| self.display.clone())
+            .unwrap_or_else(|| format!("#{}", self.id))
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct NbChoice {
+    #[serde(default)]
+    value: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct NbDevice {
+    id: u64,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    serial: String,
+    #[serde(default)]
+    asset_tag: Option<String>,
+    #[serde(default)]
+    site: Option<NbRef>,
+    #[serde(default)]
+    location: Option<NbRef>,
+    #[serde(default)]
+    rack: Option<NbRef>,
+    #[serde(default, deserialize_with = "de_units")]
+    position: Option<f64>,
+    #[serde(default)]
+    face: Option<NbChoice>,
+    #[serde(default)]
+    device_type: Option<NbRef>,
+    #[serde(default)]
+    tenant: Option<Value>,
+}
+
+impl NbDevice {
+    fn face(&self) -> Option<&str> {
+        self.face.as_ref()?.value.as_deref().filter(|v| !v.is_empty())
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct NbSite {
+    id: u64,
+    name: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct NbRack {
+    id: u64,
+    name: String,
+    #[serde(default)]
+    location: Option<NbRef>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct NbDeviceType {
+    id: u64,
+    #[serde(default)]
+    model: String,
+    #[serde(default = "one", deserialize_with = "de_units_req")]
+    u_height: f64,
+    #[serde(default = "yes")]
+    is_full_depth: bool,
+}
+
+fn one() -> f64 {
+    1.0
+}
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct NbId {
+    id: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct NbMacBrief {
+    id: u64,
+    #[serde(default)]
+    mac_address: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct NbInterface {
+    id: u64,
+    name: String,
+    #[serde(default)]
+    primary_mac_address: Option<NbMacBrief>,
+    #[serde(default)]
+    mac_addresses: Option<Vec<NbMacBrief>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct NbMac {
+    id: u64,
+    #[serde(default)]
+    mac_address: String,
+    #[serde(default)]
+    assigned_object_type: Option<String>,
+    #[serde(default)]
+    assigned_object_id: Option<u64>,
+    #[serde(default)]
+    assigned_object: Option<Value>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct NbUnit {
+    #[serde(deserialize_with = "de_units_req")]
+    id: f64,
+    #[serde(default)]
+    occupied: bool,
+    #[serde(default)]
+    device: Option<NbRef>,
+}
+
+fn units_from_value(v: &Value) -> Option<f64> {
+    match v {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+/// NetBox decimals (position, u_height) arrive as numbers, or as strings when
+/// `COERCE_DECIMAL_TO_STRING` is on.
+fn de_units<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    let v = Option::<Value>::deserialize(d)?;
+    Ok(v.as_ref().and_then(units_from_value))
+}
+
+fn de_units_req<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    let v = Value::deserialize(d)?;
+    units_from_value(&v).ok_or_else(|| serde::de::Error::custom("expected a decimal number"))
+}
+
+// ------------------------------------------------------------------------------------------------
+// Diff computation (pure)
+
+/// Where the collector wants a device, with NetBox ids where the objects exist (`None` = the
+/// object is only planned, which happens on a dry run).
+#[derive(Debug, Clone)]
+struct WantPlacement {
+    site_id: Option<u64>,
+    site_name: String,
+    rack_id: Option<u64>,
+    rack_name: String,
+    /// Location (room) of the rack; the device follows it.
+    rack_location: Option<NbRef>,
+    position: Option<u32>,
+    face: Face,
+}
+
+/// Owned fields to write on an existing device.
+#[derive(Debug, Clone, Default)]
+struct DeviceDiff {
+    fields: Vec<FieldChange>,
+    patch: Map<String, Value>,
+}
+
+impl DeviceDiff {
+    fn set(&mut self, field: &str, old: Option<String>, new: String, value: Value) {
+        self.fields.push(FieldChange {
+            field: field.to_owned(),
+            old,
+            new,
+        });
+        self.patch.insert(field.to_owned(), value);
+    }
+}
+
+fn id_value(id: Option<u64>) -> Value {
+    id.map_or(Value::Null, Value::from)
+}
+
+/// Fields of `cur` that differ from the collector's truth. `asset_tag` is only set while NetBox's
+/// is empty; the caller passes `None` when the tag is taken by another device.
+fn diff_device(
+    cur: &NbDevice,
+    serial: &str,
+    asset_tag: Option<&str>,
+    place: Option<&WantPlacement>,
+) -> DeviceDiff {
+    let mut d = DeviceDiff::default();
+    if cur.serial != serial {
+        d.set(
+            "serial",
+            Some(cur.serial.clone()).filter(|s| !s.is_empty()),
+            serial.to_owned(),
+            json!(serial),
+        );
+    }
+    let nb_tag_empty = cur.asset_tag.as_deref().is_none_or(|t| t.trim().is_empty());
+    if let Some(tag) = asset_tag.map(str::trim).filter(|t| !t.is_empty())
+        && nb_tag_empty
+    {
+        d.set("asset_tag", None, tag.to_owned(), json!(tag));
+    }
+    let Some(p) = place else { return d };
+
+    let site_same = matches!((cur.site.as_ref(), p.site_id), (Some(s), Some(id)) if s.id == id);
+    if !site_same {
+        d.set(
+            "site",
+            cur.site.as_ref().map(NbRef::label),
+            p.site_name.clone(),
+            id_value(p.site_id),
+        );
+    }
+    let rack_same = matches!((cur.rack.as_ref(), p.rack_id), (Some(r), Some(id)) if r.id == id);
+    if !rack_same {
+        d.set(
+            "rack",
+            cur.rack.as_ref().map(NbRef::label),
+            p.rack_name.clone(),
+            id_value(p.rack_id),
+        );
+        let want_loc = p.rack_location.as_ref().map(|l| l.id);
+        if cur.location.as_ref().map(|l| l.id) != want_loc {
+            d.set(
+                "location",
+                cur.location.as_ref().map(NbRef::label),
+                p.rack_location
+                    .as_ref()
+                    .map_or_else(|| "(none)".to_owned(), NbRef::label),
+                id_value(want_loc),
+            );
+        }
+    }
+    match p.position {
+        Some(u) => {
+            if cur.position != Some(f64::from(u)) {
+                d.set("position", cur.position.map(units_str), u.to_string(), json!(u));
+            }
+            let face = face_str(p.face);
+            if cur.face() != Some(face) {
+                d.set(
+                    "face",
+                    cur.face().map(str::to_owned),
+                    face.to_owned(),
+                    json!(face),
+                );
+            }
+        }
+        // In the rack, U unknown: keep NetBox's U within the same rack, clear it on a rack move.
+        None if !rack_same && cur.position.is_some() => {
+            d.set(
+                "position",
+                cur.position.map(units_str),
+                "(none)".to_owned(),
+                Value::Null,
+            );
+        }
+        None => {}
+    }
+    d
+}
+
+/// What to do for one desired MAC on one interface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct MacPlan {
+    create_interface: bool,
+    /// Id of the MAC object already on the interface; `None` = must be found elsewhere or created.
+    existing_mac: Option<u64>,
+    /// The interface's primary MAC must be (re)pointed at this MAC.
+    set_primary: bool,
+}
+
+fn plan_mac(iface: Option<&NbInterface>, mac: &str, want_primary: bool) -> MacPlan {
+    let Some(i) = iface else {
+        return MacPlan {
+            create_interface: true,
+            existing_mac: None,
+            set_primary: want_primary,
+        };
+    };
+    let existing = i
+        .mac_addresses
+        .iter()
+        .flatten()
+        .chain(i.primary_mac_address.iter())
+        .find(|m| mac_eq(&m.mac_address, mac))
+        .map(|m| m.id);
+    let is_primary = matches!((&i.primary_mac_address, existing), (Some(p), Some(id)) if p.id == id);
+    MacPlan {
+        create_interface: false,
+        existing_mac: existing,
+        set_primary: want_primary && !is_primary,
+    }
+}
+
+/// A U range some device of this run takes in a rack.
+#[derive(Debug, Clone)]
+struct Claim {
+    lo: f64,
+    hi: f64,
+    face: Face,
+    full_depth: bool,
+    key: String,
+}
+
+impl Claim {
+    fn collides(&self, other: &Claim) -> bool {
+        self.lo < other.hi
+            && other.lo < self.hi
+            && (self.face == other.face || self.full_depth || other.full_depth)
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// HTTP layer
+
+/// Why a request or a device step failed.
+#[derive(Debug)]
+enum Fail {
+    /// NetBox as a whole is unusable: abort the sync.
+    Fatal(CmdbError),
+    /// NetBox answered with an error status (after retries).
+    Status { what: String, status: u16, body: String },
+    /// Anything else that fails this device only (malformed answer, earlier failure).
+    Other(String),
+}
+
+impl Fail {
+    fn reason(&self) -> String {
+        match self {
+            Fail::Fatal(e) => e.to_string(),
+            Fail::Status { what, status, body } => format!("{what}: HTTP {status}: {body}"),
+            Fail::Other(s) => s.clone(),
+        }
+    }
+
+    fn is_bad_request_about(&self, field: &str) -> bool {
+        matches!(self, Fail::Status { status: 400, body, .. } if body.contains(field))
+    }
+}
+
+struct Api {
+    client: reqwest::Client,
+    /// Configured URL with a trailing `/`.
+    base: Url,
+    /// Base URL as shown in errors.
+    shown: String,
+    auth: HeaderValue,
+}
+
+enum Attempt {
+    Done(Result<Vec<u8>, Fail>),
+    Retry {
+        why: String,
+        retry_after: Option<Duration>,
+        last: Fail,
+    },
+}
+
+impl Api {
+    fn new(cfg: &NetBoxConfig) -> Result<Self, CmdbError> {
+        let shown = shown_url(&cfg.url);
+        let config_err = |detail: String| CmdbError::Malformed {
+            url: shown.clone(),
+            what: "the NetBox client configuration".to_owned(),
+            detail,
+        };
+        if !matches!(cfg.url.scheme(), "http" | "https") {
+            return Err(config_err(format!(
+                "unsupported URL scheme {:?}",
+                cfg.url.scheme()
+            )));
+        }
+        let auth = auth_header(&cfg.token).ok_or_else(|| {
+            config_err(
+                "the API token is empty or contains characters not allowed in an HTTP header".to_owned(),
+            )
+        })?;
+        let mut base = cfg.url.clone();
+        base.set_query(None);
+        base.set_fragment(None);
+        if !base.path().ends_with('/') {
+            let p = format!("{}/", base.path());
+            base.set_path(&p);
+        }
+
+        // The binary installs ring at start; a library user (or a test) may not have.
+        if rustls::crypto::CryptoProvider::get_default().is_none() {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
+        let mut b = reqwest::Client::builder()
+            .user_agent(concat!("groundtruth-collector/", env!("CARGO_PKG_VERSION")))
+            .timeout(cfg.timeout)
+            .connect_timeout(cfg.timeout.min(Duration::from_secs(10)))
+            .redirect(reqwest::redirect::Policy::none());
+        if let Some(path) = &cfg.ca_file {
+            let pem = read_small_file(path, 1024 * 1024)
+                .map_err(|e| config_err(format!("cannot read ca_file {}: {e}", path.display())))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| config_err(format!("ca_file {} is not a PEM bundle: {e}", path.display())))?;
+            b = b.tls_certs_merge(certs);
+        }
+        if !cfg.tls_verify {
+            warn!(url = %shown, "TLS certificate verification is off for NetBox.");
+            b = b.tls_danger_accept_invalid_certs(true);
+        }
+        let client = b
+            .build()
+            .map_err(|e| config_err(format!("cannot build the HTTP client: {e}")))?;
+        Ok(Self {
+            client,
+            base,
+            shown,
+            auth,
+        })
+    }
+
+    fn url(&self, path: &str, query: &[(&str, &str)]) -> Url {
+        let mut u = self.base.join(path).unwrap_or_else(|_| self.base.clone());
+        if !query.is_empty() {
+            let mut q = u.query_pairs_mut();
+            for (k, v) in query {
+                q.append_pair(k, v);
+            }
+        }
+        u
+    }
+
+    fn unreachable(&self, detail: String) -> Fail {
+        Fail::Fatal(CmdbError::Unreachable {
+            url: self.shown.clone(),
+            detail,
+        })
+    }
+
+    /// Checks the token and the NetBox version once per sync.
+    async fn preflight(&self) -> Result<(), CmdbError> {
+        let to_cmdb = |f: Fail| match f {
+            Fail::Fatal(e) => e,
+            Fail::Status { what, status, body } => CmdbError::Http {
+                url: self.shown.clone(),
+                what,
+                status,
+                body,
+            },
+            Fail::Other(detail) => CmdbError::Malformed {
+                url: self.shown.clone(),
+                what: "the preflight check".to_owned(),
+                detail,
+            },
+        };
+        let status: Value = self.get("api/status/", &[]).await.map_err(to_cmdb)?;
+        // `status` answers anonymous requests when LOGIN_REQUIRED is off; this one does not.
+        let _: Value = self
+            .get("api/authentication-check/", &[])
+            .await
+            .map_err(to_cmdb)?;
+        let version = status
+            .get("netbox-version")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
+        let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+        let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+        if (major, minor) < (4, 2) {
+            return Err(CmdbError::Malformed {
+                url: self.shown.clone(),
+                what: "GET api/status/".to_owned(),
+                detail: format!(
+                    "NetBox version {version:?} is not supported; 4.2 or newer is needed (MAC address objects)"
+                ),
+            });
+        }
+        debug!(url = %self.shown, version = %version, "NetBox answered the preflight.");
+        Ok(())
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str, query: &[(&str, &str)]) -> Result<T, Fail> {
+        let url = self.url(path, query);
+        let what = format!("GET {path}");
+        let body = self.send(Method::GET, url, None, &what).await?;
+        parse(&what, &body)
+    }
+
+    /// All pages of a list endpoint.
+    async fn list<T: DeserializeOwned>(&self, path: &str, query: &[(&str, &str)]) -> Result<Vec<T>, Fail> {
+        let mut q = query.to_vec();
+        q.push(("limit", PAGE_LIMIT));
+        let mut url = self.url(path, &q);
+        let what = format!("GET {path}");
+        let mut out = Vec::new();
+        for _ in 0..MAX_PAGES {
+            let body = self.send(Method::GET, url, None, &what).await?;
+            let page: Page<T> = parse(&what, &body)?;
+            out.extend(page.results);
+            match page.next.as_deref().filter(|n| !n.is_empty()) {
+                None => return Ok(out),
+                Some(next) => {
+                    url = rebase_next(&self.base, next)
+                        .ok_or_else(|| Fail::Other(format!("{what}: unusable next link {next:?}")))?;
+                }
+            }
+        }
+        Err(Fail::Other(format!("{what}: more than {MAX_PAGES} pages")))
+    }
+
+    async fn write<T: DeserializeOwned>(&self, method: Method, path: &str, body: &Value) -> Result<T, Fail> {
+        let url = self.url(path, &[]);
+        let what = format!("{method} {path}");
+        let resp = self.send(method, url, Some(body), &what).await?;
+        parse(&what, &resp)
+    }
+
+    /// One request with retries; returns the (capped) body of a 2xx answer.
+    async fn send(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<&Value>,
+        what: &str,
+    ) -> Result<Vec<u8>, Fail> {
+        let mut attempt = 1;
+        loop {
+            match self.attempt(&method, &url, body, what).await {
+                Attempt::Done(r) => return r,
+                Attempt::Retry {
+                    why,
+                    retry_after,
+                    last,
+                } => {
+                    if attempt >= MAX_ATTEMPTS {
+                        warn!(url = %self.shown, request = %what, attempts = attempt, reason = %why, "NetBox request failed; giving up.");
+                        return Err(last);
+                    }
+                    let delay = backoff_delay(attempt, retry_after, jitter());
+                    debug!(url = %self.shown, request = %what, attempt, reason = %why, delay = ?delay, "NetBox request failed; retrying.");
+                    tokio::time::sleep(delay).await;
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    async fn attempt(&self, method: &Method, url: &Url, body: Option<&Value>, what: &str) -> Attempt {
+        // A create is not idempotent: retry it only where NetBox cannot have processed it.
+        let idempotent = *method != Method::POST;
+        let mut req = self
+            .client
+            .request(method.clone(), url.clone())
+            .header(AUTHORIZATION, self.auth.clone())
+            .header(ACCEPT, "application/json");
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) => return self.transport_error(&e, idempotent),
+        };
+        let status = resp.status();
+        if status.is_success() {
+            return match read_capped(resp, MAX_BODY).await {
+                Ok((bytes, false)) => Attempt::Done(Ok(bytes)),
+                Ok((_, true)) => Attempt::Done(Err(Fail::Other(format!(
+                    "{what}: response body larger than {MAX_BODY} bytes"
+                )))),
+                Err(e) => self.transport_error(&e, idempotent),
+            };
+        }
+        if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
+            return Attempt::Done(Err(Fail::Fatal(CmdbError::Unauthorized {
+                url: self.shown.clone(),
+                status: status.as_u16(),
+            })));
+        }
+        if status.is_redirection() {
+            let to = resp
+                .headers()
+                .get(LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("?");
+            let body = format!("redirected to {to}; configure NetBox's final URL");
+            return Attempt::Done(Err(Fail::Status {
+                what: what.to_owned(),
+                status: status.as_u16(),
+                body,
+            }));
+        }
+        let retry_after = parse_retry_after(resp.headers().get(RETRY_AFTER));
+        let text = match read_capped(resp, ERROR_BODY_READ).await {
+            Ok((b, _)) => truncate_chars(&String::from_utf8_lossy(&b), ERROR_BODY_CHARS),
+            Err(e) => format!("(error body unreadable: {e})"),
+        };
+        let fail = Fail::Status {
+            what: what.to_owned(),
+            status: status.as_u16(),
+            body: text,
+        };
+        let retriable = match status {
+            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => true,
+            StatusCode::BAD_GATEWAY | StatusCode::GATEWAY_TIMEOUT => idempotent,
+            _ => false,
+        };
+        if retriable {
+            Attempt::Retry {
+                why: format!("HTTP {}", status.as_u16()),
+                retry_after,
+                last: fail,
+            }
+        } else {
+            Attempt::Done(Err(fail))
+        }
+    }
+
+    fn transport_error(&self, e: &reqwest::Error, idempotent: bool) -> Attempt {
+        let detail = error_chain(e);
+        let fail = if e.is_timeout() {
+            self.unreachable(format!("no answer within the configured timeout ({detail})"))
+        } else {
+            self.unreachable(detail.clone())
+        };
+        if e.is_connect() || idempotent {
+            Attempt::Retry {
+                why: detail,
+                retry_after: None,
+                last: fail,
+            }
+        } else {
+            Attempt::Done(Err(fail))
+        }
+    }
+}
+
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
+}
+
+fn parse<T: DeserializeOwned>(what: &str, body: &[u8]) -> Result<T, Fail> {
+    // serde_json's recursion limit (128) stays on.
+    serde_json::from_slice(body).map_err(|e| Fail::Other(format!("{what}: unexpected response: {e}")))
+}
+
+/// Reads at most `limit` bytes of the body; the flag says the body was longer (and was cut).
+async fn read_capped(mut resp: reqwest::Response, limit: usize) -> Result<(Vec<u8>, bool), reqwest::Error> {
+    if resp.content_length().is_some_and(|n| n > limit as u64) {
+        return Ok((Vec::new(), true));
+    }
+    let mut buf = Vec::new();
+    while let Some(chunk) = resp.chunk().await? {
+        if buf.len() + chunk.len() > limit {
+            let room = limit - buf.len();
+            buf.extend_from_slice(&chunk[..room]);
+            return Ok((buf, true));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok((buf, false))
+}
+
+fn read_small_file(path: &std::path::Path, limit: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    std::fs::File::open(path)?.take(limit + 1).read_to_end(&mut out)?;
+    if out.len() as u64 > limit {
+        return Err(std::io::Error::other(format!("larger than {limit} bytes")));
+    }
+    Ok(out)
+}
+
+// ------------------------------------------------------------------------------------------------
+// One sync run
+
+/// A shared object (site, rack, …) as resolved during a run.
+#[derive(Debug, Clone)]
+enum Resolved<T> {
+    Found(T),
+    /// Would be created (dry run).
+    Planned,
+    /// Absent and `create_missing` is off.
+    Missing,
+    /// Creating it failed earlier in this run.
+    Failed(String),
+}
+
+impl<T> Resolved<T> {
+    fn map<U>(self, f: impl FnOnce(T) -> U) -> Resolved<U> {
+        match self {
+            Resolved::Found(t) => Resolved::Found(f(t)),
+            Resolved::Planned => Resolved::Planned,
+            Resolved::Missing => Resolved::Missing,
+            Resolved::Failed(why) => Resolved::Failed(why),
+        }
+    }
+}
+
+/// NetBox objects have an integer primary key.
+trait HasId {
+    fn id(&self) -> u64;
+}
+
+macro_rules! has_id {
+    ($($t:ty),*) => { $(impl HasId for $t { fn id(&self) -> u64 { self.id } })* };
+}
+has_id!(NbSite, NbRack, NbDeviceType, NbId);
+
+#[derive(Debug, Clone)]
+struct SiteInfo {
+    id: u64,
+    name: String,
+}
+
+#[derive(Debug, Clone)]
+struct RackInfo {
+    id: u64,
+    name: String,
+    location: Option<NbRef>,
+}
+
+#[derive(Debug, Clone)]
+struct TypeInfo {
+    id: u64,
+    label: String,
+    u_height: f64,
+    full_depth: bool,
+}
+
+impl TypeInfo {
+    fn from_nb(t: &NbDeviceType, manufacturer: &str) -> Self {
+        Self {
+            id: t.id,
+            label: format!("{manufacturer} {}", t.model).trim().to_owned(),
+            u_height: t.u_height,
+            full_depth: t.is_full_depth,
+        }
+    }
+}
+
+/// Result of resolving a device's placement.
+enum PlaceOutcome {
+    Ready(WantPlacement),
+    /// An exception was recorded; leave the placement alone.
+    Blocked,
+}
+
+struct Run<'a> {
+    nb: &'a NetBox,
+    dry_run: bool,
+    report: SyncReport,
+    sites: HashMap<String, Resolved<SiteInfo>>,
+    racks: HashMap<(String, String), Resolved<RackInfo>>,
+    manufacturers: HashMap<String, Resolved<u64>>,
+    types: HashMap<(String, String), Resolved<TypeInfo>>,
+    types_by_id: HashMap<u64, TypeInfo>,
+    role: Option<Resolved<u64>>,
+    claims: HashMap<(String, String), Vec<Claim>>,
+    seen_serials: HashSet<String>,
+}
+
+impl<'a> Run<'a> {
+    fn new(nb: &'a NetBox, dry_run: bool) -> Self {
+        Self {
+            nb,
+            dry_run,
+            report: SyncReport::default(),
+            sites: HashMap::new(),
+            racks: HashMap::new(),
+            manufacturers: HashMap::new(),
+            types: HashMap::new(),
+            types_by_id: HashMap::new(),
+            role: None,
+            claims: HashMap::new(),
+            seen_serials: HashSet::new(),
+        }
+    }
+
+    fn api(&self) -> &'a Api {
+        &self.nb.api
+    }
+
+    fn cfg(&self) -> &'a NetBoxConfig {
+        &self.nb.cfg
+    }
+
+    fn exception(&mut self, key: &str, kind: &str, detail: String) {
+        warn!(device = %key, kind, detail = %detail, "NetBox sync exception; device part left alone.");
+        self.report.exceptions.push(SyncException {
+            device_key: key.to_owned(),
+            kind: kind.to_owned(),
+            detail,
+        });
+    }
+
+    fn fail(&mut self, key: &str, reason: String) {
+        warn!(device = %key, reason = %reason, "NetBox write failed.");
+        self.report.failures.push((key.to_owned(), reason));
+    }
+
+    fn change(&mut self, key: &str, object: &str, action: &str, target: String, fields: Vec<FieldChange>) {
+        info!(
+            device = %key, object, action, target = %target, fields = fields.len(), dry_run = self.dry_run,
+            "{}", if self.dry_run { "Planned NetBox change." } else { "Applied NetBox change." }
+        );
+        self.report.changes.push(Change {
+            device_key: key.to_owned(),
+            object: object.to_owned(),
+            action: action.to_owned(),
+            target,
+            fields,
+        });
+    }
+
+    async fn post<T: DeserializeOwned>(&mut self, path: &str, body: &Value) -> Result<T, Fail> {
+        self.report.writes += 1;
+        self.api().write(Method::POST, path, body).await
+    }
+
+    async fn patch<T: DeserializeOwned>(&mut self, path: &str, body: &Value) -> Result<T, Fail> {
+        self.report.writes += 1;
+        self.api().write(Method::PATCH, path, body).await
+    }
+
+    // ---------------------------------------------------------------- per device
+
+    async fn device(&mut self, d: &DesiredDevice) -> Result<(), Fail> {
+        let serial = serial_key(&d.serial);
+        if serial.is_empty() {
+            self.exception(
+                &d.key,
+                "no_serial",
+                "the device has no usable serial; nothing written".to_owned(),
+            );
+            return Ok(());
+        }
+        if !self.seen_serials.insert(serial.clone()) {
+            self.exception(
+                &d.key,
+                "duplicate_serial_in_input",
+                format!(
+                    "serial {serial} appears more than once in this sync's input; only the first is synced"
+                ),
+            );
+            return Ok(());
+        }
+        let found: Vec<NbDevice> = self
+            .api()
+            .list("api/dcim/devices/", &[("serial", &serial)])
+            .await?;
+        let matches: Vec<NbDevice> = found
+            .into_iter()
+            .filter(|x| serial_key(&x.serial) == serial)
+            .collect();
+        match matches.as_slice() {
+            [] => self.create_device(d, &serial).await,
+            [one] => self.update_device(d, &serial, one).await,
+            many => {
+                let ids: Vec<String> = many.iter().map(|x| x.id.to_string()).collect();
+                self.exception(
+                    &d.key,
+                    "duplicate_serial_in_cmdb",
+                    format!(
+                        "NetBox has {} devices with serial {serial} (ids {})",
+                        many.len(),
+                        ids.join(", ")
+                    ),
+                );
+                Ok(())
+            }
+        }
+    }
+
+    async fn create_device(&mut self, d: &DesiredDevice, serial: &str) -> Result<(), Fail> {
+        let target = format!("device serial {serial}");
+        let Some(loc) = &d.location else {
+            self.exception(
+                &d.key,
+                "location_unknown",
+                format!("{target} is not in NetBox and its site is unknown; not created"),
+            );
+            return Ok(());
+        };
+        let PlaceOutcome::Ready(mut place) = self.placement(d, loc).await? else {
+            return Ok(());
+        };
+        let Some(dtype) = self.ensure_device_type(d).await? else {
+            return Ok(());
+        };
+        let Some(role) = self.ensure_role(&d.key).await? else {
+            return Ok(());
+        };
+
+        if let (Some(u), Some(t)) = (place.position, dtype.as_ref()) {
+            let t = t.clone();
+            if let Some(why) = self.position_conflict(d, &place, u, &t, None).await? {
+                self.exception(
+                    &d.key,
+                    "position_occupied",
+                    format!("{target}: {why}; created without a position"),
+                );
+                place.position = None;
+            }
+        }
+        let asset_tag = self.usable_asset_tag(d, None).await?;
+        let name = self.usable_name(d, &place).await?;
+
+        let mut fields = Vec::new();
+        let mut push = |field: &str, new: String| {
+            fields.push(FieldChange {
+                field: field.to_owned(),
+                old: None,
+                new,
+            })
+        };
+        push("name", name.clone().unwrap_or_else(|| "(none)".to_owned()));
+        push(
+            "device_type",
+            dtype
+                .as_ref()
+                .map_or_else(|| format!("{} {}", d.vendor, d.model), |t| t.label.clone()),
+        );
+        push("role", self.cfg().device_role.clone());
+        push("status", "active".to_owned());
+        push("site", place.site_name.clone());
+        push("rack", place.rack_name.clone());
+        if let Some(l) = &place.rack_location {
+            push("location", l.label());
+        }
+        if let Some(u) = place.position {
+            push("position", u.to_string());
+            push("face", face_str(place.face).to_owned());
+        }
+        push("serial", serial.to_owned());
+        if let Some(t) = &asset_tag {
+            push("asset_tag", t.clone());
+        }
+
+        let device_id = if self.dry_run {
+            self.change(&d.key, "device", "create", target.clone(), fields);
+            None
+        } else {
+            let (Some(t), Some(role), Some(site_id), Some(rack_id)) =
+                (dtype.as_ref(), role, place.site_id, place.rack_id)
+            else {
+                return Err(Fail::Other(format!(
+                    "{target}: site, rack, role or device type unresolved after creation"
+                )));
+            };
+            let mut body = json!({
+                "name": name, "device_type": t.id, "role": role, "status": "active",
+                "site": site_id, "rack": rack_id, "serial": serial,
+            });
+            if let Some(l) = &place.rack_location {
+                body["location"] = json!(l.id);
+            }
+            if let Some(u) = place.position {
+                body["position"] = json!(u);
+                body["face"] = json!(face_str(place.face));
+            }
+            if let Some(tag) = &asset_tag {
+                body["asset_tag"] = json!(tag);
+            }
+            let created: Result<NbId, Fail> = self.post("api/dcim/devices/", &body).await;
+            let created = match created {
+                Err(e) if asset_tag.is_some() && e.is_bad_request_about("asset_tag") => {
+                    self.exception(
+                        &d.key,
+                        "asset_tag_in_use",
+                        format!("{target}: NetBox refused asset tag: {}", e.reason()),
+                    );
+                    fields.retain(|f| f.field != "asset_tag");
+                    if let Some(m) = body.as_object_mut() {
+                        m.remove("asset_tag");
+                    }
+                    self.post("api/dcim/devices/", &body).await?
+                }
+                other => other?,
+            };
+            info!(device = %d.key, serial, id = created.id, "Created device in NetBox.");
+            self.change(&d.key, "device", "create", target.clone(), fields);
+            Some(created.id)
+        };
+        if let (Some(u), Some(t)) = (place.position, dtype.as_ref()) {
+            self.claim(d, &place, u, t);
+        }
+        self.sync_macs(d, serial, device_id, Vec::new()).await
+    }
+
+    async fn update_device(&mut self, d: &DesiredDevice, serial: &str, cur: &NbDevice) -> Result<(), Fail> {
+        let target = format!("device serial {serial} (NetBox id {})", cur.id);
+        let mut place = match &d.location {
+            None => None,
+            Some(loc) => match self.placement(d, loc).await? {
+                PlaceOutcome::Ready(p) => Some(p),
+                PlaceOutcome::Blocked => None,
+            },
+        };
+        // Occupancy matters only when the device is to take a new U range.
+        if let Some(p) = &place
+            && let Some(u) = p.position
+        {
+            let moving = diff_device(cur, serial, None, Some(p))
+                .fields
+                .iter()
+                .any(|f| matches!(f.field.as_str(), "site" | "rack" | "position" | "face"));
+            let dtype = self.type_of(cur).await?;
+            if let Some(t) = &dtype {
+                if moving && let Some(why) = self.position_conflict(d, p, u, t, Some(cur.id)).await? {
+                    self.exception(
+                        &d.key,
+                        "position_occupied",
+                        format!("{target}: {why}; placement left as it is in NetBox"),
+                    );
+                    place = None;
+                } else {
+                    self.claim(d, p, u, t);
+                }
+            }
+        }
+        let nb_tag_empty = cur.asset_tag.as_deref().is_none_or(|t| t.trim().is_empty());
+        let asset_tag = if nb_tag_empty {
+            self.usable_asset_tag(d, Some(cur.id)).await?
+        } else {
+            None
+        };
+        let mut diff = diff_device(cur, serial, asset_tag.as_deref(), place.as_ref());
+        if !diff.fields.is_empty() {
+            if self.dry_run {
+                self.change(&d.key, "device", "update", target.clone(), diff.fields);
+            } else {
+                let path = format!("api/dcim/devices/{}/", cur.id);
+                let r: Result<NbId, Fail> = self.patch(&path, &Value::Object(diff.patch.clone())).await;
+                match r {
+                    Ok(_) => self.change(&d.key, "device", "update", target.clone(), diff.fields),
+                    Err(e) if diff.patch.contains_key("asset_tag") && e.is_bad_request_about("asset_tag") => {
+                        self.exception(
+                            &d.key,
+                            "asset_tag_in_use",
+                            format!("{target}: NetBox refused asset tag: {}", e.reason()),
+                        );
+                        diff.patch.remove("asset_tag");
+                        diff.fields.retain(|f| f.field != "asset_tag");
+                        if !diff.patch.is_empty() {
+                            let _: NbId = self.patch(&path, &Value::Object(diff.patch)).await?;
+                            self.change(&d.key, "device", "update", target.clone(), diff.fields);
+                        }
+                    }
+                    // MACs are independent of the device's own fields: record and go on.
+                    Err(e @ Fail::Fatal(_)) => return Err(e),
+                    Err(e) => self.fail(&d.key, e.reason()),
+                }
+            }
+        }
+        let ifaces: Vec<NbInterface> = if d.macs.is_empty() {
+            Vec::new()
+        } else {
+            self.api()
+                .list("api/dcim/interfaces/", &[("device_id", &cur.id.to_string())])
+                .await?
+        };
+        self.sync_macs(d, serial, Some(cur.id), ifaces).await
+    }
+
+    /// The desired asset tag if it may be written: not used by another NetBox device.
+    async fn usable_asset_tag(
+        &mut self,
+        d: &DesiredDevice,
+        own_id: Option<u64>,
+    ) -> Result<Option<String>, Fail> {
+        let Some(tag) = d.asset_tag.as_deref().map(str::trim).filter(|t| !t.is_empty()) else {
+            return Ok(None);
+        };
+        let holders: Vec<NbDevice> = self
+            .api()
+            .list("api/dcim/devices/", &[("asset_tag", tag)])
+            .await?;
+        let others: Vec<String> = holders
+            .iter()
+            .filter(|x| Some(x.id) != own_id && x.asset_tag.as_deref() == Some(tag))
+            .map(|x| format!("{} (id {})", x.name.as_deref().unwrap_or("unnamed"), x.id))
+            .collect();
+        if others.is_empty() {
+            return Ok(Some(tag.to_owned()));
+        }
+        self.exception(
+            &d.key,
+            "asset_tag_in_use",
+            format!(
+                "asset tag {tag:?} already belongs to NetBox device {}; not written",
+                others.join(", ")
+            ),
+        );
+        Ok(None)
+    }
+
+    /// The hostname as the name of a new device, unless NetBox already has it in that site
+    /// (NetBox: unique per site and tenant, case-insensitive).
+    async fn usable_name(
+        &mut self,
+        d: &DesiredDevice,
+        place: &WantPlacement,
+    ) -> Result<Option<String>, Fail> {
+        let Some(name) = d.hostname.as_deref().map(str::trim).filter(|n| !n.is_empty()) else {
+            return Ok(None);
+        };
+        if name.chars().count() > DEVICE_NAME_MAX {
+            self.exception(
+                &d.key,
+                "name_too_long",
+                format!(
+                    "hostname {name:?} is longer than NetBox's {DEVICE_NAME_MAX} characters; created unnamed"
+                ),
+            );
+            return Ok(None);
+        }
+        let Some(site_id) = place.site_id else {
+            return Ok(Some(name.to_owned()));
+        };
+        let same: Vec<NbDevice> = self
+            .api()
+            .list(
+                "api/dcim/devices/",
+                &[("site_id", &site_id.to_string()), ("name__ie", name)],
+            )
+            .await?;
+        if same.iter().any(|x| x.tenant.as_ref().is_none_or(Value::is_null)) {
+            self.exception(
+                &d.key,
+                "name_in_use",
+                format!(
+                    "NetBox already has a device named {name:?} in site {}; created unnamed",
+                    place.site_name
+                ),
+            );
+            return Ok(None);
+        }
+        Ok(Some(name.to_owned()))
+    }
+
+    // ---------------------------------------------------------------- placement
+
+    async fn placement(
+        &mut self,
+        d: &DesiredDevice,
+        loc: &super::DesiredLocation,
+    ) -> Result<PlaceOutcome, Fail> {
+        let site_name = loc.site.trim();
+        let rack_name = loc.rack.trim();
+        if slugify(site_name).is_empty() || rack_name.is_empty() {
+            self.exception(
+                &d.key,
+                "location_incomplete",
+                format!("site {site_name:?} / rack {rack_name:?} cannot be placed in NetBox; placement not written"),
+            );
+            return Ok(PlaceOutcome::Blocked);
+        }
+        let site = match self.ensure_site(&d.key, site_name).await? {
+            Resolved::Found(s) => Some(s),
+            Resolved::Planned => None,
+            Resolved::Missing => {
+                self.exception(
+                    &d.key,
+                    "missing_in_cmdb",
+                    format!("site {site_name:?} is not in NetBox and create_missing is off"),
+                );
+                return Ok(PlaceOutcome::Blocked);
+            }
+            Resolved::Failed(why) => {
+                return Err(Fail::Other(format!(
+                    "site {site_name:?} could not be created: {why}"
+                )));
+            }
+        };
+        let rack = match self
+            .ensure_rack(&d.key, site_name, site.as_ref(), rack_name)
+            .await?
+        {
+            Resolved::Found(r) => Some(r),
+            Resolved::Planned => None,
+            Resolved::Missing => {
+                self.exception(
+                    &d.key,
+                    "missing_in_cmdb",
+                    format!(
+                        "rack {rack_name:?} in site {site_name:?} is not in NetBox and create_missing is off"
+                    ),
+                );
+                return Ok(PlaceOutcome::Blocked);
+            }
+            Resolved::Failed(why) => {
+                return Err(Fail::Other(format!(
+                    "rack {rack_name:?} could not be created: {why}"
+                )));
+            }
+        };
+        Ok(PlaceOutcome::Ready(WantPlacement {
+            site_id: site.as_ref().map(|s| s.id),
+            site_name: site.map_or_else(|| site_name.to_owned(), |s| s.name),
+            rack_id: rack.as_ref().map(|r| r.id),
+            rack_location: rack.as_ref().and_then(|r| r.location.clone()),
+            rack_name: rack.map_or_else(|| rack_name.to_owned(), |r| r.name),
+            position: loc.position.filter(|&u| u > 0),
+            face: loc.face,
+        }))
+    }
+
+    async fn ensure_site(&mut self, key: &str, name: &str) -> Result<Resolved<SiteInfo>, Fail> {
+        let slug = slugify(name);
+        if let Some(r) = self.sites.get(&slug) {
+            return Ok(r.clone());
+        }
+        let path = "api/dcim/sites/";
+        let lookups: [&[(&str, &str)]; 2] = [&[("slug", &slug)], &[("name", name)]];
+        let target = format!("site {name} (slug {slug})");
+        let body = json!({ "name": name, "slug": slug, "status": "active" });
+        let r = self
+            .ensure::<NbSite>(key, "site", target, path, &lookups, Some(body), Vec::new())
+            .await?
+            .map(|s| SiteInfo {
+                id: s.id,
+                name: s.name,
+            });
+        self.sites.insert(slug, r.clone());
+        Ok(r)
+    }
+
+    async fn ensure_rack(
+        &mut self,
+        key: &str,
+        site_name: &str,
+        site: Option<&SiteInfo>,
+        name: &str,
+    ) -> Result<Resolved<RackInfo>, Fail> {
+        let ck = (slugify(site_name), name.to_owned());
+        if let Some(r) = self.racks.get(&ck) {
+            return Ok(r.clone());
+        }
+        let site_id = site.map(|s| s.id.to_string());
+        let height = self.cfg().rack_height;
+        let target = format!("rack {name} in site {site_name}");
+        let fields = vec![FieldChange {
+            field: "u_height".to_owned(),
+            old: None,
+            new: height.to_string(),
+        }];
+        let r = match (&site_id, site) {
+            (Some(sid), Some(s)) => {
+                let lookups: [&[(&str, &str)]; 1] = [&[("site_id", sid), ("name", name)]];
+                let body = json!({ "name": name, "site": s.id, "status": "active", "u_height": height });
+                self.ensure::<NbRack>(
+                    key,
+                    "rack",
+                    target,
+                    "api/dcim/racks/",
+                    &lookups,
+                    Some(body),
+                    fields,
+                )
+                .await?
+            }
+            // The site itself is only planned: so is the rack.
+            _ => {
+                self.ensure::<NbRack>(key, "rack", target, "api/dcim/racks/", &[], None, fields)
+                    .await?
+            }
+        };
+        let r = r.map(|x| RackInfo {
+            id: x.id,
+            name: x.name,
+            location: x.location,
+        });
+        self.racks.insert(ck, r.clone());
+        Ok(r)
+    }
+
+    async fn ensure_manufacturer(&mut self, key: &str, vendor: &str) -> Result<Resolved<u64>, Fail> {
+        let slug = slugify(vendor);
+        if let Some(r) = self.manufacturers.get(&slug) {
+            return Ok(r.clone());
+        }
+        let lookups: [&[(&str, &str)]; 2] = [&[("slug", &slug)], &[("name", vendor)]];
+        let target = format!("manufacturer {vendor} (slug {slug})");
+        let body = json!({ "name": vendor, "slug": slug });
+        let r = self
+            .ensure::<NbId>(
+                key,
+                "manufacturer",
+                target,
+                "api/dcim/manufacturers/",
+                &lookups,
+                Some(body),
+                Vec::new(),
+            )
+            .await?
+            .map(|m| m.id);
+        self.manufacturers.insert(slug, r.clone());
+        Ok(r)
+    }
+
+    /// Finds a shared object with the first lookup that returns one; otherwise creates it (or
+    /// plans it on a dry run, or reports it missing when `create_missing` is off). `body: None`
+    /// means it cannot be created yet (its parent is only planned). A refused create is looked up
+    /// once more: another writer may have created it meanwhile. NetBox 4.7 answers such a lost
+    /// race with 400 (its uniqueness check saw the other row) or 500 `IntegrityError` (the
+    /// check passed, the INSERT did not).
+    #[allow(clippy::too_many_arguments)]
+    async fn ensure<T: DeserializeOwned + HasId>(
+        &mut self,
+        key: &str,
+        object: &str,
+        target: String,
+        path: &str,
+        lookups: &[&[(&str, &str)]],
+        body: Option<Value>,
+        fields: Vec<FieldChange>,
+    ) -> Result<Resolved<T>, Fail> {
+        if let Some(found) = self.find_first::<T>(path, lookups).await? {
+            return Ok(Resolved::Found(found));
+        }
+        if !self.cfg().create_missing {
+            return Ok(Resolved::Missing);
+        }
+        let Some(body) = body.filter(|_| !self.dry_run) else {
+            self.change(key, object, "create", target, fields);
+            return Ok(Resolved::Planned);
+        };
+        match self.post::<T>(path, &body).await {
+            Ok(created) => {
+                info!(object, id = created.id(), target = %target, "Created shared object in NetBox.");
+                self.change(key, object, "create", target.clone(), fields);
+                // Racks without a location are not unique in NetBox (NULL location): a concurrent
+                // writer may have created the same one. Everyone settles on the one lookups find first.
+                if object == "rack"
+                    && let Some(first) = self.find_first::<T>(path, lookups).await?
+                    && first.id() != created.id()
+                {
+                    self.exception(
+                        key,
+                        "duplicate_in_cmdb",
+                        format!(
+                            "{target} was created concurrently twice (ids {} and {}); using {}, id {} is redundant",
+                            first.id(),
+                            created.id(),
+                            first.id(),
+                            created.id()
+                        ),
+                    );
+                    return Ok(Resolved::Found(first));
+                }
+                Ok(Resolved::Found(created))
+            }
+            Err(e @ Fail::Fatal(_)) => Err(e),
+            Err(e @ Fail::Status { .. }) => match self.find_first::<T>(path, lookups).await? {
+                Some(found) => {
+                    debug!(object, target = %target, "Create lost a race; using the object NetBox now has.");
+                    Ok(Resolved::Found(found))
+                }
+                None => Ok(Resolved::Failed(e.reason())),
+            },
+            Err(e) => Ok(Resolved::Failed(e.reason())),
+        }
+    }
+
+    async fn find_first<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        lookups: &[&[(&str, &str)]],
+    ) -> Result<Option<T>, Fail> {
+        for q in lookups {
+            let found: Vec<T> = self.api().list(path, q).await?;
+            if let Some(x) = found.into_iter().next() {
+                return Ok(Some(x));
+            }
+        }
+        Ok(None)
+    }
+
+    /// `Ok(None)`: an exception was recorded, the device cannot be created.
+    /// `Ok(Some(None))`: planned (dry run).
+    async fn ensure_device_type(&mut self, d: &DesiredDevice) -> Result<Option<Option<TypeInfo>>, Fail> {
+        let (vendor, model) = (d.vendor.trim(), d.model.trim());
+        let (mslug, slug) = (slugify(vendor), slugify(model));
+        if mslug.is_empty() || slug.is_empty() {
+            self.exception(
+                &d.key,
+                "model_unknown",
+                format!("vendor {vendor:?} / model {model:?} cannot be a NetBox device type; not created"),
+            );
+            return Ok(None);
+        }
+        let ck = (mslug, slug.clone());
+        let r = match self.types.get(&ck).cloned() {
+            Some(r) => r,
+            None => {
+                let r = match self.ensure_manufacturer(&d.key, vendor).await? {
+                    Resolved::Found(mid) => {
+                        let mid_s = mid.to_string();
+                        let lookups: [&[(&str, &str)]; 2] = [
+                            &[("manufacturer_id", &mid_s), ("slug", &slug)],
+                            &[("manufacturer_id", &mid_s), ("model", model)],
+                        ];
+                        let mut body =
+                            json!({ "manufacturer": mid, "model": model, "slug": slug, "u_height": 1 });
+                        if let Some(pn) = d.part_number.as_deref().map(str::trim).filter(|p| !p.is_empty()) {
+                            body["part_number"] = json!(pn);
+                        }
+                        self.ensure_type(&d.key, vendor, model, &slug, &lookups, Some(body))
+                            .await?
+                    }
+                    Resolved::Planned => self.ensure_type(&d.key, vendor, model, &slug, &[], None).await?,
+                    Resolved::Missing => Resolved::Missing,
+                    Resolved::Failed(why) => Resolved::Failed(format!("manufacturer {vendor:?}: {why}")),
+                };
+                if let Resolved::Found(t) = &r {
+                    self.types_by_id.insert(t.id, t.clone());
+                }
+                self.types.insert(ck, r.clone());
+                r
+            }
+        };
+        match r {
+            Resolved::Found(t) => Ok(Some(Some(t))),
+            Resolved::Planned => Ok(Some(None)),
+            Resolved::Missing => {
+                self.exception(
+                    &d.key,
+                    "missing_in_cmdb",
+                    format!(
+                        "device type {vendor} {model} is not in NetBox and create_missing is off; device not created"
+                    ),
+                );
+                Ok(None)
+            }
+            Resolved::Failed(why) => Err(Fail::Other(format!(
+                "device type {vendor} {model} could not be created: {why}"
+            ))),
+        }
+    }
+
+    async fn ensure_type(
+        &mut self,
+        key: &str,
+        vendor: &str,
+        model: &str,
+        slug: &str,
+        lookups: &[&[(&str, &str)]],
+        body: Option<Value>,
+    ) -> Result<Resolved<TypeInfo>, Fail> {
+        let target = format!("device type {vendor} {model} (slug {slug})");
+        let fields = vec![FieldChange {
+            field: "u_height".to_owned(),
+            old: None,
+            new: "1".to_owned(),
+        }];
+        let path = "api/dcim/device-types/";
+        Ok(self
+            .ensure::<NbDeviceType>(key, "device_type", target, path, lookups, body, fields)
+            .await?
+            .map(|t| TypeInfo::from_nb(&t, vendor)))
+    }
+
+    /// Role id for created devices: `Ok(None)` = exception recorded; `Some(None)` = planned.
+    async fn ensure_role(&mut self, key: &str) -> Result<Option<Option<u64>>, Fail> {
+        let name = self.cfg().device_role.trim().to_owned();
+        let slug = slugify(&name);
+        let r = match self.role.clone() {
+            Some(r) => r,
+            None if slug.is_empty() => Resolved::Failed(format!("device role {name:?} has no usable slug")),
+            None => {
+                let lookups: [&[(&str, &str)]; 2] = [&[("slug", &slug)], &[("name", &name)]];
+                let target = format!("device role {name} (slug {slug})");
+                let body = json!({ "name": name, "slug": slug, "color": ROLE_COLOR });
+                let path = "api/dcim/device-roles/";
+                let r = self
+                    .ensure::<NbId>(key, "device_role", target, path, &lookups, Some(body), Vec::new())
+                    .await?
+                    .map(|x| x.id);
+                self.role = Some(r.clone());
+                r
+            }
+        };
+        match r {
+            Resolved::Found(id) => Ok(Some(Some(id))),
+            Resolved::Planned => Ok(Some(None)),
+            Resolved::Missing => {
+                self.exception(
+                    key,
+                    "missing_in_cmdb",
+                    format!(
+                        "device role {name:?} is not in NetBox and create_missing is off; device not created"
+                    ),
+                );
+                Ok(None)
+            }
+            Resolved::Failed(why) => Err(Fail::Other(format!(
+                "device role {name:?} could not be created: {why}"
+            ))),
+        }
+    }
+
+    /// Height and depth of an existing device's type.
+    async fn type_of(&mut self, cur: &NbDevice) -> Result<Option<TypeInfo>, Fail> {
+        let Some(t) = &cur.device_type else {
+            return Ok(None);
+        };
+        if let Some(info) = self.types_by_id.get(&t.id) {
+            return Ok(Some(info.clone()));
+        }
+        let nb: NbDeviceType = self
+            .api()
+            .get(&format!("api/dcim/device-types/{}/", t.id), &[])
+            .await?;
+        let info = TypeInfo {
+            id: nb.id,
+            label: t.label(),
+            u_height: nb.u_height,
+            full_depth: nb.is_full_depth,
+        };
+        self.types_by_id.insert(t.id, info.clone());
+        Ok(Some(info))
+    }
+
+    // ---------------------------------------------------------------- rack space
+
+    fn claim_for(d: &DesiredDevice, u: u32, face: Face, t: &TypeInfo) -> Claim {
+        let lo = f64::from(u);
+        Claim {
+            lo,
+            hi: lo + t.u_height,
+            face,
+            full_depth: t.full_depth,
+            key: d.key.clone(),
+        }
+    }
+
+    fn claim(&mut self, d: &DesiredDevice, p: &WantPlacement, u: u32, t: &TypeInfo) {
+        let c = Self::claim_for(d, u, p.face, t);
+        self.claims
+            .entry((p.site_name.clone(), p.rack_name.clone()))
+            .or_default()
+            .push(c);
+    }
+
+    /// Why the device cannot take U `u`..`u+height` in the target rack, if it cannot.
+    async fn position_conflict(
+        &mut self,
+        d: &DesiredDevice,
+        p: &WantPlacement,
+        u: u32,
+        t: &TypeInfo,
+        exclude: Option<u64>,
+    ) -> Result<Option<String>, Fail> {
+        if t.u_height <= 0.0 {
+            return Ok(None);
+        }
+        let mine = Self::claim_for(d, u, p.face, t);
+        let top = if t.u_height >= 1.0 { mine.hi - 1.0 } else { mine.lo };
+        let range = if top > mine.lo {
+            format!("U{}-U{}", units_str(mine.lo), units_str(top))
+        } else {
+            format!("U{}", units_str(mine.lo))
+        };
+        if let Some(other) = self
+            .claims
+            .get(&(p.site_name.clone(), p.rack_name.clone()))
+            .and_then(|cs| cs.iter().find(|c| c.key != d.key && c.collides(&mine)))
+        {
+            return Ok(Some(format!(
+                "{range} of rack {} is also claimed by device {} in this sync",
+                p.rack_name, other.key
+            )));
+        }
+        let Some(rack_id) = p.rack_id else { return Ok(None) };
+        // A full-depth device collides with anything at that height; otherwise the face's
+        // elevation already includes full-depth devices mounted on the other face.
+        let faces: &[Face] = if t.full_depth {
+            &[Face::Front, Face::Rear]
+        } else {
+            std::slice::from_ref(&p.face)
+        };
+        let mut holders: Vec<String> = Vec::new();
+        for &face in faces {
+            let path = format!("api/dcim/racks/{rack_id}/elevation/");
+            let excl = exclude.map(|id| id.to_string());
+            let mut q = vec![("face", face_str(face))];
+            if let Some(x) = &excl {
+                q.push(("exclude", x));
+            }
+            let units: Vec<NbUnit> = self.api().list(&path, &q).await?;
+            if face == p.face {
+                let (min, max) = units
+                    .iter()
+                    .fold((f64::MAX, f64::MIN), |(a, b), x| (a.min(x.id), b.max(x.id)));
+                if units.is_empty() {
+                    return Ok(Some(format!("rack {} has no units", p.rack_name)));
+                }
+                if mine.lo < min || mine.hi - 0.5 > max {
+                    return Ok(Some(format!(
+                        "{range} is outside rack {} (units {}-{})",
+                        p.rack_name,
+                        units_str(min),
+                        units_str(max)
+                    )));
+                }
+            }
+            for x in units
+                .iter()
+                .filter(|x| x.occupied && x.id >= mine.lo && x.id < mine.hi)
+            {
+                let who = x.device.as_ref().map_or_else(
+                    || "a device".to_owned(),
+                    |r| format!("{} (id {})", r.label(), r.id),
+                );
+                if !holders.contains(&who) {
+                    holders.push(who);
+                }
+            }
+        }
+        if holders.is_empty() {
+            Ok(None)
+        } else {
+            Ok(Some(format!(
+                "{range} of rack {} is occupied by {}",
+                p.rack_name,
+                holders.join(", ")
+            )))
+        }
+    }
+
+    // ---------------------------------------------------------------- MACs
+
+    async fn sync_macs(
+        &mut self,
+        d: &DesiredDevice,
+        serial: &str,
+        device_id: Option<u64>,
+        mut ifaces: Vec<NbInterface>,
+    ) -> Result<(), Fail> {
+        let mut seen_macs = HashSet::new();
+        let mut primary_done = HashSet::new();
+        for mac in &d.macs {
+            let Some(mkey) = mac_key(&mac.address) else {
+                self.exception(
+                    &d.key,
+                    "mac_invalid",
+                    format!("{:?} is not a MAC address; skipped", mac.address),
+                );
+                continue;
+            };
+            let iname = mac.interface_name.trim();
+            if iname.is_empty() || !seen_macs.insert(mkey) {
+                continue;
+            }
+            // The first MAC listed for an interface is its primary one.
+            let want_primary = primary_done.insert(iname.to_owned());
+            match self
+                .sync_mac(d, serial, device_id, &mut ifaces, mac, iname, want_primary)
+                .await
+            {
+                Ok(()) => {}
+                Err(e @ Fail::Fatal(_)) => return Err(e),
+                Err(e) => self.fail(&d.key, e.reason()),
+            }
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn sync_mac(
+        &mut self,
+        d: &DesiredDevice,
+        serial: &str,
+        device_id: Option<u64>,
+        ifaces: &mut Vec<NbInterface>,
+        mac: &DesiredMac,
+        iname: &str,
+        want_primary: bool,
+    ) -> Result<(), Fail> {
+        let addr = mac.address.trim().to_lowercase();
+        let idx = ifaces.iter().position(|i| i.name == iname);
+        let plan = plan_mac(idx.map(|i| &ifaces[i]), &addr, want_primary);
+        let iface_target = format!("interface {iname} of device serial {serial}");
+
+        // 0. Where NetBox already has this MAC (checked before anything is created for it).
+        let free: Option<u64> = if plan.existing_mac.is_some() {
+            None
+        } else {
+            let known: Vec<NbMac> = self
+                .api()
+                .list("api/dcim/mac-addresses/", &[("mac_address", &addr)])
+                .await?;
+            let known: Vec<NbMac> = known
+                .into_iter()
+                .filter(|m| mac_eq(&m.mac_address, &addr))
+                .collect();
+            // Assigned to some other object: a conflict for an operator, never moved silently.
+            if let Some(elsewhere) = known.iter().find(|m| m.assigned_object_id.is_some()) {
+                let on = elsewhere.assigned_object.as_ref().map_or_else(
+                    || {
+                        format!(
+                            "{} {}",
+                            elsewhere.assigned_object_type.as_deref().unwrap_or("object"),
+                            elsewhere.assigned_object_id.unwrap_or(0)
+                        )
+                    },
+                    describe_assigned,
+                );
+                self.exception(
+                    &d.key,
+                    "mac_assigned_elsewhere",
+                    format!(
+                        "MAC {addr} is assigned to {on} in NetBox (MAC id {}); not moved to {iface_target}",
+                        elsewhere.id
+                    ),
+                );
+                return Ok(());
+            }
+            // An unassigned MAC object with this address is adopted rather than duplicated.
+            known.first().map(|m| m.id)
+        };
+
+        // 1. The interface.
+        let iface_id: Option<u64> = if plan.create_interface {
+            let fields = vec![
+                FieldChange {
+                    field: "name".to_owned(),
+                    old: None,
+                    new: iname.to_owned(),
+                },
+                FieldChange {
+                    field: "type".to_owned(),
+                    old: None,
+                    new: INTERFACE_TYPE.to_owned(),
+                },
+                FieldChange {
+                    field: "mgmt_only".to_owned(),
+                    old: None,
+                    new: mac.management.to_string(),
+                },
+            ];
+            match (self.dry_run, device_id) {
+                (false, Some(dev)) => {
+                    let body = json!({ "device": dev, "name": iname, "type": INTERFACE_TYPE, "mgmt_only": mac.management });
+                    let created: NbInterface = self.post("api/dcim/interfaces/", &body).await?;
+                    self.change(&d.key, "interface", "create", iface_target.clone(), fields);
+                    let id = created.id;
+                    ifaces.push(NbInterface {
+                        mac_addresses: Some(Vec::new()),
+                        primary_mac_address: None,
+                        ..created
+                    });
+                    Some(id)
+                }
+                _ => {
+                    self.change(&d.key, "interface", "create", iface_target.clone(), fields);
+                    None
+                }
+            }
+        } else {
+            idx.map(|i| ifaces[i].id)
+        };
+
+        // 2. The MAC object on it.
+        let mac_target = format!("MAC {addr} on {iface_target}");
+        let assigned_field = |old: Option<String>| FieldChange {
+            field: "assigned_object".to_owned(),
+            old,
+            new: format!("dcim.interface {iname}"),
+        };
+        let mac_id: Option<u64> = if let Some(id) = plan.existing_mac {
+            Some(id)
+        } else {
+            match (self.dry_run, iface_id, free) {
+                (false, Some(iid), Some(id)) => {
+                    let body = json!({ "assigned_object_type": "dcim.interface", "assigned_object_id": iid });
+                    let _: NbId = self
+                        .patch(&format!("api/dcim/mac-addresses/{id}/"), &body)
+                        .await?;
+                    self.change(
+                        &d.key,
+                        "mac_address",
+                        "update",
+                        mac_target.clone(),
+                        vec![assigned_field(None)],
+                    );
+                    Some(id)
+                }
+                (false, Some(iid), None) => {
+                    let body = json!({ "mac_address": addr, "assigned_object_type": "dcim.interface", "assigned_object_id": iid });
+                    let m: NbId = self.post("api/dcim/mac-addresses/", &body).await?;
+                    let fields = vec![
+                        FieldChange {
+                            field: "mac_address".to_owned(),
+                            old: None,
+                            new: addr.clone(),
+                        },
+                        assigned_field(None),
+                    ];
+                    self.change(&d.key, "mac_address", "create", mac_target.clone(), fields);
+                    Some(m.id)
+                }
+                _ => {
+                    let (action, fields) = match free {
+                        Some(_) => ("update", vec![assigned_field(None)]),
+                        None => (
+                            "create",
+                            vec![
+                                FieldChange {
+                                    field: "mac_address".to_owned(),
+                                    old: None,
+                                    new: addr.clone(),
+                                },
+                                assigned_field(None),
+                            ],
+                        ),
+                    };
+                    self.change(&d.key, "mac_address", action, mac_target.clone(), fields);
+                    None
+                }
+            }
+        };
+
+        // 3. The interface's primary MAC.
+        if plan.set_primary {
+            let old = iface_id
+                .and_then(|iid| ifaces.iter().find(|i| i.id == iid))
+                .and_then(|i| i.primary_mac_address.as_ref())
+                .map(|m| m.mac_address.to_lowercase());
+            let fields = vec![FieldChange {
+                field: "primary_mac_address".to_owned(),
+                old,
+                new: addr.clone(),
+            }];
+            match (self.dry_run, iface_id, mac_id) {
+                (false, Some(iid), Some(mid)) => {
+                    let _: NbId = self
+                        .patch(
+                            &format!("api/dcim/interfaces/{iid}/"),
+                            &json!({ "primary_mac_address": mid }),
+                        )
+                        .await?;
+                    self.change(&d.key, "interface", "update", iface_target, fields);
+                    if let Some(i) = ifaces.iter_mut().find(|i| i.id == iid) {
+                        i.primary_mac_address = Some(NbMacBrief {
+                            id: mid,
+                            mac_address: addr.clone(),
+                        });
+                    }
+                }
+                (false, _, _) => {
+                    return Err(Fail::Other(format!(
+                        "{iface_target}: interface or MAC unresolved after creation"
+                    )));
+                }
+                (true, _, _) => self.change(&d.key, "interface", "update", iface_target, fields),
+            }
+        }
+        if let (Some(iid), Some(mid)) = (iface_id, mac_id)
+            && let Some(i) = ifaces.iter_mut().find(|i| i.id == iid)
+        {
+            let list = i.mac_addresses.get_or_insert_with(Vec::new);
+            if !list.iter().any(|m| m.id == mid) {
+                list.push(NbMacBrief {
+                    id: mid,
+                    mac_address: addr,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// "interface eth0 of device web01 (id 7)" from a MAC's `assigned_object`.
+fn describe_assigned(v: &Value) -> String {
+    let name = v.get("name").and_then(Value::as_str).unwrap_or("?");
+    let dev = v
+        .get("device")
+        .or_else(|| v.get("virtual_machine"))
+        .map(|d| {
+            let n = d
+                .get("name")
+                .and_then(Value::as_str)
+                .or_else(|| d.get("display").and_then(Value::as_str))
+                .unwrap_or("?");
+            let id = d.get("id").and_then(Value::as_u64).unwrap_or(0);
+            format!(" of {n} (id {id})")
+        })
+        .unwrap_or_default();
+    format!("interface {name}{dev}")
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn nb_device(v: Value) -> NbDevice {
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn placement(site: u64, rack: u64, pos: Option<u32>, face: Face) -> WantPlacement {
+        WantPlacement {
+            site_id: Some(site),
+            site_name: "DC1".into(),
+            rack_id: Some(rack),
+            rack_name: "R07".into(),
+            rack_location: None,
+            position: pos,
+            face,
+        }
+    }
+
+    fn placed_device() -> NbDevice {
+        nb_device(json!({
+            "id": 5, "name": "web01", "serial": "ABC123", "asset_tag": null,
+            "site": {"id": 1, "name": "DC1", "slug": "dc1"},
+            "rack": {"id": 2, "name": "R07"}, "location": null,
+            "position": 12.0, "face": {"value": "front", "label": "Front"},
+            "device_type": {"id": 3, "model": "R640", "display": "R640"}
+        }))
+    }
+
+    #[test]
+    fn slugify_lowercases_and_collapses_non_alphanumerics() {
+        assert_eq!(slugify("GT-Test-1a2B"), "gt-test-1a2b");
+        assert_eq!(slugify("  DC 1 / Room H1  "), "dc-1-room-h1");
+        assert_eq!(
+            slugify("Hewlett Packard Enterprise"),
+            "hewlett-packard-enterprise"
+        );
+        assert_eq!(slugify("PowerEdge R640 (2U)"), "poweredge-r640-2u");
+        assert_eq!(slugify("--x__y--"), "x-y");
+        assert_eq!(slugify("Zürich"), "z-rich");
+        assert_eq!(slugify("###"), "");
+        assert_eq!(slugify(&"a".repeat(150)).len(), SLUG_MAX);
+        assert!(!slugify(&format!("{}-b", "a".repeat(99))).ends_with('-'));
+    }
+
+    #[test]
+    fn auth_scheme_is_bearer_for_v2_tokens_and_token_otherwise() {
+        assert_eq!(auth_scheme("nbt_abcdefghijkl.0123456789"), "Bearer");
+        assert_eq!(auth_scheme("0123456789abcdef0123456789abcdef01234567"), "Token");
+        let h = auth_header(" nbt_key.secret ").unwrap();
+        assert_eq!(h.to_str().unwrap(), "Bearer nbt_key.secret");
+        assert!(h.is_sensitive());
+        assert_eq!(auth_header("abc").unwrap().to_str().unwrap(), "Token abc");
+        assert!(auth_header("").is_none());
+        assert!(auth_header("bad\ntoken").is_none());
+    }
+
+    #[test]
+    fn mac_comparison_ignores_case_and_notation() {
+        assert!(mac_eq("AA:BB:CC:DD:EE:FF", "aa:bb:cc:dd:ee:ff"));
+        assert!(mac_eq("a4-bf-01-28-90-aa", "A4BF.0128.90AA"));
+        assert!(mac_eq("a4bf012890aa", "a4:bf:01:28:90:aa"));
+        assert!(!mac_eq("a4:bf:01:28:90:ab", "a4:bf:01:28:90:aa"));
+        assert!(!mac_eq("not a mac", "not a mac"));
+        assert_eq!(mac_key("A4:BF:01:28:90:AA").as_deref(), Some("a4bf012890aa"));
+        assert_eq!(mac_key("a4:bf:01:28:90"), None);
+    }
+
+    #[test]
+    fn config_and_client_debug_never_show_the_token() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let cfg = NetBoxConfig::new(
+            Url::parse("http://127.0.0.1:1/").unwrap(),
+            "nbt_secretkey.supersecretvalue",
+        );
+        let s = format!("{cfg:?}");
+        assert!(s.contains("***"), "{s}");
+        assert!(!s.contains("supersecret"), "{s}");
+        let nb = NetBox::new(cfg).unwrap();
+        let s = format!("{nb:?}");
+        assert!(s.contains("***") && !s.contains("supersecret"), "{s}");
+        assert!(!format!("{:?}", nb.api.auth).contains("supersecret"));
+    }
+
+    #[test]
+    fn new_rejects_an_empty_token_without_echoing_it() {
+        let cfg = NetBoxConfig::new(Url::parse("http://127.0.0.1:1/").unwrap(), "  ");
+        let e = NetBox::new(cfg).unwrap_err();
+        assert!(matches!(e, CmdbError::Malformed { .. }), "{e}");
+    }
+
+    #[test]
+    fn diff_is_empty_when_netbox_already_matches() {
+        let cur = placed_device();
+        let d = diff_device(
+            &cur,
+            "ABC123",
+            None,
+            Some(&placement(1, 2, Some(12), Face::Front)),
+        );
+        assert!(d.fields.is_empty(), "{:?}", d.fields);
+        assert!(d.patch.is_empty());
+    }
+
+    #[test]
+    fn diff_moves_position_and_face_only() {
+        let cur = placed_device();
+        let d = diff_device(&cur, "ABC123", None, Some(&placement(1, 2, Some(14), Face::Rear)));
+        assert_eq!(
+            d.fields,
+            vec![
+                FieldChange {
+                    field: "position".into(),
+                    old: Some("12".into()),
+                    new: "14".into()
+                },
+                FieldChange {
+                    field: "face".into(),
+                    old: Some("front".into()),
+                    new: "rear".into()
+                },
+            ]
+        );
+        assert_eq!(Value::Object(d.patch), json!({"position": 14, "face": "rear"}));
+    }
+
+    #[test]
+    fn diff_rack_move_follows_the_rack_location_and_clears_unknown_position() {
+        let cur = placed_device();
+        let mut p = placement(1, 9, None, Face::Front);
+        p.rack_name = "R09".into();
+        p.rack_location = Some(NbRef {
+            id: 4,
+            name: Some("Room H1".into()),
+            display: None,
+        });
+        let d = diff_device(&cur, "ABC123", None, Some(&p));
+        let names: Vec<&str> = d.fields.iter().map(|f| f.field.as_str()).collect();
+        assert_eq!(names, ["rack", "location", "position"]);
+        assert_eq!(
+            Value::Object(d.patch),
+            json!({"rack": 9, "location": 4, "position": null})
+        );
+        assert_eq!(d.fields[0].old.as_deref(), Some("R07"));
+    }
+
+    #[test]
+    fn diff_writes_asset_tag_only_into_an_empty_one_and_normalises_serial() {
+        let mut cur = placed_device();
+        cur.serial = "abc123 ".into();
+        let d = diff_device(&cur, "ABC123", Some("AT-1"), None);
+        assert_eq!(
+            Value::Object(d.patch),
+            json!({"serial": "ABC123", "asset_tag": "AT-1"})
+        );
+        cur.serial = "ABC123".into();
+        cur.asset_tag = Some("OPERATOR-TAG".into());
+        let d = diff_device(&cur, "ABC123", Some("AT-1"), None);
+        assert!(d.fields.is_empty(), "{:?}", d.fields);
+    }
+
+    #[test]
+    fn diff_never_touches_cmdb_owned_fields() {
+        let cur = placed_device();
+        let mut p = placement(7, 8, Some(3), Face::Front);
+        p.site_name = "DC2".into();
+        let d = diff_device(&cur, "NEW", Some("T"), Some(&p));
+        for f in d.patch.keys() {
+            assert!(
+                [
+                    "serial",
+                    "asset_tag",
+                    "site",
+                    "rack",
+                    "location",
+                    "position",
+                    "face"
+                ]
+                .contains(&f.as_str()),
+                "wrote {f}"
+            );
+        }
+        assert_eq!(d.patch["site"], json!(7));
+    }
+
+    #[test]
+    fn diff_with_planned_site_shows_a_change() {
+        let cur = placed_device();
+        let mut p = placement(1, 2, Some(12), Face::Front);
+        p.site_id = None;
+        p.rack_id = None;
+        let d = diff_device(&cur, "ABC123", None, Some(&p));
+        let names: Vec<&str> = d.fields.iter().map(|f| f.field.as_str()).collect();
+        assert_eq!(names, ["site", "rack"]);
+    }
+
+    #[test]
+    fn device_parses_netbox_shapes_including_string_decimals_and_null_face() {
+        let d = nb_device(json!({"id": 1, "serial": "", "position": "12.5", "face": null, "rack": null}));
+        assert_eq!(d.position, Some(12.5));
+        assert_eq!(d.face(), None);
+        let d = nb_device(json!({"id": 1}));
+        assert_eq!(d.position, None);
+        assert_eq!(units_str(12.0), "12");
+        assert_eq!(units_str(12.5), "12.5");
+    }
+
+    #[test]
+    fn mac_plan_covers_new_interface_existing_mac_and_primary() {
+        let iface: NbInterface = serde_json::from_value(json!({
+            "id": 10, "name": "eth0",
+            "primary_mac_address": null,
+            "mac_addresses": [{"id": 20, "mac_address": "AA:BB:CC:DD:EE:FF"}]
+        }))
+        .unwrap();
+        assert_eq!(
+            plan_mac(None, "aa:bb:cc:dd:ee:ff", true),
+            MacPlan {
+                create_interface: true,
+                existing_mac: None,
+                set_primary: true
+            }
+        );
+        assert_eq!(
+            plan_mac(Some(&iface), "aa:bb:cc:dd:ee:ff", true),
+            MacPlan {
+                create_interface: false,
+                existing_mac: Some(20),
+                set_primary: true
+            }
+        );
+        let mut done = iface.clone();
+        done.primary_mac_address = Some(NbMacBrief {
+            id: 20,
+            mac_address: "AA:BB:CC:DD:EE:FF".into(),
+        });
+        assert_eq!(
+            plan_mac(Some(&done), "aa:bb:cc:dd:ee:ff", true),
+            MacPlan {
+                create_interface: false,
+                existing_mac: Some(20),
+                set_primary: false
+            }
+        );
+        assert_eq!(
+            plan_mac(Some(&done), "11:22:33:44:55:66", false),
+            MacPlan {
+                create_interface: false,
+                existing_mac: None,
+                set_primary: false
+            }
+        );
+    }
+
+    #[test]
+    fn claims_collide_on_overlap_and_shared_face_or_full_depth() {
+        let c = |lo: f64, hi: f64, face, full_depth| Claim {
+            lo,
+            hi,
+            face,
+            full_depth,
+            key: "k".into(),
+        };
+        assert!(c(12.0, 13.0, Face::Front, false).collides(&c(12.0, 14.0, Face::Front, false)));
+        assert!(!c(12.0, 13.0, Face::Front, false).collides(&c(13.0, 14.0, Face::Front, false)));
+        assert!(!c(12.0, 13.0, Face::Front, false).collides(&c(12.0, 13.0, Face::Rear, false)));
+        assert!(c(12.0, 13.0, Face::Front, true).collides(&c(12.0, 13.0, Face::Rear, false)));
+    }
+
+    #[test]
+    fn backoff_grows_is_capped_and_honours_retry_after() {
+        assert_eq!(backoff_delay(1, None, 1.0), Duration::from_millis(500));
+        assert_eq!(backoff_delay(1, None, 0.0), Duration::from_millis(250));
+        assert_eq!(backoff_delay(3, None, 1.0), Duration::from_secs(2));
+        assert_eq!(backoff_delay(30, None, 1.0), MAX_DELAY);
+        assert_eq!(
+            backoff_delay(1, Some(Duration::from_secs(7)), 0.3),
+            Duration::from_secs(7)
+        );
+        assert_eq!(backoff_delay(1, Some(Duration::from_secs(3600)), 0.3), MAX_DELAY);
+        let j = jitter();
+        assert!((0.0..1.0).contains(&j));
+        assert_eq!(
+            parse_retry_after(Some(&HeaderValue::from_static("5"))),
+            Some(Duration::from_secs(5))
+        );
+        assert_eq!(
+            parse_retry_after(Some(&HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"))),
+            None
+        );
+    }
+
+    #[test]
+    fn next_links_are_rebased_onto_the_configured_url() {
+        let base = Url::parse("https://nb.example/netbox/").unwrap();
+        let u = rebase_next(
+            &base,
+            "http://internal:8000/netbox/api/dcim/devices/?limit=1000&offset=1000",
+        )
+        .unwrap();
+        assert_eq!(
+            u.as_str(),
+            "https://nb.example/netbox/api/dcim/devices/?limit=1000&offset=1000"
+        );
+    }
+
+    #[test]
+    fn shown_url_hides_credentials_and_truncation_is_char_safe() {
+        let u = Url::parse("https://user:pw@nb.example/x/?token=1").unwrap();
+        assert_eq!(shown_url(&u), "https://nb.example/x/");
+        assert_eq!(truncate_chars("ééé", 2), "éé…");
+        assert_eq!(truncate_chars("abc", 5), "abc");
+    }
+}
