@@ -80,9 +80,12 @@ echo "==> Agent round 1: polling snmpd and the Redfish BMC, streaming to the col
 echo
 echo "==> What the collector knows (groundtruth-collector devices)"
 "$bin/groundtruth-collector" devices --config "$run/collector.toml"
-sleep 2   # let the collector's debounced sync pass finish
+sleep 3   # let the collector's debounced sync pass finish
 echo
-echo "==> NetBox sync (groundtruth-collector sync): what had to change in NetBox"
+echo "==> What the collector's sync pass did in NetBox (from .gt-run/collector.log)"
+grep -E "NetBox (change|sync pass)" "$run/collector.log" | sed -E 's/^[^ ]+ +//' || echo "  (no sync pass logged yet)"
+echo
+echo "==> groundtruth-collector sync: NetBox against the collector now"
 "$bin/groundtruth-collector" sync --config "$run/collector.toml"
 echo
 echo "==> Open exceptions (what the collector refused to guess)"

@@ -137,15 +137,32 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
                 tokio::time::sleep(nb.sync_interval).await;
                 rx.borrow_and_update();
                 match run_pass(&store, &netbox, &default_site, nb.dry_run).await {
-                    Ok(s) => tracing::info!(
-                        devices = s.devices,
-                        eligible = s.eligible,
-                        changes = s.report.changes.len(),
-                        writes = s.report.writes,
-                        exceptions = s.report.exceptions.len() + s.unfit.len(),
-                        failures = s.report.failures.len(),
-                        "NetBox sync pass done."
-                    ),
+                    Ok(s) => {
+                        for c in &s.report.changes {
+                            let fields: Vec<String> = c
+                                .fields
+                                .iter()
+                                .map(|f| {
+                                    format!(
+                                        "{}: {} -> {}",
+                                        f.field,
+                                        f.old.as_deref().unwrap_or("(empty)"),
+                                        f.new
+                                    )
+                                })
+                                .collect();
+                            tracing::info!(action = %c.action, object = %c.object, target = %c.target, fields = %fields.join("; "), dry_run = nb.dry_run, "NetBox change.");
+                        }
+                        tracing::info!(
+                            devices = s.devices,
+                            eligible = s.eligible,
+                            changes = s.report.changes.len(),
+                            writes = s.report.writes,
+                            exceptions = s.report.exceptions.len() + s.unfit.len(),
+                            failures = s.report.failures.len(),
+                            "NetBox sync pass done."
+                        );
+                    }
                     Err(e) => {
                         tracing::error!(url = %nb.url, error = %e, "NetBox sync pass failed; will retry after the next batch.")
                     }

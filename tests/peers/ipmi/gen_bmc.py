@@ -200,8 +200,9 @@ def build(out_dir):
         sensors += [
             f"# {name}: {value / scale} {unit} (file holds {'1/' + str(scale) + ' ' if scale != 1 else ''}{unit})",
             f'sensor_add 0x20 0 {num} 0x{stype:02x} 0x01 poll 2000 file "{path}"' + (f" div={div}" if div != 1 else ""),
-            f"sensor_set_value 0x20 0 {num} {round(value / div)} 0",
+            # thresholds before the value, or the first reading is flagged against zero thresholds
             f"sensor_set_threshold 0x20 0 {num} readable {mask} {vals}",
+            f"sensor_set_value 0x20 0 {num} {round(value / div)} 0",
         ]
     for num, name, inst in PSU_STATUS:
         records.append(compact_psu_status(num, name, inst))

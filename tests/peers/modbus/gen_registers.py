@@ -95,7 +95,8 @@ UPS = [
 
 # --------------------------------------------------------------------------- SDM630 meter
 def phases(first, name, unit, nominal, spread):
-    return [Field("ir", first + 2 * i, "float32", f"L{i + 1} {name}", v, unit, rand=(v - spread, v + spread))
+    return [Field("ir", first + 2 * i, "float32", f"L{i + 1} {name}", v, unit,
+                  rand=(round(v - spread, 3), round(v + spread, 3)))
             for i, v in enumerate(nominal)]
 
 

@@ -26,6 +26,10 @@ need_venv modbus "$GT_PYTHON" 'pymodbus[serial]==3.16.1' aiohttp
 static=(); [ "${GT_MODBUS_STATIC:-0}" = 1 ] && static=(--static)
 "$GT_PYTHON" "$HERE/gen_registers.py" "$RUN" --ups-port "$UPS_PORT" --meter-port "$METER_PORT" \
     "${static[@]}" > "$RUN/registers.json.new"
+if ! cmp -s "$RUN/registers.json.new" "$RUN/registers.json"; then
+    # new register maps (or ports): simulators started with the old file must restart
+    for n in ups-tcp meter-tcp meter-rtu; do stop_pidfile "$RUN/$n.pid"; done
+fi
 mv "$RUN/registers.json.new" "$RUN/registers.json"
 
 sim() {  # sim NAME SERVER DEVICE HTTP_PORT

@@ -76,6 +76,8 @@ if shared_present && [ -d "$GT_SHARED_PEERS/redfish/mockups" ]; then
     done
 else
     skip_shared_msg
+    # servers of shared mockups started earlier would now serve a vanished directory
+    for f in "$RUN"/sushy-shared-*.pid; do [ -e "$f" ] && stop_pidfile "$f"; done
 fi
 
 # ---- every server must answer GET /redfish/v1/ with a service root (TLS verified with our CA)

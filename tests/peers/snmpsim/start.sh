@@ -72,8 +72,14 @@ else
     skip_shared_msg
 fi
 
+# a running snmpsim with other data dirs (../shared appeared or went away, new size cap) restarts
+if pid_alive "$RUN/snmpsim.pid" && [ "$(cat "$RUN/data-dirs" 2>/dev/null)" != "${DATA_ARGS[*]} $STAMP" ]; then
+    log "data directories changed: restarting snmpsim"
+    stop_pidfile "$RUN/snmpsim.pid"
+fi
 if ! pid_alive "$RUN/snmpsim.pid"; then
     port_free_or_ours udp "$PORT" "$RUN/snmpsim.pid"
+    echo "${DATA_ARGS[*]} $STAMP" > "$RUN/data-dirs"
     mkdir -p "$RUN/cache"; chown -R nobody:nogroup "$RUN/cache"
     start_daemon "$RUN/snmpsim.pid" "$RUN/snmpsim.log" \
         "$VENV/bin/snmpsim-command-responder" \
