@@ -11,6 +11,9 @@ GT_PEERS_RUN="${GT_PEERS_RUN:-/tmp/gt-peers}"
 GT_PEERS_VENV="${GT_PEERS_VENV:-/opt/gt-peers}"
 # ../shared/peers beside the repo: recordings/mockups served IN PLACE, never copied.
 GT_SHARED_PEERS="${GT_SHARED_PEERS:-$GT_REPO_ROOT/../shared/peers}"
+# physical path: two checkouts (say /work/main and a CI clone whose ../shared is a symlink) must
+# name the same data the same way, or each would restart the other's servers
+if [ -d "$GT_SHARED_PEERS" ]; then GT_SHARED_PEERS="$(cd "$GT_SHARED_PEERS" && pwd -P)"; fi
 # Debian's interpreter for the venvs: snmpsim drops to 'nobody', which cannot
 # read a pyenv interpreter under /root (mode 700).
 GT_PYTHON="${GT_PYTHON:-/usr/bin/python3}"
@@ -155,10 +158,11 @@ env_merge() {
     (
         flock 9
         tmp="$(mktemp "$GT_PEERS_RUN/.peers.env.XXXXXX")"
-        [ -f "$GT_ENV_FILE" ] || printf '# groundtruth test peers (written by tests/peers/*/start.sh; source it)\n' > "$GT_ENV_FILE"
-        for kv in "GT_PEERS_RUN=$GT_PEERS_RUN" "$@"; do keys+=("${kv%%=*}"); done
+        [ -f "$GT_ENV_FILE" ] || printf '# groundtruth test peers (written by tests/peers/*/start.sh; source it)\nGT_PEERS_RUN=%s\n' \
+            "$(_env_quote "$GT_PEERS_RUN")" > "$GT_ENV_FILE"
+        for kv in "$@"; do keys+=("${kv%%=*}"); done
         grep -v -E "^($(IFS='|'; echo "${keys[*]}"))=" "$GT_ENV_FILE" > "$tmp" || true
-        for kv in "GT_PEERS_RUN=$GT_PEERS_RUN" "$@"; do
+        for kv in "$@"; do
             printf '%s=%s\n' "${kv%%=*}" "$(_env_quote "${kv#*=}")" >> "$tmp"
         done
         chmod 644 "$tmp"; mv "$tmp" "$GT_ENV_FILE"

@@ -2,7 +2,8 @@
 # Start groundtruth's test peers (idempotent: a peer whose PID is alive is left alone).
 #   start-all.sh                 snmpd snmpsim modbus redfish ipmi mqtt (+ netbox if GT_PEERS_NETBOX=1)
 #   start-all.sh PEER...         only those (netbox included when named)
-# Missing Debian packages for the chosen peers are installed in one apt-get run first.
+# Missing Debian packages for the chosen peers are installed in one apt-get run first
+# (each peer script checks its own again, with dpkg, so it also works alone).
 # Connection details for the tests: $GT_PEERS_RUN/peers.env (default /tmp/gt-peers/peers.env).
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"

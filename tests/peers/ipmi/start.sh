@@ -17,8 +17,7 @@ PORT="${GT_IPMI_PORT:-26230}"
 CONSOLE_PORT="${GT_IPMI_CONSOLE_PORT:-26232}"
 USER=ADMIN PASS='Adm1nPass!'
 
-command -v ipmi_sim >/dev/null || need_apt openipmi
-command -v ipmitool >/dev/null || need_apt ipmitool
+need_apt openipmi ipmitool
 
 if ! pid_alive "$RUN/ipmi_sim.pid"; then
     port_free_or_ours udp "$PORT" "$RUN/ipmi_sim.pid"

@@ -19,8 +19,7 @@ HTTP_BASE="${GT_MODBUS_HTTP_BASE:-25080}"
 VENV="$GT_PEERS_VENV/venv-modbus"
 TTY="$RUN/ttySDM630-client"
 
-command -v socat >/dev/null || need_apt socat
-command -v mbpoll >/dev/null || need_apt mbpoll
+need_apt socat mbpoll
 need_venv modbus "$GT_PYTHON" 'pymodbus[serial]==3.16.1' aiohttp
 
 static=(); [ "${GT_MODBUS_STATIC:-0}" = 1 ] && static=(--static)

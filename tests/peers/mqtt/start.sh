@@ -12,7 +12,7 @@ RUN="$GT_PEERS_RUN/mqtt"; mkdir -p "$RUN/data"
 PORT="${GT_MQTT_PORT:-28830}"
 ANON_PORT="${GT_MQTT_ANON_PORT:-28831}"
 
-command -v mosquitto >/dev/null && command -v mosquitto_pub >/dev/null || need_apt mosquitto mosquitto-clients
+need_apt mosquitto mosquitto-clients
 
 if ! pid_alive "$RUN/mosquitto.pid"; then
     port_free_or_ours tcp "$PORT" "$RUN/mosquitto.pid"

@@ -8,7 +8,6 @@
 set -euo pipefail
 GT_PEER=netbox
 source "$(dirname "$0")/../lib.sh"
-RUN="$GT_PEERS_RUN/netbox"
 REDIS_PORT="${GT_NETBOX_REDIS_PORT:-26379}"
 cd /tmp
 

@@ -5,7 +5,7 @@
 #   Redis:      a private redis-server on 127.0.0.1:${GT_NETBOX_REDIS_PORT:-26379}
 #   login admin / GtAdminPass123; API token v2 (Authorization: Bearer nbt_gtpeers00001.…),
 #   legacy v1 token (Authorization: Token …) — all values in peers.env
-# First start ~7 min (pip ~1-4 min, migrations ~3 min); later starts take seconds.
+# First start ~7 min (pip ~1 min, migrations 3-5 min); later starts take seconds.
 # Needs a Python >= 3.12 (pyenv's here; override with GT_NETBOX_PYTHON). Idempotent.
 # Every credential here is a TEST value for a loopback-only peer.
 set -euo pipefail
@@ -31,8 +31,7 @@ URL="http://127.0.0.1:$PORT"
 T0=$SECONDS
 step() { log "[$((SECONDS - T0)) s] $*"; }
 
-command -v pg_lsclusters >/dev/null && command -v redis-server >/dev/null && command -v curl >/dev/null \
-    || need_apt postgresql redis-server curl
+need_apt postgresql redis-server curl
 
 # ---- venv (python >= 3.12)
 find_python() {

@@ -21,8 +21,7 @@ FIXTURES="$GT_REPO_ROOT/tests/fixtures/redfish"
 OURS=(gt-rack-server gt-sparse-bmc)
 VENV="$GT_PEERS_VENV/venv-redfish"
 
-command -v openssl >/dev/null || need_apt openssl
-command -v curl >/dev/null || need_apt curl
+need_apt openssl curl
 need_venv redfish "$GT_PYTHON" sushy-tools==2.2.0
 
 # ---- TLS: test CA + server certificate (once per run dir)

@@ -16,7 +16,7 @@ SYSNAME=gt-snmpd-loopback
 SYSLOCATION="DC1 / Room H1 / Row A / Rack R07 / U40"
 SYSCONTACT="groundtruth test peers <noc@example.invalid>"
 
-command -v snmpd >/dev/null && command -v snmpget >/dev/null || need_apt snmpd snmp
+need_apt snmpd snmp
 
 if ! pid_alive "$RUN/snmpd.pid"; then
     port_free_or_ours udp "$PORT" "$RUN/snmpd.pid"

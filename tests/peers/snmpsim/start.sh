@@ -14,7 +14,7 @@ RUN="$GT_PEERS_RUN/snmpsim"; mkdir -p "$RUN"
 PORT="${GT_SNMPSIM_PORT:-26100}"
 VENV="$GT_PEERS_VENV/venv-snmpsim"
 
-command -v snmpget >/dev/null || need_apt snmp
+need_apt snmp
 # cryptography: without it every authPriv request fails with a decryption error
 need_venv snmpsim "$GT_PYTHON" snmpsim==1.2.2 snmpsim-data==1.0.1 cryptography
 
@@ -29,7 +29,7 @@ if [ "$(cat "$PYPI_DATA/.unpacked" 2>/dev/null)" != "$STAMP" ]; then
     log "unpacking snmpsim-data recordings from $SRC (max $MAX_MB MB each)"
     rm -rf "$PYPI_DATA" "$RUN/cache"; mkdir -p "$PYPI_DATA"
     "$VENV/bin/python" - "$SRC" "$PYPI_DATA" "$MAX_MB" <<'PY'
-import bz2, os, shutil, sys
+import bz2, os, sys
 src, dst, max_mb = sys.argv[1], sys.argv[2], int(sys.argv[3])
 cap = max_mb * 1024 * 1024 if max_mb > 0 else None
 kept, skipped = 0, []
