@@ -12,6 +12,8 @@
 
 mod cli;
 mod e2e;
+mod ipmi;
+mod modbus;
 mod netbox;
 mod redfish;
 mod snmp;

@@ -5,6 +5,8 @@
 //! Drivers are a closed set dispatched with one `match` in [`poll`]; each one is a module with a
 //! `poll(&Target, &PollCx) -> Result<DeviceReport, DriverError>` entry point.
 
+pub mod ipmi;
+pub mod modbus;
 pub mod redfish;
 pub mod snmp;
 
@@ -96,8 +98,8 @@ pub async fn poll(target: &Target, cx: &PollCx) -> (DeviceReport, Option<DriverE
         match target {
             Target::Snmp(t) => snmp::poll(t, cx).await,
             Target::Redfish(t) => redfish::poll(t, cx).await,
-            Target::Modbus(_) => Err(DriverError::Unsupported("modbus polling (issue #5)")),
-            Target::Ipmi(_) => Err(DriverError::Unsupported("ipmi polling (issue #7)")),
+            Target::Modbus(t) => modbus::poll(t, cx).await,
+            Target::Ipmi(t) => ipmi::poll(t, cx).await,
         }
     };
     let result = match tokio::time::timeout(cx.limits.poll_timeout, work).await {

@@ -1,0 +1,1 @@
+//! IPMI over LAN against OpenIPMI ipmi_sim (issue #7).

@@ -1,0 +1,1 @@
+//! Modbus TCP and RTU against the pymodbus simulator (issue #5).
