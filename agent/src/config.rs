@@ -50,6 +50,9 @@ struct RawAgent {
     site: String,
     #[serde(default)]
     state_dir: Option<PathBuf>,
+    /// Size cap of the durable spool ("256MiB"); past it the oldest telemetry is dropped.
+    #[serde(default)]
+    spool_max: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -128,6 +131,8 @@ pub struct Config {
     pub agent_id: String,
     pub site: String,
     pub state_dir: PathBuf,
+    /// Spool size cap in bytes.
+    pub spool_max_bytes: u64,
     pub collector_grpc: String,
     pub interval: Duration,
     pub timeout: Duration,
@@ -234,6 +239,14 @@ impl Config {
                 target,
             });
         }
+        let spool_max_bytes = match raw.agent.spool_max.as_deref().map(parse_size) {
+            None => 256 * 1024 * 1024,
+            Some(Ok(n)) => n,
+            Some(Err(e)) => {
+                errors.push(err(format!("agent.spool_max: {e}")));
+                0
+            }
+        };
         let interval = raw.defaults.interval.unwrap_or(Duration::from_secs(60));
         let timeout = raw.defaults.timeout.unwrap_or(Duration::from_secs(3));
         if timeout >= interval {
@@ -251,6 +264,7 @@ impl Config {
                 .agent
                 .state_dir
                 .unwrap_or_else(|| PathBuf::from("/var/lib/groundtruth-agent")),
+            spool_max_bytes,
             collector_grpc: raw.collector.grpc,
             interval,
             timeout,
@@ -261,9 +275,46 @@ impl Config {
     }
 }
 
+/// Parses a size such as "256MiB", "1GiB", "512KiB", "10MB" or a plain byte count.
+///
+/// # Errors
+/// A message naming the accepted units.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("invalid size {text:?}: expected e.g. \"256MiB\""))?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "KB" | "kB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        other => {
+            return Err(format!(
+                "invalid size unit {other:?} in {text:?}: use B, KiB, MiB, GiB, KB, MB or GB"
+            ));
+        }
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("size {text:?} is too large"))
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    #[test]
+    fn sizes_parse_with_binary_and_decimal_units() {
+        assert_eq!(super::parse_size("256MiB").unwrap(), 256 << 20);
+        assert_eq!(super::parse_size("10MB").unwrap(), 10_000_000);
+        assert_eq!(super::parse_size("4096").unwrap(), 4096);
+        assert!(super::parse_size("12 parsecs").unwrap_err().contains("unit"));
+    }
+
     use super::*;
 
     const GOOD: &str = r#"

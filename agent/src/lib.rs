@@ -2,7 +2,8 @@
 //! location evidence, and streams it to the collector.
 //!
 //! Map of the crate: [`target`] parses target URLs; [`driver`] holds one module per protocol;
-//! [`config`] reads and validates the TOML config; [`uplink`] delivers batches to the collector;
+//! [`config`] reads and validates the TOML config; [`spool`] keeps every batch on disk until the collector acknowledges it; [`uplink`] delivers
+//! batches to the collector;
 //! [`run`] ties them together for the `run` command.
 
 pub mod config;
@@ -10,6 +11,7 @@ pub mod driver;
 pub mod io;
 pub mod run;
 pub mod secret;
+pub mod spool;
 pub mod target;
 pub mod uplink;
 

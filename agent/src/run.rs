@@ -1,7 +1,8 @@
 //! The `run` command: poll every configured target on an interval and deliver each round to the
-//! collector as one batch. Walking-skeleton scope: one round at a time, delivery retried on the
-//! next round while the batch is held in memory; the durable spool, per-target schedules and MQTT
-//! are issue #8.
+//! collector as one batch. Each batch is appended to the durable [`Spool`] (fsynced) before it is
+//! sent, and leaves the spool only when the collector acknowledges it, so a collector outage or an
+//! agent crash loses nothing: the backlog is replayed in order on the next round. Per-target
+//! schedules and MQTT are issue #8.
 
 use std::time::{Duration, SystemTime};
 
@@ -9,6 +10,7 @@ use groundtruth_proto::v1::{AgentInfo, Batch, BatchKind, DeviceReport, PollOutco
 
 use crate::config::Config;
 use crate::driver::{self, Limits, PollCx};
+use crate::spool::{Spool, SpoolLimits};
 use crate::uplink::{grpc, sequence::Sequencer};
 
 /// Summary of one round, for the operator.
@@ -25,23 +27,37 @@ pub struct RoundSummary {
 pub struct Agent {
     config: Config,
     sequencer: Sequencer,
-    /// Sealed batches not yet acknowledged, oldest first (bounded by `MAX_PENDING`).
-    pending: Vec<Batch>,
+    /// Sealed batches not yet acknowledged.
+    spool: Spool,
 }
 
-/// Batches held in memory while the collector is unreachable (until the disk spool lands).
-const MAX_PENDING: usize = 1000;
+/// Most spooled batches sent in one delivery (the replay rate limit: one such burst per round).
+const MAX_BATCHES_PER_DELIVERY: usize = 100;
 
 impl Agent {
     /// # Errors
     /// If the state directory cannot be opened.
     pub fn new(config: Config) -> anyhow::Result<Self> {
-        let sequencer = Sequencer::open(&config.state_dir)
+        let mut sequencer = Sequencer::open(&config.state_dir)
             .map_err(|e| anyhow::anyhow!("opening agent state in {}: {e}", config.state_dir.display()))?;
+        let limits = SpoolLimits {
+            max_bytes: config.spool_max_bytes,
+            ..SpoolLimits::default()
+        };
+        let (spool, recovery) = Spool::open(&config.state_dir.join("spool"), limits)?;
+        if recovery.pending > 0 || recovery.lost_records > 0 {
+            tracing::info!(
+                pending = recovery.pending,
+                lost_records = recovery.lost_records,
+                lost_bytes = recovery.lost_bytes,
+                "Recovered the spool; unacknowledged batches will be resent."
+            );
+        }
+        sequencer.raise_to(spool.last_seq(sequencer.epoch()));
         Ok(Self {
             config,
             sequencer,
-            pending: Vec::new(),
+            spool,
         })
     }
 
@@ -90,7 +106,7 @@ impl Agent {
                 })
             })
             .count();
-        let seq = self.sequencer.reserve()?;
+        let seq = self.sequencer.next();
         let batch = Batch {
             schema_version: groundtruth_proto::v1::SCHEMA_VERSION,
             agent: Some(AgentInfo {
@@ -105,33 +121,24 @@ impl Agent {
             kind: BatchKind::Mixed as i32,
             devices: reports.into_iter().map(|(_, r)| r).collect(),
         };
-        self.pending.push(batch);
-        if self.pending.len() > MAX_PENDING {
-            let dropped = self.pending.len() - MAX_PENDING;
-            self.pending.drain(..dropped);
-            tracing::error!(
-                dropped,
-                reason = "pending_full",
-                "Dropped the oldest undelivered batches."
-            );
-        }
-        match grpc::deliver(
-            &self.config.collector_grpc,
-            self.pending.clone(),
-            Duration::from_secs(30),
-        )
-        .await
-        {
+        self.spool.append(&batch)?;
+        self.sequencer.commit(seq)?;
+        let outgoing = self.spool.pending(MAX_BATCHES_PER_DELIVERY)?;
+        match grpc::deliver(&self.config.collector_grpc, outgoing, Duration::from_secs(30)).await {
             Ok(acks) => {
                 summary.delivered_batches = acks.len();
-                self.pending
-                    .retain(|b| !acks.iter().any(|a| a.epoch == b.epoch && a.seq == b.seq));
+                for a in &acks {
+                    self.spool.ack(a.epoch, a.seq)?;
+                }
             }
-            Err(e) => {
-                tracing::warn!(error = %e, pending = self.pending.len(), "Delivery failed; will retry next round.")
-            }
+            Err(e) => tracing::warn!(
+                error = %e,
+                spooled = self.spool.len(),
+                spool_bytes = self.spool.bytes(),
+                "Delivery failed; the batches stay in the spool and are resent next round."
+            ),
         }
-        summary.pending_batches = self.pending.len();
+        summary.pending_batches = self.spool.len();
         Ok(summary)
     }
 

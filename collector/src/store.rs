@@ -498,6 +498,24 @@ impl Store {
         Ok(())
     }
 
+    /// (number of batches, highest seq) stored for an agent in its newest epoch: equal when the
+    /// agent's sequence has no gaps (the collector's own delivery check).
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub async fn batch_seq_span(&self, agent_id: &str) -> Result<(u64, u64), StoreError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n, COALESCE(MAX(seq), 0) AS max_seq FROM batches
+             WHERE agent_id = ?1 AND epoch = (SELECT MAX(epoch) FROM batches WHERE agent_id = ?1)",
+        )
+        .bind(agent_id)
+        .fetch_one(&self.pool)
+        .await?;
+        let n: i64 = row.get("n");
+        let max: i64 = row.get("max_seq");
+        Ok((u64::try_from(n).unwrap_or(0), u64::try_from(max).unwrap_or(0)))
+    }
+
     /// Number of committed batches (for tests and status output).
     ///
     /// # Errors
