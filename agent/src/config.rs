@@ -6,8 +6,13 @@
 //! site = "DC1"                 # default site for devices that do not say where they are
 //! state_dir = "/var/lib/groundtruth-agent"
 //!
-//! [collector]
+//! [collector]                  # the gRPC uplink, or:
 //! grpc = "http://127.0.0.1:50051"
+//!
+//! [mqtt]                       # the MQTT uplink (wins when both are set)
+//! url = "mqtt://broker.example:1883"
+//! username = "dc1-h1-agent01"
+//! password = { file = "/etc/groundtruth/secrets/mqtt.pass" }
 //!
 //! [defaults]
 //! interval = "60s"
@@ -35,7 +40,10 @@ use crate::target::Target;
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     agent: RawAgent,
-    collector: RawCollector,
+    #[serde(default)]
+    collector: Option<RawCollector>,
+    #[serde(default)]
+    mqtt: Option<RawMqtt>,
     #[serde(default)]
     defaults: RawDefaults,
     #[serde(default)]
@@ -61,6 +69,16 @@ struct RawCollector {
     grpc: String,
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMqtt {
+    url: String,
+    #[serde(default)]
+    username: Option<String>,
+    #[serde(default)]
+    password: Option<SecretRef>,
+}
+
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawDefaults {
@@ -70,6 +88,8 @@ struct RawDefaults {
     timeout: Option<Duration>,
     #[serde(default)]
     retries: Option<u32>,
+    #[serde(default, with = "humantime_serde_opt")]
+    delivery_timeout: Option<Duration>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -133,10 +153,15 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// Spool size cap in bytes.
     pub spool_max_bytes: u64,
-    pub collector_grpc: String,
+    /// gRPC endpoint of the collector (`[collector] grpc`), if that uplink is used.
+    pub collector_grpc: Option<String>,
+    /// MQTT broker (`[mqtt]`), if that uplink is used; it wins over gRPC when both are set.
+    pub mqtt: Option<crate::uplink::mqtt::MqttSettings>,
     pub interval: Duration,
     pub timeout: Duration,
     pub retries: u32,
+    /// How long one delivery to the collector (connect, send, acks) may take.
+    pub delivery_timeout: Duration,
     pub targets: Vec<TargetConfig>,
     /// Non-fatal findings, logged at start.
     pub warnings: Vec<String>,
@@ -194,12 +219,42 @@ impl Config {
         if raw.agent.id.trim().is_empty() {
             errors.push(err("agent.id: must not be empty".into()));
         }
-        if !raw.collector.grpc.starts_with("http://") && !raw.collector.grpc.starts_with("https://") {
+        if let Some(c) = &raw.collector
+            && !c.grpc.starts_with("http://")
+            && !c.grpc.starts_with("https://")
+        {
             errors.push(err(format!(
                 "collector.grpc: expected an http:// or https:// URL, got {:?}",
-                raw.collector.grpc
+                c.grpc
             )));
         }
+        if raw.collector.is_none() && raw.mqtt.is_none() {
+            errors.push(err(
+                "no uplink: set [collector] grpc = \"http://...\" or [mqtt] url = \"mqtt://...\"".into(),
+            ));
+        }
+        let mqtt = raw.mqtt.as_ref().and_then(|m| {
+            let (host, port) = crate::uplink::mqtt::MqttSettings::endpoint(&m.url)
+                .map_err(|e| errors.push(err(format!("mqtt.url: {e}"))))
+                .ok()?;
+            let password = match &m.password {
+                None => None,
+                Some(r) => Some(
+                    r.load()
+                        .map_err(|e| errors.push(err(format!("mqtt.password: {e}"))))
+                        .ok()?,
+                ),
+            };
+            Some(crate::uplink::mqtt::MqttSettings {
+                host,
+                port,
+                username: m.username.clone(),
+                password,
+                site: raw.agent.site.clone(),
+                agent_id: raw.agent.id.clone(),
+                keep_alive: Duration::from_secs(30),
+            })
+        });
         let mut targets = Vec::new();
         for (i, t) in raw.targets.iter().enumerate() {
             let at = format!("targets[{i}] ({})", t.name);
@@ -265,10 +320,12 @@ impl Config {
                 .state_dir
                 .unwrap_or_else(|| PathBuf::from("/var/lib/groundtruth-agent")),
             spool_max_bytes,
-            collector_grpc: raw.collector.grpc,
+            collector_grpc: raw.collector.map(|c| c.grpc),
+            mqtt,
             interval,
             timeout,
             retries: raw.defaults.retries.unwrap_or(1),
+            delivery_timeout: raw.defaults.delivery_timeout.unwrap_or(Duration::from_secs(30)),
             targets,
             warnings,
         })

@@ -252,7 +252,8 @@ async fn run(cfg: Config, once: bool) -> anyhow::Result<ExitCode> {
     tracing::info!(
         agent = %agent.config().agent_id,
         targets = agent.config().targets.len(),
-        collector = %agent.config().collector_grpc,
+        grpc = agent.config().collector_grpc.as_deref().unwrap_or("-"),
+        mqtt = agent.config().mqtt.as_ref().map_or_else(|| "-".to_owned(), |m| format!("{}:{}", m.host, m.port)),
         "Agent started."
     );
     loop {

@@ -4,13 +4,14 @@
 //! agent crash loses nothing: the backlog is replayed in order on the next round. Per-target
 //! schedules and MQTT are issue #8.
 
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use groundtruth_proto::v1::{AgentInfo, Batch, BatchKind, DeviceReport, PollOutcome};
 
 use crate::config::Config;
 use crate::driver::{self, Limits, PollCx};
 use crate::spool::{Spool, SpoolLimits};
+use crate::uplink::mqtt::MqttUplink;
 use crate::uplink::{grpc, sequence::Sequencer};
 
 /// Summary of one round, for the operator.
@@ -29,6 +30,14 @@ pub struct Agent {
     sequencer: Sequencer,
     /// Sealed batches not yet acknowledged.
     spool: Spool,
+    uplink: Uplink,
+}
+
+/// The configured way to the collector.
+#[derive(Debug)]
+enum Uplink {
+    Grpc(String),
+    Mqtt(Box<MqttUplink>),
 }
 
 /// Most spooled batches sent in one delivery (the replay rate limit: one such burst per round).
@@ -54,10 +63,16 @@ impl Agent {
             );
         }
         sequencer.raise_to(spool.last_seq(sequencer.epoch()));
+        let uplink = match (&config.mqtt, &config.collector_grpc) {
+            (Some(m), _) => Uplink::Mqtt(Box::new(MqttUplink::start(m.clone()))),
+            (None, Some(g)) => Uplink::Grpc(g.clone()),
+            (None, None) => anyhow::bail!("no uplink configured ([collector] grpc or [mqtt] url)"),
+        };
         Ok(Self {
             config,
             sequencer,
             spool,
+            uplink,
         })
     }
 
@@ -124,7 +139,12 @@ impl Agent {
         self.spool.append(&batch)?;
         self.sequencer.commit(seq)?;
         let outgoing = self.spool.pending(MAX_BATCHES_PER_DELIVERY)?;
-        match grpc::deliver(&self.config.collector_grpc, outgoing, Duration::from_secs(30)).await {
+        let timeout = self.config.delivery_timeout;
+        let delivered = match &mut self.uplink {
+            Uplink::Grpc(endpoint) => grpc::deliver(endpoint, outgoing, timeout).await,
+            Uplink::Mqtt(m) => m.deliver(outgoing, timeout).await,
+        };
+        match delivered {
             Ok(acks) => {
                 summary.delivered_batches = acks.len();
                 for a in &acks {

@@ -27,6 +27,26 @@ struct Raw {
     collector: RawCollector,
     #[serde(default)]
     netbox: Option<RawNetBox>,
+    #[serde(default)]
+    mqtt: Option<RawMqtt>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMqtt {
+    url: String,
+    #[serde(default)]
+    username: Option<String>,
+    #[serde(default)]
+    password: Option<TokenRef>,
+    #[serde(default = "default_share_group")]
+    share_group: String,
+    #[serde(default)]
+    client_id: Option<String>,
+}
+
+fn default_share_group() -> String {
+    "groundtruth".into()
 }
 
 #[derive(Debug, Deserialize)]
@@ -114,6 +134,7 @@ pub struct Config {
     pub database: PathBuf,
     pub default_site: String,
     pub netbox: Option<NetBoxSettings>,
+    pub mqtt: Option<crate::ingest::mqtt::MqttIngestSettings>,
     pub warnings: Vec<String>,
 }
 
@@ -148,25 +169,42 @@ impl Config {
             ));
             SocketAddr::from(([127, 0, 0, 1], 50051))
         });
+        let mqtt = raw.mqtt.and_then(|m| {
+            let u = url::Url::parse(&m.url)
+                .map_err(|e| errors.push(format!("{file}: mqtt.url: {e}")))
+                .ok()?;
+            if u.scheme() != "mqtt" {
+                errors.push(format!(
+                    "{file}: mqtt.url: expected mqtt://HOST[:PORT] (mqtts:// is not supported yet)"
+                ));
+                return None;
+            }
+            let host = u.host_str().unwrap_or_default().to_owned();
+            let password = match &m.password {
+                None => None,
+                Some(r) => Some(read_secret(r, "mqtt.password", file, &mut errors)?),
+            };
+            let client_id = m.client_id.unwrap_or_else(|| {
+                let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+                format!(
+                    "groundtruth-collector-{}",
+                    groundtruth_proto::topics::level(host.trim())
+                )
+            });
+            Some(crate::ingest::mqtt::MqttIngestSettings {
+                host,
+                port: u.port().unwrap_or(1883),
+                username: m.username,
+                password,
+                share_group: groundtruth_proto::topics::level(&m.share_group),
+                client_id,
+            })
+        });
         let netbox = raw.netbox.and_then(|n| {
             let url = url::Url::parse(&n.url)
                 .map_err(|e| errors.push(format!("{file}: netbox.url: {e}")))
                 .ok()?;
-            let token = match &n.token {
-                TokenRef::File(p) => std::fs::read_to_string(p)
-                    .map(|t| t.trim().to_owned())
-                    .map_err(|e| {
-                        errors.push(format!("{file}: netbox.token: cannot read {}: {e}", p.display()))
-                    })
-                    .ok()?,
-                TokenRef::Env(v) => std::env::var(v)
-                    .map_err(|_| {
-                        errors.push(format!(
-                            "{file}: netbox.token: environment variable {v} is not set"
-                        ))
-                    })
-                    .ok()?,
-            };
+            let token = read_secret(&n.token, "netbox.token", file, &mut errors)?;
             let sync_interval = match n.sync_interval.as_deref().map(humantime::parse_duration) {
                 None => Duration::from_secs(30),
                 Some(Ok(d)) => d,
@@ -208,8 +246,22 @@ impl Config {
             database: raw.collector.database,
             default_site: raw.collector.default_site,
             netbox,
+            mqtt,
             warnings,
         })
+    }
+}
+
+/// Reads a secret reference; on failure records an error naming the file and key.
+fn read_secret(r: &TokenRef, key: &str, file: &str, errors: &mut Vec<String>) -> Option<String> {
+    match r {
+        TokenRef::File(p) => std::fs::read_to_string(p)
+            .map(|t| t.trim().to_owned())
+            .map_err(|e| errors.push(format!("{file}: {key}: cannot read {}: {e}", p.display())))
+            .ok(),
+        TokenRef::Env(v) => std::env::var(v)
+            .map_err(|_| errors.push(format!("{file}: {key}: environment variable {v} is not set")))
+            .ok(),
     }
 }
 

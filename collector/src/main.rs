@@ -174,6 +174,14 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         tracing::info!("No [netbox] section: CMDB sync is off.");
     }
     let service = IngestService::new(store, tx);
+    if let Some(m) = cfg.mqtt.clone() {
+        tracing::info!(broker = %format!("{}:{}", m.host, m.port), group = %m.share_group, "Collector subscribing to agents over MQTT.");
+        tokio::spawn(groundtruth_collector::ingest::mqtt::run(
+            m,
+            service.clone(),
+            std::sync::Arc::default(),
+        ));
+    }
     tracing::info!(listen = %cfg.listen_grpc, database = %cfg.database.display(), "Collector listening for agents (gRPC).");
     tonic::transport::Server::builder()
         .add_service(IngestServer::new(service))
