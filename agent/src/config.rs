@@ -15,9 +15,13 @@
 //! password = { file = "/etc/groundtruth/secrets/mqtt.pass" }
 //!
 //! [defaults]
-//! interval = "60s"
+//! interval = "60s"             # per target: interval = "30s" in its [[targets]] entry
 //! timeout = "3s"
 //! retries = 1
+//! max_concurrent_polls = 256
+//! batch_max_devices = 500      # a batch is sealed at this many reports ...
+//! batch_max_delay = "1s"       # ... or when its oldest report is this old
+//! delivery_timeout = "30s"
 //!
 //! [[targets]]
 //! name = "pdu-r07-a"
@@ -90,6 +94,15 @@ struct RawDefaults {
     retries: Option<u32>,
     #[serde(default, with = "humantime_serde_opt")]
     delivery_timeout: Option<Duration>,
+    /// Polls in flight at once, all protocols together.
+    #[serde(default)]
+    max_concurrent_polls: Option<usize>,
+    /// A batch is sealed when it holds this many device reports ...
+    #[serde(default)]
+    batch_max_devices: Option<usize>,
+    /// ... or when its oldest report is this old.
+    #[serde(default, with = "humantime_serde_opt")]
+    batch_max_delay: Option<Duration>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -101,6 +114,9 @@ struct RawTarget {
     secret: Option<SecretRef>,
     #[serde(default)]
     ca_file: Option<PathBuf>,
+    /// Poll interval of this target, overriding `defaults.interval`.
+    #[serde(default, with = "humantime_serde_opt")]
+    interval: Option<Duration>,
 }
 
 /// Where a secret comes from.
@@ -143,6 +159,8 @@ mod humantime_serde_opt {
 pub struct TargetConfig {
     pub name: String,
     pub target: Target,
+    /// Per-target interval; `None` = `defaults.interval`.
+    pub interval: Option<Duration>,
 }
 
 /// The validated configuration.
@@ -162,6 +180,9 @@ pub struct Config {
     pub retries: u32,
     /// How long one delivery to the collector (connect, send, acks) may take.
     pub delivery_timeout: Duration,
+    pub max_concurrent_polls: usize,
+    pub batch_max_devices: usize,
+    pub batch_max_delay: Duration,
     pub targets: Vec<TargetConfig>,
     /// Non-fatal findings, logged at start.
     pub warnings: Vec<String>,
@@ -289,9 +310,13 @@ impl Config {
             } else if t.ca_file.is_some() {
                 errors.push(err(format!("{at}.ca_file: only Redfish targets use TLS")));
             }
+            if t.interval.is_some_and(|iv| iv < Duration::from_secs(1)) {
+                warnings.push(format!("{file}: {at}.interval is under one second"));
+            }
             targets.push(TargetConfig {
                 name: t.name.clone(),
                 target,
+                interval: t.interval,
             });
         }
         let spool_max_bytes = match raw.agent.spool_max.as_deref().map(parse_size) {
@@ -326,6 +351,9 @@ impl Config {
             timeout,
             retries: raw.defaults.retries.unwrap_or(1),
             delivery_timeout: raw.defaults.delivery_timeout.unwrap_or(Duration::from_secs(30)),
+            max_concurrent_polls: raw.defaults.max_concurrent_polls.unwrap_or(256).max(1),
+            batch_max_devices: raw.defaults.batch_max_devices.unwrap_or(500).max(1),
+            batch_max_delay: raw.defaults.batch_max_delay.unwrap_or(Duration::from_secs(1)),
             targets,
             warnings,
         })

@@ -10,13 +10,17 @@ pub mod config;
 pub mod driver;
 pub mod io;
 pub mod run;
+pub mod schedule;
 pub mod secret;
 pub mod spool;
 pub mod target;
 pub mod uplink;
 
-/// Installs the process-wide rustls crypto provider (ring). Call once at start-up, before any TLS
-/// client is built; calling it again is harmless.
+/// Installs the process-wide rustls crypto provider (ring) unless one is installed already.
+/// The binaries call it at start-up; the Redfish driver calls it before building a client, so a
+/// library user who forgot cannot make reqwest panic.
 pub fn install_crypto_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
 }

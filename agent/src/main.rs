@@ -110,7 +110,7 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(errors) => return config_errors(&errors),
             };
-            match rt.block_on(run(cfg, once)) {
+            match rt.block_on(run(cfg, once, config)) {
                 Ok(code) => code,
                 Err(e) => {
                     eprintln!("error: {e:#}");
@@ -243,11 +243,10 @@ fn print_human(r: &groundtruth_proto::v1::DeviceReport) {
     }
 }
 
-async fn run(cfg: Config, once: bool) -> anyhow::Result<ExitCode> {
+async fn run(cfg: Config, once: bool, path: PathBuf) -> anyhow::Result<ExitCode> {
     for w in &cfg.warnings {
         tracing::warn!("{w}");
     }
-    let interval = cfg.interval;
     let mut agent = Agent::new(cfg).context("starting the agent")?;
     tracing::info!(
         agent = %agent.config().agent_id,
@@ -256,7 +255,7 @@ async fn run(cfg: Config, once: bool) -> anyhow::Result<ExitCode> {
         mqtt = agent.config().mqtt.as_ref().map_or_else(|| "-".to_owned(), |m| format!("{}:{}", m.host, m.port)),
         "Agent started."
     );
-    loop {
+    if once {
         let s = agent.round().await?;
         tracing::info!(
             polled = s.polled,
@@ -265,19 +264,44 @@ async fn run(cfg: Config, once: bool) -> anyhow::Result<ExitCode> {
             pending = s.pending_batches,
             "Round done."
         );
-        if once {
-            return Ok(if s.pending_batches == 0 {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            });
-        }
-        tokio::select! {
-            () = tokio::time::sleep(interval) => {}
-            _ = tokio::signal::ctrl_c() => {
-                tracing::info!("Interrupted; stopping.");
-                return Ok(ExitCode::SUCCESS);
+        return Ok(if s.pending_batches == 0 {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        });
+    }
+    // SIGHUP re-reads the config file; a broken file is reported and the running config kept.
+    let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("installing the SIGHUP handler")?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            match Config::load(&path) {
+                Ok(c) => {
+                    for w in &c.warnings {
+                        tracing::warn!("{w}");
+                    }
+                    if reload_tx.send(c).await.is_err() {
+                        return;
+                    }
+                }
+                Err(errors) => {
+                    for e in errors {
+                        tracing::error!(error = %e, "Config reload refused; keeping the running config.");
+                    }
+                }
             }
         }
-    }
+    });
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    let shutdown = async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("Stopping.");
+    };
+    agent.run(reload_rx, shutdown).await?;
+    Ok(ExitCode::SUCCESS)
 }

@@ -230,12 +230,16 @@ async fn agent_killed_with_sigkill_loses_no_batch() {
     std::fs::write(
         &config,
         format!(
-            "[agent]\nid = \"kill9\"\nsite = \"DC1\"\nstate_dir = {:?}\n\n[collector]\ngrpc = \"http://{addr}\"\n\n[defaults]\ninterval = \"50ms\"\ntimeout = \"40ms\"\n",
-            dir.path().join("agent-state")
+            "[agent]\nid = \"kill9\"\nsite = \"DC1\"\nstate_dir = {:?}\n\n[collector]\ngrpc = \"http://{addr}\"\n\n\
+             [defaults]\ninterval = \"50ms\"\ntimeout = \"40ms\"\nbatch_max_delay = \"20ms\"\ndelivery_timeout = \"200ms\"\n\n\
+             [[targets]]\nname = \"refused\"\nurl = \"redfish+http://127.0.0.1:{}\"\n",
+            dir.path().join("agent-state"),
+            free_port()
         ),
     )
     .unwrap();
-    // The collector is down: every round seals a batch into the spool and fails to deliver it.
+    // The collector is down: the agent keeps polling (a refused target: a failed report every
+    // 50 ms), seals batches into the spool and fails to deliver them.
     let mut child = std::process::Command::new(&bin)
         .args(["run", "--config", config.to_str().unwrap(), "--log", "off"])
         .spawn()
@@ -280,4 +284,61 @@ async fn agent_killed_with_sigkill_loses_no_batch() {
         "the restarted agent's own round is stored too ({max} <= {sealed})"
     );
     assert_eq!(count, max, "gaps in the stored sequence numbers");
+}
+
+/// The long-running agent (scheduler, batcher, sender): while the collector is down it keeps
+/// polling and spooling; when the collector comes up the backlog drains in order with no gap;
+/// a reloaded config adds a target without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_drains_backlog_after_outage_and_reload_adds_a_target() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let (dead1, dead2) = (free_port(), free_port());
+    let text = |targets: &str| {
+        format!(
+            "[agent]\nid = \"svc\"\nsite = \"DC1\"\nstate_dir = {:?}\n\n[collector]\ngrpc = \"http://{addr}\"\n\n\
+             [defaults]\ninterval = \"100ms\"\ntimeout = \"50ms\"\nbatch_max_delay = \"50ms\"\ndelivery_timeout = \"300ms\"\n\n{targets}",
+            dir.path().join("agent-state")
+        )
+    };
+    let one = format!("[[targets]]\nname = \"dead1\"\nurl = \"redfish+http://127.0.0.1:{dead1}\"\n");
+    let two = format!("{one}\n[[targets]]\nname = \"dead2\"\nurl = \"redfish+http://127.0.0.1:{dead2}\"\n");
+    let agent = Agent::new(AgentConfig::parse(&text(&one), "svc.toml").unwrap()).unwrap();
+    let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(agent.run(reload_rx, async {
+        let _ = stop_rx.await;
+    }));
+
+    // Collector down for 1.5 s: batches pile up in the spool.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let store = Store::open(&dir.path().join("state.db")).await.unwrap();
+    let _server = serve_on(addr, store.clone());
+    wait_listening(addr).await;
+    reload_tx
+        .send(AgentConfig::parse(&text(&two), "svc.toml").unwrap())
+        .await
+        .unwrap();
+
+    let dead2_key = format!("endpoint:svc/redfish://127.0.0.1:{dead2}");
+    let mut ok = false;
+    for _ in 0..150 {
+        let (count, max) = store.batch_seq_span("svc").await.unwrap();
+        let devices = store.devices().await.unwrap();
+        if count >= 15 && devices.iter().any(|d| d.device_key == dead2_key) {
+            assert_eq!(count, max, "gap in the delivered sequence");
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = stop_tx.send(());
+    running.await.unwrap().unwrap();
+    assert!(
+        ok,
+        "backlog not drained or reloaded target not polled: {:?}",
+        store.batch_seq_span("svc").await.unwrap()
+    );
+    let (count, max) = store.batch_seq_span("svc").await.unwrap();
+    assert_eq!(count, max, "gap in the delivered sequence");
 }
