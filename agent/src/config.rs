@@ -5,6 +5,8 @@
 //! id = "dc1-h1-agent01"        # stable, unique per installation
 //! site = "DC1"                 # default site for devices that do not say where they are
 //! state_dir = "/var/lib/groundtruth-agent"
+//! spool_max = "256MiB"
+//! metrics_listen = "127.0.0.1:9469"   # /metrics and /status; "off" disables
 //!
 //! [collector]                  # the gRPC uplink, or:
 //! grpc = "http://127.0.0.1:50051"
@@ -65,6 +67,9 @@ struct RawAgent {
     /// Size cap of the durable spool ("256MiB"); past it the oldest telemetry is dropped.
     #[serde(default)]
     spool_max: Option<String>,
+    /// Address of `/metrics` and `/status` ("127.0.0.1:9469" by default; "off" disables).
+    #[serde(default)]
+    metrics_listen: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -171,6 +176,8 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// Spool size cap in bytes.
     pub spool_max_bytes: u64,
+    /// Where `/metrics` and `/status` are served; `None` = off.
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// gRPC endpoint of the collector (`[collector] grpc`), if that uplink is used.
     pub collector_grpc: Option<String>,
     /// MQTT broker (`[mqtt]`), if that uplink is used; it wins over gRPC when both are set.
@@ -327,6 +334,18 @@ impl Config {
                 0
             }
         };
+        let metrics_listen = match raw.agent.metrics_listen.as_deref() {
+            Some("off") => None,
+            None => Some(std::net::SocketAddr::from(([127, 0, 0, 1], 9469))),
+            Some(a) => a
+                .parse()
+                .map_err(|_| {
+                    errors.push(err(format!(
+                        "agent.metrics_listen: expected ADDRESS:PORT or \"off\", got {a:?}"
+                    )))
+                })
+                .ok(),
+        };
         let interval = raw.defaults.interval.unwrap_or(Duration::from_secs(60));
         let timeout = raw.defaults.timeout.unwrap_or(Duration::from_secs(3));
         if timeout >= interval {
@@ -345,6 +364,7 @@ impl Config {
                 .state_dir
                 .unwrap_or_else(|| PathBuf::from("/var/lib/groundtruth-agent")),
             spool_max_bytes,
+            metrics_listen,
             collector_grpc: raw.collector.map(|c| c.grpc),
             mqtt,
             interval,

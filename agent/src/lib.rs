@@ -9,6 +9,7 @@
 pub mod config;
 pub mod driver;
 pub mod io;
+pub mod metrics;
 pub mod run;
 pub mod schedule;
 pub mod secret;

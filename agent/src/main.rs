@@ -43,6 +43,15 @@ enum Command {
     },
     /// Validate a config file without touching the network.
     CheckConfig { config: PathBuf },
+    /// Show a running agent's status (from its /status endpoint).
+    Status {
+        /// The agent's config (to find `agent.metrics_listen`) ...
+        #[arg(long, short, conflicts_with = "url")]
+        config: Option<PathBuf>,
+        /// ... or the endpoint itself.
+        #[arg(long, default_value = "http://127.0.0.1:9469")]
+        url: String,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -95,6 +104,20 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Poll(args) => rt.block_on(poll(args)),
+        Command::Status { config, url } => {
+            let url = match config.map(|c| Config::load(&c)) {
+                None => url,
+                Some(Ok(c)) => match c.metrics_listen {
+                    Some(a) => format!("http://{a}"),
+                    None => {
+                        eprintln!("error: agent.metrics_listen is \"off\" in that config");
+                        return ExitCode::from(2);
+                    }
+                },
+                Some(Err(errors)) => return config_errors(&errors),
+            };
+            rt.block_on(status(&url))
+        }
         Command::CheckConfig { config } => match Config::load(&config) {
             Ok(c) => {
                 for w in &c.warnings {
@@ -117,6 +140,43 @@ fn main() -> ExitCode {
                     ExitCode::from(1)
                 }
             }
+        }
+    }
+}
+
+async fn status(url: &str) -> ExitCode {
+    let endpoint = format!("{}/status", url.trim_end_matches('/'));
+    let result = async {
+        let resp = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()?
+            .get(&endpoint)
+            .send()
+            .await?
+            .error_for_status()?;
+        groundtruth_agent::io::read_capped(resp, 1 << 20, "/status")
+            .await
+            .map_err(anyhow::Error::from)
+    };
+    match result.await {
+        Ok(body) => match serde_json::from_slice::<serde_json::Value>(&body) {
+            Ok(serde_json::Value::Object(m)) => {
+                for (k, v) in m {
+                    println!(
+                        "{k:<22} {}",
+                        v.as_str().map_or_else(|| v.to_string(), str::to_owned)
+                    );
+                }
+                ExitCode::SUCCESS
+            }
+            _ => {
+                eprintln!("error: {endpoint} did not answer with a status document");
+                ExitCode::from(1)
+            }
+        },
+        Err(e) => {
+            eprintln!("error: cannot reach the agent at {endpoint}: {e:#}");
+            ExitCode::from(1)
         }
     }
 }

@@ -238,6 +238,19 @@ impl Agent {
         );
         scheduler.apply(&targets_of(&config), &cx_of(&config));
         tracing::info!(targets = scheduler.len(), "Polling started.");
+        if let Some(listen) = config.metrics_listen {
+            let exposed = Arc::new(crate::metrics::Exposed {
+                stats: Arc::clone(&stats),
+                agent_id: config.agent_id.clone(),
+                started: std::time::Instant::now(),
+            });
+            tokio::spawn(async move {
+                if let Err(e) = crate::metrics::serve(listen, exposed).await {
+                    tracing::error!(listen = %listen, error = %e, "Cannot serve /metrics and /status (set agent.metrics_listen, or \"off\").");
+                }
+            });
+        }
+        gauges(&stats, &spool);
         let durable: Durable = Arc::new(Mutex::new((sequencer, spool)));
         let wake = Arc::new(tokio::sync::Notify::new());
         let sender = tokio::spawn(send_loop(
@@ -291,6 +304,15 @@ impl Agent {
     }
 }
 
+/// Copies the spool's size into the exported gauges.
+fn gauges(stats: &Stats, spool: &Spool) {
+    stats.spool_batches.store(spool.len() as u64, Ordering::Relaxed);
+    stats.spool_bytes.store(spool.bytes(), Ordering::Relaxed);
+    stats
+        .spool_dropped_total
+        .store(spool.dropped_total(), Ordering::Relaxed);
+}
+
 /// Seals the buffered reports into a batch. On a write failure (disk full, I/O error) the
 /// reports stay buffered for the next attempt, bounded: past 10 batches' worth the oldest are
 /// dropped and counted.
@@ -313,6 +335,7 @@ fn flush(
             buffer.clear();
             *oldest = None;
             stats.batches_sealed.fetch_add(1, Ordering::Relaxed);
+            gauges(stats, spool);
             wake.notify_one();
         }
         Err(e) => {

@@ -20,9 +20,27 @@ use tokio::time::Instant;
 use crate::config::TargetConfig;
 use crate::driver::{self, PollCx};
 
+/// Poll counters of one protocol.
+#[derive(Debug, Default)]
+pub struct ProtocolStats {
+    pub ok: AtomicU64,
+    pub failed: AtomicU64,
+    /// Sum of poll durations in milliseconds (with `ok + failed`, the mean).
+    pub duration_ms: AtomicU64,
+}
+
+/// The protocols the agent speaks, in metric-label form.
+pub const PROTOCOLS: [&str; 4] = ["snmp", "modbus", "redfish", "ipmi"];
+
 /// Counters the agent keeps about its own work (exported as metrics and in `status`).
 #[derive(Debug, Default)]
 pub struct Stats {
+    /// Per protocol, indexed like [`PROTOCOLS`].
+    pub by_protocol: [ProtocolStats; 4],
+    pub targets: AtomicU64,
+    pub spool_batches: AtomicU64,
+    pub spool_bytes: AtomicU64,
+    pub spool_dropped_total: AtomicU64,
     pub polls_ok: AtomicU64,
     pub polls_failed: AtomicU64,
     /// Poll slots skipped because the previous poll of the same target overran its interval.
@@ -176,6 +194,9 @@ impl Scheduler {
             ));
             self.tasks.insert(name.to_owned(), (fp, task));
         }
+        self.stats
+            .targets
+            .store(self.tasks.len() as u64, Ordering::Relaxed);
     }
 
     /// Number of targets being polled.
@@ -230,6 +251,12 @@ async fn poll_loop(
             stats.polls_ok.fetch_add(1, Ordering::Relaxed);
         } else {
             stats.polls_failed.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(p) = PROTOCOLS.iter().position(|p| *p == protocol) {
+            let ps = &stats.by_protocol[p];
+            (if ok { &ps.ok } else { &ps.failed }).fetch_add(1, Ordering::Relaxed);
+            ps.duration_ms
+                .fetch_add(u64::from(report.poll_duration_ms), Ordering::Relaxed);
         }
         if let Some(e) = err {
             tracing::warn!(target_name = %t.name, endpoint = %t.target.endpoint_key(), error = %e, "Poll failed.");

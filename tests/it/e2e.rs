@@ -230,7 +230,7 @@ async fn agent_killed_with_sigkill_loses_no_batch() {
     std::fs::write(
         &config,
         format!(
-            "[agent]\nid = \"kill9\"\nsite = \"DC1\"\nstate_dir = {:?}\n\n[collector]\ngrpc = \"http://{addr}\"\n\n\
+            "[agent]\nid = \"kill9\"\nsite = \"DC1\"\nmetrics_listen = \"off\"\nstate_dir = {:?}\n\n[collector]\ngrpc = \"http://{addr}\"\n\n\
              [defaults]\ninterval = \"50ms\"\ntimeout = \"40ms\"\nbatch_max_delay = \"20ms\"\ndelivery_timeout = \"200ms\"\n\n\
              [[targets]]\nname = \"refused\"\nurl = \"redfish+http://127.0.0.1:{}\"\n",
             dir.path().join("agent-state"),
@@ -293,10 +293,10 @@ async fn agent_killed_with_sigkill_loses_no_batch() {
 async fn service_drains_backlog_after_outage_and_reload_adds_a_target() {
     let dir = tempfile::tempdir().unwrap();
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let (dead1, dead2) = (free_port(), free_port());
+    let (dead1, dead2, metrics) = (free_port(), free_port(), free_port());
     let text = |targets: &str| {
         format!(
-            "[agent]\nid = \"svc\"\nsite = \"DC1\"\nstate_dir = {:?}\n\n[collector]\ngrpc = \"http://{addr}\"\n\n\
+            "[agent]\nid = \"svc\"\nsite = \"DC1\"\nmetrics_listen = \"127.0.0.1:{metrics}\"\nstate_dir = {:?}\n\n[collector]\ngrpc = \"http://{addr}\"\n\n\
              [defaults]\ninterval = \"100ms\"\ntimeout = \"50ms\"\nbatch_max_delay = \"50ms\"\ndelivery_timeout = \"300ms\"\n\n{targets}",
             dir.path().join("agent-state")
         )
