@@ -7,6 +7,7 @@
 //! [`run`] ties them together for the `run` command.
 
 pub mod config;
+pub mod discover;
 pub mod driver;
 pub mod io;
 pub mod metrics;
