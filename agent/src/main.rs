@@ -232,8 +232,8 @@ async fn discover(args: DiscoverArgs) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         println!(
-            "{:<34} {:<18} {:<26} {:<18} {:>4} {:>8}  {}",
-            "ENDPOINT", "VENDOR", "MODEL", "SERIAL", "MACS", "POWER", "CREDENTIAL"
+            "{:<34} {:<18} {:<26} {:<18} {:>4} {:>8}  CREDENTIAL",
+            "ENDPOINT", "VENDOR", "MODEL", "SERIAL", "MACS", "POWER"
         );
         for f in &found {
             let id = f.report.identity.clone().unwrap_or_default();
