@@ -6,6 +6,9 @@
 //! database = "/var/lib/groundtruth-collector/state.db"
 //! default_site = "DC1"           # for devices whose agent and evidence name no site
 //!
+//! [location]
+//! patterns = "/etc/groundtruth/location-patterns.toml"   # the site's sysLocation/asset-tag formats
+//!
 //! [netbox]                       # optional: without it nothing is written to a CMDB
 //! url = "https://netbox.example.com"
 //! token = { file = "/etc/groundtruth/secrets/netbox.token" }   # or { env = "GT_NETBOX_TOKEN" }
@@ -29,6 +32,16 @@ struct Raw {
     netbox: Option<RawNetBox>,
     #[serde(default)]
     mqtt: Option<RawMqtt>,
+    #[serde(default)]
+    location: RawLocation,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLocation {
+    /// The site's own location text patterns (TOML, `[[pattern]]`), tried before the built-in ones.
+    #[serde(default)]
+    patterns: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -135,6 +148,8 @@ pub struct Config {
     pub default_site: String,
     pub netbox: Option<NetBoxSettings>,
     pub mqtt: Option<crate::ingest::mqtt::MqttIngestSettings>,
+    /// Reconciliation rules: default site and location text patterns.
+    pub rules: crate::reconcile::Rules,
     pub warnings: Vec<String>,
 }
 
@@ -238,10 +253,25 @@ impl Config {
                 ca_file: n.ca_file,
             })
         });
+        let patterns = match &raw.location.patterns {
+            None => crate::locate::patterns_with(None),
+            Some(p) => match std::fs::read_to_string(p) {
+                Ok(text) => crate::locate::patterns_with(Some((&text, &p.display().to_string()))),
+                Err(e) => Err(format!("cannot read {}: {e}", p.display())),
+            },
+        }
+        .unwrap_or_else(|e| {
+            errors.push(format!("{file}: location.patterns: {e}"));
+            Vec::new()
+        });
         if !errors.is_empty() {
             return Err(errors);
         }
         Ok(Self {
+            rules: crate::reconcile::Rules {
+                default_site: raw.collector.default_site.clone(),
+                patterns,
+            },
             listen_grpc,
             database: raw.collector.database,
             default_site: raw.collector.default_site,

@@ -8,6 +8,7 @@
 pub mod cmdb;
 pub mod config;
 pub mod ingest;
+pub mod locate;
 pub mod normalize;
 pub mod reconcile;
 pub mod store;

@@ -60,7 +60,7 @@ pub struct DeviceRow {
     pub locations: Vec<EvidenceRow>,
 }
 
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct EvidenceRow {
     pub source: String,
     pub site: String,

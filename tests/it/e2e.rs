@@ -114,9 +114,14 @@ async fn snmpd_and_redfish_to_collector_to_netbox_twice_is_idempotent() {
         ca_file: None,
     };
     let netbox = groundtruth_collector::netbox_client(&settings).unwrap();
-    let pass1 = groundtruth_collector::sync::run_pass(&store, &netbox, "DC1", false)
-        .await
-        .unwrap();
+    let pass1 = groundtruth_collector::sync::run_pass(
+        &store,
+        &netbox,
+        &groundtruth_collector::reconcile::Rules::builtin("DC1"),
+        false,
+    )
+    .await
+    .unwrap();
     assert_eq!(pass1.eligible, 1, "{pass1:?}");
     assert!(pass1.report.failures.is_empty(), "{:?}", pass1.report.failures);
     assert!(
@@ -180,9 +185,14 @@ async fn snmpd_and_redfish_to_collector_to_netbox_twice_is_idempotent() {
     // Round 2 and pass 2: same physical reality, zero writes to NetBox.
     let s = agent.round().await.unwrap();
     assert_eq!((s.delivered_batches, s.pending_batches), (1, 0));
-    let pass2 = groundtruth_collector::sync::run_pass(&store, &netbox, "DC1", false)
-        .await
-        .unwrap();
+    let pass2 = groundtruth_collector::sync::run_pass(
+        &store,
+        &netbox,
+        &groundtruth_collector::reconcile::Rules::builtin("DC1"),
+        false,
+    )
+    .await
+    .unwrap();
     assert_eq!(
         pass2.report.writes, 0,
         "second pass must not write: {:?}",
