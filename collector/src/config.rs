@@ -8,6 +8,7 @@
 //!
 //! [location]
 //! patterns = "/etc/groundtruth/location-patterns.toml"   # the site's sysLocation/asset-tag formats
+//! site_map = "/etc/groundtruth/site-map.toml"            # racks, devices by serial, switch ports
 //!
 //! [netbox]                       # optional: without it nothing is written to a CMDB
 //! url = "https://netbox.example.com"
@@ -42,6 +43,9 @@ struct RawLocation {
     /// The site's own location text patterns (TOML, `[[pattern]]`), tried before the built-in ones.
     #[serde(default)]
     patterns: Option<PathBuf>,
+    /// The site map (racks, devices pinned by serial, switch ports).
+    #[serde(default)]
+    site_map: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -264,6 +268,24 @@ impl Config {
             errors.push(format!("{file}: location.patterns: {e}"));
             Vec::new()
         });
+        let site_map = match &raw.location.site_map {
+            None => crate::sitemap::SiteMap::default(),
+            Some(p) => match std::fs::read_to_string(p) {
+                Ok(text) => {
+                    crate::sitemap::SiteMap::parse(&text, &p.display().to_string()).unwrap_or_else(|e| {
+                        errors.extend(e.into_iter().map(|e| format!("{file}: location.site_map: {e}")));
+                        crate::sitemap::SiteMap::default()
+                    })
+                }
+                Err(e) => {
+                    errors.push(format!(
+                        "{file}: location.site_map: cannot read {}: {e}",
+                        p.display()
+                    ));
+                    crate::sitemap::SiteMap::default()
+                }
+            },
+        };
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -271,6 +293,7 @@ impl Config {
             rules: crate::reconcile::Rules {
                 default_site: raw.collector.default_site.clone(),
                 patterns,
+                site_map,
             },
             listen_grpc,
             database: raw.collector.database,

@@ -11,6 +11,7 @@ pub mod ingest;
 pub mod locate;
 pub mod normalize;
 pub mod reconcile;
+pub mod sitemap;
 pub mod store;
 pub mod sync;
 

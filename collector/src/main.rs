@@ -250,7 +250,9 @@ async fn devices(cfg: Config, json: bool) -> anyhow::Result<()> {
     }
     for d in &devices {
         use groundtruth_collector::locate::{Located, locate};
-        let loc = match locate(&d.locations, &d.asset_tag, &cfg.rules.patterns) {
+        let mut evidence = d.locations.clone();
+        evidence.extend(cfg.rules.site_map.evidence_for_serial(&d.serial));
+        let loc = match locate(&evidence, &d.asset_tag, &cfg.rules.patterns) {
             Located::At(l) => Some(l),
             Located::Unknown => None,
             Located::Conflict { detail } => {

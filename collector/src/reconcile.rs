@@ -17,6 +17,7 @@ use crate::store::DeviceRow;
 pub struct Rules {
     pub default_site: String,
     pub patterns: Vec<Pattern>,
+    pub site_map: crate::sitemap::SiteMap,
 }
 
 impl Rules {
@@ -30,6 +31,7 @@ impl Rules {
             default_site: default_site.to_owned(),
             patterns: crate::locate::patterns_with(None)
                 .expect("invariant: built-in patterns compile (unit-tested)"),
+            site_map: crate::sitemap::SiteMap::default(),
         }
     }
 }
@@ -62,7 +64,9 @@ pub fn desired(d: &DeviceRow, rules: &Rules) -> Result<DesiredDevice, Unfit> {
             ),
         ));
     }
-    let ev = match locate(&d.locations, &d.asset_tag, &rules.patterns) {
+    let mut evidence = d.locations.clone();
+    evidence.extend(rules.site_map.evidence_for_serial(&d.serial));
+    let ev = match locate(&evidence, &d.asset_tag, &rules.patterns) {
         Located::At(ev) => ev,
         Located::Unknown => {
             return Err(unfit(
@@ -194,6 +198,24 @@ mod tests {
             (loc.site.as_str(), loc.rack.as_str(), loc.position),
             ("DC1", "R07", Some(12))
         );
+    }
+
+    #[test]
+    fn site_map_places_a_device_that_says_nothing_about_itself() {
+        let d = DeviceRow {
+            device_key: "serial:3F3452A52295".into(),
+            serial: "3F3452A52295".into(),
+            ..Default::default()
+        };
+        let mut rules = Rules::builtin("DC1");
+        assert_eq!(desired(&d, &rules).unwrap_err().kind, "no_location");
+        rules.site_map = crate::sitemap::SiteMap::parse(
+            "[[device]]\nserial = \"3f3452a52295\"\nsite = \"DC2\"\nrack = \"P01\"\nu = 3\n",
+            "m.toml",
+        )
+        .unwrap();
+        let loc = desired(&d, &rules).unwrap().location.unwrap();
+        assert_eq!((loc.site.as_str(), loc.rack.as_str(), loc.position), ("DC2", "P01", Some(3)));
     }
 
     #[test]
