@@ -215,7 +215,10 @@ mod tests {
         )
         .unwrap();
         let loc = desired(&d, &rules).unwrap().location.unwrap();
-        assert_eq!((loc.site.as_str(), loc.rack.as_str(), loc.position), ("DC2", "P01", Some(3)));
+        assert_eq!(
+            (loc.site.as_str(), loc.rack.as_str(), loc.position),
+            ("DC2", "P01", Some(3))
+        );
     }
 
     #[test]
