@@ -3,6 +3,8 @@
 //! ```toml
 //! [collector]
 //! listen_grpc = "127.0.0.1:50051"
+//! listen_http = "127.0.0.1:9470"  # /metrics, /api/devices, /api/exceptions, /healthz; "off" disables
+//! api_token = { file = "/etc/groundtruth/secrets/api.token" }   # required on /api/* when set
 //! database = "/var/lib/groundtruth-collector/state.db"
 //! default_site = "DC1"           # for devices whose agent and evidence name no site
 //!
@@ -75,6 +77,12 @@ struct RawCollector {
     database: PathBuf,
     #[serde(default)]
     default_site: String,
+    /// `/metrics`, `/api`, `/healthz`; "off" disables.
+    #[serde(default)]
+    listen_http: Option<String>,
+    /// Bearer token required on `/api/*`.
+    #[serde(default)]
+    api_token: Option<TokenRef>,
 }
 
 fn default_listen() -> String {
@@ -148,6 +156,9 @@ impl std::fmt::Debug for NetBoxSettings {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen_grpc: SocketAddr,
+    /// Where `/metrics`, `/api` and `/healthz` are served; `None` = off.
+    pub listen_http: Option<SocketAddr>,
+    pub api_token: Option<String>,
     pub database: PathBuf,
     pub default_site: String,
     pub netbox: Option<NetBoxSettings>,
@@ -188,6 +199,22 @@ impl Config {
             ));
             SocketAddr::from(([127, 0, 0, 1], 50051))
         });
+        let listen_http = match raw.collector.listen_http.as_deref() {
+            Some("off") => None,
+            None => Some(SocketAddr::from(([127, 0, 0, 1], 9470))),
+            Some(a) => a
+                .parse()
+                .map_err(|_| {
+                    errors.push(format!(
+                        "{file}: collector.listen_http: expected ADDRESS:PORT or \"off\", got {a:?}"
+                    ))
+                })
+                .ok(),
+        };
+        let api_token = match &raw.collector.api_token {
+            None => None,
+            Some(r) => read_secret(r, "collector.api_token", file, &mut errors),
+        };
         let mqtt = raw.mqtt.and_then(|m| {
             let u = url::Url::parse(&m.url)
                 .map_err(|e| errors.push(format!("{file}: mqtt.url: {e}")))
@@ -290,6 +317,8 @@ impl Config {
             return Err(errors);
         }
         Ok(Self {
+            listen_http,
+            api_token,
             rules: crate::reconcile::Rules {
                 default_site: raw.collector.default_site.clone(),
                 patterns,

@@ -7,6 +7,7 @@
 
 pub mod cmdb;
 pub mod config;
+pub mod http;
 pub mod ingest;
 pub mod locate;
 pub mod normalize;

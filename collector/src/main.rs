@@ -173,7 +173,20 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     } else {
         tracing::info!("No [netbox] section: CMDB sync is off.");
     }
-    let service = IngestService::new(store, tx);
+    let service = IngestService::new(store.clone(), tx);
+    if let Some(listen) = cfg.listen_http {
+        let state = groundtruth_collector::http::HttpState {
+            store: store.clone(),
+            ingest: service.stats(),
+            rules: cfg.rules.clone(),
+            api_token: cfg.api_token.clone(),
+        };
+        tokio::spawn(async move {
+            if let Err(e) = groundtruth_collector::http::serve(listen, state).await {
+                tracing::error!(listen = %listen, error = %e, "Cannot serve HTTP (set collector.listen_http, or \"off\").");
+            }
+        });
+    }
     if let Some(m) = cfg.mqtt.clone() {
         tracing::info!(broker = %format!("{}:{}", m.host, m.port), group = %m.share_group, "Collector subscribing to agents over MQTT.");
         tokio::spawn(groundtruth_collector::ingest::mqtt::run(

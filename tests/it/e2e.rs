@@ -102,6 +102,46 @@ async fn snmpd_and_redfish_to_collector_to_netbox_twice_is_idempotent() {
         .expect("snmpd stored");
     assert_eq!(snmp.device_key, format!("endpoint:e2e-agent/snmp://{snmpd}"));
 
+    // The collector's /metrics shows the measured power with the device's rack and U, and
+    // /api/devices wants the token.
+    let http = free_port();
+    let state = groundtruth_collector::http::HttpState {
+        store: store.clone(),
+        ingest: std::sync::Arc::default(),
+        rules: groundtruth_collector::reconcile::Rules::builtin("DC1"),
+        api_token: Some("e2e-token".into()),
+    };
+    tokio::spawn(groundtruth_collector::http::serve(
+        format!("127.0.0.1:{http}").parse().unwrap(),
+        state,
+    ));
+    wait_listening(format!("127.0.0.1:{http}").parse().unwrap()).await;
+    let metrics = reqwest::get(format!("http://127.0.0.1:{http}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.lines().any(|l| l
+            .starts_with("groundtruth_device_power_watts{device=\"serial:GTSRV0000001\"")
+            && l.contains("rack=\"R07\",u=\"12\"}")
+            && l.ends_with(" 412")),
+        "{metrics}"
+    );
+    let api = format!("http://127.0.0.1:{http}/api/devices");
+    assert_eq!(reqwest::get(&api).await.unwrap().status(), 401);
+    let listed: serde_json::Value = reqwest::Client::new()
+        .get(&api)
+        .bearer_auth("e2e-token")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 2);
+
     // NetBox pass 1: the server is created or updated; snmpd (no serial) becomes an exception.
     let settings = groundtruth_collector::config::NetBoxSettings {
         url: nb_url.parse().unwrap(),
