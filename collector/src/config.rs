@@ -5,6 +5,8 @@
 //! listen_grpc = "127.0.0.1:50051"
 //! listen_http = "127.0.0.1:9470"  # /metrics, /api/devices, /api/exceptions, /healthz; "off" disables
 //! api_token = { file = "/etc/groundtruth/secrets/api.token" }   # required on /api/* when set
+//! retention_raw = "7d"           # raw readings, then rolled up hourly
+//! retention_hourly = "400d"      # hourly rollups
 //! database = "/var/lib/groundtruth-collector/state.db"
 //! default_site = "DC1"           # for devices whose agent and evidence name no site
 //!
@@ -83,6 +85,12 @@ struct RawCollector {
     /// Bearer token required on `/api/*`.
     #[serde(default)]
     api_token: Option<TokenRef>,
+    /// Raw readings kept this long, then rolled up hourly ("7d").
+    #[serde(default)]
+    retention_raw: Option<String>,
+    /// Hourly rollups kept this long ("400d").
+    #[serde(default)]
+    retention_hourly: Option<String>,
 }
 
 fn default_listen() -> String {
@@ -159,6 +167,8 @@ pub struct Config {
     /// Where `/metrics`, `/api` and `/healthz` are served; `None` = off.
     pub listen_http: Option<SocketAddr>,
     pub api_token: Option<String>,
+    pub retention_raw: Duration,
+    pub retention_hourly: Duration,
     pub database: PathBuf,
     pub default_site: String,
     pub netbox: Option<NetBoxSettings>,
@@ -211,6 +221,27 @@ impl Config {
                 })
                 .ok(),
         };
+        let mut duration = |key: &str, v: &Option<String>, default: Duration| match v
+            .as_deref()
+            .map(humantime::parse_duration)
+        {
+            None => default,
+            Some(Ok(d)) => d,
+            Some(Err(e)) => {
+                errors.push(format!("{file}: collector.{key}: {e}"));
+                default
+            }
+        };
+        let retention_raw = duration(
+            "retention_raw",
+            &raw.collector.retention_raw,
+            Duration::from_secs(7 * 86_400),
+        );
+        let retention_hourly = duration(
+            "retention_hourly",
+            &raw.collector.retention_hourly,
+            Duration::from_secs(400 * 86_400),
+        );
         let api_token = match &raw.collector.api_token {
             None => None,
             Some(r) => read_secret(r, "collector.api_token", file, &mut errors),
@@ -319,6 +350,8 @@ impl Config {
         Ok(Self {
             listen_http,
             api_token,
+            retention_raw,
+            retention_hourly,
             rules: crate::reconcile::Rules {
                 default_site: raw.collector.default_site.clone(),
                 patterns,

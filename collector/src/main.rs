@@ -173,6 +173,22 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     } else {
         tracing::info!("No [netbox] section: CMDB sync is off.");
     }
+    {
+        // Retention: roll up and expire readings every 10 minutes.
+        let store = store.clone();
+        let (raw, hourly) = (cfg.retention_raw, cfg.retention_hourly);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(600));
+            loop {
+                tick.tick().await;
+                match store.compact(raw, hourly).await {
+                    Ok((0, 0)) => {}
+                    Ok((rolled, expired)) => tracing::info!(rolled, expired, "Compacted reading history."),
+                    Err(e) => tracing::error!(error = %e, "Reading compaction failed; will retry."),
+                }
+            }
+        });
+    }
     let service = IngestService::new(store.clone(), tx);
     if let Some(listen) = cfg.listen_http {
         let state = groundtruth_collector::http::HttpState {
