@@ -2,7 +2,8 @@
 # The project's test command (README: "run every test"). On a fresh machine it installs what the
 # tests need (Debian packages, PyPI packages, crates), starts every test peer on 127.0.0.1
 # (tests/peers/start-all.sh, NetBox included), then runs, in order:
-#   cargo fmt --check; cargo clippy --all-targets -D warnings; cargo build; cargo test (all suites)
+#   cargo fmt --check; cargo clippy --all-targets -D warnings; cargo build; cargo test (all suites);
+#   the .deb install test (tests/packaging.sh)
 # with GT_REQUIRE_PEERS=1, so a peer that failed to come up fails the run instead of skipping.
 # Peers are left running for the next run (stop them with tests/peers/stop-all.sh).
 #
@@ -35,5 +36,9 @@ set +e
 GT_REQUIRE_PEERS=1 cargo test --workspace --locked ${GT_TEST_ARGS:-} 2>&1 | tee "${GT_PEERS_RUN:-/tmp/gt-peers}/last-test-run.log"
 status=${PIPESTATUS[0]}
 set -e
+if [ "$status" = 0 ]; then
+  step "package install test (tests/packaging.sh)"
+  tests/packaging.sh || status=$?
+fi
 step "done (exit $status)"
 exit "$status"
