@@ -11,6 +11,9 @@ use groundtruth_proto::v1::{ComponentKind, DeviceReport, LocationSource, MacRole
 use groundtruth_tests::Peers;
 use tokio::net::UdpSocket;
 
+mod fake_bmc;
+use fake_bmc::{FakeBmc, Misbehave};
+
 fn cx() -> PollCx {
     PollCx {
         limits: Limits {
@@ -408,4 +411,120 @@ async fn silent_peer_is_a_timeout_after_the_configured_retries() {
         other => panic!("expected a timeout, got {other:?}"),
     }
     assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
+}
+
+// ---------------------------------------------------------------------------------- fake BMC
+
+async fn poll_fake(bmc: &FakeBmc, query: &str) -> (DeviceReport, Option<DriverError>) {
+    let t = target(fake_bmc::USER_NAME, fake_bmc::PASSWORD, &bmc.addr, query);
+    driver::poll(&t, &cx()).await
+}
+
+#[tokio::test]
+async fn cipher_suite_17_session_reads_everything_from_the_fake_bmc() {
+    let bmc = FakeBmc::start(17, Misbehave::None).await;
+    let (report, err) = poll_fake(&bmc, "?cipher=17").await;
+    assert!(err.is_none(), "{err:?}");
+    let id = report.identity.as_ref().unwrap();
+    assert_eq!(id.attributes["ipmi.cipher_suite"], "17");
+    assert_eq!(id.serial_number, "7ZQ9XK3");
+    assert_eq!(id.model, "PowerEdge R650");
+    assert_eq!(
+        id.vendor, "Dell",
+        "from IANA 674 when the FRU names no manufacturer"
+    );
+    assert_eq!(id.firmware_version, "2.45");
+    assert_eq!(id.asset_tag, "RACK7-U20");
+    assert_eq!(id.attributes["chassis.power"], "off");
+    assert_eq!(id.macs[0].address, "f4:02:70:aa:bb:cc");
+    assert_eq!(id.attributes["bmc.ip"], "10.1.2.3");
+    // 2's complement temperature sensor.
+    let t = report
+        .readings
+        .iter()
+        .find(|r| r.metric == "temperature")
+        .unwrap();
+    assert_eq!((t.value, t.unit.as_str()), (-5.0, "Cel"));
+    // DCMI supported here: device power from DCMI.
+    assert_eq!(id.attributes["ipmi.power_source"], "dcmi");
+    let p = report
+        .readings
+        .iter()
+        .find(|r| r.metric == "power" && r.component.is_none())
+        .unwrap();
+    assert_eq!(p.value, 300.0);
+    // PSU FRU found through the FRU locator SDR; serial in 6-bit packed ASCII; the BMC only
+    // allows 16-byte FRU reads and refuses whole-record SDR reads.
+    assert_eq!(report.components.len(), 1, "{:?}", report.components);
+    let psu = &report.components[0];
+    assert_eq!(psu.serial_number, "PSU00042");
+    assert_eq!(
+        (psu.vendor.as_str(), psu.part_number.as_str()),
+        ("Delta", "0CMPWX")
+    );
+    assert_eq!(psu.component.as_ref().unwrap().kind, ComponentKind::Psu as i32);
+    assert_eq!(report.status.unwrap().outcome, PollOutcome::Ok as i32);
+    let stats = bmc.stats.lock().unwrap();
+    assert_eq!(
+        (stats.sessions_opened, stats.sessions_closed),
+        (1, 1),
+        "one session, closed"
+    );
+}
+
+#[tokio::test]
+async fn sdr_is_read_once_and_cached_while_its_timestamps_stay() {
+    let bmc = FakeBmc::start(3, Misbehave::None).await;
+    let get_sdr = || {
+        bmc.stats
+            .lock()
+            .unwrap()
+            .commands
+            .get(&(0x0A, 0x23))
+            .copied()
+            .unwrap_or(0)
+    };
+    let (_, err) = poll_fake(&bmc, "").await;
+    assert!(err.is_none(), "{err:?}");
+    let first = get_sdr();
+    assert!(first >= 4, "two records in header + chunk reads: {first}");
+    let (report, err) = poll_fake(&bmc, "").await;
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(get_sdr(), first, "second poll must reuse the cached SDR");
+    assert_eq!(report.components.len(), 1);
+    let info = bmc.stats.lock().unwrap().commands[&(0x0A, 0x20)];
+    assert_eq!(info, 2, "repository info is asked every poll");
+}
+
+#[tokio::test]
+async fn suite_mismatch_wrong_password_and_foreign_answers_after_setup_are_clear_errors() {
+    let bmc = FakeBmc::start(17, Misbehave::None).await;
+    let (_, err) = poll_fake(&bmc, "?cipher=3").await;
+    assert!(
+        matches!(&err, Some(DriverError::DeviceException(d)) if d.contains("cipher suite")),
+        "{err:?}"
+    );
+    let t = target(fake_bmc::USER_NAME, "not-the-password", &bmc.addr, "?cipher=17");
+    let (_, err) = driver::poll(&t, &cx()).await;
+    assert!(
+        matches!(&err, Some(DriverError::Auth { detail }) if detail.contains("wrong password")),
+        "{err:?}"
+    );
+
+    for (m, expect) in [
+        (Misbehave::ForeignSessionId, "is not ours"),
+        (Misbehave::BadIntegrity, "integrity check failed"),
+    ] {
+        let bmc = FakeBmc::start(3, m).await;
+        let started = Instant::now();
+        let (report, err) = poll_fake(&bmc, "").await;
+        match err {
+            Some(DriverError::Malformed { detail, .. }) => {
+                assert!(detail.contains(expect), "{m:?}: {detail}")
+            }
+            other => panic!("{m:?}: expected a malformed-answer error, got {other:?}"),
+        }
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert_eq!(report.status.unwrap().outcome, PollOutcome::ProtocolError as i32);
+    }
 }
