@@ -134,6 +134,14 @@ async fn ipmi_sim_every_analog_sensor_within_one_percent_of_ipmitool() {
             "{name} ({metric}): ours {got}, ipmitool {want}"
         );
     }
+    // Threshold state per analog sensor: 0 = within all thresholds (ipmitool shows "ok").
+    let states: Vec<f64> = report
+        .readings
+        .iter()
+        .filter(|r| r.source.ends_with(":threshold_state"))
+        .map(|r| r.value)
+        .collect();
+    assert_eq!(states, vec![0.0; 7]);
     assert_eq!(ours["FAN1"].0, "fan_speed");
     assert_eq!(ours["12V"].0, "voltage");
     assert_eq!(ours["Inlet Temp"].0, "temperature");

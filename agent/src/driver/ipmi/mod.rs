@@ -289,7 +289,7 @@ async fn collect(s: &mut Session, t: &IpmiTarget, endpoint: &str) -> Result<Devi
             }
             continue;
         }
-        if let Some(reading) = sensor_reading(x, &r.data, now) {
+        for reading in sensor_reading(x, &r.data, now) {
             if reading.metric == "power" && sdr_power.is_none() {
                 sdr_power = Some((reading.value, reading.source.clone()));
             }
@@ -544,12 +544,16 @@ fn entity_kind(entity_id: u8, sensor_type: u8) -> ComponentKind {
     }
 }
 
-/// Turns a Get Sensor Reading answer into a reading: analog threshold sensors in the reading
-/// vocabulary's units, discrete sensors as `status` with the state bits as value.
-fn sensor_reading(x: &Sensor, d: &[u8], now: SystemTime) -> Option<Reading> {
-    let (&raw, &flags) = (d.first()?, d.get(1)?);
+/// Turns a Get Sensor Reading answer into readings: an analog threshold sensor gives its value
+/// in the reading vocabulary's units plus a `status` reading with the threshold comparison bits
+/// (0 = within all thresholds; bit 0..5 = below LNC, LC, LNR, at/above UNC, UC, UNR); a discrete
+/// sensor gives `status` with its state bits (0–14).
+fn sensor_reading(x: &Sensor, d: &[u8], now: SystemTime) -> Vec<Reading> {
+    let (Some(&raw), Some(&flags)) = (d.first(), d.get(1)) else {
+        return vec![];
+    };
     if flags & 0x20 != 0 || flags & 0x40 == 0 {
-        return None; // reading unavailable, or scanning disabled
+        return vec![]; // reading unavailable, or scanning disabled
     }
     let component = Some(Component {
         kind: entity_kind(x.entity_id, x.sensor_type) as i32,
@@ -558,32 +562,47 @@ fn sensor_reading(x: &Sensor, d: &[u8], now: SystemTime) -> Option<Reading> {
     });
     let source = format!("ipmi:sdr:{:#06x}:sensor:{}", x.record_id, x.number);
     if x.event_type == 0x01 {
-        let c = x.conversion?;
-        let (metric, unit, f) = if x.percentage {
-            ("load", "%", (|v| v) as fn(f64) -> f64)
+        let map = if x.percentage {
+            Some(("load", "%", (|v| v) as fn(f64) -> f64))
         } else {
-            sdr::metric_for(x.base_unit)?
+            sdr::metric_for(x.base_unit)
         };
-        let v = f(c.convert(raw)?);
-        return Some(Reading {
-            metric: metric.into(),
-            unit: unit.into(),
-            value: (v * 1e6).round() / 1e6,
-            observed_at: Some(now.into()),
-            component,
-            source,
-        });
+        let (Some(c), Some((metric, unit, f))) = (x.conversion, map) else {
+            return vec![];
+        };
+        let Some(v) = c.convert(raw).map(f) else {
+            return vec![];
+        };
+        let state = d.get(2).map_or(0, |b| b & 0x3F);
+        return vec![
+            Reading {
+                metric: metric.into(),
+                unit: unit.into(),
+                value: (v * 1e6).round() / 1e6,
+                observed_at: Some(now.into()),
+                component: component.clone(),
+                source: source.clone(),
+            },
+            Reading {
+                metric: "status".into(),
+                unit: String::new(),
+                value: f64::from(state),
+                observed_at: Some(now.into()),
+                component,
+                source: format!("{source}:threshold_state"),
+            },
+        ];
     }
     // Discrete / sensor-specific: states 0–14 as a bit field.
     let states = u16::from(*d.get(2).unwrap_or(&0)) | u16::from(*d.get(3).unwrap_or(&0) & 0x7F) << 8;
-    Some(Reading {
+    vec![Reading {
         metric: "status".into(),
         unit: String::new(),
         value: f64::from(states),
         observed_at: Some(now.into()),
         component,
         source: format!("{source}:states"),
-    })
+    }]
 }
 
 /// Reads one FRU device's image: Get FRU Inventory Area Info, then Read FRU Data in chunks of
@@ -714,9 +733,10 @@ async fn read_sdr(s: &mut Session) -> Result<Vec<Vec<u8>>, DriverError> {
                 .raw(netfn::STORAGE, 0x23, &get(resv, 0, 0xFF), "Get SDR")
                 .await?;
             match r.completion_code {
-                0 if r.data.len() >= 7 => {
+                // Only a complete record counts; a BMC that silently truncates is read in chunks.
+                0 if r.data.len() >= 7 && r.data.len() >= 7 + usize::from(r.data[6]) => {
                     id = rmcp::u16le(&r.data, 0).unwrap_or(0xFFFF);
-                    out.push(r.data[2..].to_vec());
+                    out.push(r.data[2..7 + usize::from(r.data[6])].to_vec());
                     continue;
                 }
                 0xC5 => {
@@ -825,14 +845,22 @@ mod tests {
 
     #[test]
     fn sensor_readings_convert_units_and_skip_unavailable() {
-        let r = sensor_reading(&sensor(0x01, 6), &[103, 0x40, 0], SystemTime::UNIX_EPOCH).unwrap();
+        let r = sensor_reading(&sensor(0x01, 6), &[103, 0x40, 0x08], SystemTime::UNIX_EPOCH);
+        assert_eq!(r.len(), 2);
         assert_eq!(
-            (r.metric.as_str(), r.unit.as_str(), r.value),
+            (r[0].metric.as_str(), r[0].unit.as_str(), r[0].value),
             ("power", "W", 412.0)
         );
-        assert_eq!(r.component.unwrap().label, "Pwr Consumption");
-        assert!(sensor_reading(&sensor(0x01, 6), &[103, 0x60, 0], SystemTime::UNIX_EPOCH).is_none());
-        assert!(sensor_reading(&sensor(0x01, 6), &[103, 0x00, 0], SystemTime::UNIX_EPOCH).is_none());
+        assert_eq!(r[0].component.as_ref().unwrap().label, "Pwr Consumption");
+        assert_eq!(
+            (r[1].metric.as_str(), r[1].value),
+            ("status", 8.0),
+            "at or above UNC"
+        );
+        assert!(sensor_reading(&sensor(0x01, 6), &[103, 0x60, 0], SystemTime::UNIX_EPOCH).is_empty());
+        assert!(sensor_reading(&sensor(0x01, 6), &[103, 0x00, 0], SystemTime::UNIX_EPOCH).is_empty());
+        assert!(sensor_reading(&sensor(0x01, 6), &[103], SystemTime::UNIX_EPOCH).is_empty());
+        assert!(sensor_reading(&sensor(0x01, 99), &[103, 0x40], SystemTime::UNIX_EPOCH).is_empty());
         let mut f = sensor(0x01, 2);
         f.conversion = Some(sdr::Conversion {
             m: 1,
@@ -842,13 +870,15 @@ mod tests {
             format: 0,
             linearization: 0,
         });
-        let r = sensor_reading(&f, &[212, 0x40], SystemTime::UNIX_EPOCH).unwrap();
+        let r = sensor_reading(&f, &[212, 0x40], SystemTime::UNIX_EPOCH);
         assert_eq!(
-            (r.metric.as_str(), r.unit.as_str(), r.value),
+            (r[0].metric.as_str(), r[0].unit.as_str(), r[0].value),
             ("temperature", "Cel", 100.0)
         );
-        let r = sensor_reading(&sensor(0x6F, 0), &[0, 0x40, 0x01, 0x80], SystemTime::UNIX_EPOCH).unwrap();
-        assert_eq!((r.metric.as_str(), r.value), ("status", 1.0));
+        assert_eq!(r[1].value, 0.0);
+        let r = sensor_reading(&sensor(0x6F, 0), &[0, 0x40, 0x01, 0x80], SystemTime::UNIX_EPOCH);
+        assert_eq!(r.len(), 1);
+        assert_eq!((r[0].metric.as_str(), r[0].value), ("status", 1.0));
     }
 
     #[test]
