@@ -536,3 +536,77 @@ async fn suite_mismatch_wrong_password_and_foreign_answers_after_setup_are_clear
         assert_eq!(report.status.unwrap().outcome, PollOutcome::ProtocolError as i32);
     }
 }
+
+// ---------------------------------------------------------------------------------- pyghmi BMC
+
+/// Kills the spawned BMC when the test ends, whatever happens.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn pyghmi_bmc_session_and_chassis_status_work_missing_commands_are_named() {
+    // A Python with pyghmi (e.g. a venv with `pip install pyghmi`); not part of start-all.sh.
+    let Ok(python) = std::env::var("GT_PYGHMI_PYTHON") else {
+        assert!(
+            std::env::var("GT_REQUIRE_PEERS").as_deref() != Ok("1")
+                || std::env::var("GT_REQUIRE_PYGHMI").is_err(),
+            "GT_PYGHMI_PYTHON not set"
+        );
+        eprintln!("SKIP: pyghmi_bmc: set GT_PYGHMI_PYTHON to a python that has pyghmi installed");
+        return;
+    };
+    let port = groundtruth_tests::free_port();
+    let script = groundtruth_tests::repo_root().join("tests/peers/ipmi/pyghmi_bmc.py");
+    let _bmc = Child(
+        Command::new(python)
+            .arg(script)
+            .arg(port.to_string())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let addr = format!("127.0.0.1:{port}");
+    let t = target("ADMIN", "Adm1nPass!", &addr, "");
+    // pyghmi needs a moment to import and bind: until then the port refuses (or drops) datagrams.
+    let mut polled = None;
+    for _ in 0..50 {
+        let (report, err) = driver::poll(&t, &cx()).await;
+        if !matches!(
+            err,
+            Some(DriverError::Timeout { .. } | DriverError::Connect { .. })
+        ) {
+            polled = Some((report, err));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (report, err) = polled.expect("pyghmi BMC never answered");
+    assert!(err.is_none(), "{err:?}");
+    let id = report.identity.as_ref().unwrap();
+    assert_eq!(id.attributes["chassis.power"], "on");
+    assert_eq!(id.firmware_version, "1.00");
+    let status = report.status.unwrap();
+    assert_eq!(status.outcome, PollOutcome::Partial as i32);
+    for what in ["Get System GUID", "FRU 0", "SDR repository", "LAN MAC"] {
+        assert!(
+            status
+                .partial_errors
+                .iter()
+                .any(|e| e.starts_with(what) && e.contains("invalid or unsupported command")),
+            "{what}: {:?}",
+            status.partial_errors
+        );
+    }
+    // Suite 17 is not offered: a clear refusal, no hang.
+    let (_, err) = driver::poll(&target("ADMIN", "Adm1nPass!", &addr, "?cipher=17"), &cx()).await;
+    assert!(
+        matches!(&err, Some(DriverError::DeviceException(d)) if d.contains("cipher suite 17")),
+        "{err:?}"
+    );
+}

@@ -544,8 +544,15 @@ impl Session {
                     }
                     if (d[16], d[24], d[32]) != (a, i, c) {
                         return Verdict::Done(Err(DriverError::DeviceException(format!(
-                            "BMC answered Open Session with other algorithms ({:#04x}, {:#04x}, {:#04x})",
-                            d[16], d[24], d[32]
+                            "BMC does not support the requested cipher suite {}: it answered Open Session \
+                             with algorithms {:#04x}/{:#04x}/{:#04x}",
+                            match p.suite {
+                                IpmiCipherSuite::Suite3 => 3,
+                                IpmiCipherSuite::Suite17 => 17,
+                            },
+                            d[16],
+                            d[24],
+                            d[32]
                         ))));
                     }
                     match rmcp::u32le(d, 8) {
