@@ -278,6 +278,53 @@ async fn second_poll_reuses_nothing_but_the_sdr_cache_and_gives_the_same_answer(
     );
 }
 
+/// The ipmi_sim configured in `../shared/peers/ipmi` (Supermicro-style identity, PSU FRUs behind
+/// FRU-locator SDRs, 13 sensors). Not part of our harness: point `GT_SHARED_IPMI_ADDR` at one
+/// (its start.sh serves 127.0.0.1:16230, user ADMIN / Adm1nPass!).
+#[tokio::test]
+async fn shared_ipmi_sim_issue_7_values_psu_frus_and_all_sensors() {
+    let Ok(addr) = std::env::var("GT_SHARED_IPMI_ADDR") else {
+        eprintln!("SKIP: shared_ipmi_sim: GT_SHARED_IPMI_ADDR not set");
+        return;
+    };
+    let report = poll_ok(&target("ADMIN", "Adm1nPass!", &addr, "")).await;
+    let id = report.identity.as_ref().unwrap();
+    assert_eq!(id.serial_number, "S411795X1A01234");
+    assert_eq!(id.attributes["fru.board.serial"], "OM219S012345");
+    assert_eq!(id.attributes["fru.chassis.serial"], "C8190LK41AB0123");
+    assert_eq!(id.asset_tag, "DC01-R07-U12");
+    assert_eq!(id.macs[0].address, "0c:c4:7a:e3:1f:82");
+    let mut psu: Vec<&str> = report
+        .components
+        .iter()
+        .map(|c| c.serial_number.as_str())
+        .collect();
+    psu.sort_unstable();
+    assert_eq!(psu, ["P1K02AH16DT1234", "P1K02AH16DT1235"]);
+    assert_eq!(id.attributes["ipmi.power_source"], "sdr");
+    let expected = ipmitool_sdr(&addr, "ADMIN", "Adm1nPass!").expect("ipmitool");
+    let ours: HashMap<String, f64> = report
+        .readings
+        .iter()
+        .filter(|r| r.metric != "status")
+        .filter_map(|r| Some((r.component.as_ref()?.label.clone(), r.value)))
+        .collect();
+    assert_eq!(expected.len(), 11, "{expected:?}");
+    for (name, want) in &expected {
+        let got = ours[name];
+        assert!(
+            (got - want).abs() <= want.abs() * 0.01,
+            "{name}: ours {got}, ipmitool {want}"
+        );
+    }
+    let device = report
+        .readings
+        .iter()
+        .find(|r| r.metric == "power" && r.component.is_none())
+        .unwrap();
+    assert_eq!(device.value, ours["Pwr Consumption"], "system total, not one PSU");
+}
+
 // ---------------------------------------------------------------------------------- hostile peers
 
 /// A UDP peer on 127.0.0.1:0 that answers every datagram with whatever `answer` returns.

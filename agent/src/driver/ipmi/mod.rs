@@ -266,7 +266,10 @@ async fn collect(s: &mut Session, t: &IpmiTarget, endpoint: &str) -> Result<Devi
             Err(e) => partial.push(format!("SDR: {e}")),
         }
     }
+    // Device power fallback: the first power sensor not on a PSU entity (system/chassis total),
+    // else the sum of the PSU power sensors.
     let mut sdr_power: Option<(f64, String)> = None;
+    let mut psu_power: (f64, Vec<String>) = (0.0, Vec::new());
     for x in &sensors {
         if x.owner != rmcp::BMC_ADDR || x.lun != 0 {
             continue; // sensors behind other controllers need bridging (not done)
@@ -290,8 +293,13 @@ async fn collect(s: &mut Session, t: &IpmiTarget, endpoint: &str) -> Result<Devi
             continue;
         }
         for reading in sensor_reading(x, &r.data, now) {
-            if reading.metric == "power" && sdr_power.is_none() {
-                sdr_power = Some((reading.value, reading.source.clone()));
+            if reading.metric == "power" {
+                if entity_kind(x.entity_id, x.sensor_type) == ComponentKind::Psu {
+                    psu_power.0 += reading.value;
+                    psu_power.1.push(reading.source.clone());
+                } else if sdr_power.is_none() {
+                    sdr_power = Some((reading.value, reading.source.clone()));
+                }
             }
             report.readings.push(reading);
         }
@@ -322,6 +330,9 @@ async fn collect(s: &mut Session, t: &IpmiTarget, endpoint: &str) -> Result<Devi
         Err(e @ (DriverError::Timeout { .. } | DriverError::Connect { .. })) => return Err(e),
         _ => {
             id.attributes.insert("ipmi.dcmi".into(), "unsupported".into());
+            if sdr_power.is_none() && !psu_power.1.is_empty() {
+                sdr_power = Some((psu_power.0, format!("sum of {}", psu_power.1.join(" + "))));
+            }
             if let Some((w, src)) = sdr_power {
                 id.attributes.insert("ipmi.power_source".into(), "sdr".into());
                 report.readings.push(Reading {
