@@ -481,6 +481,12 @@ impl Session {
                 },
             )
             .await?;
+        if caps.completion_code == 0xCC {
+            // An IPMI 1.5-only BMC refuses the "IPMI v2.0 extended data" bit.
+            return Err(DriverError::Unsupported(
+                "IPMI 2.0 / RMCP+ (the BMC offers only IPMI 1.5)",
+            ));
+        }
         if caps.completion_code != 0 {
             return Err(DriverError::DeviceException(format!(
                 "Get Channel Authentication Capabilities: {}",
