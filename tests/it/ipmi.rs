@@ -657,3 +657,31 @@ async fn pyghmi_bmc_session_and_chassis_status_work_missing_commands_are_named()
         "{err:?}"
     );
 }
+
+/// Steady-state cost of a full poll in one process (SDR cached after the first poll), as
+/// `groundtruth-agent run` sees it. `cargo test -p groundtruth-tests --test it -- --ignored
+/// bench_ipmi --nocapture`; `tests/peers/ipmi/bench.sh` compares the tools process by process.
+#[tokio::test]
+#[ignore = "benchmark; prints timings"]
+async fn bench_ipmi_sim_full_polls_in_one_process() {
+    let Some([addr, user, pass, ..]) = peer("bench_ipmi") else {
+        return;
+    };
+    let t = target(&user, &pass, &addr, "");
+    let mut ms = Vec::new();
+    for _ in 0..30 {
+        let started = Instant::now();
+        let report = poll_ok(&t).await;
+        assert!(report.readings.len() > 10);
+        ms.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    let cold = ms.remove(0);
+    ms.sort_by(f64::total_cmp);
+    eprintln!(
+        "ipmi full poll in-process: first (cold SDR) {cold:.1} ms; warm: min {:.1} median {:.1} max {:.1} ms (n={})",
+        ms[0],
+        ms[ms.len() / 2],
+        ms[ms.len() - 1],
+        ms.len()
+    );
+}
