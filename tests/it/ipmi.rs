@@ -584,6 +584,27 @@ async fn suite_mismatch_wrong_password_and_foreign_answers_after_setup_are_clear
     }
 }
 
+#[tokio::test]
+async fn lost_request_is_retried_and_cancelled_sdr_reservation_is_renewed() {
+    let bmc = FakeBmc::start(3, Misbehave::DropFirstRequest).await;
+    let (report, err) = poll_fake(&bmc, "").await;
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(report.identity.unwrap().serial_number, "7ZQ9XK3");
+    // The first request of a session is Set Session Privilege Level.
+    let set_priv = bmc.stats.lock().unwrap().commands[&(0x06, 0x3B)];
+    assert_eq!(set_priv, 2, "sent again after the first copy was lost");
+
+    let bmc = FakeBmc::start(3, Misbehave::CancelReservationOnce).await;
+    let (report, err) = poll_fake(&bmc, "").await;
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(report.components.len(), 1, "the FRU locator was still read");
+    assert_eq!(
+        bmc.stats.lock().unwrap().commands[&(0x0A, 0x22)],
+        2,
+        "reserved twice"
+    );
+}
+
 // ---------------------------------------------------------------------------------- pyghmi BMC
 
 /// Kills the spawned BMC when the test ends, whatever happens.

@@ -20,6 +20,10 @@ pub enum Misbehave {
     ForeignSessionId,
     /// After the session is up, answers carry a wrong integrity code.
     BadIntegrity,
+    /// The first Get SDR answers "reservation cancelled" (C5h), as when another client reserves.
+    CancelReservationOnce,
+    /// The first request inside the session gets no answer (lost datagram): the client must retry.
+    DropFirstRequest,
 }
 
 #[derive(Debug, Default)]
@@ -186,9 +190,18 @@ impl FakeBmc {
             let mut buf = vec![0u8; 4096];
             let mut session: Option<Session> = None;
             let mut next_sid = 0x0100u32;
+            let mut once = true;
             while let Ok((n, from)) = sock.recv_from(&mut buf).await {
                 let req = buf[..n].to_vec();
-                let replies = handle(&req, suite, misbehave, &mut session, &mut next_sid, &st);
+                let replies = handle(
+                    &req,
+                    suite,
+                    misbehave,
+                    &mut session,
+                    &mut next_sid,
+                    &mut once,
+                    &st,
+                );
                 for r in replies {
                     let _ = sock.send_to(&r, from).await;
                 }
@@ -214,6 +227,7 @@ fn handle(
     misbehave: Misbehave,
     session: &mut Option<Session>,
     next_sid: &mut u32,
+    once: &mut bool,
     stats: &Mutex<Stats>,
 ) -> Vec<Vec<u8>> {
     if req.len() < 16 || req[..4] != [0x06, 0x00, 0xFF, 0x07] {
@@ -368,7 +382,17 @@ fn handle(
             let (netfn, rq_seq, cmd) = (plain[1] >> 2, plain[4], plain[5]);
             let data = &plain[6..plain.len() - 1];
             *stats.lock().unwrap().commands.entry((netfn, cmd)).or_default() += 1;
-            let (cc, out) = command(netfn, cmd, data);
+            if misbehave == Misbehave::DropFirstRequest && std::mem::take(once) {
+                return vec![];
+            }
+            let (cc, out) = if misbehave == Misbehave::CancelReservationOnce
+                && (netfn, cmd) == (0x0A, 0x23)
+                && std::mem::take(once)
+            {
+                (0xC5, vec![])
+            } else {
+                command(netfn, cmd, data)
+            };
             if (netfn, cmd) == (0x06, 0x3C) {
                 stats.lock().unwrap().sessions_closed += 1;
             }
