@@ -9,6 +9,7 @@
 //! modbus+tcp://HOST[:PORT]?unit=1&map=NAME
 //! modbus+rtu:///dev/ttyX?baud=9600&unit=1&map=NAME
 //! ipmi://USER:PASS@HOST[:PORT][?cipher=3|17&privilege=user|operator|admin]   IPMI 2.0 RMCP+ (port 623)
+//! ipmi://USER:PASS@HOST[:PORT]?v15=md5|password[&privilege=…]               IPMI 1.5 session
 //! ```
 //! Credentials in the URL are for one-shot use (as curl does); `--password-file`/`--password-env`
 //! and the config file's secret references keep them out of process listings and shell history.
@@ -104,6 +105,17 @@ pub struct IpmiTarget {
     /// Role requested in RAKP 1; `None` = administrator, falling back to operator and user
     /// when the BMC refuses the role for this account.
     pub privilege: Option<IpmiPrivilege>,
+    /// An IPMI 1.5 session with this authentication instead of RMCP+ (`?v15=md5|password`).
+    pub v15: Option<IpmiV15Auth>,
+}
+
+/// IPMI 1.5 session authentication types the driver speaks (§22.13).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IpmiV15Auth {
+    /// MD5 auth code per message.
+    Md5,
+    /// "Straight password": the password itself in every message (clear text on the wire).
+    Password,
 }
 
 /// The RMCP+ cipher suites the IPMI driver speaks (IPMI v2.0 §22.15.2, table 22-20).
@@ -296,6 +308,7 @@ impl Target {
             "ipmi" => {
                 let mut cipher = IpmiCipherSuite::default();
                 let mut privilege = None;
+                let mut v15 = None;
                 for (k, v) in &params {
                     match k.as_str() {
                         "cipher" => {
@@ -313,6 +326,13 @@ impl Target {
                                 _ => return Err(param_err("privilege", "expected user, operator or admin")),
                             });
                         }
+                        "v15" => {
+                            v15 = Some(match v.to_ascii_lowercase().as_str() {
+                                "md5" => IpmiV15Auth::Md5,
+                                "password" | "straight" => IpmiV15Auth::Password,
+                                _ => return Err(param_err("v15", "expected md5 or password")),
+                            });
+                        }
                         _ => return Err(TargetError::UnknownParam(k.clone())),
                     }
                 }
@@ -323,6 +343,7 @@ impl Target {
                     password: Secret::new(password.unwrap_or_default()),
                     cipher,
                     privilege,
+                    v15,
                 }))
             }
             other => Err(TargetError::Scheme(other.to_owned())),
@@ -508,6 +529,13 @@ mod tests {
             matches!(Target::parse("ipmi://u:p@h?privilege=root"), Err(TargetError::Param { key, .. }) if key == "privilege")
         );
         assert!(matches!(Target::parse("ipmi://u:p@h?x=1"), Err(TargetError::UnknownParam(k)) if k == "x"));
+        let Target::Ipmi(t) = Target::parse("ipmi://u:p@bmc?v15=MD5").unwrap() else {
+            panic!("not ipmi")
+        };
+        assert_eq!(t.v15, Some(IpmiV15Auth::Md5));
+        assert!(
+            matches!(Target::parse("ipmi://u:p@h?v15=md2"), Err(TargetError::Param { key, .. }) if key == "v15")
+        );
     }
 
     #[test]

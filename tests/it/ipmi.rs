@@ -325,6 +325,46 @@ async fn shared_ipmi_sim_issue_7_values_psu_frus_and_all_sensors() {
     assert_eq!(device.value, ours["Pwr Consumption"], "system total, not one PSU");
 }
 
+#[tokio::test]
+async fn ipmi_sim_ipmi15_sessions_with_md5_and_straight_password() {
+    let Some([addr, user, pass, ..]) = peer("ipmi_sim_v15") else {
+        return;
+    };
+    for (q, session) in [
+        ("?v15=md5", "ipmi 1.5 md5"),
+        ("?v15=password", "ipmi 1.5 straight password"),
+    ] {
+        let report = poll_ok(&target(&user, &pass, &addr, q)).await;
+        let id = report.identity.as_ref().unwrap();
+        assert_eq!(id.attributes["ipmi.session"], session);
+        assert!(!id.attributes.contains_key("ipmi.cipher_suite"));
+        assert_eq!(id.serial_number, "GTPRD000001");
+        assert_eq!(
+            id.macs[0].address, "02:47:54:00:00:01",
+            "Set Session Privilege Level worked"
+        );
+        assert!(
+            report
+                .readings
+                .iter()
+                .any(|r| r.metric == "power" && r.component.is_none())
+        );
+        assert_eq!(report.status.unwrap().outcome, PollOutcome::Ok as i32);
+    }
+    let started = Instant::now();
+    let (_, err) = driver::poll(&target(&user, "WrongPass1", &addr, "?v15=md5"), &cx()).await;
+    assert!(
+        matches!(&err, Some(DriverError::Auth { detail }) if detail.contains("wrong password")),
+        "{err:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let (_, err) = driver::poll(&target("nosuchuser", "x", &addr, "?v15=md5"), &cx()).await;
+    assert!(
+        matches!(&err, Some(DriverError::Auth { detail }) if detail.contains("unknown user")),
+        "{err:?}"
+    );
+}
+
 // ---------------------------------------------------------------------------------- hostile peers
 
 /// A UDP peer on 127.0.0.1:0 that answers every datagram with whatever `answer` returns.

@@ -1,5 +1,5 @@
-//! IPMI over LAN driver (issue #7): IPMI 2.0 RMCP+ sessions (cipher suites 3 and 17), our own
-//! implementation (no crate does RMCP+ with USER-role accounts, SHA-256 suites, SDR and FRU;
+//! IPMI over LAN driver (issue #7): IPMI 2.0 RMCP+ sessions (cipher suites 3 and 17) and IPMI
+//! 1.5 sessions (MD5 or straight password, `?v15=`), our own implementation (no crate does RMCP+ with USER-role accounts, SHA-256 suites, SDR and FRU;
 //! see `../shared/CRATES.md`).
 //!
 //! Layers, tokio-modbus style: [`rmcp`] (codec: bytes ↔ frames, pure) → [`session`] (RMCP+
@@ -40,7 +40,7 @@ use groundtruth_proto::v1::{
 use self::sdr::{Record, Sensor};
 use self::session::{OpenParams, ROLE_REFUSED, Session, cc_error};
 use super::{DriverError, PollCx, clean};
-use crate::target::{IpmiCipherSuite, IpmiPrivilege, IpmiTarget};
+use crate::target::{IpmiCipherSuite, IpmiPrivilege, IpmiTarget, IpmiV15Auth};
 
 /// Most SDRs read from one repository (real BMCs have 50–300).
 const MAX_SDR_RECORDS: usize = 1024;
@@ -80,6 +80,7 @@ pub async fn poll(t: &IpmiTarget, cx: &PollCx) -> Result<DeviceReport, DriverErr
             password: t.password.expose(),
             suite: t.cipher,
             privilege,
+            v15: t.v15,
         };
         match Session::open(&params, &cx.limits).await {
             Ok(s) => {
@@ -157,14 +158,26 @@ async fn collect(s: &mut Session, t: &IpmiTarget, endpoint: &str) -> Result<Devi
         ..Default::default()
     };
     let mut report = DeviceReport::default();
-    id.attributes.insert(
-        "ipmi.cipher_suite".into(),
-        match s.suite {
-            IpmiCipherSuite::Suite3 => "3",
-            IpmiCipherSuite::Suite17 => "17",
-        }
-        .into(),
-    );
+    if let Some(v) = s.v15() {
+        id.attributes.insert(
+            "ipmi.session".into(),
+            match v {
+                IpmiV15Auth::Md5 => "ipmi 1.5 md5",
+                IpmiV15Auth::Password => "ipmi 1.5 straight password",
+            }
+            .into(),
+        );
+    } else {
+        id.attributes.insert("ipmi.session".into(), "rmcp+".into());
+        id.attributes.insert(
+            "ipmi.cipher_suite".into(),
+            match s.suite {
+                IpmiCipherSuite::Suite3 => "3",
+                IpmiCipherSuite::Suite17 => "17",
+            }
+            .into(),
+        );
+    }
     id.attributes.insert(
         "ipmi.privilege".into(),
         format!("{:?}", s.privilege).to_lowercase(),

@@ -4,8 +4,9 @@
 //!
 //! ```text
 //! RMCP header     version=06h  reserved=00h  seq=FFh  class=07h (IPMI)
-//! IPMI 1.5 session (used only before a session exists: Get Channel Authentication Capabilities)
-//!                 auth_type=00h  seq:u32le  session_id:u32le  msg_len:u8  message
+//! IPMI 1.5 session (before any session: Get Channel Authentication Capabilities; and 1.5 sessions)
+//!                 auth_type  seq:u32le  session_id:u32le  [auth_code:16 unless auth_type=00h]
+//!                 msg_len:u8  message
 //! IPMI 2.0 session (RMCP+)
 //!                 auth_type=06h  payload_type:u8 (bit7 encrypted, bit6 authenticated, 5:0 type)
 //!                 session_id:u32le  seq:u32le  payload_len:u16le  payload
@@ -64,10 +65,13 @@ pub(crate) fn u32le(b: &[u8], at: usize) -> Option<u32> {
 /// A decoded RMCP packet carrying an IPMI session, borrowed from the datagram.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Packet<'a> {
-    /// IPMI 1.5 session wrapper (only unauthenticated ones are accepted).
+    /// IPMI 1.5 session wrapper (auth type 00h none, 01h MD2, 02h MD5, 04h straight password).
     V15 {
+        auth_type: u8,
         session_id: u32,
         sequence: u32,
+        /// 16 bytes, or empty for auth type none.
+        auth_code: &'a [u8],
         message: &'a [u8],
     },
     /// IPMI 2.0 / RMCP+ session wrapper.
@@ -115,22 +119,31 @@ pub(crate) fn decode_packet(buf: &[u8], mac_len: usize) -> Result<Packet<'_>, Dr
     if auth_type == AUTH_TYPE_RMCP_PLUS {
         return decode_v2(s, mac_len).map(Packet::V2);
     }
-    if auth_type != 0x00 {
+    if !matches!(auth_type, 0x00 | 0x01 | 0x02 | 0x04 | 0x05) {
         return Err(malformed(
             W,
-            format!("IPMI 1.5 authentication type {auth_type:#04x} is not supported"),
+            format!("unknown authentication type {auth_type:#04x}"),
         ));
     }
-    // auth_type(1) seq(4) session_id(4) len(1) message
-    let (Some(sequence), Some(session_id), Some(&len)) = (u32le(s, 1), u32le(s, 5), s.get(9)) else {
+    // auth_type(1) seq(4) session_id(4) [auth_code(16)] len(1) message
+    let code_len = if auth_type == 0 { 0 } else { 16 };
+    let (Some(sequence), Some(session_id), Some(auth_code), Some(&len)) = (
+        u32le(s, 1),
+        u32le(s, 5),
+        s.get(9..9 + code_len),
+        s.get(9 + code_len),
+    ) else {
         return Err(malformed(W, "IPMI 1.5 session header truncated"));
     };
+    let at = 10 + code_len;
     let message = s
-        .get(10..10 + usize::from(len))
+        .get(at..at + usize::from(len))
         .ok_or_else(|| malformed(W, format!("IPMI 1.5 message length {len} exceeds the packet")))?;
     Ok(Packet::V15 {
+        auth_type,
         session_id,
         sequence,
+        auth_code,
         message,
     })
 }
@@ -185,14 +198,32 @@ fn decode_v2(s: &[u8], mac_len: usize) -> Result<V2Packet<'_>, DriverError> {
     })
 }
 
-/// Encodes an unauthenticated IPMI 1.5 packet (session id 0, sequence 0): only used for
-/// Get Channel Authentication Capabilities before a session exists.
+/// Encodes an unauthenticated IPMI 1.5 packet (session id 0, sequence 0): Get Channel
+/// Authentication Capabilities and Get Session Challenge, before a session exists.
 pub(crate) fn encode_v15_unauthenticated(message: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(14 + message.len());
+    encode_v15(0x00, 0, 0, &[], message)
+}
+
+/// Encodes an IPMI 1.5 packet; `auth_code` (16 bytes) is written unless `auth_type` is none.
+pub(crate) fn encode_v15(
+    auth_type: u8,
+    sequence: u32,
+    session_id: u32,
+    auth_code: &[u8],
+    message: &[u8],
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(30 + message.len());
     out.extend_from_slice(&RMCP_HEADER);
-    out.push(0x00);
-    out.extend_from_slice(&[0; 8]);
-    // Message lengths here are small constants (< 16 bytes) built by this module.
+    out.push(auth_type);
+    out.extend_from_slice(&sequence.to_le_bytes());
+    out.extend_from_slice(&session_id.to_le_bytes());
+    if auth_type != 0 {
+        let mut code = [0u8; 16];
+        let n = auth_code.len().min(16);
+        code[..n].copy_from_slice(&auth_code[..n]);
+        out.extend_from_slice(&code);
+    }
+    // Messages are built by this driver and stay far below 256 bytes.
     out.push(u8::try_from(message.len()).unwrap_or(u8::MAX));
     out.extend_from_slice(message);
     out
@@ -407,14 +438,28 @@ mod tests {
         assert_eq!(
             decode_packet(&pkt, 12).unwrap(),
             Packet::V15 {
+                auth_type: 0,
                 session_id: 0,
                 sequence: 0,
+                auth_code: &[],
                 message: &[1, 2, 3]
             }
         );
         let mut long = pkt.clone();
         long[13] = 200;
         assert!(decode_packet(&long, 12).is_err());
+        let pkt = encode_v15(0x02, 9, 0x55, &[7; 16], &[4, 5]);
+        assert_eq!(
+            decode_packet(&pkt, 0).unwrap(),
+            Packet::V15 {
+                auth_type: 2,
+                session_id: 0x55,
+                sequence: 9,
+                auth_code: &[7; 16],
+                message: &[4, 5]
+            }
+        );
+        assert!(decode_packet(&pkt[..pkt.len() - 1], 0).is_err());
     }
 
     #[test]
@@ -444,13 +489,27 @@ mod tests {
                     data: &[0x8E, 4],
                 },
             )),
+            encode_v15(
+                0x02,
+                3,
+                4,
+                &[1; 16],
+                &encode_request(
+                    2,
+                    &Request {
+                        netfn: 6,
+                        cmd: 1,
+                        data: &[],
+                    },
+                ),
+            ),
         ];
         for round in 0..20_000u32 {
             let mut buf: Vec<u8> = if round % 2 == 0 {
                 let len = usize::try_from(next() % 80).unwrap();
                 (0..len).map(|_| u8::try_from(next() & 0xFF).unwrap()).collect()
             } else {
-                let base = &valid[usize::try_from(next() % 3).unwrap()];
+                let base = &valid[usize::try_from(next() % 4).unwrap()];
                 let mut b = base[..usize::try_from(next()).unwrap() % (base.len() + 1)].to_vec();
                 if !b.is_empty() {
                     let i = usize::try_from(next()).unwrap() % b.len();

@@ -19,6 +19,10 @@
 //! not the awaited answer (wrong session id, failed integrity check, stale sequence, other
 //! command); if only such datagrams arrived, the last reason is the error instead of a bare
 //! timeout. Keys and the password never appear in `Debug` output or errors.
+//!
+//! IPMI 1.5 sessions (§22.13–22.17) are here too, for BMCs without RMCP+: Get Session Challenge,
+//! Activate Session, then every message carries an auth code (MD5 over password, session id,
+//! message and sequence number, or the straight password) and travels unencrypted.
 
 use std::cell::Cell;
 use std::net::SocketAddr;
@@ -34,7 +38,7 @@ use super::rmcp::{
     encode_v2, encode_v15_unauthenticated, malformed, payload,
 };
 use crate::driver::{DriverError, Limits};
-use crate::target::{IpmiCipherSuite, IpmiPrivilege};
+use crate::target::{IpmiCipherSuite, IpmiPrivilege, IpmiV15Auth};
 
 /// The hash behind a cipher suite's authentication and integrity algorithms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -395,8 +399,10 @@ fn random<const N: usize>() -> Result<[u8; N], DriverError> {
 #[derive(Debug)]
 pub(crate) struct Session {
     link: Link,
-    keys: Keys,
+    protection: Protection,
+    /// Session id in the BMC's answers (RMCP+: ours; IPMI 1.5: the one session id).
     console_sid: u32,
+    /// Session id in our requests (RMCP+: the BMC's; IPMI 1.5: the one session id).
     bmc_sid: u32,
     out_seq: Cell<u32>,
     in_seq_high: Cell<u32>,
@@ -408,6 +414,48 @@ pub(crate) struct Session {
     pub(crate) channel: u8,
 }
 
+/// How the packets of a session are protected.
+enum Protection {
+    /// RMCP+: HMAC integrity and AES-CBC-128 confidentiality with the derived keys.
+    Plus(Keys),
+    /// IPMI 1.5: a per-message auth code (MD5 over password, session id, message, sequence, or
+    /// the password itself); no confidentiality.
+    V15 { auth_type: u8, password: [u8; 16] },
+}
+
+impl std::fmt::Debug for Protection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Plus(k) => write!(f, "Plus({k:?})"),
+            Self::V15 { auth_type, .. } => write!(f, "V15(auth type {auth_type:#04x}, ***)"),
+        }
+    }
+}
+
+/// IPMI 1.5 auth code (§22.17.1): MD5(password ‖ session id ‖ message ‖ sequence ‖ password),
+/// or the 16-byte password itself for "straight password".
+pub(crate) fn v15_auth_code(
+    auth_type: u8,
+    password: &[u8; 16],
+    session_id: u32,
+    message: &[u8],
+    seq: u32,
+) -> [u8; 16] {
+    use md5::Digest;
+    if auth_type != 0x02 {
+        return *password;
+    }
+    let mut h = md5::Md5::new();
+    h.update(password);
+    h.update(session_id.to_le_bytes());
+    h.update(message);
+    h.update(seq.to_le_bytes());
+    h.update(password);
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&h.finalize());
+    out
+}
+
 /// Credentials and session parameters for [`Session::open`].
 pub(crate) struct OpenParams<'a> {
     pub(crate) host: &'a str,
@@ -416,6 +464,8 @@ pub(crate) struct OpenParams<'a> {
     pub(crate) password: &'a str,
     pub(crate) suite: IpmiCipherSuite,
     pub(crate) privilege: IpmiPrivilege,
+    /// IPMI 1.5 session with this authentication instead of RMCP+.
+    pub(crate) v15: Option<IpmiV15Auth>,
 }
 
 impl std::fmt::Debug for OpenParams<'_> {
@@ -441,9 +491,9 @@ impl Session {
                 detail: "user name longer than 16 bytes".into(),
             });
         }
-        if p.password.len() > 20 {
+        if p.password.len() > 20 || (p.v15.is_some() && p.password.len() > 16) {
             return Err(DriverError::Auth {
-                detail: "IPMI 2.0 passwords are at most 20 bytes".into(),
+                detail: "password too long (IPMI 2.0: at most 20 bytes, IPMI 1.5: 16)".into(),
             });
         }
         let link = Link::connect(p.host, p.port, limits).await?;
@@ -456,7 +506,7 @@ impl Session {
             &Request {
                 netfn: 0x06,
                 cmd: 0x38,
-                data: &[0x8E, priv_byte],
+                data: &[if p.v15.is_some() { 0x0E } else { 0x8E }, priv_byte],
             },
         ));
         let caps = link
@@ -499,6 +549,9 @@ impl Session {
                 "channel authentication capabilities",
                 format!("{} bytes", d.len()),
             ));
+        }
+        if let Some(auth) = p.v15 {
+            return Self::open_v15(link, p, auth, d[1], d[0] & 0x0F).await;
         }
         if d[1] & 0x80 == 0 || d[3] & 0x02 == 0 {
             return Err(DriverError::Unsupported(
@@ -679,7 +732,7 @@ impl Session {
         }
         Ok(Self {
             link,
-            keys: Keys::derive(hash, &sik),
+            protection: Protection::Plus(Keys::derive(hash, &sik)),
             console_sid,
             bmc_sid,
             out_seq: Cell::new(0),
@@ -692,6 +745,160 @@ impl Session {
         })
     }
 
+    /// IPMI 1.5 session (§22.15–22.16): Get Session Challenge, then Activate Session with the
+    /// chosen auth type; the BMC names the sequence number we start with.
+    async fn open_v15(
+        link: Link,
+        p: &OpenParams<'_>,
+        auth: IpmiV15Auth,
+        supported: u8,
+        channel: u8,
+    ) -> Result<Self, DriverError> {
+        let (auth_type, bit, name) = match auth {
+            IpmiV15Auth::Md5 => (0x02u8, 0x04u8, "MD5"),
+            IpmiV15Auth::Password => (0x04, 0x10, "straight password"),
+        };
+        if supported & bit == 0 {
+            return Err(DriverError::DeviceException(format!(
+                "BMC does not offer IPMI 1.5 {name} authentication on this channel"
+            )));
+        }
+        let mut password = [0u8; 16];
+        password[..p.password.len()].copy_from_slice(p.password.as_bytes());
+        let mut user = [0u8; 16];
+        user[..p.user.len()].copy_from_slice(p.user.as_bytes());
+
+        // Get Session Challenge (App 39h), unauthenticated.
+        let mut data = vec![auth_type];
+        data.extend_from_slice(&user);
+        let req = encode_v15_unauthenticated(&encode_request(
+            1,
+            &Request {
+                netfn: 0x06,
+                cmd: 0x39,
+                data: &data,
+            },
+        ));
+        let accept = |cmd: u8| {
+            move |b: &[u8]| match decode_packet(b, 0) {
+                Ok(Packet::V15 { message, .. }) => match decode_response(message) {
+                    Ok(r) if r.cmd == cmd => Verdict::Done(Ok(r)),
+                    Ok(_) => Verdict::Ignore(malformed("IPMI response", "answer to another command")),
+                    Err(e) => Verdict::Ignore(e),
+                },
+                Ok(Packet::V2(_)) => Verdict::Ignore(malformed("IPMI 1.5 packet", "RMCP+ answer")),
+                Err(e) => Verdict::Ignore(e),
+            }
+        };
+        let r = link
+            .exchange(
+                "Get Session Challenge",
+                link.timeout,
+                link.retries,
+                || req.clone(),
+                accept(0x39),
+            )
+            .await?;
+        match r.completion_code {
+            0 => {}
+            0x81 => {
+                return Err(DriverError::Auth {
+                    detail: "unknown user (Get Session Challenge)".into(),
+                });
+            }
+            0x82 => {
+                return Err(DriverError::Auth {
+                    detail: "null user disabled (Get Session Challenge)".into(),
+                });
+            }
+            cc => return Err(cc_error("Get Session Challenge", cc)),
+        }
+        let (Some(temp_sid), Some(challenge)) = (rmcp::u32le(&r.data, 0), r.data.get(4..20)) else {
+            return Err(malformed(
+                "Get Session Challenge response",
+                format!("{} bytes", r.data.len()),
+            ));
+        };
+
+        // Activate Session (App 3Ah), authenticated with the temporary session id.
+        let bmc_first_seq = loop {
+            let v = u32::from_le_bytes(random::<4>()?);
+            if v != 0 && v < 0xFFFF_0000 {
+                break v;
+            }
+        };
+        let mut data = vec![auth_type, p.privilege as u8];
+        data.extend_from_slice(challenge);
+        data.extend_from_slice(&bmc_first_seq.to_le_bytes());
+        let message = encode_request(
+            2,
+            &Request {
+                netfn: 0x06,
+                cmd: 0x3A,
+                data: &data,
+            },
+        );
+        let code = v15_auth_code(auth_type, &password, temp_sid, &message, 0);
+        let pkt = rmcp::encode_v15(auth_type, 0, temp_sid, &code, &message);
+        let r = match link
+            .exchange(
+                "Activate Session",
+                link.timeout,
+                link.retries,
+                || pkt.clone(),
+                accept(0x3A),
+            )
+            .await
+        {
+            Err(DriverError::Timeout { .. }) => {
+                return Err(DriverError::Auth {
+                    detail:
+                        "no answer to Activate Session: wrong password (IPMI 1.5 BMCs drop requests whose \
+                             auth code does not match)"
+                            .into(),
+                });
+            }
+            r => r?,
+        };
+        match r.completion_code {
+            0 => {}
+            0x86 => {
+                return Err(DriverError::Auth {
+                    detail: format!("{ROLE_REFUSED} (Activate Session)"),
+                });
+            }
+            cc => return Err(cc_error("Activate Session", cc)),
+        }
+        let (Some(sid), Some(first_seq)) = (rmcp::u32le(&r.data, 1), rmcp::u32le(&r.data, 5)) else {
+            return Err(malformed(
+                "Activate Session response",
+                format!("{} bytes", r.data.len()),
+            ));
+        };
+        Ok(Self {
+            link,
+            protection: Protection::V15 { auth_type, password },
+            console_sid: sid,
+            bmc_sid: sid,
+            out_seq: Cell::new(first_seq.wrapping_sub(1)),
+            in_seq_high: Cell::new(0),
+            rq_seq: 2,
+            closed: false,
+            suite: p.suite,
+            privilege: p.privilege,
+            channel,
+        })
+    }
+
+    /// `Some(auth)` for an IPMI 1.5 session.
+    pub(crate) fn v15(&self) -> Option<IpmiV15Auth> {
+        match &self.protection {
+            Protection::Plus(_) => None,
+            Protection::V15 { auth_type: 0x02, .. } => Some(IpmiV15Auth::Md5),
+            Protection::V15 { .. } => Some(IpmiV15Auth::Password),
+        }
+    }
+
     fn next_seq(&self) -> u32 {
         let s = self.out_seq.get().wrapping_add(1).max(1);
         self.out_seq.set(s);
@@ -699,20 +906,70 @@ impl Session {
     }
 
     fn seal(&self, message: &[u8]) -> Result<Vec<u8>, DriverError> {
-        let body = self.keys.encrypt(random::<16>()?, message);
+        let seq = self.next_seq();
+        let keys = match &self.protection {
+            Protection::Plus(k) => k,
+            Protection::V15 { auth_type, password } => {
+                let code = v15_auth_code(*auth_type, password, self.bmc_sid, message, seq);
+                return Ok(rmcp::encode_v15(*auth_type, seq, self.bmc_sid, &code, message));
+            }
+        };
+        let body = keys.encrypt(random::<16>()?, message);
         let h = V2Header {
             payload_type: payload::IPMI,
             encrypted: true,
             session_id: self.bmc_sid,
-            sequence: self.next_seq(),
+            sequence: seq,
         };
-        Ok(encode_v2(&h, &body, Some(&|c: &[u8]| self.keys.integrity(c))))
+        Ok(encode_v2(&h, &body, Some(&|c: &[u8]| keys.integrity(c))))
+    }
+
+    /// Checks an inbound IPMI 1.5 datagram: our session id, and a valid auth code when the BMC
+    /// sends one (per-message authentication may be disabled on the channel: auth type none).
+    fn unseal_v15(&self, b: &[u8], our_type: u8, password: &[u8; 16]) -> Result<Response, DriverError> {
+        const W: &str = "IPMI 1.5 packet";
+        let Packet::V15 {
+            auth_type,
+            session_id,
+            sequence,
+            auth_code,
+            message,
+        } = decode_packet(b, 0)?
+        else {
+            return Err(malformed(W, "RMCP+ packet inside an IPMI 1.5 session"));
+        };
+        if session_id != self.console_sid {
+            return Err(malformed(
+                W,
+                format!(
+                    "session id {session_id:#010x} is not ours ({:#010x})",
+                    self.console_sid
+                ),
+            ));
+        }
+        if auth_type != 0 {
+            if auth_type != our_type {
+                return Err(malformed(
+                    W,
+                    format!("authentication type {auth_type:#04x}, expected {our_type:#04x}"),
+                ));
+            }
+            let want = v15_auth_code(auth_type, password, session_id, message, sequence);
+            if !ct_eq(&want, auth_code) {
+                return Err(malformed(W, "auth code check failed"));
+            }
+        }
+        decode_response(message)
     }
 
     /// Checks and opens one inbound datagram of this session.
     fn unseal(&self, b: &[u8]) -> Result<Response, DriverError> {
         const W: &str = "RMCP+ packet";
-        let p = match decode_packet(b, self.keys.hash.icv_len())? {
+        let keys = match &self.protection {
+            Protection::Plus(k) => k,
+            Protection::V15 { auth_type, password } => return self.unseal_v15(b, *auth_type, password),
+        };
+        let p = match decode_packet(b, keys.hash.icv_len())? {
             Packet::V2(p) => p,
             Packet::V15 { .. } => return Err(malformed(W, "IPMI 1.5 packet inside an RMCP+ session")),
         };
@@ -725,7 +982,7 @@ impl Session {
                 ),
             ));
         }
-        if !p.authenticated || !self.keys.check_integrity(p.covered, p.auth_code) {
+        if !p.authenticated || !keys.check_integrity(p.covered, p.auth_code) {
             return Err(malformed(W, "integrity check failed"));
         }
         if !p.encrypted {
@@ -744,7 +1001,7 @@ impl Session {
             ));
         }
         self.in_seq_high.set(high.max(p.sequence));
-        decode_response(&self.keys.decrypt(p.payload)?)
+        decode_response(&keys.decrypt(p.payload)?)
     }
 
     /// Sends one request and returns the response, whatever its completion code.

@@ -147,3 +147,14 @@ fn rakp_status_codes_map_to_auth_errors_with_clear_details() {
         matches!(rakp_status("Open Session", 0x11), DriverError::DeviceException(d) if d.contains("cipher suite"))
     );
 }
+
+#[test]
+fn ipmi15_md5_auth_code_matches_independent_computation() {
+    // Python: hashlib.md5(pw16 + sid_le + msg + seq_le + pw16) with the inputs below.
+    let mut pw = [0u8; 16];
+    pw[..10].copy_from_slice(b"Adm1nPass!");
+    let msg = [0x20, 0x18, 0xc8, 0x81, 0x04, 0x01, 0x7a];
+    let code = v15_auth_code(0x02, &pw, 0x1122_3344, &msg, 0x0A0B_0C0D);
+    assert_eq!(code.to_vec(), hex("b9622d92d1cb43f1db393f7da271229d"));
+    assert_eq!(v15_auth_code(0x04, &pw, 1, &msg, 2), pw, "straight password");
+}
