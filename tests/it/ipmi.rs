@@ -77,6 +77,15 @@ async fn ipmi_sim_identity_serials_asset_tag_guid_and_bmc_mac() {
     assert_eq!(id.attributes["bmc.ip"], "192.0.2.50");
     assert_eq!(id.attributes["bmc.gateway_mac"], "02:47:54:00:00:fe");
     assert_eq!(id.attributes["chassis.power"], "on");
+    // Thresholds from the SDR, converted (gen_bmc.py: FAN lnc 1800, lc 1200, lnr 600 RPM).
+    assert_eq!(
+        id.attributes["ipmi.sensor.FAN1.thresholds"],
+        "lnc=1800 lc=1200 lnr=600 {rpm}"
+    );
+    assert_eq!(
+        id.attributes["ipmi.sensor.Pwr Consumption.thresholds"],
+        "unc=760 uc=800 unr=840 W"
+    );
     let loc = &report.locations[0];
     assert_eq!(
         (loc.source, loc.raw.as_str()),

@@ -287,6 +287,10 @@ async fn collect(s: &mut Session, t: &IpmiTarget, endpoint: &str) -> Result<Devi
         if x.owner != rmcp::BMC_ADDR || x.lun != 0 {
             continue; // sensors behind other controllers need bridging (not done)
         }
+        if let Some(th) = thresholds_text(x) {
+            id.attributes
+                .insert(format!("ipmi.sensor.{}.thresholds", x.name), th);
+        }
         let what = format!("sensor {} ({})", x.number, x.name);
         let Some(r) = step!(
             what,
@@ -629,6 +633,24 @@ fn sensor_reading(x: &Sensor, d: &[u8], now: SystemTime) -> Vec<Reading> {
     }]
 }
 
+/// Readable thresholds of an analog sensor in reading units, e.g. `unc=40 uc=45 unr=50 Cel`.
+fn thresholds_text(x: &Sensor) -> Option<String> {
+    let c = x.conversion?;
+    let (_, unit, f) = sdr::metric_for(x.base_unit)?;
+    let names = ["unr", "uc", "unc", "lnr", "lc", "lnc"];
+    let mut parts: Vec<String> = names
+        .iter()
+        .zip(x.thresholds)
+        .rev()
+        .filter_map(|(n, raw)| Some(format!("{n}={}", (f(c.convert(raw?)?) * 1e6).round() / 1e6)))
+        .collect();
+    if parts.is_empty() {
+        return None;
+    }
+    parts.push(unit.to_owned());
+    Some(parts.join(" "))
+}
+
 /// Reads one FRU device's image: Get FRU Inventory Area Info, then Read FRU Data in chunks of
 /// at most 32 bytes, halving the chunk when the BMC says it is too large.
 async fn read_fru(s: &mut Session, fru_id: u8) -> Result<Vec<u8>, DriverError> {
@@ -903,6 +925,15 @@ mod tests {
         let r = sensor_reading(&sensor(0x6F, 0), &[0, 0x40, 0x01, 0x80], SystemTime::UNIX_EPOCH);
         assert_eq!(r.len(), 1);
         assert_eq!((r[0].metric.as_str(), r[0].value), ("status", 1.0));
+    }
+
+    #[test]
+    fn thresholds_are_converted_to_reading_units() {
+        let mut x = sensor(0x01, 6);
+        x.thresholds = [Some(210), Some(200), Some(190), None, None, None];
+        assert_eq!(thresholds_text(&x).unwrap(), "unc=760 uc=800 unr=840 W");
+        x.thresholds = [None; 6];
+        assert_eq!(thresholds_text(&x), None);
     }
 
     #[test]
