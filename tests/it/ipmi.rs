@@ -654,6 +654,41 @@ async fn lost_request_is_retried_and_cancelled_sdr_reservation_is_renewed() {
     );
 }
 
+#[tokio::test]
+async fn a_poll_cut_off_by_its_deadline_still_closes_the_bmc_session() {
+    let bmc = FakeBmc::start(3, Misbehave::SilentOnSdrInfo).await;
+    let t = target(fake_bmc::USER_NAME, fake_bmc::PASSWORD, &bmc.addr, "");
+    let mut short = cx();
+    short.limits.poll_timeout = Duration::from_millis(1000); // shorter than 2 × 700 ms on SDR info
+    let (report, err) = driver::poll(&t, &short).await;
+    assert!(
+        matches!(&err, Some(DriverError::Timeout { what, .. }) if what == "the whole poll"),
+        "{err:?}"
+    );
+    assert_eq!(report.status.unwrap().outcome, PollOutcome::Timeout as i32);
+    // The dropped session sent Close Session on its way out (fire and forget).
+    let mut closed = 0;
+    for _ in 0..50 {
+        closed = bmc.stats.lock().unwrap().sessions_closed;
+        if closed > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(closed, 1);
+
+    // Without the outer deadline, the silent command fails the poll after its retries, and the
+    // session is closed the normal way.
+    let bmc = FakeBmc::start(3, Misbehave::SilentOnSdrInfo).await;
+    let t = target(fake_bmc::USER_NAME, fake_bmc::PASSWORD, &bmc.addr, "");
+    let (_, err) = driver::poll(&t, &cx()).await;
+    assert!(
+        matches!(&err, Some(DriverError::Timeout { what, .. }) if what == "Get SDR Repository Info"),
+        "{err:?}"
+    );
+    assert_eq!(bmc.stats.lock().unwrap().sessions_closed, 1);
+}
+
 // ---------------------------------------------------------------------------------- pyghmi BMC
 
 /// Kills the spawned BMC when the test ends, whatever happens.

@@ -24,6 +24,8 @@ pub enum Misbehave {
     CancelReservationOnce,
     /// The first request inside the session gets no answer (lost datagram): the client must retry.
     DropFirstRequest,
+    /// Never answers Get SDR Repository Info (a BMC that hangs half-way through a poll).
+    SilentOnSdrInfo,
 }
 
 #[derive(Debug, Default)]
@@ -383,6 +385,9 @@ fn handle(
             let data = &plain[6..plain.len() - 1];
             *stats.lock().unwrap().commands.entry((netfn, cmd)).or_default() += 1;
             if misbehave == Misbehave::DropFirstRequest && std::mem::take(once) {
+                return vec![];
+            }
+            if misbehave == Misbehave::SilentOnSdrInfo && (netfn, cmd) == (0x0A, 0x20) {
                 return vec![];
             }
             let (cc, out) = if misbehave == Misbehave::CancelReservationOnce

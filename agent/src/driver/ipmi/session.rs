@@ -534,7 +534,7 @@ impl Session {
         if caps.completion_code == 0xCC {
             // An IPMI 1.5-only BMC refuses the "IPMI v2.0 extended data" bit.
             return Err(DriverError::Unsupported(
-                "IPMI 2.0 / RMCP+ (the BMC offers only IPMI 1.5)",
+                "IPMI 2.0 / RMCP+ (the BMC offers only IPMI 1.5: poll it with ?v15=md5)",
             ));
         }
         if caps.completion_code != 0 {
@@ -555,7 +555,7 @@ impl Session {
         }
         if d[1] & 0x80 == 0 || d[3] & 0x02 == 0 {
             return Err(DriverError::Unsupported(
-                "IPMI 2.0 / RMCP+ (the BMC offers only IPMI 1.5)",
+                "IPMI 2.0 / RMCP+ (the BMC offers only IPMI 1.5: poll it with ?v15=md5)",
             ));
         }
         let channel = d[0] & 0x0F;
