@@ -842,6 +842,18 @@ async fn read_sdr(s: &mut Session) -> Result<Vec<Vec<u8>>, DriverError> {
 mod tests {
     use super::*;
 
+    /// The scheduler runs polls on a multi-threaded runtime: the poll future must be `Send`.
+    #[test]
+    fn poll_future_is_send() {
+        fn send<T: Send>(_: &T) {}
+        let t = match crate::target::Target::parse("ipmi://u:p@127.0.0.1:9").unwrap() {
+            crate::target::Target::Ipmi(t) => t,
+            _ => unreachable!("ipmi target"),
+        };
+        let cx = PollCx::default();
+        send(&poll(&t, &cx));
+    }
+
     #[test]
     fn device_id_firmware_is_major_dot_bcd_minor() {
         let d = DeviceId::parse(&[0x20, 0x01, 0x01, 0x02, 0x02, 0x9F, 0xD9, 0x7E, 0x00, 0x00, 0x10]).unwrap();

@@ -24,8 +24,8 @@
 //! Activate Session, then every message carries an auth code (MD5 over password, session id,
 //! message and sequence number, or the straight password) and travels unencrypted.
 
-use std::cell::Cell;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use aes::Aes128;
@@ -404,8 +404,8 @@ pub(crate) struct Session {
     console_sid: u32,
     /// Session id in our requests (RMCP+: the BMC's; IPMI 1.5: the one session id).
     bmc_sid: u32,
-    out_seq: Cell<u32>,
-    in_seq_high: Cell<u32>,
+    out_seq: AtomicU32,
+    in_seq_high: AtomicU32,
     rq_seq: u8,
     closed: bool,
     pub(crate) suite: IpmiCipherSuite,
@@ -735,8 +735,8 @@ impl Session {
             protection: Protection::Plus(Keys::derive(hash, &sik)),
             console_sid,
             bmc_sid,
-            out_seq: Cell::new(0),
-            in_seq_high: Cell::new(0),
+            out_seq: AtomicU32::new(0),
+            in_seq_high: AtomicU32::new(0),
             rq_seq: 0,
             closed: false,
             suite: p.suite,
@@ -880,8 +880,8 @@ impl Session {
             protection: Protection::V15 { auth_type, password },
             console_sid: sid,
             bmc_sid: sid,
-            out_seq: Cell::new(first_seq.wrapping_sub(1)),
-            in_seq_high: Cell::new(0),
+            out_seq: AtomicU32::new(first_seq.wrapping_sub(1)),
+            in_seq_high: AtomicU32::new(0),
             rq_seq: 2,
             closed: false,
             suite: p.suite,
@@ -900,8 +900,8 @@ impl Session {
     }
 
     fn next_seq(&self) -> u32 {
-        let s = self.out_seq.get().wrapping_add(1).max(1);
-        self.out_seq.set(s);
+        let s = self.out_seq.load(Ordering::Relaxed).wrapping_add(1).max(1);
+        self.out_seq.store(s, Ordering::Relaxed);
         s
     }
 
@@ -993,14 +993,14 @@ impl Session {
         }
         // §6.12.13: accept sequence numbers up to 15 behind the highest seen (reordering);
         // older ones and 0 are replays.
-        let high = self.in_seq_high.get();
+        let high = self.in_seq_high.load(Ordering::Relaxed);
         if p.sequence == 0 || (p.sequence < high && high - p.sequence > 15) {
             return Err(malformed(
                 W,
                 format!("stale session sequence number {}", p.sequence),
             ));
         }
-        self.in_seq_high.set(high.max(p.sequence));
+        self.in_seq_high.store(high.max(p.sequence), Ordering::Relaxed);
         decode_response(&keys.decrypt(p.payload)?)
     }
 
