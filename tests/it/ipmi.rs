@@ -374,6 +374,41 @@ async fn ipmi_sim_ipmi15_sessions_with_md5_and_straight_password() {
     );
 }
 
+#[tokio::test]
+async fn discovery_sweep_moves_past_a_wrong_ipmi_password_and_identifies_the_bmc() {
+    use groundtruth_agent::discover::{Progress, SweepSpec, sweep};
+    use groundtruth_agent::secret::Secret;
+    let Some([addr, user, pass, ..]) = peer("ipmi_discovery") else {
+        return;
+    };
+    let (host, port) = addr.rsplit_once(':').unwrap();
+    let closed = groundtruth_tests::free_port();
+    let spec = SweepSpec {
+        addresses: vec![host.parse().unwrap()],
+        ipmi_ports: vec![port.parse().unwrap(), closed],
+        ipmi_credentials: vec![
+            (user.clone(), Secret::new("WrongPass1")),
+            (user.clone(), Secret::new(pass.clone())),
+        ],
+        ..SweepSpec::default()
+    };
+    let started = Instant::now();
+    let found = sweep(&spec, &cx(), 4, std::sync::Arc::new(Progress::default())).await;
+    assert_eq!(
+        found.len(),
+        1,
+        "{:?}",
+        found.iter().map(|f| &f.endpoint_key).collect::<Vec<_>>()
+    );
+    assert_eq!(found[0].endpoint_key, format!("ipmi://{addr}"));
+    assert_eq!(found[0].credential, format!("user {user}"));
+    assert_eq!(
+        found[0].report.identity.as_ref().unwrap().serial_number,
+        "GTPRD000001"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
 // ---------------------------------------------------------------------------------- hostile peers
 
 /// A UDP peer on 127.0.0.1:0 that answers every datagram with whatever `answer` returns.
