@@ -332,7 +332,14 @@ async fn collect(s: &mut Session, t: &IpmiTarget, endpoint: &str) -> Result<Devi
         )
         .await
     {
-        Ok(r) if r.completion_code == 0 && r.data.len() >= 3 && r.data[0] == 0xDC => {
+        // DCMI 1.5 §6.6.1: byte 18 bit 6 = power measurement active; inactive readings are stale
+        // or zero, so they count as unsupported.
+        Ok(r)
+            if r.completion_code == 0
+                && r.data.len() >= 18
+                && r.data[0] == 0xDC
+                && r.data[17] & 0x40 != 0 =>
+        {
             let w = f64::from(u16::from_le_bytes([r.data[1], r.data[2]]));
             id.attributes.insert("ipmi.power_source".into(), "dcmi".into());
             report.readings.push(Reading {
