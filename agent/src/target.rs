@@ -8,7 +8,8 @@
 //! redfish+http://[USER:PASS@]HOST[:PORT]          Redfish over plain HTTP (port 80; tests, labs)
 //! modbus+tcp://HOST[:PORT]?unit=1&map=NAME
 //! modbus+rtu:///dev/ttyX?baud=9600&unit=1&map=NAME
-//! ipmi://USER:PASS@HOST[:PORT]
+//! ipmi://USER:PASS@HOST[:PORT][?cipher=3|17&privilege=user|operator|admin]   IPMI 2.0 RMCP+ (port 623)
+//! ipmi://USER:PASS@HOST[:PORT]?v15=md5|password[&privilege=…]               IPMI 1.5 session
 //! ```
 //! Credentials in the URL are for one-shot use (as curl does); `--password-file`/`--password-env`
 //! and the config file's secret references keep them out of process listings and shell history.
@@ -99,6 +100,40 @@ pub struct IpmiTarget {
     pub port: u16,
     pub user: String,
     pub password: Secret,
+    /// RMCP+ cipher suite (default 3: HMAC-SHA1, HMAC-SHA1-96, AES-CBC-128).
+    pub cipher: IpmiCipherSuite,
+    /// Role requested in RAKP 1; `None` = administrator, falling back to operator and user
+    /// when the BMC refuses the role for this account.
+    pub privilege: Option<IpmiPrivilege>,
+    /// An IPMI 1.5 session with this authentication instead of RMCP+ (`?v15=md5|password`).
+    pub v15: Option<IpmiV15Auth>,
+}
+
+/// IPMI 1.5 session authentication types the driver speaks (§22.13).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IpmiV15Auth {
+    /// MD5 auth code per message.
+    Md5,
+    /// "Straight password": the password itself in every message (clear text on the wire).
+    Password,
+}
+
+/// The RMCP+ cipher suites the IPMI driver speaks (IPMI v2.0 §22.15.2, table 22-20).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IpmiCipherSuite {
+    /// RAKP-HMAC-SHA1, HMAC-SHA1-96, AES-CBC-128.
+    #[default]
+    Suite3,
+    /// RAKP-HMAC-SHA256, HMAC-SHA256-128, AES-CBC-128.
+    Suite17,
+}
+
+/// IPMI privilege levels (roles) a session may request (§6.8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum IpmiPrivilege {
+    User = 2,
+    Operator = 3,
+    Admin = 4,
 }
 
 /// Why a target URL was refused. Never contains the secret parts of the URL.
@@ -270,12 +305,47 @@ impl Target {
                     map: map.ok_or(TargetError::Missing("register map (?map=NAME)"))?,
                 }))
             }
-            "ipmi" => Ok(Self::Ipmi(IpmiTarget {
-                host: host()?,
-                port: url.port().unwrap_or(623),
-                user,
-                password: Secret::new(password.unwrap_or_default()),
-            })),
+            "ipmi" => {
+                let mut cipher = IpmiCipherSuite::default();
+                let mut privilege = None;
+                let mut v15 = None;
+                for (k, v) in &params {
+                    match k.as_str() {
+                        "cipher" => {
+                            cipher = match v.as_str() {
+                                "3" => IpmiCipherSuite::Suite3,
+                                "17" => IpmiCipherSuite::Suite17,
+                                _ => return Err(param_err("cipher", "expected 3 or 17")),
+                            }
+                        }
+                        "privilege" => {
+                            privilege = Some(match v.to_ascii_lowercase().as_str() {
+                                "user" => IpmiPrivilege::User,
+                                "operator" => IpmiPrivilege::Operator,
+                                "admin" | "administrator" => IpmiPrivilege::Admin,
+                                _ => return Err(param_err("privilege", "expected user, operator or admin")),
+                            });
+                        }
+                        "v15" => {
+                            v15 = Some(match v.to_ascii_lowercase().as_str() {
+                                "md5" => IpmiV15Auth::Md5,
+                                "password" | "straight" => IpmiV15Auth::Password,
+                                _ => return Err(param_err("v15", "expected md5 or password")),
+                            });
+                        }
+                        _ => return Err(TargetError::UnknownParam(k.clone())),
+                    }
+                }
+                Ok(Self::Ipmi(IpmiTarget {
+                    host: host()?,
+                    port: url.port().unwrap_or(623),
+                    user,
+                    password: Secret::new(password.unwrap_or_default()),
+                    cipher,
+                    privilege,
+                    v15,
+                }))
+            }
             other => Err(TargetError::Scheme(other.to_owned())),
         }
     }
@@ -430,6 +500,41 @@ mod tests {
         assert_eq!(
             Target::parse("snmp://c@10.0.0.5:1161").unwrap().endpoint_key(),
             "snmp://10.0.0.5:1161"
+        );
+    }
+
+    #[test]
+    fn ipmi_defaults_and_query_parameters() {
+        let Target::Ipmi(t) = Target::parse("ipmi://ADMIN:Adm1n%21@127.0.0.1:26230").unwrap() else {
+            panic!("not ipmi")
+        };
+        assert_eq!(
+            (t.host.as_str(), t.port, t.user.as_str()),
+            ("127.0.0.1", 26230, "ADMIN")
+        );
+        assert_eq!(t.password.expose(), "Adm1n!");
+        assert_eq!((t.cipher, t.privilege), (IpmiCipherSuite::Suite3, None));
+        let Target::Ipmi(t) = Target::parse("ipmi://u:p@bmc?cipher=17&privilege=USER").unwrap() else {
+            panic!("not ipmi")
+        };
+        assert_eq!(t.port, 623);
+        assert_eq!(
+            (t.cipher, t.privilege),
+            (IpmiCipherSuite::Suite17, Some(IpmiPrivilege::User))
+        );
+        assert!(
+            matches!(Target::parse("ipmi://u:p@h?cipher=1"), Err(TargetError::Param { key, .. }) if key == "cipher")
+        );
+        assert!(
+            matches!(Target::parse("ipmi://u:p@h?privilege=root"), Err(TargetError::Param { key, .. }) if key == "privilege")
+        );
+        assert!(matches!(Target::parse("ipmi://u:p@h?x=1"), Err(TargetError::UnknownParam(k)) if k == "x"));
+        let Target::Ipmi(t) = Target::parse("ipmi://u:p@bmc?v15=MD5").unwrap() else {
+            panic!("not ipmi")
+        };
+        assert_eq!(t.v15, Some(IpmiV15Auth::Md5));
+        assert!(
+            matches!(Target::parse("ipmi://u:p@h?v15=md2"), Err(TargetError::Param { key, .. }) if key == "v15")
         );
     }
 

@@ -109,6 +109,49 @@ fn bad_target_is_a_usage_error() {
 }
 
 #[test]
+fn poll_json_ipmi_prints_identity_readings_and_keeps_the_password_out() {
+    let Some([addr, user, pass]) =
+        Peers::load().require("cli_poll_ipmi", ["GT_IPMI_ADDR", "GT_IPMI_USER", "GT_IPMI_PASS"])
+    else {
+        return;
+    };
+    let Some(bin) = agent() else { return };
+    let out = Command::new(bin)
+        .args([
+            "poll",
+            &format!("ipmi://{user}@{addr}"),
+            "--json",
+            "--password-env",
+            "GT_TEST_IPMI_PASS",
+        ])
+        .env("GT_TEST_IPMI_PASS", &pass)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains(&pass), "password in output");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["identity"]["protocol"], "PROTOCOL_IPMI");
+    assert_eq!(v["identity"]["serialNumber"], "GTPRD000001");
+    assert_eq!(v["identity"]["assetTag"], "DC1-R07-U12");
+    assert_eq!(v["identity"]["macs"][0]["address"], "02:47:54:00:00:01");
+    assert_eq!(v["status"]["outcome"], "POLL_OUTCOME_OK");
+    let metrics: Vec<&str> = v["readings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["metric"].as_str())
+        .collect();
+    for m in ["temperature", "fan_speed", "voltage", "power", "status"] {
+        assert!(metrics.contains(&m), "{m} missing: {metrics:?}");
+    }
+}
+
+#[test]
 fn discover_finds_and_identifies_the_loopback_peers() {
     let Some([snmpd, community, redfish, sparse]) = Peers::load().require(
         "cli_discover",
