@@ -1,20 +1,37 @@
 //! SNMP driver (v1, v2c, v3) over async-snmp.
 //!
 //! async-snmp (pinned exactly, see `../shared/CRATES.md`) does the wire protocol: BER, request-id
-//! matching, retries, USM engine discovery and time sync, GETBULK walks with loop detection. This
-//! module turns the MIB-II system group and `ifPhysAddress` into an identity; vendor profiles
-//! (PDU/UPS/sensor OID tables as data) follow in issue #4.
+//! matching, retries, USM engine discovery and time sync, GETBULK walks with loop detection and
+//! `tooBig` back-off. This module reads the MIB-II system group and `ifPhysAddress`, selects the
+//! device's profile (`profile.rs`: vendor knowledge as data in `agent/profiles/snmp/*.toml`),
+//! reads what the profiles name (`collect.rs`), and a switch's FDB and LLDP tables
+//! (`topology.rs`).
+//!
+//! SNMPv3 failures are reported by cause: a wrong password, an unknown user or a clock outside
+//! the time window come back from the agent as unauthenticated `usmStats*` Reports. async-snmp
+//! drops such Reports on an authenticated session (they carry no HMAC, so anyone could forge
+//! them) and the request times out; with `allow_unauthenticated_v3_time_correction` it classifies
+//! them instead, and the driver maps them to [`DriverError::Auth`]. The flag also lets one
+//! unauthenticated notInTimeWindow Report correct the clock for one packet (the tuple is never
+//! stored), which is the price: an on-path attacker can fail a poll, which it could anyway by
+//! dropping packets.
+
+mod collect;
+pub mod profile;
+mod topology;
+mod walk;
 
 use std::time::SystemTime;
 
-use async_snmp::{Auth, Client, ErrorKind, Oid, Retry, UsmConfig, Value};
-use futures::StreamExt;
+use async_snmp::{Auth, Client, ErrorKind, Retry, UsmConfig, Value};
 use groundtruth_proto::v1::{
-    DeviceIdentity, DeviceReport, LocationEvidence, LocationSource, MacAddress, MacRole, Reading,
+    DeviceClass, DeviceIdentity, DeviceReport, LocationEvidence, LocationSource, MacAddress, MacRole,
+    PollOutcome, PollStatus, Reading,
 };
 
 use super::{DriverError, PollCx, clean};
 use crate::target::{AuthProtocol, PrivProtocol, SnmpTarget, SnmpVersion};
+use walk::{Session, oid, value_text};
 
 const SYS_DESCR: &str = "1.3.6.1.2.1.1.1.0";
 const SYS_OBJECT_ID: &str = "1.3.6.1.2.1.1.2.0";
@@ -23,10 +40,6 @@ const SYS_NAME: &str = "1.3.6.1.2.1.1.5.0";
 const SYS_LOCATION: &str = "1.3.6.1.2.1.1.6.0";
 const IF_DESCR: &str = "1.3.6.1.2.1.2.2.1.2";
 const IF_PHYS_ADDRESS: &str = "1.3.6.1.2.1.2.2.1.6";
-
-fn oid(text: &str) -> Oid {
-    Oid::parse(text).expect("invariant: OID constants in this module are valid")
-}
 
 fn auth_of(t: &SnmpTarget) -> Result<Auth, DriverError> {
     match t.version {
@@ -75,6 +88,27 @@ fn priv_proto(p: PrivProtocol) -> async_snmp::PrivProtocol {
     }
 }
 
+/// Names the USM Report (RFC 3414 §3.2, usmStats*) that ended a v3 request, for operators.
+fn report_detail(e: &async_snmp::Error) -> String {
+    use async_snmp::v3::ReportStatus as R;
+    match e.exchange_source() {
+        async_snmp::Error::Report { status, .. } => match status.as_ref() {
+            R::WrongDigest { .. } => "wrong password (usmStatsWrongDigests)".into(),
+            R::UnknownUserName { .. } => "unknown user (usmStatsUnknownUserNames)".into(),
+            R::NotInTimeWindow { .. } => "not in time window (usmStatsNotInTimeWindows)".into(),
+            R::UnsupportedSecurityLevel { .. } => {
+                "security level not allowed for this user (usmStatsUnsupportedSecLevels)".into()
+            }
+            R::DecryptionError { .. } => {
+                "wrong privacy password or protocol (usmStatsDecryptionErrors)".into()
+            }
+            R::UnknownEngineId { .. } => "unknown engine ID (usmStatsUnknownEngineIDs)".into(),
+            other => format!("SNMPv3 report: {other}"),
+        },
+        other => other.to_string(),
+    }
+}
+
 /// Maps an async-snmp error to a driver error with an operator-readable cause.
 fn map_err(t: &SnmpTarget, what: &str, e: &async_snmp::Error, cx: &PollCx) -> DriverError {
     match e.kind() {
@@ -91,7 +125,10 @@ fn map_err(t: &SnmpTarget, what: &str, e: &async_snmp::Error, cx: &PollCx) -> Dr
             endpoint: format!("{}:{}", t.host, t.port),
             detail: e.to_string(),
         },
-        ErrorKind::Auth | ErrorKind::Report | ErrorKind::Privacy => DriverError::Auth {
+        ErrorKind::Report => DriverError::Auth {
+            detail: report_detail(e),
+        },
+        ErrorKind::Auth | ErrorKind::Privacy => DriverError::Auth {
             detail: e.to_string(),
         },
         ErrorKind::Decode | ErrorKind::MalformedResponse | ErrorKind::ResponseShape => {
@@ -104,7 +141,7 @@ fn map_err(t: &SnmpTarget, what: &str, e: &async_snmp::Error, cx: &PollCx) -> Dr
     }
 }
 
-/// Polls identity (system group, interface MACs) and uptime.
+/// Polls identity (system group, interface MACs, profile identity), readings and topology.
 pub async fn poll(t: &SnmpTarget, cx: &PollCx) -> Result<DeviceReport, DriverError> {
     let auth = auth_of(t)?;
     let client = Client::builder((t.host.as_str(), t.port), auth)
@@ -113,12 +150,20 @@ pub async fn poll(t: &SnmpTarget, cx: &PollCx) -> Result<DeviceReport, DriverErr
             Retry::fixed(cx.limits.retries, std::time::Duration::ZERO)
                 .map_err(|_| DriverError::Unsupported("a retry count this high"))?,
         )
+        // Turns usmStats* Reports into typed errors instead of timeouts (module docs).
+        .allow_unauthenticated_v3_time_correction(true)
         .connect()
         .await
         .map_err(|e| map_err(t, "connect", &e, cx))?;
+    let s = Session {
+        client,
+        target: t,
+        cx,
+    };
 
     let system = [SYS_DESCR, SYS_OBJECT_ID, SYS_UPTIME, SYS_NAME, SYS_LOCATION].map(oid);
-    let resp = client
+    let resp = s
+        .client
         .get_many(&system)
         .await
         .map_err(|e| map_err(t, "GET of the system group", &e, cx))?;
@@ -140,12 +185,13 @@ pub async fn poll(t: &SnmpTarget, cx: &PollCx) -> Result<DeviceReport, DriverErr
         ..Default::default()
     };
 
-    let names = walk(&client, t, IF_DESCR, cx).await?;
-    let phys = walk(&client, t, IF_PHYS_ADDRESS, cx).await?;
-    let if_name = |index: &str| {
+    let limit = cx.limits.max_walk_varbinds;
+    let names = s.walk(&oid(IF_DESCR), limit).await?;
+    let phys = s.walk(&oid(IF_PHYS_ADDRESS), limit).await?;
+    let if_name = |index: u32| {
         names
             .iter()
-            .find(|(o, _)| o.rsplit('.').next() == Some(index))
+            .find(|(o, _)| o.arcs().last() == Some(&index))
             .and_then(|(_, v)| value_text(v))
             .unwrap_or_else(|| format!("ifIndex {index}"))
     };
@@ -156,18 +202,57 @@ pub async fn poll(t: &SnmpTarget, cx: &PollCx) -> Result<DeviceReport, DriverErr
         if identity.macs.iter().any(|m| m.address == mac) {
             continue;
         }
-        let index = o.rsplit('.').next().unwrap_or_default();
         identity.macs.push(MacAddress {
             address: mac,
-            interface_name: if_name(index),
+            interface_name: if_name(o.arcs().last().copied().unwrap_or_default()),
             role: MacRole::Unspecified as i32,
         });
     }
 
+    // Profiles: ask only the probes of profiles whose sysObjectID condition already holds.
+    let all = profile::all();
+    let mut probes = std::collections::BTreeMap::new();
+    for p in all.iter().filter(|p| p.prefix_matches(&identity.sys_object_id)) {
+        if let Some(probe) = p.select.probe.as_ref().filter(|q| !probes.contains_key(*q)) {
+            probes.insert(probe.clone(), s.exists(&oid(probe)).await?);
+        }
+    }
+    let (vendor, generic) = profile::select(all, &identity.sys_object_id, |p| {
+        probes.get(p).copied().unwrap_or(false)
+    });
+    let chosen: Vec<_> = vendor.into_iter().chain(generic.iter().copied()).collect();
+    let collected = collect::apply(&s, &chosen, &mut identity).await?;
+    if let Some(v) = vendor {
+        identity.device_class = v.device_class.to_proto() as i32;
+        identity.attributes.insert("snmp_profile".into(), v.name.clone());
+    } else if let Some(g) = generic.iter().find(|g| g.select.probe.is_some()) {
+        // A standard MIB that implies a class (UPS-MIB) answered.
+        identity.device_class = g.device_class.to_proto() as i32;
+    }
+    for (k, v) in collected.attributes {
+        identity.attributes.insert(k, v);
+    }
+    let mut partial_errors = collected.partial_errors;
+
+    let (topology, topo_errors) = topology::read(&s).await?;
+    partial_errors.extend(topo_errors);
+    if identity.device_class == DeviceClass::Unspecified as i32 && !topology.is_empty() {
+        identity.device_class = DeviceClass::Switch as i32;
+    }
+
     let mut report = DeviceReport {
         identity: Some(identity),
+        readings: collected.readings,
+        topology,
         ..Default::default()
     };
+    if !partial_errors.is_empty() {
+        report.status = Some(PollStatus {
+            outcome: PollOutcome::Partial as i32,
+            message: format!("{} part(s) of the poll failed", partial_errors.len()),
+            partial_errors,
+        });
+    }
     if let Some(loc) = text(SYS_LOCATION).filter(|s| !s.trim().is_empty()) {
         // The agent reports the raw text; the collector parses it with the site's patterns.
         report.locations.push(LocationEvidence {
@@ -190,64 +275,10 @@ pub async fn poll(t: &SnmpTarget, cx: &PollCx) -> Result<DeviceReport, DriverErr
     Ok(report)
 }
 
-/// Walks a subtree (GETBULK for v2c/v3, GETNEXT for v1) into (oid, value) pairs, bounded by
-/// `max_walk_varbinds`. async-snmp stops on endOfMibView and aborts on non-increasing OIDs.
-async fn walk(
-    client: &Client,
-    t: &SnmpTarget,
-    base: &str,
-    cx: &PollCx,
-) -> Result<Vec<(String, Value)>, DriverError> {
-    let what = format!("walk of {base}");
-    let stream = if t.version == SnmpVersion::V1 {
-        client.walk_getnext(oid(base))
-    } else {
-        client.bulk_walk(oid(base), 25)
-    }
-    .map_err(|e| map_err(t, &what, &e, cx))?;
-    let mut stream = std::pin::pin!(stream);
-    let mut out = Vec::new();
-    while let Some(item) = stream.next().await {
-        let vb = item.map_err(|e| map_err(t, &what, &e, cx))?;
-        if out.len() >= cx.limits.max_walk_varbinds {
-            return Err(DriverError::TooLarge {
-                what,
-                limit: cx.limits.max_walk_varbinds as u64,
-            });
-        }
-        out.push((vb.oid.to_string(), vb.value));
-    }
-    Ok(out)
-}
-
-/// Printable text of an OCTET STRING, or `None` for binary or non-string values.
-fn value_text(v: &Value) -> Option<String> {
-    let bytes = v.as_bytes()?;
-    let s = std::str::from_utf8(bytes).ok()?;
-    s.chars()
-        .all(|c| !c.is_control() || c.is_whitespace())
-        .then(|| s.trim_end_matches('\0').to_owned())
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn value_text_accepts_text_and_rejects_binary() {
-        assert_eq!(
-            value_text(&Value::from("DC1 / Row A")).as_deref(),
-            Some("DC1 / Row A")
-        );
-        assert_eq!(
-            value_text(&Value::OctetString(
-                vec![0x28, 0x29, 0x86, 0x06, 0x01, 0x02].into()
-            )),
-            None
-        );
-        assert_eq!(value_text(&Value::Integer(3)), None);
-    }
 
     #[test]
     fn constant_oids_parse() {
