@@ -17,3 +17,4 @@ mod modbus;
 mod netbox;
 mod redfish;
 mod snmp;
+mod snmp_profiles;

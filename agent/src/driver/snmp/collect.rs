@@ -4,7 +4,8 @@
 //!
 //! Precedence: profiles run in order (the vendor profile first, then the generic ones); an
 //! identity field keeps the first non-empty value, and a reading is skipped when one with the
-//! same (metric, component kind, index, label) was already produced, so a profile's later
+//! same (metric, component kind, index, label) was already produced (for `status` readings:
+//! with the same name too), so a profile's later
 //! readings and the generic profiles act as fallbacks.
 
 use std::collections::{BTreeSet, HashMap};
@@ -14,7 +15,7 @@ use async_snmp::Value;
 use groundtruth_proto::v1::{Component, DeviceIdentity, Reading};
 
 use super::profile::{Profile, ReadingSpec, Source, component_index, scaled};
-use super::walk::{Column, Session, oid, value_number, value_text};
+use super::walk::{Column, Session, oid, value_int, value_number, value_text};
 use crate::driver::DriverError;
 
 /// What the profiles produced besides identity fields.
@@ -147,12 +148,14 @@ pub(super) async fn apply(
                     continue;
                 }
                 let kind = r.component.map(|k| k.to_proto() as i32);
-                if !seen.insert((r.metric.clone(), kind, index, label.clone())) {
+                // Status readings of different names mean different things (battery vs output).
+                let which = if r.states.is_empty() { "" } else { r.name.as_str() };
+                if !seen.insert((r.metric.clone(), kind, index, label.clone(), which.to_owned())) {
                     continue;
                 }
                 let decimals = r.decimals_column.as_ref().and_then(|c| {
                     let idx = source.index.as_ref()?;
-                    columns.get(c)?.get(idx)?.as_i32().map(i64::from)
+                    value_int(columns.get(c)?.get(idx)?)
                 });
                 if !r.states.is_empty() {
                     #[allow(clippy::cast_possible_truncation)]
@@ -189,10 +192,7 @@ pub(super) async fn apply(
 /// The OID of `column.<row>` for the first row whose `where_column` equals `equals`.
 fn chosen_row_oid(src: &Source, columns: &HashMap<String, Column>) -> Option<String> {
     let (col, wc, eq) = (src.column.as_ref()?, src.where_column.as_ref()?, src.equals?);
-    let (idx, _) = columns
-        .get(wc)?
-        .iter()
-        .find(|(_, v)| v.as_i32().map(i64::from) == Some(eq))?;
+    let (idx, _) = columns.get(wc)?.iter().find(|(_, v)| value_int(v) == Some(eq))?;
     Some(join(col, idx))
 }
 
@@ -243,8 +243,8 @@ fn rows_of(
             continue;
         }
         if let Some(fc) = &r.filter_column {
-            let fv = columns.get(fc).and_then(|c| c.get(idx)).and_then(Value::as_i32);
-            if !fv.is_some_and(|fv| r.filter_equals.contains(&i64::from(fv))) {
+            let fv = columns.get(fc).and_then(|c| c.get(idx)).and_then(value_int);
+            if !fv.is_some_and(|fv| r.filter_equals.contains(&fv)) {
                 continue;
             }
         }

@@ -111,13 +111,32 @@ fn report_detail(e: &async_snmp::Error) -> String {
 
 /// Maps an async-snmp error to a driver error with an operator-readable cause.
 fn map_err(t: &SnmpTarget, what: &str, e: &async_snmp::Error, cx: &PollCx) -> DriverError {
+    if let async_snmp::Error::Snmp {
+        status: async_snmp::ErrorStatus::AuthorizationError,
+        ..
+    } = e.exchange_source()
+    {
+        return DriverError::Auth {
+            detail: format!(
+                "{what}: authorizationError (the agent's access control refuses this user or \
+                 community at this security level, e.g. net-snmp `rouser ... priv` asked without privacy)"
+            ),
+        };
+    }
     match e.kind() {
         ErrorKind::Timeout => DriverError::Timeout {
-            what: match t.version {
-                SnmpVersion::V1 | SnmpVersion::V2c => {
+            what: match (t.version, &t.privacy) {
+                (SnmpVersion::V1 | SnmpVersion::V2c, _) => {
                     format!("{what} (device down, or wrong community: SNMP agents ignore a wrong community)")
                 }
-                SnmpVersion::V3 => what.to_owned(),
+                // A wrong privacy password gives no Report: the agent cannot decrypt the
+                // request, so it cannot answer it (net-snmp drops it silently).
+                (SnmpVersion::V3, Some(_)) => {
+                    format!(
+                        "{what} (device down, or wrong privacy password or protocol: agents drop what they cannot decrypt)"
+                    )
+                }
+                (SnmpVersion::V3, None) => what.to_owned(),
             },
             after: cx.limits.request_timeout * (cx.limits.retries + 1),
         },

@@ -70,6 +70,10 @@ const FILES: &[(&str, &str)] = &[
         include_str!("../../../profiles/snmp/eaton-epdu.toml"),
     ),
     (
+        "eaton-xups.toml",
+        include_str!("../../../profiles/snmp/eaton-xups.toml"),
+    ),
+    (
         "raritan-px2.toml",
         include_str!("../../../profiles/snmp/raritan-px2.toml"),
     ),
@@ -556,6 +560,20 @@ mod tests {
     }
 
     #[test]
+    fn every_profile_file_on_disk_is_embedded() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles/snmp");
+        let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".toml"))
+            .collect();
+        on_disk.sort();
+        let mut embedded: Vec<String> = FILES.iter().map(|(f, _)| (*f).to_owned()).collect();
+        embedded.sort();
+        assert_eq!(on_disk, embedded);
+    }
+
+    #[test]
     fn no_two_vendor_profiles_have_the_same_selection() {
         let vendor: Vec<_> = all().iter().filter(|p| !p.generic).collect();
         for (i, a) in vendor.iter().enumerate() {
@@ -713,6 +731,15 @@ x = "Bad State"
             Some("apc-ups")
         );
         assert_eq!(pick("1.3.6.1.4.1.534.6.6.7", &[]), Some("eaton-epdu"));
+        // Any Eaton UPS answering XUPS-MIB; the ePDU's longer prefix still wins for ePDUs.
+        assert_eq!(
+            pick("1.3.6.1.4.1.534.1", &["1.3.6.1.4.1.534.1.1.6.0"]),
+            Some("eaton-xups")
+        );
+        assert_eq!(
+            pick("1.3.6.1.4.1.534.6.6.7", &["1.3.6.1.4.1.534.1.1.6.0"]),
+            Some("eaton-epdu")
+        );
         assert_eq!(pick("1.3.6.1.4.1.1718.3", &[]), Some("servertech-sentry3"));
         assert_eq!(pick("1.3.6.1.4.1.1718.4", &[]), Some("servertech-sentry4"));
         assert_eq!(pick("1.3.6.1.4.1.674.10892.5", &[]), Some("dell-idrac"));

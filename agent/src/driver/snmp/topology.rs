@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use async_snmp::Value;
 use groundtruth_proto::v1::{TopologyEntry, TopologySource};
 
-use super::walk::{Column, Session, oid, value_text};
+use super::walk::{Column, Session, oid, value_int, value_text};
 use crate::driver::DriverError;
 
 /// Most topology entries reported per device.
@@ -35,7 +35,7 @@ const LLDP_REM_PORT_ID: &str = "1.0.8802.1.1.2.1.4.1.1.7";
 const LLDP_REM_SYS_NAME: &str = "1.0.8802.1.1.2.1.4.1.1.9";
 
 /// FDB status `self(4)`: the switch's own address, not a neighbour.
-const FDB_STATUS_SELF: i32 = 4;
+const FDB_STATUS_SELF: i64 = 4;
 
 /// Reads the FDBs and LLDP neighbours when the device has them. Returns the entries and the
 /// partial errors (a table that failed while others were read).
@@ -66,7 +66,7 @@ pub(super) async fn read(s: &Session<'_>) -> Result<(Vec<TopologyEntry>, Vec<Str
         let port_to_if = |port: u32| {
             port_if
                 .get(&vec![port])
-                .and_then(Value::as_i32)
+                .and_then(value_int)
                 .and_then(|i| u32::try_from(i).ok())
         };
         let tables = [
@@ -132,10 +132,13 @@ fn fdb_entries(
             (true, 7) => (idx[0], &idx[1..]),
             _ => continue,
         };
-        if status.get(idx).and_then(Value::as_i32) == Some(FDB_STATUS_SELF) {
+        if status.get(idx).and_then(value_int) == Some(FDB_STATUS_SELF) {
             continue;
         }
-        let Some(port) = v.as_i32().and_then(|p| u32::try_from(p).ok()).filter(|p| *p > 0) else {
+        let Some(port) = value_int(v)
+            .and_then(|p| u32::try_from(p).ok())
+            .filter(|p| *p > 0)
+        else {
             continue;
         };
         let octets: Option<Vec<u8>> = mac.iter().map(|a| u8::try_from(*a).ok()).collect();
@@ -188,7 +191,7 @@ fn lldp_entries(rem: &BTreeMap<&str, Column>, loc: &Column) -> Vec<TopologyEntry
     for idx in rows {
         let [_, local, _] = idx[..] else { continue };
         let bytes = |col: &str| c(col).get(idx).and_then(Value::as_bytes).map(<[u8]>::to_vec);
-        let subtype = |col: &str| c(col).get(idx).and_then(Value::as_i32);
+        let subtype = |col: &str| c(col).get(idx).and_then(value_int);
         out.push(TopologyEntry {
             source: TopologySource::Lldp as i32,
             local_port: loc.get(&vec![local]).and_then(value_text).unwrap_or_default(),
@@ -221,10 +224,7 @@ mod tests {
         ports.insert(vec![100, 0, 28, 115, 180, 253, 106], Value::Integer(7));
         ports.insert(vec![100, 1, 2], Value::Integer(3)); // malformed index
         let mut status = Column::new();
-        status.insert(
-            vec![100, 0, 28, 115, 180, 253, 106],
-            Value::Integer(FDB_STATUS_SELF),
-        );
+        status.insert(vec![100, 0, 28, 115, 180, 253, 106], Value::Integer(4));
         let e = fdb_entries(&ports, &status, true, &|p| Some(p + 100), &|i| {
             format!("Ethernet{i}")
         });

@@ -144,6 +144,16 @@ pub(super) fn value_text(v: &Value) -> Option<String> {
         .then(|| s.trim_end_matches('\0').trim().to_owned())
 }
 
+/// An integer of any SNMP integer type (INTEGER, Gauge32, Unsigned32, Counter, TimeTicks):
+/// enumerations, types and decimal-digit counts come as any of them, depending on the MIB.
+pub(super) fn value_int(v: &Value) -> Option<i64> {
+    match v {
+        Value::Counter64(c) => i64::try_from(*c).ok(),
+        #[allow(clippy::cast_possible_truncation)]
+        other => other.as_f64().map(|f| f as i64),
+    }
+}
+
 /// A numeric reading: integers, gauges, counters, TimeTicks, and numbers sent as text
 /// ("23.5", as some sensors do).
 pub(super) fn value_number(v: &Value) -> Option<f64> {
@@ -181,5 +191,9 @@ mod tests {
         assert_eq!(value_number(&Value::from("n/a")), None);
         assert_eq!(value_number(&Value::from("NaN")), None);
         assert_eq!(value_number(&Value::Null), None);
+        assert_eq!(value_int(&Value::Gauge32(3)), Some(3));
+        assert_eq!(value_int(&Value::Integer(-1)), Some(-1));
+        assert_eq!(value_int(&Value::Counter64(u64::MAX)), None);
+        assert_eq!(value_int(&Value::from("3")), None);
     }
 }
