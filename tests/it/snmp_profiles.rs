@@ -417,19 +417,9 @@ async fn every_shared_recording_polls_and_yields_something() {
             status.partial_errors
         );
     }
-    // Devices of issue #4's list that no profile covers yet and that answer no ENTITY-MIB or
-    // UPS-MIB either. The list may only shrink: a new profile removes its device from it.
-    let not_yet: &[&str] = &[
-        "env-akcp-serverprobe8",
-        "env-gude-esb7213",
-        "pdu-hpe-mapdu",
-        "pdu-schleifenbauer-dpm27e",
-        "pdu-vertiv-geist",
-        "server-ibm-x3550m3",
-        "server-lenovo-xcc-sr665",
-        "server-supermicro-x11",
-        "ups-liebert-gxt2",
-    ];
+    // Recordings that no profile covers and that answer no ENTITY-MIB or UPS-MIB either (a
+    // Linux host under net-snmp's sysObjectID). The list may only shrink.
+    let not_yet: &[&str] = &["pdu-schleifenbauer-dpm27e", "server-ibm-x3550m3"];
     eprintln!("recordings without identity or class: {empty:?}");
     assert!(
         empty.iter().all(|e| not_yet.contains(&e.as_str())),
@@ -489,4 +479,41 @@ async fn snmpd_v3_wrong_password_unknown_user_and_wrong_privacy_are_named() {
     let err = err.expect("must fail");
     assert!(matches!(err, DriverError::Auth { .. }), "{err:?}");
     assert!(err.to_string().contains("authorizationError"), "{err}");
+}
+
+#[tokio::test]
+async fn vertiv_pdu_hpe_pdu_with_text_sys_object_id_and_lenovo_xcc() {
+    let Some(addr) = snmpsim("more_profiles") else {
+        return;
+    };
+    let r = poll_recording(&addr, "pdu-vertiv-geist").await;
+    let id = r.identity.clone().unwrap();
+    assert_eq!(
+        id.attributes.get("snmp_profile").map(String::as_str),
+        Some("vertiv-geist-pdu")
+    );
+    assert_eq!(id.firmware_version, "5.6.1");
+    assert_eq!(readings(&r, "power", ComponentKind::Phase).len(), 3);
+    assert!(close(one(&r, "power", ComponentKind::Phase, 1), 1464.0));
+    // 2068 tenths of V, 725 hundredths of A.
+    assert!(close(one(&r, "voltage", ComponentKind::Phase, 1), 206.8));
+    assert!(close(one(&r, "current", ComponentKind::Phase, 1), 7.25));
+
+    // This recording's sysObjectID is an OCTET STRING ".1.3.6.1.4.1.232.165.11" (snmpget shows
+    // STRING); it is still used for selection.
+    let r = poll_recording(&addr, "pdu-hpe-mapdu").await;
+    let id = r.identity.clone().unwrap();
+    assert_eq!(id.sys_object_id, "1.3.6.1.4.1.232.165.11");
+    assert_eq!(id.model, "P9S18A");
+    assert_eq!(id.device_class, DeviceClass::Pdu as i32);
+
+    let r = poll_recording(&addr, "server-lenovo-xcc-sr665").await;
+    let id = r.identity.clone().unwrap();
+    assert_eq!(id.model, "ThinkSystem SR665 V3");
+    assert_eq!(id.device_class, DeviceClass::Server as i32);
+    let t = readings(&r, "temperature", ComponentKind::Sensor);
+    assert!(
+        t.iter().any(|(_, v, l)| l == "Ambient Temp" && close(*v, 22.0)),
+        "{t:?}"
+    );
 }

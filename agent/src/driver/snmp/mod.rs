@@ -88,6 +88,18 @@ fn priv_proto(p: PrivProtocol) -> async_snmp::PrivProtocol {
     }
 }
 
+/// sysObjectID as dotted text. Some agents send it as an OCTET STRING holding the dotted OID,
+/// sometimes with a leading dot (seen in an HPE PDU recording); accepted when it parses.
+fn sys_object_id_of(v: &Value) -> Option<String> {
+    if let Some(o) = v.as_oid() {
+        return Some(o.to_string());
+    }
+    let text = value_text(v)?;
+    let text = text.trim().trim_start_matches('.');
+    let o = async_snmp::Oid::parse(text).ok()?;
+    (o.len() >= 2 && text.split('.').all(|a| a.parse::<u32>().is_ok())).then(|| o.to_string())
+}
+
 /// Names the USM Report (RFC 3414 §3.2, usmStats*) that ended a v3 request, for operators.
 fn report_detail(e: &async_snmp::Error) -> String {
     use async_snmp::v3::ReportStatus as R;
@@ -199,7 +211,7 @@ pub async fn poll(t: &SnmpTarget, cx: &PollCx) -> Result<DeviceReport, DriverErr
         hostname: clean(text(SYS_NAME).as_deref()),
         sys_object_id: by_oid
             .get(SYS_OBJECT_ID)
-            .and_then(|v| v.as_oid().map(ToString::to_string))
+            .and_then(sys_object_id_of)
             .unwrap_or_default(),
         ..Default::default()
     };
@@ -298,6 +310,22 @@ pub async fn poll(t: &SnmpTarget, cx: &PollCx) -> Result<DeviceReport, DriverErr
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sys_object_id_as_oid_or_as_dotted_text() {
+        let o = oid("1.3.6.1.4.1.232.165.11");
+        assert_eq!(
+            sys_object_id_of(&Value::ObjectIdentifier(o)).as_deref(),
+            Some("1.3.6.1.4.1.232.165.11")
+        );
+        assert_eq!(
+            sys_object_id_of(&Value::from(".1.3.6.1.4.1.232.165.11")).as_deref(),
+            Some("1.3.6.1.4.1.232.165.11")
+        );
+        assert_eq!(sys_object_id_of(&Value::from("PowerEdge")), None);
+        assert_eq!(sys_object_id_of(&Value::from("1.3.x")), None);
+        assert_eq!(sys_object_id_of(&Value::Integer(1)), None);
+    }
 
     #[test]
     fn constant_oids_parse() {

@@ -50,6 +50,38 @@ use serde::Deserialize;
 /// The embedded profile files, `(file name, text)`. A new profile is one line here.
 const FILES: &[(&str, &str)] = &[
     (
+        "schleifenbauer.toml",
+        include_str!("../../../profiles/snmp/schleifenbauer.toml"),
+    ),
+    (
+        "vertiv-geist-pdu.toml",
+        include_str!("../../../profiles/snmp/vertiv-geist-pdu.toml"),
+    ),
+    (
+        "hpe-mapdu.toml",
+        include_str!("../../../profiles/snmp/hpe-mapdu.toml"),
+    ),
+    (
+        "akcp-sensorprobe.toml",
+        include_str!("../../../profiles/snmp/akcp-sensorprobe.toml"),
+    ),
+    (
+        "gude-esb.toml",
+        include_str!("../../../profiles/snmp/gude-esb.toml"),
+    ),
+    (
+        "lenovo-xcc.toml",
+        include_str!("../../../profiles/snmp/lenovo-xcc.toml"),
+    ),
+    (
+        "supermicro-bmc.toml",
+        include_str!("../../../profiles/snmp/supermicro-bmc.toml"),
+    ),
+    (
+        "liebert.toml",
+        include_str!("../../../profiles/snmp/liebert.toml"),
+    ),
+    (
         "generic-mib2-entity.toml",
         include_str!("../../../profiles/snmp/generic-mib2-entity.toml"),
     ),
