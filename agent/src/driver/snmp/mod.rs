@@ -327,6 +327,48 @@ mod tests {
         assert_eq!(sys_object_id_of(&Value::Integer(1)), None);
     }
 
+    fn report(status: async_snmp::v3::ReportStatus) -> async_snmp::Error {
+        async_snmp::Error::Report {
+            target: "127.0.0.1:161".parse().unwrap(),
+            status: Box::new(status),
+            metadata: Box::default(),
+        }
+    }
+
+    #[test]
+    fn usm_reports_become_named_auth_errors() {
+        use async_snmp::v3::ReportStatus as R;
+        let t = match crate::target::Target::parse("snmpv3://u@h?auth=sha&auth_pass=s3cretpass").unwrap() {
+            crate::target::Target::Snmp(t) => t,
+            _ => unreachable!(),
+        };
+        let cx = PollCx::default();
+        for (status, want) in [
+            (
+                R::WrongDigest { counter: 3 },
+                "wrong password (usmStatsWrongDigests)",
+            ),
+            (
+                R::UnknownUserName { counter: 1 },
+                "unknown user (usmStatsUnknownUserNames)",
+            ),
+            (
+                R::NotInTimeWindow { counter: 9 },
+                "not in time window (usmStatsNotInTimeWindows)",
+            ),
+            (
+                R::UnsupportedSecurityLevel { counter: 1 },
+                "usmStatsUnsupportedSecLevels",
+            ),
+            (R::DecryptionError { counter: 1 }, "usmStatsDecryptionErrors"),
+        ] {
+            let e = map_err(&t, "GET", &report(status), &cx);
+            assert!(matches!(e, DriverError::Auth { .. }), "{e:?}");
+            assert!(e.to_string().contains(want), "{e}");
+            assert!(!e.to_string().contains("s3cretpass"));
+        }
+    }
+
     #[test]
     fn constant_oids_parse() {
         for o in [

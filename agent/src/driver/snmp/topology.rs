@@ -1,7 +1,8 @@
 //! Switch topology for location inference: which MACs a switch learned on which port (BRIDGE-MIB
 //! `dot1dTpFdbTable`, Q-BRIDGE-MIB `dot1qTpFdbTable`) and which neighbours it sees over LLDP
 //! (`lldpRemTable`). Bridge ports are mapped to ifIndex (`dot1dBasePortIfIndex`) and named from
-//! `ifName` (else `ifDescr`); LLDP local ports are named from `lldpLocPortId`.
+//! `ifName` (else `ifDescr`); LLDP local ports are named from `lldpLocPortId`. The BRIDGE-MIB
+//! table is read only when Q-BRIDGE has no rows (VLAN-aware switches repeat MACs in both).
 //!
 //! Bounded: at most [`MAX_ENTRIES`] entries per device (a core switch can hold 100 k MACs; a
 //! rack-side agent wants the access switches' ports), and every walk is capped by
@@ -69,9 +70,11 @@ pub(super) async fn read(s: &Session<'_>) -> Result<(Vec<TopologyEntry>, Vec<Str
                 .and_then(value_int)
                 .and_then(|i| u32::try_from(i).ok())
         };
+        // Q-BRIDGE first: it has the VLAN, and a VLAN-aware switch's BRIDGE-MIB table repeats
+        // (a subset of) the same MACs. BRIDGE-MIB only when Q-BRIDGE is empty.
         let tables = [
-            (DOT1D_TP_FDB_PORT, DOT1D_TP_FDB_STATUS, false),
             (DOT1Q_TP_FDB_PORT, DOT1Q_TP_FDB_STATUS, true),
+            (DOT1D_TP_FDB_PORT, DOT1D_TP_FDB_STATUS, false),
         ];
         for (port_col, status_col, qbridge) in tables {
             let ports = col(s, port_col, &mut partial).await;
@@ -80,6 +83,7 @@ pub(super) async fn read(s: &Session<'_>) -> Result<(Vec<TopologyEntry>, Vec<Str
             }
             let status = col(s, status_col, &mut partial).await;
             entries.extend(fdb_entries(&ports, &status, qbridge, &port_to_if, &if_name));
+            break;
         }
     }
     if has_lldp {
