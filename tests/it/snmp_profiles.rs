@@ -522,3 +522,53 @@ async fn vertiv_pdu_hpe_pdu_with_text_sys_object_id_and_lenovo_xcc() {
         "{t:?}"
     );
 }
+
+/// Measurement, not a pass/fail gate on speed: a full walk of snmpd (this VM's MIB) by the
+/// agent's walker and by net-snmp's `snmpbulkwalk`, same max-repetitions, one after the other.
+/// Run with `cargo test -p groundtruth-tests --test it bench_ -- --ignored --nocapture`.
+#[tokio::test]
+#[ignore = "measurement; run explicitly"]
+async fn bench_full_walk_of_snmpd_agent_vs_snmpbulkwalk() {
+    let Some([addr, community]) =
+        Peers::load().require("bench_walk", ["GT_SNMPD_ADDR", "GT_SNMPD_COMMUNITY"])
+    else {
+        return;
+    };
+    for reps in [10, 25, 50] {
+        let url = format!("snmp://{community}@{addr}?max_repetitions={reps}");
+        let Target::Snmp(t) = Target::parse(&url).unwrap() else {
+            unreachable!()
+        };
+        let mut limits = cx().limits;
+        limits.max_walk_varbinds = 1_000_000;
+        let pcx = PollCx { limits };
+        let started = Instant::now();
+        let n = driver::snmp::walk_count(&t, &pcx, "1.3.6.1").await.unwrap();
+        let agent = started.elapsed();
+        let started = Instant::now();
+        let out = std::process::Command::new("snmpbulkwalk")
+            .args([
+                "-v2c",
+                "-c",
+                &community,
+                "-On",
+                &format!("-Cr{reps}"),
+                &format!("udp:{addr}"),
+                "1.3.6.1",
+            ])
+            .env("MIBS", "")
+            .output();
+        let tool = started.elapsed();
+        let lines = out.map(|o| {
+            o.stdout
+                .split(|b| *b == b'\n')
+                .filter(|l| l.starts_with(b"."))
+                .count()
+        });
+        eprintln!(
+            "max_repetitions={reps}: agent {n} varbinds in {agent:?} ({:.0}/s); snmpbulkwalk {lines:?} lines in {tool:?}",
+            n as f64 / agent.as_secs_f64()
+        );
+        assert!(n > 1000, "{n}");
+    }
+}
