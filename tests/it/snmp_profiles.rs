@@ -80,6 +80,30 @@ fn recording(name: &str) -> Option<PathBuf> {
     p.is_file().then_some(p)
 }
 
+/// Text values of a recording's rows under `prefix.`, hex-encoded (`4x`) ones decoded, trimmed.
+fn recorded_text(name: &str, prefix: &str) -> Vec<(String, String)> {
+    let Some(path) = recording(name) else {
+        return vec![];
+    };
+    let text = std::fs::read_to_string(path).unwrap();
+    text.lines()
+        .filter_map(|l| {
+            let mut parts = l.splitn(3, '|');
+            let (o, ty, v) = (parts.next()?, parts.next()?, parts.next()?);
+            let idx = o.strip_prefix(prefix)?.strip_prefix('.')?.to_owned();
+            let v = if ty == "4x" {
+                let bytes: Vec<u8> = (0..v.len() / 2)
+                    .map(|i| u8::from_str_radix(&v[2 * i..2 * i + 2], 16).unwrap())
+                    .collect();
+                String::from_utf8_lossy(&bytes).into_owned()
+            } else {
+                v.to_owned()
+            };
+            Some((idx, v.trim().to_owned()))
+        })
+        .collect()
+}
+
 /// Lines of a recording whose OID starts with `prefix.`.
 fn recorded(name: &str, prefix: &str) -> Vec<(String, String)> {
     let Some(path) = recording(name) else {
@@ -349,6 +373,22 @@ async fn arista_switch_entity_identity_fdb_and_lldp() {
             .all(|e| !e.local_port.is_empty() && e.local_port_index > 0)
     );
     assert_eq!(lldp.len(), 2, "{lldp:?}");
+    // ENTITY-MIB parts with a serial number (PSUs, fans, transceivers), the chassis excluded.
+    let serials = recorded_text("switch-arista-7150s", "1.3.6.1.2.1.47.1.1.1.1.11");
+    if !serials.is_empty() {
+        let with_serial = serials
+            .iter()
+            .filter(|(_, v)| !v.is_empty() && v != "JPE15151458")
+            .count();
+        assert_eq!(r.components.len(), with_serial);
+    }
+    assert!(r.components.len() > 10, "{}", r.components.len());
+    let psus: Vec<_> = r
+        .components
+        .iter()
+        .filter(|c| c.component.as_ref().unwrap().kind == ComponentKind::Psu as i32)
+        .collect();
+    assert!(psus.iter().all(|p| !p.serial_number.is_empty()), "{psus:?}");
     for (e, port) in lldp.iter().zip(["Ethernet47", "Ethernet48"]) {
         assert_eq!(e.remote_system_name, "ZJ-BP-Bak-Arista");
         assert_eq!(e.remote_chassis_id, "44:4c:a8:31:3e:df");
@@ -587,4 +627,50 @@ async fn bench_full_walk_of_snmpd_agent_vs_snmpbulkwalk() {
         );
         assert!(n > 1000, "{n}");
     }
+}
+
+#[tokio::test]
+async fn cisco_nexus_lldp_neighbours_match_the_recording() {
+    let Some(addr) = snmpsim("cisco_lldp") else { return };
+    let r = poll_recording(&addr, "switch-cisco-n5000").await;
+    let lldp: Vec<_> = r
+        .topology
+        .iter()
+        .filter(|t| t.source == TopologySource::Lldp as i32)
+        .collect();
+    let names = recorded_text("switch-cisco-n5000", "1.0.8802.1.1.2.1.4.1.1.9");
+    assert!(lldp.len() >= 11, "{lldp:?}");
+    if !names.is_empty() {
+        assert_eq!(lldp.len(), names.len());
+        for (_, n) in &names {
+            assert!(lldp.iter().any(|e| &e.remote_system_name == n), "{n} missing");
+        }
+    }
+    assert!(lldp.iter().any(|e| e.remote_system_name == "NWPU-CA-5548-02"));
+}
+
+/// snmpsim's v3 user with the recording as context: the same profile values over authPriv.
+#[tokio::test]
+async fn snmpsim_v3_context_reads_the_recording_profiles() {
+    let Some(addr) = snmpsim("snmpsim_v3") else { return };
+    let Some([user, ap, pp]) = Peers::load().require(
+        "snmpsim_v3",
+        [
+            "GT_SNMPSIM_V3_USER",
+            "GT_SNMPSIM_V3_AUTH_PASS",
+            "GT_SNMPSIM_V3_PRIV_PASS",
+        ],
+    ) else {
+        return;
+    };
+    let r = poll_url(&format!(
+        "snmpv3://{user}@{addr}?auth=sha&priv=aes&auth_pass={ap}&priv_pass={pp}&context=ups-apc-smt750x"
+    ))
+    .await;
+    let id = r.identity.clone().unwrap();
+    assert_eq!(id.serial_number, "AS1907242163");
+    assert!(close(
+        one(&r, "battery_charge", ComponentKind::Unspecified, 0),
+        100.0
+    ));
 }

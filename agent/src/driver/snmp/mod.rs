@@ -17,6 +17,7 @@
 //! dropping packets.
 
 mod collect;
+mod entity;
 pub mod profile;
 mod topology;
 mod walk;
@@ -302,9 +303,18 @@ pub async fn poll(t: &SnmpTarget, cx: &PollCx) -> Result<DeviceReport, DriverErr
         identity.device_class = DeviceClass::Switch as i32;
     }
 
+    let components = match entity::components(&s, &identity.serial_number).await {
+        Ok(c) => c,
+        Err(e) => {
+            partial_errors.push(format!("snmp: ENTITY-MIB components: {e}"));
+            Vec::new()
+        }
+    };
+
     let mut report = DeviceReport {
         identity: Some(identity),
         readings: collected.readings,
+        components,
         topology,
         ..Default::default()
     };

@@ -24,7 +24,7 @@
 //! column = "1.3.6.1.4.1.318.1.1.26.9.4.3.1.7"   # a table column (walked), or `oid` for a scalar
 //! scale = 1.0                              # value = raw × scale (0.01 kW → W is scale = 10)
 //! decimals_column = "..."                  # optional: raw × 10^-digits, digits from this column (same row)
-//! component = "outlet"                     # inlet | outlet | phase | branch | psu | sensor | fan | battery | port | device
+//! component = "outlet"                     # inlet | outlet | phase | branch | psu | sensor | fan | battery | port | module | device
 //! index_part = -1                          # which sub-identifier of the row index is the component index
 //! label_column = "...9.4.3.1.3"            # optional: label from another column of the same row
 //! filter_column = "..."; filter_equals = [26]   # optional: keep rows whose column has one of these values
@@ -170,6 +170,7 @@ pub enum Kind {
     Fan,
     Battery,
     Port,
+    Module,
 }
 
 impl Kind {
@@ -185,6 +186,7 @@ impl Kind {
             Self::Fan => ComponentKind::Fan,
             Self::Battery => ComponentKind::Battery,
             Self::Port => ComponentKind::Port,
+            Self::Module => ComponentKind::Module,
         }
     }
 }
