@@ -1,6 +1,8 @@
 //! Applies selected profiles to a device: reads their scalars and table columns (each column
 //! walked once per poll, however many readings use it) and turns them into identity fields,
-//! readings and status attributes.
+//! readings and status attributes. Up to [`COLUMN_WALKS_IN_FLIGHT`] column walks run at once;
+//! after a timeout no new walk starts (the device is slow or gone, and the whole-poll deadline
+//! must not be spent on it).
 //!
 //! Precedence: profiles run in order (the vendor profile first, then the generic ones); an
 //! identity field keeps the first non-empty value, and a reading is skipped when one with the
@@ -9,7 +11,10 @@
 //! readings and the generic profiles act as fallbacks.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
+
+use futures::StreamExt;
 
 use async_snmp::Value;
 use groundtruth_proto::v1::{Component, DeviceIdentity, Reading};
@@ -17,6 +22,10 @@ use groundtruth_proto::v1::{Component, DeviceIdentity, Reading};
 use super::profile::{Profile, ReadingSpec, Source, component_index, scaled};
 use super::walk::{Column, Session, oid, value_int, value_number, value_text};
 use crate::driver::DriverError;
+
+/// Column walks of one device in flight at once: a few hide the round-trip time of a distant
+/// device without flooding a small management card (many answer one request at a time).
+const COLUMN_WALKS_IN_FLIGHT: usize = 4;
 
 /// What the profiles produced besides identity fields.
 #[derive(Debug, Default)]
@@ -47,8 +56,7 @@ pub(super) async fn apply(
     let scalar_oids: Vec<_> = scalars.iter().map(|o| oid(o)).collect();
     let values = s.get_many(&scalar_oids).await?;
 
-    // 2. Every column, walked once. After a timeout no further walk is tried: the device is
-    //    slow or gone, and the whole-poll deadline must not be spent on it.
+    // 2. Every column, walked once, a few at a time.
     let mut columns: HashMap<String, Column> = HashMap::new();
     let mut needed = BTreeSet::new();
     for p in profiles {
@@ -66,20 +74,35 @@ pub(super) async fn apply(
             }
         }
     }
-    let mut timed_out = false;
-    for c in needed {
-        if timed_out {
-            break;
-        }
-        match s.column(&c).await {
-            Ok(col) => {
+    let gave_up = AtomicBool::new(false);
+    let walks = futures::stream::iter(needed)
+        .map(|c| {
+            let gave_up = &gave_up;
+            async move {
+                if gave_up.load(Ordering::Relaxed) {
+                    return (c, None);
+                }
+                let r = s.column(&c).await;
+                if matches!(r, Err(DriverError::Timeout { .. } | DriverError::Connect { .. })) {
+                    gave_up.store(true, Ordering::Relaxed);
+                }
+                (c, Some(r))
+            }
+        })
+        .buffer_unordered(COLUMN_WALKS_IN_FLIGHT);
+    let mut walks = std::pin::pin!(walks);
+    while let Some((c, r)) = walks.next().await {
+        match r {
+            Some(Ok(col)) => {
                 columns.insert(c, col);
             }
-            Err(e) => {
-                timed_out = matches!(e, DriverError::Timeout { .. } | DriverError::Connect { .. });
-                out.partial_errors.push(format!("snmp: {e}"));
-            }
+            Some(Err(e)) => out.partial_errors.push(format!("snmp: {e}")),
+            None => {}
         }
+    }
+    if gave_up.load(Ordering::Relaxed) {
+        out.partial_errors
+            .push("snmp: further table walks skipped after a timeout".into());
     }
 
     // 3. Identity: `column where where_column = equals` needs one more GET per chosen row.
