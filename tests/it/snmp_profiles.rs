@@ -674,3 +674,69 @@ async fn snmpsim_v3_context_reads_the_recording_profiles() {
         100.0
     ));
 }
+
+/// Robustness over the 100 PyPI `snmpsim-data` recordings (routers, firewalls, cameras, Linux
+/// hosts, UPSs, switches with odd tables): every poll succeeds, at worst with partial errors
+/// (e.g. a BRIDGE table whose OIDs do not increase, which async-snmp aborts and we report).
+#[tokio::test]
+async fn every_pypi_recording_polls_without_failing() {
+    let Some([addr, dir]) =
+        Peers::load().require("pypi_recordings", ["GT_SNMPSIM_ADDR", "GT_SNMPSIM_PYPI_DATA"])
+    else {
+        return;
+    };
+    let mut communities = Vec::new();
+    let mut stack = vec![PathBuf::from(&dir)];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "snmprec") {
+                let rel = p.strip_prefix(&dir).unwrap().with_extension("");
+                communities.push(rel.to_string_lossy().into_owned());
+            }
+        }
+    }
+    communities.sort();
+    assert!(communities.len() >= 90, "{}", communities.len());
+    let mut set = tokio::task::JoinSet::new();
+    let mut results = Vec::new();
+    for c in communities {
+        if set.len() >= 4 {
+            results.push(set.join_next().await.unwrap().unwrap());
+        }
+        let url = format!(
+            "snmp://{}@{addr}",
+            url::form_urlencoded::byte_serialize(c.as_bytes()).collect::<String>()
+        );
+        set.spawn(async move {
+            let (r, err) = driver::poll(&Target::parse(&url).unwrap(), &cx()).await;
+            (c, r, err)
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        results.push(r.unwrap());
+    }
+    let (mut partial, mut with_serial, mut switches) = (0, 0, 0);
+    for (c, r, err) in &results {
+        assert!(err.is_none(), "{c}: {err:?}");
+        let status = r.status.clone().unwrap();
+        if status.outcome == PollOutcome::Partial as i32 {
+            partial += 1;
+            eprintln!("partial: {c}: {:?}", status.partial_errors);
+        }
+        let id = r.identity.clone().unwrap();
+        with_serial += usize::from(!id.serial_number.is_empty());
+        switches += usize::from(id.device_class == DeviceClass::Switch as i32);
+    }
+    eprintln!(
+        "{} PyPI recordings: {partial} partial, {with_serial} with a serial, {switches} switches",
+        results.len()
+    );
+    assert!(partial <= 3, "{partial} partial polls");
+    assert!(
+        with_serial >= 15 && switches >= 15,
+        "{with_serial} serials, {switches} switches"
+    );
+}

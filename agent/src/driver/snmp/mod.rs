@@ -185,6 +185,11 @@ fn map_err(t: &SnmpTarget, what: &str, e: &async_snmp::Error, cx: &PollCx) -> Dr
         ErrorKind::Auth | ErrorKind::Privacy => DriverError::Auth {
             detail: e.to_string(),
         },
+        // A table whose OIDs do not increase (a device bug that would loop forever).
+        ErrorKind::WalkAborted => DriverError::Malformed {
+            what: format!("table in the {what}"),
+            detail: e.to_string(),
+        },
         ErrorKind::Decode | ErrorKind::MalformedResponse | ErrorKind::ResponseShape => {
             DriverError::Malformed {
                 what: format!("response to {what}"),
