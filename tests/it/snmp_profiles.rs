@@ -740,3 +740,21 @@ async fn every_pypi_recording_polls_without_failing() {
         "{with_serial} serials, {switches} switches"
     );
 }
+
+#[tokio::test]
+async fn akcp_sensors_numbered_from_one_and_gude_in_tenths() {
+    let Some(addr) = snmpsim("akcp_gude") else { return };
+    let r = poll_recording(&addr, "env-akcp-serverprobe8").await;
+    let t = readings(&r, "temperature", ComponentKind::Sensor);
+    // Rows 0, 6 and 7 have a probe (status normal); the others are skipped. Indexes + 1.
+    let idx: Vec<u32> = t.iter().map(|x| x.0).collect();
+    assert_eq!(idx, [1, 7, 8], "{t:?}");
+    assert!(
+        t.iter()
+            .any(|(i, v, l)| *i == 8 && close(*v, 22.0) && l == "Temp.Sensor 1"),
+        "{t:?}"
+    );
+    let r = poll_recording(&addr, "env-gude-esb7213").await;
+    assert!(close(one(&r, "temperature", ComponentKind::Sensor, 1), 25.9));
+    assert!(close(one(&r, "humidity", ComponentKind::Sensor, 1), 53.9));
+}

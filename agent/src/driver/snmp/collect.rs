@@ -280,7 +280,7 @@ fn rows_of(
             .or_else(|| r.label.clone());
         out.push((
             raw,
-            component_index(idx, r.index_part),
+            component_index(idx, r.index_part).and_then(|i| i.checked_add(r.index_offset)),
             label,
             RowSource {
                 oid: join(r.column.as_deref().unwrap_or_default(), idx),

@@ -26,6 +26,7 @@
 //! decimals_column = "..."                  # optional: raw × 10^-digits, digits from this column (same row)
 //! component = "outlet"                     # inlet | outlet | phase | branch | psu | sensor | fan | battery | port | module | device
 //! index_part = -1                          # which sub-identifier of the row index is the component index
+//! index_offset = 1                         # optional: added to it, for 0-based MIB indexes
 //! label_column = "...9.4.3.1.3"            # optional: label from another column of the same row
 //! filter_column = "..."; filter_equals = [26]   # optional: keep rows whose column has one of these values
 //! index_suffix = [5]                       # optional: keep rows whose index ends so (e.g. a sensor type)
@@ -257,6 +258,9 @@ pub struct ReadingSpec {
     /// Component index of a scalar reading (tables take it from the row index).
     pub index: Option<u32>,
     pub index_part: Option<i32>,
+    /// Added to a table row's component index, for MIBs that number from 0 (proto: 1-based).
+    #[serde(default)]
+    pub index_offset: u32,
     pub label: Option<String>,
     pub label_column: Option<String>,
     pub filter_column: Option<String>,
@@ -428,6 +432,7 @@ impl Profile {
                         ("label_column", r.label_column.is_some()),
                         ("filter_column", r.filter_column.is_some()),
                         ("index_suffix", !r.index_suffix.is_empty()),
+                        ("index_offset", r.index_offset != 0),
                     ] {
                         if set {
                             out.push(format!("{key}: {k} needs a table column"));
