@@ -7,8 +7,8 @@
 //! Precedence: profiles run in order (the vendor profile first, then the generic ones); an
 //! identity field keeps the first non-empty value, and a reading is skipped when one with the
 //! same (metric, component kind, index, label) was already produced (for `status` readings:
-//! with the same name too), so a profile's later
-//! readings and the generic profiles act as fallbacks.
+//! with the same name too), so a profile's later readings and the generic profiles act as
+//! fallbacks.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -3,8 +3,9 @@
 //! async-snmp does the protocol work: request-id matching, retries, GETBULK walks that stop on
 //! endOfMibView, abort on non-increasing OIDs, and halve max-repetitions on `tooBig` (RFC 3416
 //! §4.2.3). This layer adds the agent's limits: a walk never keeps more than
-//! `Limits::max_walk_varbinds`, and SNMPv1 GETs that fail with `noSuchName` for one OID are
-//! retried one OID at a time, so one missing object does not hide the others.
+//! `Limits::max_walk_varbinds`, and GETs that fail with an error status for one OID (SNMPv1's
+//! `noSuchName`, and v2c agents that imitate it) are retried one OID at a time, so one missing
+//! object does not hide the others.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -67,8 +68,9 @@ impl Session<'_> {
                     }
                 }
             }
-            // SNMPv1 answers a GET with one missing OID by noSuchName for the whole PDU.
-            Err(e) if e.kind() == ErrorKind::Snmp && self.target.version == SnmpVersion::V1 => {
+            // SNMPv1 answers a GET with one missing OID by noSuchName for the whole PDU, and
+            // some v2c agents do the same instead of sending noSuchObject: ask one at a time.
+            Err(e) if e.kind() == ErrorKind::Snmp => {
                 for o in oids {
                     if let Ok(resp) = self.client.get(o).await {
                         for vb in resp.varbinds {
