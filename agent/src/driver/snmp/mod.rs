@@ -270,14 +270,18 @@ pub async fn poll(t: &SnmpTarget, cx: &PollCx) -> Result<DeviceReport, DriverErr
 
     // Profiles: ask only the probes of profiles whose sysObjectID condition already holds.
     let all = profile::all();
-    let mut probes = std::collections::BTreeMap::new();
-    for p in all.iter().filter(|p| p.prefix_matches(&identity.sys_object_id)) {
-        if let Some(probe) = p.select.probe.as_ref().filter(|q| !probes.contains_key(*q)) {
-            probes.insert(probe.clone(), s.exists(&oid(probe)).await?);
-        }
-    }
+    let wanted: std::collections::BTreeSet<&String> = all
+        .iter()
+        .filter(|p| p.prefix_matches(&identity.sys_object_id))
+        .filter_map(|p| p.select.probe.as_ref())
+        .collect();
+    let wanted: Vec<&String> = wanted.into_iter().collect();
+    let answers = s
+        .exists_many(&wanted.iter().map(|p| oid(p)).collect::<Vec<_>>())
+        .await?;
+    let probes: std::collections::BTreeMap<&String, bool> = wanted.into_iter().zip(answers).collect();
     let (vendor, generic) = profile::select(all, &identity.sys_object_id, |p| {
-        probes.get(p).copied().unwrap_or(false)
+        probes.get(&p.to_owned()).copied().unwrap_or(false)
     });
     let chosen: Vec<_> = vendor.into_iter().chain(generic.iter().copied()).collect();
     let collected = collect::apply(&s, &chosen, &mut identity).await?;

@@ -43,8 +43,8 @@ const FDB_STATUS_SELF: i64 = 4;
 pub(super) async fn read(s: &Session<'_>) -> Result<(Vec<TopologyEntry>, Vec<String>), DriverError> {
     let mut entries = Vec::new();
     let mut partial = Vec::new();
-    let has_bridge = s.exists(&oid(BRIDGE)).await?;
-    let has_lldp = s.exists(&oid(LLDP_REM)).await?;
+    let found = s.exists_many(&[oid(BRIDGE), oid(LLDP_REM)]).await?;
+    let (has_bridge, has_lldp) = (found[0], found[1]);
     if !has_bridge && !has_lldp {
         return Ok((entries, partial));
     }

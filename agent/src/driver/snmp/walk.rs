@@ -98,6 +98,35 @@ impl Session<'_> {
         }
     }
 
+    /// [`Self::exists`] for several subtrees in one GETNEXT (one round trip); falls back to one
+    /// request per subtree when the agent refuses the combined one (SNMPv1 answers noSuchName
+    /// for the whole PDU when one of them runs off the end of its MIB).
+    pub(super) async fn exists_many(&self, bases: &[Oid]) -> Result<Vec<bool>, DriverError> {
+        let combined = if bases.len() > 1 {
+            match self.client.get_next_many(bases).await {
+                Ok(resp) => Some(resp),
+                // An error status: ask one at a time below. Anything else (a timeout) is the
+                // device's state, and asking again one by one would only multiply the wait.
+                Err(e) if e.kind() == ErrorKind::Snmp => None,
+                Err(e) => return Err(self.err("probe", &e)),
+            }
+        } else {
+            None
+        };
+        if let Some(resp) = combined.filter(|r| r.varbinds.len() == bases.len()) {
+            return Ok(bases
+                .iter()
+                .zip(&resp.varbinds)
+                .map(|(b, vb)| present(&vb.value) && vb.oid.starts_with(b) && vb.oid != *b)
+                .collect());
+        }
+        let mut out = Vec::with_capacity(bases.len());
+        for b in bases {
+            out.push(self.exists(b).await?);
+        }
+        Ok(out)
+    }
+
     /// Walks a subtree (GETBULK with the target's max-repetitions for v2c/v3, GETNEXT for v1)
     /// into (oid, value) pairs; more than `limit` varbinds is an error.
     pub(super) async fn walk(&self, base: &Oid, limit: usize) -> Result<Vec<(Oid, Value)>, DriverError> {
