@@ -247,11 +247,14 @@ pub async fn poll(t: &SnmpTarget, cx: &PollCx) -> Result<DeviceReport, DriverErr
     let limit = cx.limits.max_walk_varbinds;
     let names = s.walk(&oid(IF_DESCR), limit).await?;
     let phys = s.walk(&oid(IF_PHYS_ADDRESS), limit).await?;
+    let names: std::collections::HashMap<u32, String> = names
+        .iter()
+        .filter_map(|(o, v)| Some((*o.arcs().last()?, value_text(v)?)))
+        .collect();
     let if_name = |index: u32| {
         names
-            .iter()
-            .find(|(o, _)| o.arcs().last() == Some(&index))
-            .and_then(|(_, v)| value_text(v))
+            .get(&index)
+            .cloned()
             .unwrap_or_else(|| format!("ifIndex {index}"))
     };
     for (o, v) in &phys {
@@ -279,9 +282,9 @@ pub async fn poll(t: &SnmpTarget, cx: &PollCx) -> Result<DeviceReport, DriverErr
     let answers = s
         .exists_many(&wanted.iter().map(|p| oid(p)).collect::<Vec<_>>())
         .await?;
-    let probes: std::collections::BTreeMap<&String, bool> = wanted.into_iter().zip(answers).collect();
+    let probes: std::collections::BTreeMap<String, bool> = wanted.into_iter().cloned().zip(answers).collect();
     let (vendor, generic) = profile::select(all, &identity.sys_object_id, |p| {
-        probes.get(&p.to_owned()).copied().unwrap_or(false)
+        probes.get(p).copied().unwrap_or(false)
     });
     let chosen: Vec<_> = vendor.into_iter().chain(generic.iter().copied()).collect();
     let collected = collect::apply(&s, &chosen, &mut identity).await?;
