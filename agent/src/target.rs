@@ -1,9 +1,9 @@
 //! Target URLs: how one device endpoint is named on the command line and in config files.
 //!
 //! ```text
-//! snmp://COMMUNITY@HOST[:PORT]            SNMP v2c (port 161)
+//! snmp://COMMUNITY@HOST[:PORT][?max_repetitions=N]   SNMP v2c (port 161)
 //! snmp+v1://COMMUNITY@HOST[:PORT]         SNMP v1
-//! snmpv3://USER@HOST[:PORT]?auth=sha256&priv=aes&context=NAME[&auth_pass=..&priv_pass=..]
+//! snmpv3://USER@HOST[:PORT]?auth=sha256&priv=aes&context=NAME[&auth_pass=..&priv_pass=..][&max_repetitions=N]
 //! redfish://[USER:PASS@]HOST[:PORT][?insecure]   Redfish over HTTPS (port 443)
 //! redfish+http://[USER:PASS@]HOST[:PORT]          Redfish over plain HTTP (port 80; tests, labs)
 //! modbus+tcp://HOST[:PORT]?unit=1&map=NAME
@@ -68,6 +68,20 @@ pub struct SnmpTarget {
     pub auth: Option<(AuthProtocol, Secret)>,
     pub privacy: Option<(PrivProtocol, Secret)>,
     pub context: String,
+    /// GETBULK max-repetitions for walks (`?max_repetitions=`, 1..=200, default
+    /// [`DEFAULT_MAX_REPETITIONS`]). Lower it for agents that answer big bulks with `tooBig` or
+    /// drop them; raise it for fast agents with large tables.
+    pub max_repetitions: u32,
+}
+
+/// GETBULK max-repetitions when the target URL does not say.
+pub const DEFAULT_MAX_REPETITIONS: u32 = 25;
+
+fn parse_max_repetitions(v: &str) -> Result<u32, TargetError> {
+    match v.parse::<u32>() {
+        Ok(n @ 1..=200) => Ok(n),
+        _ => Err(param_err("max_repetitions", "expected an integer from 1 to 200")),
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -194,8 +208,12 @@ impl Target {
         let password = url.password().map(decode);
         match scheme.as_str() {
             "snmp" | "snmp+v1" | "snmp+v2c" => {
-                if let Some((k, _)) = params.first() {
-                    return Err(TargetError::UnknownParam(k.clone()));
+                let mut max_repetitions = DEFAULT_MAX_REPETITIONS;
+                for (k, v) in &params {
+                    match k.as_str() {
+                        "max_repetitions" => max_repetitions = parse_max_repetitions(v)?,
+                        other => return Err(TargetError::UnknownParam(other.to_owned())),
+                    }
                 }
                 Ok(Self::Snmp(SnmpTarget {
                     host: host()?,
@@ -210,6 +228,7 @@ impl Target {
                     auth: None,
                     privacy: None,
                     context: String::new(),
+                    max_repetitions,
                 }))
             }
             "snmpv3" => {
@@ -222,6 +241,7 @@ impl Target {
                     auth: None,
                     privacy: None,
                     context: String::new(),
+                    max_repetitions: DEFAULT_MAX_REPETITIONS,
                 };
                 if t.user.is_empty() {
                     return Err(TargetError::Missing("user name (snmpv3://USER@HOST)"));
@@ -234,6 +254,7 @@ impl Target {
                         "auth_pass" => auth_pass = Some(Secret::new(v.clone())),
                         "priv_pass" => priv_pass = Some(Secret::new(v.clone())),
                         "context" => t.context.clone_from(v),
+                        "max_repetitions" => t.max_repetitions = parse_max_repetitions(v)?,
                         other => return Err(TargetError::UnknownParam(other.to_owned())),
                     }
                 }
@@ -453,6 +474,29 @@ mod tests {
             ("10.0.0.5", 161, SnmpVersion::V2c)
         );
         assert_eq!(t.community.expose(), "dc@public");
+        assert_eq!(t.max_repetitions, DEFAULT_MAX_REPETITIONS);
+    }
+
+    #[test]
+    fn snmp_max_repetitions_per_target_is_parsed_and_bounded() {
+        let Target::Snmp(t) = Target::parse("snmp://c@10.0.0.5?max_repetitions=10").unwrap() else {
+            panic!("not snmp")
+        };
+        assert_eq!(t.max_repetitions, 10);
+        let Target::Snmp(t) = Target::parse("snmpv3://u@h?auth=sha&auth_pass=x&max_repetitions=200").unwrap()
+        else {
+            panic!("not snmp")
+        };
+        assert_eq!(t.max_repetitions, 200);
+        for bad in ["0", "201", "-1", "many", ""] {
+            assert!(
+                matches!(
+                    Target::parse(&format!("snmp://c@h?max_repetitions={bad}")),
+                    Err(TargetError::Param { ref key, .. }) if key == "max_repetitions"
+                ),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -18,3 +18,4 @@ mod mqtt;
 mod netbox;
 mod redfish;
 mod snmp;
+mod snmp_profiles;
