@@ -1,1 +1,533 @@
-//! Modbus TCP and RTU against the pymodbus simulator (issue #5).
+//! Modbus TCP and RTU against the pymodbus simulator (issue #5): our peers from
+//! `tests/peers/modbus` (the test-rack-ups layout on `GT_MODBUS_UPS_ADDR`, an SDM630-style meter
+//! on `GT_MODBUS_METER_ADDR` and on the pty `GT_MODBUS_RTU_TTY`), plus in-process hostile TCP
+//! servers for the faults a simulator does not make.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use groundtruth_agent::driver::modbus::{self, map};
+use groundtruth_agent::driver::{DriverError, Limits, PollCx};
+use groundtruth_agent::target::{ModbusTarget, Target};
+use groundtruth_proto::v1::{ComponentKind, DeviceReport, PollOutcome, Reading};
+use groundtruth_tests::{Peers, binary};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn target(url: &str) -> ModbusTarget {
+    match Target::parse(url).unwrap() {
+        Target::Modbus(t) => t,
+        other => panic!("not a Modbus target: {other:?}"),
+    }
+}
+
+fn cx(request_timeout: Duration) -> PollCx {
+    PollCx {
+        limits: Limits {
+            request_timeout,
+            ..Limits::default()
+        },
+    }
+}
+
+fn outcome(r: &DeviceReport) -> PollOutcome {
+    PollOutcome::try_from(r.status.as_ref().unwrap().outcome).unwrap()
+}
+
+fn find<'a>(r: &'a DeviceReport, metric: &str, kind: Option<(ComponentKind, u32)>) -> &'a Reading {
+    r.readings
+        .iter()
+        .find(|x| {
+            x.metric == metric
+                && match (kind, &x.component) {
+                    (None, None) => true,
+                    (Some((k, i)), Some(c)) => c.kind == k as i32 && c.index == i,
+                    _ => false,
+                }
+        })
+        .unwrap_or_else(|| panic!("no {metric} {kind:?} reading in {:#?}", r.readings))
+}
+
+fn in_range(r: &Reading, lo: f64, hi: f64) {
+    assert!(
+        (lo..=hi).contains(&r.value),
+        "{} {} = {} outside {lo}..{hi}",
+        r.metric,
+        r.source,
+        r.value
+    );
+}
+
+#[tokio::test]
+async fn modbus_tcp_ups_identity_and_live_readings() {
+    let Some([addr, serial]) =
+        Peers::load().require("modbus_tcp_ups", ["GT_MODBUS_UPS_ADDR", "GT_MODBUS_UPS_SERIAL"])
+    else {
+        return;
+    };
+    let t = target(&format!("modbus+tcp://{addr}?unit=1&map=test-rack-ups"));
+    let r = modbus::poll(&t, &cx(Duration::from_secs(2))).await.unwrap();
+    assert_eq!(outcome(&r), PollOutcome::Ok, "{:?}", r.status);
+    let id = r.identity.as_ref().unwrap();
+    assert_eq!(id.serial_number, serial);
+    assert!(
+        !id.vendor.is_empty() && !id.model.is_empty() && !id.firmware_version.is_empty(),
+        "{id:?}"
+    );
+    in_range(find(&r, "voltage", Some((ComponentKind::Inlet, 1))), 200.0, 260.0);
+    in_range(find(&r, "frequency", Some((ComponentKind::Inlet, 1))), 45.0, 65.0);
+    in_range(find(&r, "power", Some((ComponentKind::Outlet, 1))), 100.0, 3000.0);
+    in_range(find(&r, "load", None), 1.0, 100.0);
+    // Minutes on the wire, seconds in the report.
+    in_range(
+        find(&r, "battery_runtime", Some((ComponentKind::Battery, 1))),
+        600.0,
+        3600.0,
+    );
+    in_range(
+        find(&r, "temperature", Some((ComponentKind::Sensor, 1))),
+        10.0,
+        50.0,
+    );
+    assert_eq!(find(&r, "status", None).value, 1.0);
+    // The energy counter grows on every read: a second poll sees a larger value (live data,
+    // not a cached report).
+    let e1 = find(&r, "energy", Some((ComponentKind::Outlet, 1))).value;
+    let r2 = modbus::poll(&t, &cx(Duration::from_secs(2))).await.unwrap();
+    let e2 = find(&r2, "energy", Some((ComponentKind::Outlet, 1))).value;
+    assert!(e2 > e1, "energy did not grow: {e1} then {e2}");
+}
+
+fn assert_meter(r: &DeviceReport, serial: &str) {
+    assert_eq!(outcome(r), PollOutcome::Ok, "{:?}", r.status);
+    let id = r.identity.as_ref().unwrap();
+    assert_eq!(id.serial_number, serial);
+    assert_eq!(id.vendor, "Eastron");
+    for phase in 1..=3 {
+        in_range(
+            find(r, "voltage", Some((ComponentKind::Phase, phase))),
+            200.0,
+            260.0,
+        );
+        in_range(
+            find(r, "current", Some((ComponentKind::Phase, phase))),
+            0.1,
+            100.0,
+        );
+        in_range(
+            find(r, "power", Some((ComponentKind::Phase, phase))),
+            10.0,
+            20_000.0,
+        );
+    }
+    in_range(find(r, "power", None), 100.0, 60_000.0);
+    in_range(find(r, "frequency", None), 45.0, 65.0);
+    in_range(find(r, "energy", None), 1.0, 1e9);
+}
+
+#[tokio::test]
+async fn modbus_tcp_meter_serial_and_phase_values() {
+    let Some([addr, serial]) = Peers::load().require(
+        "modbus_tcp_meter",
+        ["GT_MODBUS_METER_ADDR", "GT_MODBUS_METER_SERIAL"],
+    ) else {
+        return;
+    };
+    let t = target(&format!("modbus+tcp://{addr}?unit=1&map=sdm630"));
+    let r = modbus::poll(&t, &cx(Duration::from_secs(2))).await.unwrap();
+    assert_meter(&r, &serial);
+}
+
+#[tokio::test]
+async fn modbus_rtu_meter_serial_and_phase_values() {
+    let Some([tty, baud, serial]) = Peers::load().require(
+        "modbus_rtu_meter",
+        [
+            "GT_MODBUS_RTU_TTY",
+            "GT_MODBUS_RTU_BAUD",
+            "GT_MODBUS_METER_SERIAL",
+        ],
+    ) else {
+        return;
+    };
+    let t = target(&format!("modbus+rtu://{tty}?baud={baud}&unit=1&map=sdm630"));
+    let r = modbus::poll(&t, &cx(Duration::from_secs(2))).await.unwrap();
+    assert_meter(&r, &serial);
+    assert_eq!(r.identity.as_ref().unwrap().address, tty);
+}
+
+/// Several units on one RTU bus polled at once: the bus serialises the requests, every poll
+/// gets its own answers (no reply handed to the wrong unit), and the unit that does not exist
+/// fails alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn modbus_rtu_units_share_one_bus() {
+    let Some([tty, serial]) =
+        Peers::load().require("modbus_rtu_bus", ["GT_MODBUS_RTU_TTY", "GT_MODBUS_METER_SERIAL"])
+    else {
+        return;
+    };
+    let good = target(&format!("modbus+rtu://{tty}?unit=1&map=sdm630"));
+    let absent = target(&format!("modbus+rtu://{tty}?unit=9&map=sdm630"));
+    let c = cx(Duration::from_secs(2));
+    let started = Instant::now();
+    let (a, b, c2, d) = tokio::join!(
+        modbus::poll(&good, &c),
+        modbus::poll(&absent, &c),
+        modbus::poll(&good, &c),
+        modbus::poll(&absent, &c),
+    );
+    assert_meter(&a.unwrap(), &serial);
+    assert_meter(&c2.unwrap(), &serial);
+    for e in [b.unwrap_err(), d.unwrap_err()] {
+        assert!(e.to_string().contains("from unit 9"), "{e}");
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+/// A map of our own for the meter, with a float read at an odd address (inside the float at
+/// 0x34, which the SDM630 refuses) and a register the meter does not implement.
+const MAP_WITH_BAD_BLOCKS: &str = r#"
+name = "meter-bad-blocks"
+device_class = "meter"
+max_gap = 0
+[[identity]]
+field = "serial"
+table = "holding"
+address = 0xFC00
+type = "uint32"
+[[reading]]
+metric = "voltage"
+unit = "V"
+table = "input"
+address = 0
+type = "float32"
+component = { kind = "phase", index = 1 }
+[[reading]]
+metric = "power"
+unit = "W"
+table = "input"
+address = 0x35
+type = "float32"
+[[reading]]
+metric = "current"
+unit = "A"
+table = "input"
+address = 0x2000
+type = "float32"
+"#;
+
+#[tokio::test]
+async fn modbus_rejected_blocks_are_partial_errors_and_other_blocks_still_read() {
+    let Some([addr, serial]) = Peers::load().require(
+        "modbus_partial",
+        ["GT_MODBUS_METER_ADDR", "GT_MODBUS_METER_SERIAL"],
+    ) else {
+        return;
+    };
+    let m = map::parse("meter-bad-blocks.toml", "meter-bad-blocks", MAP_WITH_BAD_BLOCKS).unwrap();
+    let t = target(&format!("modbus+tcp://{addr}?unit=1&map=unused"));
+    let r = modbus::poll_with_map(&t, &m, &cx(Duration::from_secs(2)))
+        .await
+        .unwrap();
+    assert_eq!(outcome(&r), PollOutcome::Partial, "{:?}", r.status);
+    let errs = &r.status.as_ref().unwrap().partial_errors;
+    assert_eq!(errs.len(), 2, "{errs:#?}");
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("input registers 0x0035-0x0036 (FC04)")
+                && e.contains("exception 2 (illegal data address)")),
+        "{errs:#?}"
+    );
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("input registers 0x2000-0x2001 (FC04)")),
+        "{errs:#?}"
+    );
+    // The good blocks were still read.
+    assert_eq!(r.identity.as_ref().unwrap().serial_number, serial);
+    in_range(find(&r, "voltage", Some((ComponentKind::Phase, 1))), 200.0, 260.0);
+    assert_eq!(r.readings.len(), 1);
+}
+
+#[tokio::test]
+async fn modbus_unknown_unit_on_the_simulator_is_an_error_naming_the_unit() {
+    let Some([addr]) = Peers::load().require("modbus_unknown_unit", ["GT_MODBUS_UPS_ADDR"]) else {
+        return;
+    };
+    // pymodbus answers a unit it does not serve with exception 11 (gateway target device
+    // failed to respond) rather than staying silent.
+    let t = target(&format!("modbus+tcp://{addr}?unit=42&map=test-rack-ups"));
+    let started = Instant::now();
+    let e = modbus::poll(&t, &cx(Duration::from_secs(1))).await.unwrap_err();
+    let s = e.to_string();
+    assert!(s.contains("from unit 42") && s.contains(&addr), "{s}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+// ------------------------------------------------------------------ hostile in-process servers
+
+#[derive(Clone, Copy, Debug)]
+enum Hostile {
+    /// Accepts, reads the request, never answers.
+    Silent,
+    /// Answers with bytes that are not an MBAP frame (wrong protocol id, nonsense length).
+    Garbage,
+    /// Sends half a frame, then closes the connection.
+    ShortThenClose,
+    /// Reads the request and closes the connection without a byte.
+    Close,
+    /// A well-formed answer with another transaction id (a stale reply).
+    WrongTransaction,
+    /// A well-formed answer carrying one register where two were asked for.
+    TooFewRegisters,
+    /// A byte count that disagrees with the frame length.
+    BadByteCount,
+}
+
+/// Serves one hostile behaviour on 127.0.0.1:0; returns the address.
+async fn hostile_server(mode: Hostile) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut req = [0u8; 12];
+                if s.read_exact(&mut req).await.is_err() {
+                    return;
+                }
+                let (tid, unit) = ([req[0], req[1]], req[6]);
+                let reply: Vec<u8> = match mode {
+                    Hostile::Silent => {
+                        tokio::time::sleep(Duration::from_secs(30)).await;
+                        return;
+                    }
+                    Hostile::Garbage => b"\xde\xad\xbe\xef\x00\x05garbage!".to_vec(),
+                    Hostile::ShortThenClose => vec![tid[0], tid[1], 0, 0, 0, 7, unit, 3],
+                    Hostile::Close => return,
+                    Hostile::WrongTransaction => {
+                        vec![
+                            tid[0],
+                            tid[1].wrapping_add(1),
+                            0,
+                            0,
+                            0,
+                            7,
+                            unit,
+                            3,
+                            4,
+                            0x43,
+                            0x66,
+                            0x80,
+                            0,
+                        ]
+                    }
+                    Hostile::TooFewRegisters => vec![tid[0], tid[1], 0, 0, 0, 5, unit, 3, 2, 0x43, 0x66],
+                    Hostile::BadByteCount => vec![tid[0], tid[1], 0, 0, 0, 5, unit, 3, 200, 0x43, 0x66],
+                };
+                let _ = s.write_all(&reply).await;
+                let _ = s.flush().await;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            });
+        }
+    });
+    addr
+}
+
+const ONE_FLOAT_MAP: &str = r#"
+name = "one-float"
+[[reading]]
+metric = "voltage"
+unit = "V"
+table = "holding"
+address = 0
+type = "float32"
+"#;
+
+#[tokio::test]
+async fn modbus_hostile_tcp_servers_give_clear_errors_in_bounded_time() {
+    let m = map::parse("one-float.toml", "one-float", ONE_FLOAT_MAP).unwrap();
+    let timeout = Duration::from_millis(500);
+    for (mode, expect) in [
+        (
+            Hostile::Silent,
+            "no answer within 500ms to holding registers 0x0000-0x0001 (FC03) from unit 1",
+        ),
+        (
+            Hostile::Garbage,
+            "malformed response to holding registers 0x0000-0x0001 (FC03)",
+        ),
+        (
+            Hostile::ShortThenClose,
+            "connection lost during holding registers 0x0000-0x0001 (FC03)",
+        ),
+        (
+            Hostile::Close,
+            "connection lost during holding registers 0x0000-0x0001 (FC03)",
+        ),
+        (
+            Hostile::WrongTransaction,
+            "malformed response to holding registers 0x0000-0x0001 (FC03)",
+        ),
+        (Hostile::TooFewRegisters, "1 values instead of 2"),
+        (
+            Hostile::BadByteCount,
+            "malformed response to holding registers 0x0000-0x0001 (FC03)",
+        ),
+    ] {
+        let addr = hostile_server(mode).await;
+        let t = target(&format!("modbus+tcp://{addr}?unit=1&map=unused"));
+        let started = Instant::now();
+        let e = modbus::poll_with_map(&t, &m, &cx(timeout)).await.unwrap_err();
+        let took = started.elapsed();
+        let s = e.to_string();
+        eprintln!("{mode:?}: {s} ({took:?})");
+        assert!(s.contains(expect), "{mode:?}: {s}");
+        if matches!(mode, Hostile::Silent) {
+            assert!(matches!(e, DriverError::Timeout { .. }), "{e:?}");
+            assert!(s.contains(&addr.to_string()), "{s}");
+        }
+        assert!(
+            took < timeout + Duration::from_millis(400),
+            "{mode:?} took {took:?}"
+        );
+    }
+}
+
+/// A TCP device that goes silent after answering some blocks: the poll is PARTIAL, the silent
+/// blocks are named, and a second timeout in a row stops the poll instead of costing one
+/// timeout per remaining block.
+#[tokio::test]
+async fn modbus_device_going_silent_mid_poll_costs_two_timeouts_at_most() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut req = [0u8; 12];
+                while s.read_exact(&mut req).await.is_ok() {
+                    let start = u16::from_be_bytes([req[8], req[9]]);
+                    if start != 0 {
+                        continue; // silent for every block but the first
+                    }
+                    let reply = [req[0], req[1], 0, 0, 0, 7, req[6], 3, 4, 0x43, 0x66, 0x80, 0];
+                    if s.write_all(&reply).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    // Five blocks: 0, 10, 20, 30, 40 (max_gap 0, not adjacent).
+    let mut text = String::from("name = \"five\"\n");
+    for a in [0, 10, 20, 30, 40] {
+        text.push_str(&format!(
+            "[[reading]]\nmetric = \"voltage\"\nunit = \"V\"\ntable = \"holding\"\naddress = {a}\ntype = \"float32\"\n"
+        ));
+    }
+    let m = map::parse("five.toml", "five", &text).unwrap();
+    let t = target(&format!("modbus+tcp://{addr}?unit=1&map=unused"));
+    let timeout = Duration::from_millis(300);
+    let started = Instant::now();
+    let r = modbus::poll_with_map(&t, &m, &cx(timeout)).await.unwrap();
+    let took = started.elapsed();
+    assert_eq!(outcome(&r), PollOutcome::Partial);
+    assert_eq!(r.readings.len(), 1);
+    assert_eq!(r.readings[0].value, 230.5);
+    let errs = &r.status.as_ref().unwrap().partial_errors;
+    assert!(errs[0].contains("holding registers 0x000A-0x000B"), "{errs:#?}");
+    assert!(errs[1].contains("holding registers 0x0014-0x0015"), "{errs:#?}");
+    assert!(errs[2].contains("2 more register block(s): skipped"), "{errs:#?}");
+    assert!(took < 3 * timeout, "took {took:?}");
+}
+
+// ------------------------------------------------------------------ CLI
+
+fn agent_bin() -> Option<std::path::PathBuf> {
+    let bin = binary("groundtruth-agent");
+    if bin.is_none() {
+        assert!(
+            std::env::var("GT_REQUIRE_PEERS").as_deref() != Ok("1"),
+            "groundtruth-agent binary not built"
+        );
+        eprintln!("SKIP: groundtruth-agent binary not built (run `cargo build --workspace --bins` first)");
+    }
+    bin
+}
+
+fn cli_poll(target: &str) -> serde_json::Value {
+    let bin = agent_bin().unwrap();
+    let out = Command::new(bin)
+        .args(["poll", target, "--json", "--log", "off"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn modbus_cli_poll_json_tcp_and_rtu() {
+    let Some([addr, tty, serial]) = Peers::load().require(
+        "modbus_cli",
+        [
+            "GT_MODBUS_METER_ADDR",
+            "GT_MODBUS_RTU_TTY",
+            "GT_MODBUS_METER_SERIAL",
+        ],
+    ) else {
+        return;
+    };
+    if agent_bin().is_none() {
+        return;
+    }
+    for url in [
+        format!("modbus+tcp://{addr}?unit=1&map=sdm630"),
+        format!("modbus+rtu://{tty}?baud=9600&parity=none&unit=1&map=sdm630"),
+    ] {
+        let v = cli_poll(&url);
+        assert_eq!(v["identity"]["serialNumber"], serial.as_str(), "{url}");
+        assert_eq!(v["identity"]["protocol"], "PROTOCOL_MODBUS");
+        assert_eq!(v["identity"]["deviceClass"], "DEVICE_CLASS_METER");
+        assert_eq!(v["status"]["outcome"], "POLL_OUTCOME_OK");
+        let readings = v["readings"].as_array().unwrap();
+        let l2 = readings
+            .iter()
+            .find(|r| r["metric"] == "voltage" && r["component"]["index"] == 2)
+            .unwrap();
+        assert_eq!(l2["component"]["kind"], "COMPONENT_KIND_PHASE");
+        assert_eq!(l2["unit"], "V");
+        assert!(l2["value"].as_f64().unwrap() > 200.0, "{l2}");
+    }
+}
+
+#[test]
+fn modbus_cli_unknown_map_is_one_line_naming_the_maps() {
+    let Some(bin) = agent_bin() else { return };
+    let port = groundtruth_tests::free_port();
+    let out = Command::new(bin)
+        .args([
+            "poll",
+            &format!("modbus+tcp://127.0.0.1:{port}?map=nope"),
+            "--log",
+            "off",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("no built-in register map 'nope'") && err.contains("sdm630"),
+        "{err}"
+    );
+}

@@ -410,17 +410,29 @@ async fn exchange(
             }));
         }
         Ok(Err(tokio_modbus::Error::Transport(e))) => {
-            return Err(fatal(if e.kind() == std::io::ErrorKind::InvalidData {
-                DriverError::Malformed {
-                    what: format!("response to {}", what()),
-                    detail: e.to_string(),
-                }
-            } else {
-                DriverError::Connect {
-                    endpoint: endpoint.to_owned(),
-                    detail: format!("{}: {e}", block.describe()),
-                }
-            }));
+            return Err(fatal(
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
+                ) {
+                    DriverError::Malformed {
+                        what: format!("response to {}", what()),
+                        detail: e.to_string(),
+                    }
+                } else {
+                    // tokio-modbus reports a cleanly closed stream as `last_os_error()`,
+                    // which is usually a stale EAGAIN: say what happened instead.
+                    let cause = if e.kind() == std::io::ErrorKind::WouldBlock {
+                        "the device closed the connection".to_owned()
+                    } else {
+                        e.to_string()
+                    };
+                    DriverError::Connect {
+                        endpoint: endpoint.to_owned(),
+                        detail: format!("connection lost during {}: {cause}", block.describe()),
+                    }
+                },
+            ));
         }
         Ok(Err(tokio_modbus::Error::Protocol(e))) => {
             let detail = match e {
