@@ -531,3 +531,149 @@ fn modbus_cli_unknown_map_is_one_line_naming_the_maps() {
         "{err}"
     );
 }
+
+// ------------------------------------------------------------------ RTU bus with a dead slave
+
+/// Modbus RTU CRC-16 (polynomial 0xA001 reflected, initial 0xFFFF), low byte first on the wire.
+fn crc16(data: &[u8]) -> [u8; 2] {
+    let mut crc: u16 = 0xFFFF;
+    for &b in data {
+        crc ^= u16::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xA001
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    crc.to_le_bytes()
+}
+
+/// A pty pair made by socat; killed on drop.
+struct PtyPair {
+    child: std::process::Child,
+    master: std::path::PathBuf,
+    slave: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl PtyPair {
+    fn new() -> Option<Self> {
+        let dir = tempfile::tempdir().unwrap();
+        let (master, slave) = (dir.path().join("master"), dir.path().join("slave"));
+        let child = Command::new("socat")
+            .arg(format!("pty,raw,echo=0,link={}", master.display()))
+            .arg(format!("pty,raw,echo=0,link={}", slave.display()))
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .ok()?;
+        let pair = Self {
+            child,
+            master,
+            slave,
+            _dir: dir,
+        };
+        for _ in 0..100 {
+            if pair.master.exists() && pair.slave.exists() {
+                return Some(pair);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for PtyPair {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A serial slave that answers FC03 for unit 1 (registers = 0x4366, 0x8000, ... i.e. 230.5
+/// floats) and ignores every other unit, as a dead or absent device on RS-485 does.
+async fn fake_rtu_slave(path: std::path::PathBuf, answered: std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let builder = tokio_serial::new(path.to_string_lossy(), 9600);
+    let mut port = tokio_serial::SerialStream::open(&builder).unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 256];
+    loop {
+        let Ok(n) = port.read(&mut chunk).await else {
+            return;
+        };
+        if n == 0 {
+            return;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        // Requests are 8 bytes: unit, 03, addr(2), count(2), crc(2).
+        while buf.len() >= 8 {
+            let req: Vec<u8> = buf.drain(..8).collect();
+            if crc16(&req[..6]) != [req[6], req[7]] || req[1] != 3 {
+                buf.clear();
+                break;
+            }
+            if req[0] != 1 {
+                continue; // not me: silence
+            }
+            let count = u16::from_be_bytes([req[4], req[5]]);
+            let mut resp = vec![1, 3, u8::try_from(2 * count).unwrap()];
+            for i in 0..count {
+                resp.extend_from_slice(if i % 2 == 0 { &[0x43, 0x66] } else { &[0x80, 0x00] });
+            }
+            resp.extend_from_slice(&crc16(&resp));
+            port.write_all(&resp).await.unwrap();
+            answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+}
+
+/// Two units on one RTU bus, one of them dead: the live unit's poll is complete and costs at
+/// most the dead unit's one timeout of waiting; the dead unit fails with a timeout naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn modbus_rtu_dead_slave_costs_only_its_own_timeout() {
+    let Some(pair) = PtyPair::new() else {
+        eprintln!("SKIP: modbus_rtu_dead_slave: socat not available");
+        return;
+    };
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    tokio::spawn(fake_rtu_slave(pair.slave.clone(), answered.clone()));
+    // Five blocks per poll.
+    let mut text = String::from("name = \"five\"\n");
+    for a in [0, 10, 20, 30, 40] {
+        text.push_str(&format!(
+            "[[reading]]\nmetric = \"voltage\"\nunit = \"V\"\ntable = \"holding\"\naddress = {a}\ntype = \"float32\"\n"
+        ));
+    }
+    let m = map::parse("five.toml", "five", &text).unwrap();
+    let tty = pair.master.display().to_string();
+    let live = target(&format!("modbus+rtu://{tty}?unit=1&map=five"));
+    let dead = target(&format!("modbus+rtu://{tty}?unit=2&map=five"));
+    let timeout = Duration::from_millis(400);
+    let c = cx(timeout);
+    let started = Instant::now();
+    let (l, d) = tokio::join!(
+        async {
+            let r = modbus::poll_with_map(&live, &m, &c).await;
+            (r, started.elapsed())
+        },
+        async {
+            let r = modbus::poll_with_map(&dead, &m, &c).await;
+            (r, started.elapsed())
+        },
+    );
+    let (live_report, live_took) = l;
+    let live_report = live_report.unwrap();
+    assert_eq!(outcome(&live_report), PollOutcome::Ok, "{:?}", live_report.status);
+    assert_eq!(live_report.readings.len(), 5);
+    assert!(live_report.readings.iter().all(|r| r.value == 230.5));
+    let (dead_err, dead_took) = d;
+    let e = dead_err.unwrap_err();
+    assert!(matches!(e, DriverError::Timeout { .. }), "{e:?}");
+    assert!(e.to_string().contains("from unit 2"), "{e}");
+    // One timeout for the dead unit (it is given up on at its first silence), and the live
+    // unit waited for at most that one timeout.
+    assert!(dead_took < timeout * 2, "dead unit took {dead_took:?}");
+    assert!(live_took < timeout * 2, "live unit took {live_took:?}");
+    assert_eq!(answered.load(std::sync::atomic::Ordering::SeqCst), 5);
+}
