@@ -400,6 +400,73 @@ async fn modbus_hostile_tcp_servers_give_clear_errors_in_bounded_time() {
     }
 }
 
+/// The agent keeps a healthy TCP connection for the next poll; a device that closed it in
+/// between (as many do with idle clients) costs a reconnect, not a failed poll.
+#[tokio::test]
+async fn modbus_reused_connection_closed_by_the_device_is_reopened() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                // One answer per connection, then close.
+                let mut req = [0u8; 12];
+                if s.read_exact(&mut req).await.is_ok() {
+                    let reply = [req[0], req[1], 0, 0, 0, 7, req[6], 3, 4, 0x43, 0x66, 0x80, 0];
+                    let _ = s.write_all(&reply).await;
+                }
+            });
+        }
+    });
+    let m = map::parse("one-float.toml", "one-float", ONE_FLOAT_MAP).unwrap();
+    let t = target(&format!("modbus+tcp://{addr}?unit=1&map=unused"));
+    for _ in 0..3 {
+        let r = modbus::poll_with_map(&t, &m, &cx(Duration::from_secs(1)))
+            .await
+            .unwrap();
+        assert_eq!(outcome(&r), PollOutcome::Ok, "{:?}", r.status);
+        assert_eq!(r.readings[0].value, 230.5);
+        // Let the server's close reach us, as an idle period would.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 3);
+}
+
+/// Polls of a device that keeps its connection open reuse one connection.
+#[tokio::test]
+async fn modbus_tcp_polls_reuse_one_connection() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut req = [0u8; 12];
+                while s.read_exact(&mut req).await.is_ok() {
+                    let reply = [req[0], req[1], 0, 0, 0, 7, req[6], 3, 4, 0x43, 0x66, 0x80, 0];
+                    if s.write_all(&reply).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let m = map::parse("one-float.toml", "one-float", ONE_FLOAT_MAP).unwrap();
+    let t = target(&format!("modbus+tcp://{addr}?unit=1&map=unused"));
+    for _ in 0..5 {
+        let r = modbus::poll_with_map(&t, &m, &cx(Duration::from_secs(1)))
+            .await
+            .unwrap();
+        assert_eq!(outcome(&r), PollOutcome::Ok, "{:?}", r.status);
+    }
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
 /// A TCP device that goes silent after answering some blocks: the poll is PARTIAL, the silent
 /// blocks are named, and a second timeout in a row stops the poll instead of costing one
 /// timeout per remaining block.
@@ -676,4 +743,107 @@ async fn modbus_rtu_dead_slave_costs_only_its_own_timeout() {
     assert!(dead_took < timeout * 2, "dead unit took {dead_took:?}");
     assert!(live_took < timeout * 2, "live unit took {live_took:?}");
     assert_eq!(answered.load(std::sync::atomic::Ordering::SeqCst), 5);
+}
+
+// ------------------------------------------------------------------ benchmark
+
+const BENCH_SECS: f64 = 3.0;
+
+/// pymodbus' own client against the same server: 2-register reads in a loop on one
+/// connection, for BENCH_SECS. Returns requests per second.
+fn pymodbus_rps(kind: &str, target: &str, table: &str, address: u16) -> Option<f64> {
+    let venv = std::env::var("GT_PEERS_VENV").unwrap_or_else(|_| "/opt/gt-peers".into());
+    let python = std::path::Path::new(&venv).join("venv-modbus/bin/python");
+    let script = format!(
+        r#"
+import sys, time
+from pymodbus.client import ModbusSerialClient, ModbusTcpClient
+kind, target = "{kind}", "{target}"
+if kind == "rtu":
+    c = ModbusSerialClient(port=target, baudrate=9600, bytesize=8, parity="N", stopbits=1, timeout=2, retries=0)
+else:
+    h, p = target.rsplit(":", 1)
+    c = ModbusTcpClient(h, port=int(p), timeout=2, retries=0)
+assert c.connect()
+read = c.read_holding_registers if "{table}" == "holding" else c.read_input_registers
+n, t0 = 0, time.monotonic()
+while time.monotonic() - t0 < {BENCH_SECS}:
+    r = read({address}, count=2, device_id=1)
+    assert not r.isError(), r
+    n += 1
+print(n / (time.monotonic() - t0))
+"#
+    );
+    let out = Command::new(python).args(["-c", &script]).output().ok()?;
+    if !out.status.success() {
+        eprintln!("pymodbus bench failed: {}", String::from_utf8_lossy(&out.stderr));
+        return None;
+    }
+    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+}
+
+/// The agent: polls of a map of ten float32 values with `max_registers = 2` (so ten 2-register
+/// requests per poll, plus one connect per poll over TCP), for BENCH_SECS. Requests per second.
+async fn agent_rps(url: &str, table: &str, address: u16) -> f64 {
+    let mut text = String::from("name = \"bench\"\nmax_registers = 2\n");
+    for i in 0..10 {
+        text.push_str(&format!(
+            "[[reading]]\nmetric = \"voltage\"\nunit = \"V\"\ntable = \"{table}\"\naddress = {}\ntype = \"float32\"\n",
+            address + 2 * i
+        ));
+    }
+    let m = map::parse("bench.toml", "bench", &text).unwrap();
+    let t = target(url);
+    let c = cx(Duration::from_secs(2));
+    let (mut n, t0) = (0u32, Instant::now());
+    while t0.elapsed().as_secs_f64() < BENCH_SECS {
+        let r = modbus::poll_with_map(&t, &m, &c).await.unwrap();
+        assert_eq!(outcome(&r), PollOutcome::Ok, "{:?}", r.status);
+        n += 10;
+    }
+    f64::from(n) / t0.elapsed().as_secs_f64()
+}
+
+/// `cargo test -p groundtruth-tests --test it modbus_bench -- --ignored --nocapture`
+#[tokio::test]
+#[ignore = "benchmark: run explicitly"]
+async fn modbus_bench_agent_vs_pymodbus_client() {
+    let Some([addr, tty]) =
+        Peers::load().require("modbus_bench", ["GT_MODBUS_UPS_ADDR", "GT_MODBUS_RTU_TTY"])
+    else {
+        return;
+    };
+    let mut results = Vec::new();
+    for (kind, where_, url, table, address) in [
+        (
+            "tcp",
+            addr.clone(),
+            format!("modbus+tcp://{addr}?unit=1&map=bench"),
+            "holding",
+            100u16,
+        ),
+        (
+            "rtu",
+            tty.clone(),
+            format!("modbus+rtu://{tty}?unit=1&map=bench"),
+            "input",
+            0u16,
+        ),
+    ] {
+        let py = pymodbus_rps(kind, &where_, table, address);
+        let ours = agent_rps(&url, table, address).await;
+        eprintln!(
+            "BENCH {kind}: agent {ours:.0} req/s, pymodbus client {} req/s (2-register reads, {BENCH_SECS} s each)",
+            py.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.0}"))
+        );
+        results.push((kind, ours, py));
+    }
+    for (kind, ours, py) in results {
+        if let Some(py) = py {
+            assert!(
+                ours >= py * 0.8,
+                "{kind}: agent {ours:.0} req/s slower than pymodbus {py:.0} req/s"
+            );
+        }
+    }
 }

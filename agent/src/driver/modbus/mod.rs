@@ -114,7 +114,7 @@ pub async fn poll_with_map(
             }
         }
     }
-    link.close().await;
+    link.close();
     if answered == 0 {
         return Err(failures.swap_remove(0));
     }
@@ -279,6 +279,8 @@ enum Link<'a> {
         port: u16,
         unit: u8,
         ctx: Option<Context>,
+        /// `ctx` came from the idle pool and has not been used in this poll yet.
+        reused: bool,
         timeout: Duration,
     },
     Rtu {
@@ -294,12 +296,16 @@ impl<'a> Link<'a> {
     async fn new(t: &'a ModbusTarget, request_timeout: Duration) -> Result<Self, DriverError> {
         match &t.transport {
             ModbusTransport::Tcp { host, port } => {
-                let ctx = tcp_connect(host, *port, t.unit, request_timeout).await?;
+                let (ctx, reused) = match idle_take(host, *port) {
+                    Some(ctx) => (ctx, true),
+                    None => (tcp_connect(host, *port, t.unit, request_timeout).await?, false),
+                };
                 Ok(Self::Tcp {
                     host,
                     port: *port,
                     unit: t.unit,
                     ctx: Some(ctx),
+                    reused,
                     timeout: request_timeout,
                 })
             }
@@ -325,19 +331,29 @@ impl<'a> Link<'a> {
                 port,
                 unit,
                 ctx,
+                reused,
                 timeout: to,
             } => {
                 let endpoint = crate::target::host_port(host, *port);
-                if ctx.is_none() {
-                    *ctx = Some(tcp_connect(host, *port, *unit, *to).await?);
+                loop {
+                    if ctx.is_none() {
+                        *ctx = Some(tcp_connect(host, *port, *unit, *to).await?);
+                    }
+                    let c = ctx.as_mut().expect("invariant: connected just above");
+                    let r = exchange(c, block, *unit, *to, &endpoint).await;
+                    let was_reused = std::mem::replace(reused, false);
+                    if let Err(e) = &r
+                        && e.drop_context
+                    {
+                        // Never reuse a context that may still receive a late or stray answer.
+                        *ctx = None;
+                        // A pooled connection the device closed while idle: one fresh try.
+                        if was_reused && matches!(e.error, DriverError::Connect { .. }) {
+                            continue;
+                        }
+                    }
+                    return r.map_err(|e| e.error);
                 }
-                let c = ctx.as_mut().expect("invariant: connected just above");
-                let r = exchange(c, block, *unit, *to, &endpoint).await;
-                if r.as_ref().is_err_and(|e| e.drop_context) {
-                    // Never reuse a context that may still receive a late or stray answer.
-                    *ctx = None;
-                }
-                r.map_err(|e| e.error)
             }
             Self::Rtu {
                 bus,
@@ -347,10 +363,43 @@ impl<'a> Link<'a> {
         }
     }
 
-    async fn close(&mut self) {
-        if let Self::Tcp { ctx: Some(c), .. } = self {
-            let _ = timeout(Duration::from_millis(200), c.disconnect()).await;
+    /// Hands a healthy TCP connection back to the idle pool for the next poll.
+    fn close(&mut self) {
+        if let Self::Tcp { host, port, ctx, .. } = self
+            && let Some(c) = ctx.take()
+        {
+            idle_put(host, *port, c);
         }
+    }
+}
+
+/// Healthy TCP connections kept between polls, per endpoint: devices and gateways are slow to
+/// accept connections and some allow only a few, so a poll reuses the previous one. Only a
+/// connection whose every exchange ended cleanly is kept (no timeout, no framing trouble), so
+/// no late answer can be waiting in it.
+type IdlePool = HashMap<(String, u16), Vec<(Context, Instant)>>;
+static TCP_IDLE: LazyLock<Mutex<IdlePool>> = LazyLock::new(|| Mutex::new(HashMap::new()));
+/// Older idle connections are closed rather than reused (devices drop idle clients).
+const IDLE_MAX_AGE: Duration = Duration::from_secs(20);
+const IDLE_MAX_PER_ENDPOINT: usize = 4;
+
+fn idle_take(host: &str, port: u16) -> Option<Context> {
+    let mut pool = TCP_IDLE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let list = pool.get_mut(&(host.to_owned(), port))?;
+    while let Some((ctx, since)) = list.pop() {
+        if since.elapsed() < IDLE_MAX_AGE {
+            return Some(ctx);
+        }
+    }
+    None
+}
+
+fn idle_put(host: &str, port: u16, ctx: Context) {
+    let mut pool = TCP_IDLE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let list = pool.entry((host.to_owned(), port)).or_default();
+    list.retain(|(_, since)| since.elapsed() < IDLE_MAX_AGE);
+    if list.len() < IDLE_MAX_PER_ENDPOINT {
+        list.push((ctx, Instant::now()));
     }
 }
 
