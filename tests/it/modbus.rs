@@ -680,15 +680,22 @@ async fn fake_rtu_slave(path: std::path::PathBuf, answered: std::sync::Arc<std::
                 buf.clear();
                 break;
             }
-            if req[0] != 1 {
-                continue; // not me: silence
+            // Unit 1 answers, unit 3 answers with a broken CRC, unit 4 with a short frame,
+            // everyone else is silent.
+            if !matches!(req[0], 1 | 3 | 4) {
+                continue;
             }
             let count = u16::from_be_bytes([req[4], req[5]]);
-            let mut resp = vec![1, 3, u8::try_from(2 * count).unwrap()];
+            let mut resp = vec![req[0], 3, u8::try_from(2 * count).unwrap()];
             for i in 0..count {
                 resp.extend_from_slice(if i % 2 == 0 { &[0x43, 0x66] } else { &[0x80, 0x00] });
             }
-            resp.extend_from_slice(&crc16(&resp));
+            let crc = crc16(&resp);
+            match req[0] {
+                3 => resp.extend_from_slice(&[crc[0] ^ 0xFF, crc[1]]),
+                4 => resp.truncate(4),
+                _ => resp.extend_from_slice(&crc),
+            }
             port.write_all(&resp).await.unwrap();
             answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         }
@@ -743,6 +750,25 @@ async fn modbus_rtu_dead_slave_costs_only_its_own_timeout() {
     assert!(dead_took < timeout * 2, "dead unit took {dead_took:?}");
     assert!(live_took < timeout * 2, "live unit took {live_took:?}");
     assert_eq!(answered.load(std::sync::atomic::Ordering::SeqCst), 5);
+
+    // A CRC error and a short frame: a clear error naming the unit and block, in bounded time.
+    for unit in [3, 4] {
+        let t = target(&format!("modbus+rtu://{tty}?unit={unit}&map=five"));
+        let started = Instant::now();
+        let e = modbus::poll_with_map(&t, &m, &c).await.unwrap_err();
+        let took = started.elapsed();
+        eprintln!("unit {unit}: {e} ({took:?})");
+        assert!(
+            e.to_string().contains(&format!(
+                "holding registers 0x0000-0x0001 (FC03) from unit {unit}"
+            )),
+            "{e}"
+        );
+        assert!(took < timeout * 2, "unit {unit} took {took:?}");
+    }
+    // The bus still works afterwards.
+    let r = modbus::poll_with_map(&live, &m, &c).await.unwrap();
+    assert_eq!(outcome(&r), PollOutcome::Ok, "{:?}", r.status);
 }
 
 // ------------------------------------------------------------------ benchmark

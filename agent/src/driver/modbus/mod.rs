@@ -29,10 +29,14 @@ pub mod plan;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, Weak};
+use std::task::Poll;
 use std::time::{Duration, SystemTime};
 
 use groundtruth_proto::v1::{self as pb, DeviceIdentity, DeviceReport, PollOutcome, PollStatus, Reading};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, timeout};
 use tokio_modbus::client::{Client as _, Context};
 use tokio_modbus::slave::SlaveContext as _;
@@ -90,13 +94,14 @@ pub async fn poll_with_map(
                 timeouts_in_a_row = 0;
                 data[bi] = Some((words, SystemTime::now()));
             }
-            Err(e) => {
-                let is_timeout = matches!(e, DriverError::Timeout { .. });
-                if is_timeout && answered == 0 {
-                    return Err(e);
+            Err(ExchangeError {
+                error, waited_out, ..
+            }) => {
+                if waited_out && answered == 0 {
+                    return Err(error);
                 }
-                failures.push(e);
-                if is_timeout {
+                failures.push(error);
+                if waited_out {
                     timeouts_in_a_row += 1;
                     if timeouts_in_a_row >= 2 {
                         let left = blocks.len() - bi - 1;
@@ -324,7 +329,7 @@ impl<'a> Link<'a> {
         }
     }
 
-    async fn read(&mut self, block: &Block) -> Result<Vec<u16>, DriverError> {
+    async fn read(&mut self, block: &Block) -> Result<Vec<u16>, ExchangeError> {
         match self {
             Self::Tcp {
                 host,
@@ -340,7 +345,7 @@ impl<'a> Link<'a> {
                         *ctx = Some(tcp_connect(host, *port, *unit, *to).await?);
                     }
                     let c = ctx.as_mut().expect("invariant: connected just above");
-                    let r = exchange(c, block, *unit, *to, &endpoint).await;
+                    let r = exchange(c, block, *unit, *to, &endpoint, None).await;
                     let was_reused = std::mem::replace(reused, false);
                     if let Err(e) = &r
                         && e.drop_context
@@ -352,7 +357,7 @@ impl<'a> Link<'a> {
                             continue;
                         }
                     }
-                    return r.map_err(|e| e.error);
+                    return r;
                 }
             }
             Self::Rtu {
@@ -428,6 +433,19 @@ struct ExchangeError {
     error: DriverError,
     /// The context must not be used again (timeout, transport or framing trouble).
     drop_context: bool,
+    /// The whole request timeout was spent waiting (silence, or only garbage on the line).
+    waited_out: bool,
+}
+
+impl From<DriverError> for ExchangeError {
+    fn from(error: DriverError) -> Self {
+        let waited_out = matches!(error, DriverError::Timeout { .. });
+        Self {
+            error,
+            drop_context: true,
+            waited_out,
+        }
+    }
 }
 
 /// One request/response under the timeout, with the answer checked against the block.
@@ -437,6 +455,7 @@ async fn exchange(
     unit: u8,
     to: Duration,
     endpoint: &str,
+    rx: Option<&AtomicUsize>,
 ) -> Result<Vec<u16>, ExchangeError> {
     use map::Table;
     ctx.set_slave(Slave(unit));
@@ -450,13 +469,31 @@ async fn exchange(
     let fatal = |error| ExchangeError {
         error,
         drop_context: true,
+        waited_out: false,
     };
     let answer = match timeout(to, ctx.call(req)).await {
         Err(_) => {
-            return Err(fatal(DriverError::Timeout {
-                what: what(),
-                after: to,
-            }));
+            // tokio-modbus' RTU decoder drops bytes with a bad CRC and keeps waiting, so a
+            // corrupt answer looks like silence: tell the two apart by the bytes that came.
+            let got = rx.map_or(0, |n| n.load(Ordering::Relaxed));
+            let error = if got > 0 {
+                DriverError::Malformed {
+                    what: format!("response to {}", what()),
+                    detail: format!(
+                        "{got} bytes within {to:?} but no valid frame (CRC error, short or garbled frame)"
+                    ),
+                }
+            } else {
+                DriverError::Timeout {
+                    what: what(),
+                    after: to,
+                }
+            };
+            return Err(ExchangeError {
+                error,
+                drop_context: true,
+                waited_out: true,
+            });
         }
         Ok(Err(tokio_modbus::Error::Transport(e))) => {
             return Err(fatal(
@@ -497,6 +534,7 @@ async fn exchange(
             return Err(ExchangeError {
                 error: DriverError::DeviceException(format!("{}: {}", what(), exception_text(code))),
                 drop_context: false,
+                waited_out: false,
             });
         }
         Ok(Ok(Ok(r))) => r,
@@ -554,6 +592,8 @@ pub struct Bus {
 
 struct BusState {
     ctx: Option<Context>,
+    /// Bytes received from the line since the current request was sent.
+    rx: Arc<AtomicUsize>,
     /// When the line last went quiet (end of the last frame we saw).
     quiet_since: Option<Instant>,
 }
@@ -588,6 +628,7 @@ impl Bus {
             serial,
             state: tokio::sync::Mutex::new(BusState {
                 ctx: None,
+                rx: Arc::new(AtomicUsize::new(0)),
                 quiet_since: None,
             }),
         });
@@ -608,27 +649,30 @@ impl Bus {
     }
 
     /// One exchange on the bus; the lock is held for this request only, so units take turns.
-    async fn exchange(&self, block: &Block, unit: u8, to: Duration) -> Result<Vec<u16>, DriverError> {
+    async fn exchange(&self, block: &Block, unit: u8, to: Duration) -> Result<Vec<u16>, ExchangeError> {
         let mut st = self.state.lock().await;
         if st.ctx.is_none() {
-            st.ctx = Some(self.open()?);
+            let rx = Arc::clone(&st.rx);
+            st.ctx = Some(self.open(rx)?);
             st.quiet_since = Some(Instant::now());
         }
         if let Some(q) = st.quiet_since {
             tokio::time::sleep_until(q + self.frame_gap()).await;
         }
         let endpoint = self.path.display().to_string();
+        st.rx.store(0, Ordering::Relaxed);
+        let rx = Arc::clone(&st.rx);
         let ctx = st.ctx.as_mut().expect("invariant: opened just above");
-        let r = exchange(ctx, block, unit, to, &endpoint).await;
+        let r = exchange(ctx, block, unit, to, &endpoint, Some(&rx)).await;
         st.quiet_since = Some(Instant::now());
         if r.as_ref().is_err_and(|e| e.drop_context) {
             // Close the port: a late answer must not be taken for the next unit's reply.
             st.ctx = None;
         }
-        r.map_err(|e| e.error)
+        r
     }
 
-    fn open(&self) -> Result<Context, DriverError> {
+    fn open(&self, rx: Arc<AtomicUsize>) -> Result<Context, DriverError> {
         use tokio_serial::{DataBits, Parity as P, StopBits};
         let s = &self.serial;
         let builder = tokio_serial::new(self.path.to_string_lossy(), s.baud)
@@ -651,7 +695,45 @@ impl Bus {
             endpoint: self.path.display().to_string(),
             detail: e.to_string(),
         })?;
-        Ok(tokio_modbus::client::rtu::attach(port))
+        Ok(tokio_modbus::client::rtu::attach(Counting { inner: port, rx }))
+    }
+}
+
+/// A transport that counts the bytes it reads (see the RTU timeout in [`exchange`]).
+struct Counting<T> {
+    inner: T,
+    rx: Arc<AtomicUsize>,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Counting<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let n = buf.filled().len().saturating_sub(before);
+        self.rx.fetch_add(n, Ordering::Relaxed);
+        r
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Counting<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
@@ -670,6 +752,7 @@ mod tests {
             },
             state: tokio::sync::Mutex::new(BusState {
                 ctx: None,
+                rx: Arc::new(AtomicUsize::new(0)),
                 quiet_since: None,
             }),
         };
