@@ -873,3 +873,121 @@ async fn modbus_bench_agent_vs_pymodbus_client() {
         }
     }
 }
+
+// ------------------------------------------------------------------ randomized frames
+
+/// xorshift64*: a deterministic PRNG, so a failing case can be replayed from its seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn byte(&mut self) -> u8 {
+        self.next().to_le_bytes()[0]
+    }
+    fn below(&mut self, n: u64) -> usize {
+        usize::try_from(self.next() % n).unwrap()
+    }
+}
+
+/// A reply to `req` (an MBAP request) mixing sane and insane parts: right or wrong
+/// transaction id, protocol id and length field, a valid or random function code, a byte
+/// count that matches or not, random payload; sometimes nothing but noise.
+fn random_tcp_reply(rng: &mut Rng, req: &[u8; 12]) -> Vec<u8> {
+    let mut pdu = vec![match rng.below(4) {
+        0 => 3,
+        1 => 0x83,
+        2 => req[7],
+        _ => rng.byte(),
+    }];
+    let n = rng.below(260);
+    if rng.below(2) == 0 {
+        pdu.push(u8::try_from(n.min(255)).unwrap());
+    }
+    pdu.extend((0..n).map(|_| rng.byte()));
+    pdu.truncate(rng.below(300));
+    let len = if rng.below(4) == 0 {
+        rng.next() as u16
+    } else {
+        u16::try_from(pdu.len() + 1).unwrap_or(u16::MAX)
+    };
+    let mut out = match rng.below(5) {
+        0 => (0..rng.below(40)).map(|_| rng.byte()).collect(),
+        _ => {
+            let mut h = vec![req[0], req[1], 0, 0];
+            if rng.below(5) == 0 {
+                h[1] = h[1].wrapping_add(1);
+            }
+            if rng.below(8) == 0 {
+                h[2] = rng.byte();
+            }
+            h.extend_from_slice(&len.to_be_bytes());
+            h.push(if rng.below(8) == 0 { rng.byte() } else { req[6] });
+            h.extend_from_slice(&pdu);
+            h
+        }
+    };
+    out.truncate(rng.below(400));
+    out
+}
+
+#[tokio::test]
+async fn modbus_random_tcp_replies_never_panic_and_stay_bounded() {
+    let seed = std::env::var("GT_FUZZ_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5EED_F00D_u64);
+    eprintln!("seed {seed} (GT_FUZZ_SEED replays)");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut rng = Rng(seed);
+        while let Ok((mut s, _)) = listener.accept().await {
+            let reply_seed = rng.next() | 1;
+            tokio::spawn(async move {
+                let mut rng = Rng(reply_seed);
+                let mut req = [0u8; 12];
+                // Answer every request on the connection until the client gives up on it.
+                while s.read_exact(&mut req).await.is_ok() {
+                    let reply = random_tcp_reply(&mut rng, &req);
+                    if s.write_all(&reply).await.is_err() {
+                        return;
+                    }
+                    if rng.below(3) == 0 {
+                        return; // close
+                    }
+                }
+            });
+        }
+    });
+    let m = map::parse("one-float.toml", "one-float", ONE_FLOAT_MAP).unwrap();
+    let t = target(&format!("modbus+tcp://{addr}?unit=1&map=unused"));
+    let timeout = Duration::from_millis(60);
+    let (mut ok, mut errors) = (0, std::collections::BTreeMap::<String, u32>::new());
+    for _ in 0..200 {
+        let started = Instant::now();
+        match modbus::poll_with_map(&t, &m, &cx(timeout)).await {
+            Ok(_) => ok += 1,
+            Err(e) => {
+                let kind = format!("{e:?}").split([' ', '{', '(']).next().unwrap().to_owned();
+                *errors.entry(kind).or_default() += 1;
+                assert!(
+                    e.to_string().contains("holding registers 0x0000-0x0001 (FC03)")
+                        || matches!(e, DriverError::Connect { .. }),
+                    "{e}"
+                );
+            }
+        }
+        // One request: at most one timeout (plus a reconnect of a reused connection).
+        assert!(started.elapsed() < timeout * 3, "{:?}", started.elapsed());
+    }
+    eprintln!("random TCP replies: {ok} ok, errors {errors:?}");
+    assert!(
+        errors.len() >= 3,
+        "the generator should provoke several kinds of error: {errors:?}"
+    );
+}
