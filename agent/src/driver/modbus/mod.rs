@@ -11,7 +11,15 @@
 //! * the RTU inter-frame gap is not enforced (#180): the bus keeps the time of the last frame
 //!   and waits 3.5 character times (or `frame_gap_ms`) before sending;
 //! * `Reader::read_*_registers` only `debug_assert!`s the register count, which panics in debug
-//!   builds on a short answer: requests go through `Client::call` and the count is checked here.
+//!   builds on a short answer: requests go through `Client::call` and the count is checked here;
+//! * the RTU decoder drops bytes with a bad CRC and waits on, so a corrupt answer looks like
+//!   silence: the serial transport counts received bytes to tell the two apart;
+//! * a TCP stream closed by the device surfaces as `io::Error::last_os_error()` (often a stale
+//!   EAGAIN): reported as "the device closed the connection".
+//!
+//! TCP connections are kept between polls (per endpoint, at most 20 s idle, only if every
+//! exchange of the poll ended cleanly); a kept connection the device has closed in the meantime
+//! is reopened once without failing the poll.
 //!
 //! RTU buses are shared: every target on one serial device path uses one [`Bus`], whose lock is
 //! held for exactly one request/response exchange. tokio's mutex is fair (FIFO), so units on one
