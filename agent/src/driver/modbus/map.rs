@@ -718,6 +718,31 @@ mod tests {
     }
 
     #[test]
+    fn a_toml_path_loads_a_map_file_and_errors_name_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("my-meter.toml");
+        std::fs::write(
+            &good,
+            "name = \"my-meter\"\n[[reading]]\nmetric = \"power\"\nunit = \"W\"\ntable = \"input\"\naddress = 0\ntype = \"int32\"\n",
+        )
+        .unwrap();
+        let m = load(good.to_str().unwrap()).unwrap();
+        assert_eq!(m.readings[0].point.ty, ValueType::Int32);
+        let bad = dir.path().join("other.toml");
+        std::fs::write(&bad, "name = \"my-meter\"\nmax_gap = 500\n").unwrap();
+        let e = load(bad.to_str().unwrap()).unwrap_err().to_string();
+        assert!(
+            e.contains("other.toml: name: 'my-meter' does not match the file name 'other'"),
+            "{e}"
+        );
+        assert!(e.contains("other.toml: max_gap: 500 is outside 0-124"), "{e}");
+        let e = load(dir.path().join("missing.toml").to_str().unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("missing.toml: (file):"), "{e}");
+    }
+
+    #[test]
     fn unknown_map_name_lists_the_builtin_ones() {
         let e = load("nope").unwrap_err().to_string();
         assert!(
