@@ -703,6 +703,9 @@ impl Bus {
             endpoint: self.path.display().to_string(),
             detail: e.to_string(),
         })?;
+        // Whatever the line delivered while the port was closed (a late answer to a request
+        // that timed out) must not be read as the next answer.
+        let _ = tokio_serial::SerialPort::clear(&port, tokio_serial::ClearBuffer::Input);
         Ok(tokio_modbus::client::rtu::attach(Counting { inner: port, rx }))
     }
 }

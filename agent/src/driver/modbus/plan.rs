@@ -203,6 +203,50 @@ mod tests {
     }
 
     #[test]
+    fn builtin_maps_plan_into_valid_requests() {
+        for (name, _) in super::super::map::BUILTIN {
+            let m = super::super::map::load(name).unwrap();
+            let pts: Vec<Point> = m
+                .identity
+                .iter()
+                .map(|i| i.point)
+                .chain(m.readings.iter().map(|r| r.point))
+                .collect();
+            let limits = Limits {
+                max_registers: m.max_registers,
+                max_bits: m.max_bits,
+                max_gap: m.max_gap,
+                holes: &m.holes,
+            };
+            let blocks = plan(&pts, &limits);
+            let mut seen = vec![0; pts.len()];
+            for b in &blocks {
+                assert!(b.count <= m.max_registers, "{name}: {}", b.describe());
+                let (start, end) = (u32::from(b.start), u32::from(b.start) + u32::from(b.count));
+                assert!(
+                    !touches_hole(&m.holes, b.table, start, end),
+                    "{name}: {}",
+                    b.describe()
+                );
+                for &i in &b.members {
+                    seen[i] += 1;
+                    let p = pts[i];
+                    assert!(p.table == b.table && u32::from(p.address) >= start, "{name}");
+                    assert!(u32::from(p.address) + u32::from(p.ty.width()) <= end, "{name}");
+                }
+            }
+            assert!(seen.iter().all(|&n| n == 1), "{name}: {seen:?}");
+            // Fewer requests than values: neighbours were merged.
+            assert!(
+                blocks.len() < pts.len(),
+                "{name}: {} blocks for {} values",
+                blocks.len(),
+                pts.len()
+            );
+        }
+    }
+
+    #[test]
     fn bits_use_their_own_limit() {
         let pts: Vec<Point> = (0..10).map(|i| p(Table::Coil, i, ValueType::Bool)).collect();
         let b = plan(
