@@ -670,7 +670,11 @@ impl Drop for PtyPair {
 
 /// A serial slave that answers FC03 for unit 1 (registers = 0x4366, 0x8000, ... i.e. 230.5
 /// floats) and ignores every other unit, as a dead or absent device on RS-485 does.
-async fn fake_rtu_slave(path: std::path::PathBuf, answered: std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+async fn fake_rtu_slave(
+    path: std::path::PathBuf,
+    answered: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    log: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+) {
     let builder = tokio_serial::new(path.to_string_lossy(), 9600);
     let mut port = tokio_serial::SerialStream::open(&builder).unwrap();
     let mut buf = Vec::new();
@@ -692,7 +696,8 @@ async fn fake_rtu_slave(path: std::path::PathBuf, answered: std::sync::Arc<std::
             }
             // Unit 1 answers, unit 3 answers with a broken CRC, unit 4 with a short frame,
             // everyone else is silent.
-            if !matches!(req[0], 1 | 3 | 4) {
+            log.lock().unwrap().push(req[0]);
+            if !matches!(req[0], 1 | 3 | 4 | 5) {
                 continue;
             }
             let count = u16::from_be_bytes([req[4], req[5]]);
@@ -721,7 +726,8 @@ async fn modbus_rtu_dead_slave_costs_only_its_own_timeout() {
         return;
     };
     let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    tokio::spawn(fake_rtu_slave(pair.slave.clone(), answered.clone()));
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    tokio::spawn(fake_rtu_slave(pair.slave.clone(), answered.clone(), log.clone()));
     // Five blocks per poll.
     let mut text = String::from("name = \"five\"\n");
     for a in [0, 10, 20, 30, 40] {
@@ -779,6 +785,22 @@ async fn modbus_rtu_dead_slave_costs_only_its_own_timeout() {
     // The bus still works afterwards.
     let r = modbus::poll_with_map(&live, &m, &c).await.unwrap();
     assert_eq!(outcome(&r), PollOutcome::Ok, "{:?}", r.status);
+
+    // Two live units polled at once take turns request by request (the bus is shared fairly,
+    // not held for a whole poll).
+    let other = target(&format!("modbus+rtu://{tty}?unit=5&map=five"));
+    log.lock().unwrap().clear();
+    let (a, b) = tokio::join!(
+        modbus::poll_with_map(&live, &m, &c),
+        modbus::poll_with_map(&other, &m, &c)
+    );
+    assert_eq!(a.unwrap().readings.len(), 5);
+    assert_eq!(b.unwrap().readings.len(), 5);
+    let order = log.lock().unwrap().clone();
+    assert_eq!(order.len(), 10, "{order:?}");
+    eprintln!("bus order: {order:?}");
+    let runs = order.windows(2).filter(|w| w[0] == w[1]).count();
+    assert!(runs <= 1, "requests not interleaved: {order:?}");
 }
 
 // ------------------------------------------------------------------ benchmark
