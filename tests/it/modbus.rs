@@ -805,7 +805,7 @@ async fn modbus_rtu_dead_slave_costs_only_its_own_timeout() {
 
 // ------------------------------------------------------------------ benchmark
 
-const BENCH_SECS: f64 = 3.0;
+const BENCH_SECS: f64 = 2.0;
 
 /// pymodbus' own client against the same server: 2-register reads in a loop on one
 /// connection, for BENCH_SECS. Returns requests per second.
@@ -888,10 +888,24 @@ async fn modbus_bench_agent_vs_pymodbus_client() {
             0u16,
         ),
     ] {
-        let py = pymodbus_rps(kind, &where_, table, address);
-        let ours = agent_rps(&url, table, address).await;
+        // Alternate the two clients over three rounds and keep each one's best round, so a
+        // burst of load from elsewhere on the machine does not decide the comparison.
+        let (mut ours, mut py) = (0.0f64, None::<f64>);
+        for round in 1..=3 {
+            let p = pymodbus_rps(kind, &where_, table, address);
+            let o = agent_rps(&url, table, address).await;
+            eprintln!(
+                "BENCH {kind} round {round}: agent {o:.0} req/s, pymodbus client {} req/s",
+                p.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.0}"))
+            );
+            ours = ours.max(o);
+            py = match (py, p) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => a.or(b),
+            };
+        }
         eprintln!(
-            "BENCH {kind}: agent {ours:.0} req/s, pymodbus client {} req/s (2-register reads, {BENCH_SECS} s each)",
+            "BENCH {kind} best: agent {ours:.0} req/s, pymodbus client {} req/s (2-register reads, {BENCH_SECS} s rounds)",
             py.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.0}"))
         );
         results.push((kind, ours, py));
