@@ -278,12 +278,17 @@ impl Target {
                 let rtu = scheme == "modbus+rtu";
                 for (k, v) in &params {
                     match k.as_str() {
-                        "unit" => {
+                        // RTU: 1-247 (0 is broadcast, which no slave answers). TCP: any
+                        // unit id; 255 and 0 address the TCP device itself on many devices.
+                        "unit" if rtu => {
                             unit = v
                                 .parse()
                                 .ok()
-                                .filter(|u| *u <= 247)
-                                .ok_or_else(|| param_err("unit", "expected 0-247"))?;
+                                .filter(|u| (1..=247).contains(u))
+                                .ok_or_else(|| param_err("unit", "expected 1-247 on a serial bus"))?;
+                        }
+                        "unit" => {
+                            unit = v.parse().map_err(|_| param_err("unit", "expected 0-255"))?;
                         }
                         "map" => map = Some(v.clone()),
                         "baud" if rtu => {
@@ -553,13 +558,19 @@ mod tests {
             ("modbus+rtu:///dev/ttyS1?stop_bits=3&map=x", "stop_bits"),
             ("modbus+rtu:///dev/ttyS1?data_bits=9&map=x", "data_bits"),
             ("modbus+rtu:///dev/ttyS1?baud=0&map=x", "baud"),
-            ("modbus+tcp://h?unit=248&map=x", "unit"),
+            ("modbus+tcp://h?unit=256&map=x", "unit"),
+            ("modbus+rtu:///dev/ttyS1?unit=0&map=x", "unit"),
+            ("modbus+rtu:///dev/ttyS1?unit=248&map=x", "unit"),
         ] {
             assert!(
                 matches!(Target::parse(url), Err(TargetError::Param { key: k, .. }) if k == key),
                 "{url}"
             );
         }
+        let Target::Modbus(t) = Target::parse("modbus+tcp://h?unit=255&map=x").unwrap() else {
+            panic!()
+        };
+        assert_eq!(t.unit, 255);
         // Serial settings make no sense on TCP.
         assert_eq!(
             Target::parse("modbus+tcp://h?baud=9600&map=x").unwrap_err(),
