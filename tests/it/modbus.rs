@@ -246,6 +246,10 @@ async fn modbus_rejected_blocks_are_partial_errors_and_other_blocks_still_read()
             .any(|e| e.contains("input registers 0x2000-0x2001 (FC04)")),
         "{errs:#?}"
     );
+    assert_eq!(
+        r.status.as_ref().unwrap().message,
+        "2 of 4 register blocks not read, 0 value(s) unusable"
+    );
     // The good blocks were still read.
     assert_eq!(r.identity.as_ref().unwrap().serial_number, serial);
     in_range(find(&r, "voltage", Some((ComponentKind::Phase, 1))), 200.0, 260.0);
@@ -410,6 +414,53 @@ async fn modbus_hostile_tcp_servers_give_clear_errors_in_bounded_time() {
     }
 }
 
+/// A device's "no value" marker (NaN) or an infinite float is not a reading: it is named in
+/// `partial_errors`, and the other values of the same block are kept.
+#[tokio::test]
+async fn modbus_nan_and_infinity_are_not_readings() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut req = [0u8; 12];
+                while s.read_exact(&mut req).await.is_ok() {
+                    // HR 0-5: NaN, 230.5, +infinity
+                    let mut reply = vec![req[0], req[1], 0, 0, 0, 15, req[6], 3, 12];
+                    reply.extend_from_slice(&[0x7F, 0xC0, 0, 0, 0x43, 0x66, 0x80, 0, 0x7F, 0x80, 0, 0]);
+                    if s.write_all(&reply).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let mut text = String::from("name = \"three\"\n");
+    for a in [0, 2, 4] {
+        text.push_str(&format!(
+            "[[reading]]\nmetric = \"voltage\"\nunit = \"V\"\ntable = \"holding\"\naddress = {a}\ntype = \"float32\"\ncomponent = {{ kind = \"phase\", index = {} }}\n",
+            a / 2 + 1
+        ));
+    }
+    let m = map::parse("three.toml", "three", &text).unwrap();
+    let t = target(&format!("modbus+tcp://{addr}?unit=1&map=unused"));
+    let r = modbus::poll_with_map(&t, &m, &cx(Duration::from_secs(1)))
+        .await
+        .unwrap();
+    assert_eq!(outcome(&r), PollOutcome::Partial, "{:?}", r.status);
+    assert_eq!(r.readings.len(), 1);
+    assert_eq!(r.readings[0].value, 230.5);
+    let st = r.status.as_ref().unwrap();
+    assert_eq!(
+        st.partial_errors,
+        [
+            "reading voltage L1 at HR 0x0000: value is not a number (NaN)",
+            "reading voltage L3 at HR 0x0004: value is not a number (infinity)"
+        ]
+    );
+    assert_eq!(st.message, "0 of 1 register blocks not read, 2 value(s) unusable");
+}
+
 /// The agent keeps a healthy TCP connection for the next poll; a device that closed it in
 /// between (as many do with idle clients) costs a reconnect, not a failed poll.
 #[tokio::test]
@@ -521,6 +572,10 @@ async fn modbus_device_going_silent_mid_poll_costs_two_timeouts_at_most() {
     assert!(errs[0].contains("holding registers 0x000A-0x000B"), "{errs:#?}");
     assert!(errs[1].contains("holding registers 0x0014-0x0015"), "{errs:#?}");
     assert!(errs[2].contains("2 more register block(s): skipped"), "{errs:#?}");
+    assert_eq!(
+        r.status.as_ref().unwrap().message,
+        "4 of 5 register blocks not read, 0 value(s) unusable"
+    );
     assert!(took < 3 * timeout, "took {took:?}");
 }
 

@@ -109,6 +109,10 @@ pub async fn poll_with_map(
                     return Err(error);
                 }
                 failures.push(error);
+                if !waited_out {
+                    // The device answered (an exception, a broken frame): it is not silent.
+                    timeouts_in_a_row = 0;
+                }
                 if waited_out {
                     timeouts_in_a_row += 1;
                     if timeouts_in_a_row >= 2 {
@@ -231,8 +235,8 @@ pub async fn poll_with_map(
         PollStatus {
             outcome: PollOutcome::Partial as i32,
             message: format!(
-                "{} of {} register blocks failed, {} value(s) unusable",
-                failures.len().min(blocks.len()),
+                "{} of {} register blocks not read, {} value(s) unusable",
+                blocks.len() - answered,
                 blocks.len(),
                 partial.len() - failures.len()
             ),
