@@ -1249,3 +1249,139 @@ async fn modbus_random_rtu_replies_never_panic_and_stay_bounded() {
     eprintln!("random RTU replies: {kinds:?}");
     assert!(kinds.len() >= 2, "{kinds:?}");
 }
+
+// ------------------------------------------------------------------ vendor maps on a register image
+
+/// A strict Modbus TCP server over a sparse holding-register image: a read touching any address
+/// not in the image gets exception 2, as on the real meters. Returns the address and a count of
+/// requests served.
+async fn image_server(
+    image: std::collections::HashMap<u16, u16>,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let requests = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = requests.clone();
+    let image = std::sync::Arc::new(image);
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let (image, counter) = (image.clone(), counter.clone());
+            tokio::spawn(async move {
+                let mut req = [0u8; 12];
+                while s.read_exact(&mut req).await.is_ok() {
+                    counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let start = u16::from_be_bytes([req[8], req[9]]);
+                    let count = u16::from_be_bytes([req[10], req[11]]);
+                    let words: Option<Vec<u16>> =
+                        (0..count).map(|i| image.get(&(start + i)).copied()).collect();
+                    let pdu = match (req[7], words) {
+                        (3, Some(w)) => {
+                            let mut p = vec![3, u8::try_from(2 * w.len()).unwrap()];
+                            p.extend(w.iter().flat_map(|x| x.to_be_bytes()));
+                            p
+                        }
+                        (fc, _) => vec![fc | 0x80, 2],
+                    };
+                    let len = u16::try_from(pdu.len() + 1).unwrap().to_be_bytes();
+                    let mut reply = vec![req[0], req[1], 0, 0, len[0], len[1], req[6]];
+                    reply.extend_from_slice(&pdu);
+                    if s.write_all(&reply).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, requests)
+}
+
+fn put_f32(img: &mut std::collections::HashMap<u16, u16>, at: u16, v: f32) {
+    let b = v.to_bits();
+    img.insert(at, u16::try_from(b >> 16).unwrap());
+    img.insert(at + 1, u16::try_from(b & 0xFFFF).unwrap());
+}
+
+fn put_text(img: &mut std::collections::HashMap<u16, u16>, at: u16, regs: u16, text: &str) {
+    let mut bytes = text.as_bytes().to_vec();
+    bytes.resize(2 * usize::from(regs), 0);
+    for i in 0..regs {
+        let k = 2 * usize::from(i);
+        img.insert(at + i, u16::from_be_bytes([bytes[k], bytes[k + 1]]));
+    }
+}
+
+/// The PM3200 map as the manual lays the registers out (1-based numbers - 1): strings, a
+/// uint32 serial, float32 kW scaled to W, int64 Wh scaled to kW.h.
+#[tokio::test]
+async fn modbus_schneider_pm3200_map_on_a_register_image() {
+    let mut img = std::collections::HashMap::new();
+    put_text(&mut img, 49, 20, "PM3255");
+    put_text(&mut img, 69, 20, "Schneider Electric");
+    img.insert(129, 0x0001);
+    img.insert(130, 0xE240); // serial 123456
+    for i in 0..3u16 {
+        put_f32(&mut img, 2999 + 2 * i, 4.0 + f32::from(i)); // I1..I3
+        put_f32(&mut img, 3027 + 2 * i, 230.0 + f32::from(i)); // V1N..V3N
+        put_f32(&mut img, 3053 + 2 * i, 0.9 + 0.1 * f32::from(i)); // kW per phase
+        for w in 0..4 {
+            img.insert(3517 + 4 * i + w, if w == 3 { 1000 * (i + 1) } else { 0 }); // Wh per phase
+        }
+    }
+    put_f32(&mut img, 3059, 3.0); // kW total
+    put_f32(&mut img, 3109, 50.0);
+    put_f32(&mut img, 3131, 31.5);
+    for (w, v) in [0x0000u16, 0x0000, 0x0BC6, 0x14E6].iter().enumerate() {
+        img.insert(3203 + u16::try_from(w).unwrap(), *v); // 197 530 854 Wh
+    }
+    let (addr, requests) = image_server(img).await;
+    let t = target(&format!("modbus+tcp://{addr}?unit=1&map=schneider-pm3200"));
+    let r = modbus::poll(&t, &cx(Duration::from_secs(1))).await.unwrap();
+    assert_eq!(outcome(&r), PollOutcome::Ok, "{:?}", r.status);
+    let id = r.identity.as_ref().unwrap();
+    assert_eq!(
+        (id.vendor.as_str(), id.model.as_str(), id.serial_number.as_str()),
+        ("Schneider Electric", "PM3255", "123456")
+    );
+    assert_eq!(find(&r, "current", Some((ComponentKind::Phase, 3))).value, 6.0);
+    assert_eq!(find(&r, "voltage", Some((ComponentKind::Phase, 2))).value, 231.0);
+    assert!((find(&r, "power", Some((ComponentKind::Phase, 2))).value - 1000.0).abs() < 1e-6);
+    assert_eq!(find(&r, "power", None).value, 3000.0);
+    assert_eq!(find(&r, "frequency", None).value, 50.0);
+    assert_eq!(
+        find(&r, "temperature", Some((ComponentKind::Sensor, 1))).value,
+        31.5
+    );
+    assert!((find(&r, "energy", None).value - 197_530.854).abs() < 1e-6);
+    assert!((find(&r, "energy", Some((ComponentKind::Phase, 3))).value - 3.0).abs() < 1e-9);
+    eprintln!(
+        "pm3200: {} requests",
+        requests.load(std::sync::atomic::Ordering::SeqCst)
+    );
+}
+
+#[tokio::test]
+async fn modbus_janitza_umg604_map_on_a_register_image() {
+    let mut img = std::collections::HashMap::new();
+    for i in 0..3u16 {
+        put_f32(&mut img, 1317 + 2 * i, 229.0 + f32::from(i));
+        put_f32(&mut img, 1325 + 2 * i, 10.0 + f32::from(i));
+        put_f32(&mut img, 1333 + 2 * i, 2000.0 + f32::from(i));
+    }
+    put_f32(&mut img, 1369, 6003.0);
+    put_f32(&mut img, 1439, 49.98);
+    put_f32(&mut img, 9851, 1_234_567.0);
+    let (addr, _) = image_server(img).await;
+    let t = target(&format!("modbus+tcp://{addr}?unit=1&map=janitza-umg604"));
+    let r = modbus::poll(&t, &cx(Duration::from_secs(1))).await.unwrap();
+    assert_eq!(outcome(&r), PollOutcome::Ok, "{:?}", r.status);
+    assert_eq!(r.identity.as_ref().unwrap().vendor, "Janitza");
+    assert_eq!(find(&r, "voltage", Some((ComponentKind::Phase, 3))).value, 231.0);
+    assert_eq!(find(&r, "current", Some((ComponentKind::Phase, 1))).value, 10.0);
+    assert_eq!(find(&r, "power", Some((ComponentKind::Phase, 2))).value, 2001.0);
+    assert_eq!(find(&r, "power", None).value, 6003.0);
+    assert_eq!(find(&r, "frequency", None).value, 49.98);
+    assert!((find(&r, "energy", None).value - 1234.567).abs() < 1e-9);
+}
