@@ -302,6 +302,8 @@ enum Link<'a> {
     },
     Rtu {
         bus: Arc<Bus>,
+        /// The device path as this target names it (the bus may know it by another name).
+        device: &'a std::path::Path,
         unit: u8,
         timeout: Duration,
     },
@@ -328,6 +330,7 @@ impl<'a> Link<'a> {
             }
             ModbusTransport::Rtu { device, serial } => Ok(Self::Rtu {
                 bus: Bus::get(device, *serial),
+                device,
                 unit: t.unit,
                 timeout: request_timeout,
             }),
@@ -337,7 +340,7 @@ impl<'a> Link<'a> {
     fn address(&self) -> String {
         match self {
             Self::Tcp { host, port, .. } => crate::target::host_port(host, *port),
-            Self::Rtu { bus, .. } => bus.path.display().to_string(),
+            Self::Rtu { device, .. } => device.display().to_string(),
         }
     }
 
@@ -376,6 +379,7 @@ impl<'a> Link<'a> {
                 bus,
                 unit,
                 timeout: to,
+                ..
             } => bus.exchange(block, *unit, *to).await,
         }
     }
@@ -624,9 +628,11 @@ static BUSES: LazyLock<Mutex<HashMap<PathBuf, Weak<Bus>>>> = LazyLock::new(|| Mu
 impl Bus {
     /// The bus of `path`, shared with every other live poll on it.
     fn get(path: &std::path::Path, serial: SerialParams) -> Arc<Self> {
+        // Two names of one port (a udev symlink and /dev/ttyUSB0) are one bus.
+        let key = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
         let mut buses = BUSES.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         buses.retain(|_, b| b.strong_count() > 0);
-        if let Some(bus) = buses.get(path).and_then(Weak::upgrade) {
+        if let Some(bus) = buses.get(&key).and_then(Weak::upgrade) {
             if bus.serial != serial {
                 tracing::warn!(
                     device = %path.display(),
@@ -644,7 +650,7 @@ impl Bus {
                 quiet_since: None,
             }),
         });
-        buses.insert(path.to_owned(), Arc::downgrade(&bus));
+        buses.insert(key, Arc::downgrade(&bus));
         bus
     }
 
@@ -799,5 +805,14 @@ mod tests {
         let c = Bus::get(std::path::Path::new("/dev/ttyGT-test-c"), SerialParams::default());
         assert!(Arc::ptr_eq(&a, &b));
         assert!(!Arc::ptr_eq(&a, &c));
+        // A symlink to a port is the same bus.
+        let dir = tempfile::tempdir().unwrap();
+        let (real, link) = (dir.path().join("ttyREAL"), dir.path().join("ttyLINK"));
+        std::fs::write(&real, b"").unwrap();
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let x = Bus::get(&real, SerialParams::default());
+        let y = Bus::get(&link, SerialParams::default());
+        assert!(Arc::ptr_eq(&x, &y));
+        assert_eq!(y.path, real, "the first target's name is kept for reports");
     }
 }
