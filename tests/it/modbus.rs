@@ -268,6 +268,12 @@ async fn modbus_unknown_unit_on_the_simulator_is_an_error_naming_the_unit() {
     let e = modbus::poll(&t, &cx(Duration::from_secs(1))).await.unwrap_err();
     let s = e.to_string();
     assert!(s.contains("from unit 42") && s.contains(&addr), "{s}");
+    // Given up on at the first block, like a silent device.
+    assert!(
+        s.contains("holding registers 0x0000-0x001F (FC03)")
+            && s.ends_with("exception 11 (gateway target device failed to respond)"),
+        "{s}"
+    );
     assert!(
         started.elapsed() < Duration::from_secs(3),
         "{:?}",
@@ -1384,4 +1390,45 @@ async fn modbus_janitza_umg604_map_on_a_register_image() {
     assert_eq!(find(&r, "power", None).value, 6003.0);
     assert_eq!(find(&r, "frequency", None).value, 49.98);
     assert!((find(&r, "energy", None).value - 1234.567).abs() < 1e-9);
+}
+
+/// Behind a TCP gateway, an absent unit is exception 11 after the gateway's own timeout: the
+/// poll stops at the first such block instead of paying it once per block.
+#[tokio::test]
+async fn modbus_gateway_reporting_an_absent_unit_costs_one_request() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let requests = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = requests.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let mut req = [0u8; 12];
+                while s.read_exact(&mut req).await.is_ok() {
+                    counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let reply = [req[0], req[1], 0, 0, 0, 3, req[6], req[7] | 0x80, 0x0B];
+                    if s.write_all(&reply).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let mut text = String::from("name = \"five\"\n");
+    for a in [0, 10, 20, 30, 40] {
+        text.push_str(&format!(
+            "[[reading]]\nmetric = \"voltage\"\nunit = \"V\"\ntable = \"holding\"\naddress = {a}\ntype = \"float32\"\n"
+        ));
+    }
+    let m = map::parse("five.toml", "five", &text).unwrap();
+    let t = target(&format!("modbus+tcp://{addr}?unit=9&map=unused"));
+    let e = modbus::poll_with_map(&t, &m, &cx(Duration::from_secs(1)))
+        .await
+        .unwrap_err();
+    let expect = format!(
+        "holding registers 0x0000-0x0001 (FC03) from unit 9 at {addr}: exception 11 (gateway target device failed to respond)"
+    );
+    assert!(e.to_string().ends_with(&expect), "{e}");
+    assert_eq!(requests.load(std::sync::atomic::Ordering::SeqCst), 1);
 }

@@ -550,7 +550,12 @@ async fn exchange(
             return Err(ExchangeError {
                 error: DriverError::DeviceException(format!("{}: {}", what(), exception_text(code))),
                 drop_context: false,
-                waited_out: false,
+                // A gateway saying the unit behind it did not answer (or cannot be reached)
+                // has usually spent its own timeout: count it as silence.
+                waited_out: matches!(
+                    code,
+                    ExceptionCode::GatewayTargetDevice | ExceptionCode::GatewayPathUnavailable
+                ),
             });
         }
         Ok(Ok(Ok(r))) => r,
