@@ -5,14 +5,25 @@
 //! id = "dc1-h1-agent01"        # stable, unique per installation
 //! site = "DC1"                 # default site for devices that do not say where they are
 //! state_dir = "/var/lib/groundtruth-agent"
+//! spool_max = "256MiB"
+//! metrics_listen = "127.0.0.1:9469"   # /metrics and /status; "off" disables
 //!
-//! [collector]
+//! [collector]                  # the gRPC uplink, or:
 //! grpc = "http://127.0.0.1:50051"
 //!
+//! [mqtt]                       # the MQTT uplink (wins when both are set)
+//! url = "mqtt://broker.example:1883"
+//! username = "dc1-h1-agent01"
+//! password = { file = "/etc/groundtruth/secrets/mqtt.pass" }
+//!
 //! [defaults]
-//! interval = "60s"
+//! interval = "60s"             # per target: interval = "30s" in its [[targets]] entry
 //! timeout = "3s"
 //! retries = 1
+//! max_concurrent_polls = 256
+//! batch_max_devices = 500      # a batch is sealed at this many reports ...
+//! batch_max_delay = "1s"       # ... or when its oldest report is this old
+//! delivery_timeout = "30s"
 //!
 //! [[targets]]
 //! name = "pdu-r07-a"
@@ -35,7 +46,10 @@ use crate::target::Target;
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     agent: RawAgent,
-    collector: RawCollector,
+    #[serde(default)]
+    collector: Option<RawCollector>,
+    #[serde(default)]
+    mqtt: Option<RawMqtt>,
     #[serde(default)]
     defaults: RawDefaults,
     #[serde(default)]
@@ -50,12 +64,28 @@ struct RawAgent {
     site: String,
     #[serde(default)]
     state_dir: Option<PathBuf>,
+    /// Size cap of the durable spool ("256MiB"); past it the oldest telemetry is dropped.
+    #[serde(default)]
+    spool_max: Option<String>,
+    /// Address of `/metrics` and `/status` ("127.0.0.1:9469" by default; "off" disables).
+    #[serde(default)]
+    metrics_listen: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawCollector {
     grpc: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMqtt {
+    url: String,
+    #[serde(default)]
+    username: Option<String>,
+    #[serde(default)]
+    password: Option<SecretRef>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -67,6 +97,17 @@ struct RawDefaults {
     timeout: Option<Duration>,
     #[serde(default)]
     retries: Option<u32>,
+    #[serde(default, with = "humantime_serde_opt")]
+    delivery_timeout: Option<Duration>,
+    /// Polls in flight at once, all protocols together.
+    #[serde(default)]
+    max_concurrent_polls: Option<usize>,
+    /// A batch is sealed when it holds this many device reports ...
+    #[serde(default)]
+    batch_max_devices: Option<usize>,
+    /// ... or when its oldest report is this old.
+    #[serde(default, with = "humantime_serde_opt")]
+    batch_max_delay: Option<Duration>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -78,6 +119,9 @@ struct RawTarget {
     secret: Option<SecretRef>,
     #[serde(default)]
     ca_file: Option<PathBuf>,
+    /// Poll interval of this target, overriding `defaults.interval`.
+    #[serde(default, with = "humantime_serde_opt")]
+    interval: Option<Duration>,
 }
 
 /// Where a secret comes from.
@@ -120,6 +164,8 @@ mod humantime_serde_opt {
 pub struct TargetConfig {
     pub name: String,
     pub target: Target,
+    /// Per-target interval; `None` = `defaults.interval`.
+    pub interval: Option<Duration>,
 }
 
 /// The validated configuration.
@@ -128,10 +174,22 @@ pub struct Config {
     pub agent_id: String,
     pub site: String,
     pub state_dir: PathBuf,
-    pub collector_grpc: String,
+    /// Spool size cap in bytes.
+    pub spool_max_bytes: u64,
+    /// Where `/metrics` and `/status` are served; `None` = off.
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// gRPC endpoint of the collector (`[collector] grpc`), if that uplink is used.
+    pub collector_grpc: Option<String>,
+    /// MQTT broker (`[mqtt]`), if that uplink is used; it wins over gRPC when both are set.
+    pub mqtt: Option<crate::uplink::mqtt::MqttSettings>,
     pub interval: Duration,
     pub timeout: Duration,
     pub retries: u32,
+    /// How long one delivery to the collector (connect, send, acks) may take.
+    pub delivery_timeout: Duration,
+    pub max_concurrent_polls: usize,
+    pub batch_max_devices: usize,
+    pub batch_max_delay: Duration,
     pub targets: Vec<TargetConfig>,
     /// Non-fatal findings, logged at start.
     pub warnings: Vec<String>,
@@ -189,12 +247,42 @@ impl Config {
         if raw.agent.id.trim().is_empty() {
             errors.push(err("agent.id: must not be empty".into()));
         }
-        if !raw.collector.grpc.starts_with("http://") && !raw.collector.grpc.starts_with("https://") {
+        if let Some(c) = &raw.collector
+            && !c.grpc.starts_with("http://")
+            && !c.grpc.starts_with("https://")
+        {
             errors.push(err(format!(
                 "collector.grpc: expected an http:// or https:// URL, got {:?}",
-                raw.collector.grpc
+                c.grpc
             )));
         }
+        if raw.collector.is_none() && raw.mqtt.is_none() {
+            errors.push(err(
+                "no uplink: set [collector] grpc = \"http://...\" or [mqtt] url = \"mqtt://...\"".into(),
+            ));
+        }
+        let mqtt = raw.mqtt.as_ref().and_then(|m| {
+            let (host, port) = crate::uplink::mqtt::MqttSettings::endpoint(&m.url)
+                .map_err(|e| errors.push(err(format!("mqtt.url: {e}"))))
+                .ok()?;
+            let password = match &m.password {
+                None => None,
+                Some(r) => Some(
+                    r.load()
+                        .map_err(|e| errors.push(err(format!("mqtt.password: {e}"))))
+                        .ok()?,
+                ),
+            };
+            Some(crate::uplink::mqtt::MqttSettings {
+                host,
+                port,
+                username: m.username.clone(),
+                password,
+                site: raw.agent.site.clone(),
+                agent_id: raw.agent.id.clone(),
+                keep_alive: Duration::from_secs(30),
+            })
+        });
         let mut targets = Vec::new();
         for (i, t) in raw.targets.iter().enumerate() {
             let at = format!("targets[{i}] ({})", t.name);
@@ -229,6 +317,9 @@ impl Config {
             } else if t.ca_file.is_some() {
                 errors.push(err(format!("{at}.ca_file: only Redfish targets use TLS")));
             }
+            if t.interval.is_some_and(|iv| iv < Duration::from_secs(1)) {
+                warnings.push(format!("{file}: {at}.interval is under one second"));
+            }
             if let Target::Modbus(m) = &target
                 && let Err(e) = crate::driver::modbus::map::load(&m.map)
             {
@@ -237,8 +328,29 @@ impl Config {
             targets.push(TargetConfig {
                 name: t.name.clone(),
                 target,
+                interval: t.interval,
             });
         }
+        let spool_max_bytes = match raw.agent.spool_max.as_deref().map(parse_size) {
+            None => 256 * 1024 * 1024,
+            Some(Ok(n)) => n,
+            Some(Err(e)) => {
+                errors.push(err(format!("agent.spool_max: {e}")));
+                0
+            }
+        };
+        let metrics_listen = match raw.agent.metrics_listen.as_deref() {
+            Some("off") => None,
+            None => Some(std::net::SocketAddr::from(([127, 0, 0, 1], 9469))),
+            Some(a) => a
+                .parse()
+                .map_err(|_| {
+                    errors.push(err(format!(
+                        "agent.metrics_listen: expected ADDRESS:PORT or \"off\", got {a:?}"
+                    )))
+                })
+                .ok(),
+        };
         let interval = raw.defaults.interval.unwrap_or(Duration::from_secs(60));
         let timeout = raw.defaults.timeout.unwrap_or(Duration::from_secs(3));
         if timeout >= interval {
@@ -256,19 +368,63 @@ impl Config {
                 .agent
                 .state_dir
                 .unwrap_or_else(|| PathBuf::from("/var/lib/groundtruth-agent")),
-            collector_grpc: raw.collector.grpc,
+            spool_max_bytes,
+            metrics_listen,
+            collector_grpc: raw.collector.map(|c| c.grpc),
+            mqtt,
             interval,
             timeout,
             retries: raw.defaults.retries.unwrap_or(1),
+            delivery_timeout: raw.defaults.delivery_timeout.unwrap_or(Duration::from_secs(30)),
+            max_concurrent_polls: raw.defaults.max_concurrent_polls.unwrap_or(256).max(1),
+            batch_max_devices: raw.defaults.batch_max_devices.unwrap_or(500).max(1),
+            batch_max_delay: raw.defaults.batch_max_delay.unwrap_or(Duration::from_secs(1)),
             targets,
             warnings,
         })
     }
 }
 
+/// Parses a size such as "256MiB", "1GiB", "512KiB", "10MB" or a plain byte count.
+///
+/// # Errors
+/// A message naming the accepted units.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("invalid size {text:?}: expected e.g. \"256MiB\""))?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "KB" | "kB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        other => {
+            return Err(format!(
+                "invalid size unit {other:?} in {text:?}: use B, KiB, MiB, GiB, KB, MB or GB"
+            ));
+        }
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("size {text:?} is too large"))
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    #[test]
+    fn sizes_parse_with_binary_and_decimal_units() {
+        assert_eq!(super::parse_size("256MiB").unwrap(), 256 << 20);
+        assert_eq!(super::parse_size("10MB").unwrap(), 10_000_000);
+        assert_eq!(super::parse_size("4096").unwrap(), 4096);
+        assert!(super::parse_size("12 parsecs").unwrap_err().contains("unit"));
+    }
+
     use super::*;
 
     const GOOD: &str = r#"

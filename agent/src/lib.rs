@@ -2,19 +2,27 @@
 //! location evidence, and streams it to the collector.
 //!
 //! Map of the crate: [`target`] parses target URLs; [`driver`] holds one module per protocol;
-//! [`config`] reads and validates the TOML config; [`uplink`] delivers batches to the collector;
+//! [`config`] reads and validates the TOML config; [`spool`] keeps every batch on disk until the collector acknowledges it; [`uplink`] delivers
+//! batches to the collector;
 //! [`run`] ties them together for the `run` command.
 
 pub mod config;
+pub mod discover;
 pub mod driver;
 pub mod io;
+pub mod metrics;
 pub mod run;
+pub mod schedule;
 pub mod secret;
+pub mod spool;
 pub mod target;
 pub mod uplink;
 
-/// Installs the process-wide rustls crypto provider (ring). Call once at start-up, before any TLS
-/// client is built; calling it again is harmless.
+/// Installs the process-wide rustls crypto provider (ring) unless one is installed already.
+/// The binaries call it at start-up; the Redfish driver calls it before building a client, so a
+/// library user who forgot cannot make reqwest panic.
 pub fn install_crypto_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
 }

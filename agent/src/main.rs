@@ -43,6 +43,20 @@ enum Command {
     },
     /// Validate a config file without touching the network.
     CheckConfig { config: PathBuf },
+    /// Sweep address ranges for devices on each protocol and identify what answers.
+    #[command(
+        after_help = "Examples:\n  groundtruth-agent discover 10.1.7.0/24 --community-file communities.txt --redfish-credentials-file bmc.creds\n  groundtruth-agent discover 127.0.0.1 --snmp-ports 26161 --community gtpublic --redfish-ports 28000-28001 --insecure --json"
+    )]
+    Discover(DiscoverArgs),
+    /// Show a running agent's status (from its /status endpoint).
+    Status {
+        /// The agent's config (to find `agent.metrics_listen`) ...
+        #[arg(long, short, conflicts_with = "url")]
+        config: Option<PathBuf>,
+        /// ... or the endpoint itself.
+        #[arg(long, default_value = "http://127.0.0.1:9469")]
+        url: String,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -76,6 +90,187 @@ struct PollArgs {
     retries: u32,
 }
 
+#[derive(Debug, clap::Args)]
+struct DiscoverArgs {
+    /// Addresses: 10.1.7.0/24, 10.1.7.5, 10.1.7.5-10.1.7.40 (repeatable).
+    #[arg(required = true)]
+    ranges: Vec<String>,
+    /// SNMP community to try (repeatable; prefer --community-file).
+    #[arg(long)]
+    community: Vec<String>,
+    /// File with SNMP communities to try, one per line.
+    #[arg(long)]
+    community_file: Option<PathBuf>,
+    /// File with Redfish credentials to try, one `user:password` per line.
+    #[arg(long)]
+    redfish_credentials_file: Option<PathBuf>,
+    /// File with IPMI credentials to try, one `user:password` per line.
+    #[arg(long)]
+    ipmi_credentials_file: Option<PathBuf>,
+    /// Modbus unit:map pairs to try, e.g. 1:sdm630,1:test-rack-ups.
+    #[arg(long, value_delimiter = ',')]
+    modbus_try: Vec<String>,
+    #[arg(long, default_value = "161")]
+    snmp_ports: String,
+    #[arg(long, default_value = "443")]
+    redfish_ports: String,
+    #[arg(long, default_value = "623")]
+    ipmi_ports: String,
+    #[arg(long, default_value = "502")]
+    modbus_ports: String,
+    /// Do not verify Redfish TLS certificates (self-signed BMCs); logged.
+    #[arg(long)]
+    insecure: bool,
+    /// Endpoints probed at once.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// Timeout of one request.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+    /// Print the reports as a JSON array (canonical JSON of DeviceReport, plus the endpoint).
+    #[arg(long)]
+    json: bool,
+}
+
+fn credential_lines(path: &PathBuf) -> anyhow::Result<Vec<(String, Secret)>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .enumerate()
+        .map(|(i, l)| {
+            l.split_once(':')
+                .map(|(u, p)| (u.to_owned(), Secret::new(p)))
+                .with_context(|| format!("{} line {}: expected user:password", path.display(), i + 1))
+        })
+        .collect()
+}
+
+async fn discover(args: DiscoverArgs) -> anyhow::Result<ExitCode> {
+    use groundtruth_agent::discover::{Progress, SweepSpec, parse_ports, parse_range, sweep};
+    let mut spec = SweepSpec {
+        redfish_insecure: args.insecure,
+        ..Default::default()
+    };
+    for r in &args.ranges {
+        spec.addresses.extend(parse_range(r).map_err(anyhow::Error::msg)?);
+    }
+    spec.snmp_communities = args.community.iter().map(Secret::new).collect();
+    if let Some(f) = &args.community_file {
+        let text = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+        spec.snmp_communities.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(Secret::new),
+        );
+    }
+    if !spec.snmp_communities.is_empty() {
+        spec.snmp_ports = parse_ports(&args.snmp_ports).map_err(anyhow::Error::msg)?;
+    }
+    spec.redfish_ports = parse_ports(&args.redfish_ports).map_err(anyhow::Error::msg)?;
+    if let Some(f) = &args.redfish_credentials_file {
+        spec.redfish_credentials = credential_lines(f)?;
+    }
+    if let Some(f) = &args.ipmi_credentials_file {
+        spec.ipmi_credentials = credential_lines(f)?;
+        spec.ipmi_ports = parse_ports(&args.ipmi_ports).map_err(anyhow::Error::msg)?;
+    }
+    for m in &args.modbus_try {
+        let (unit, map) = m
+            .split_once(':')
+            .with_context(|| format!("--modbus-try {m:?}: expected UNIT:MAP"))?;
+        spec.modbus_units_maps.push((
+            unit.parse()
+                .with_context(|| format!("--modbus-try {m:?}: bad unit"))?,
+            map.to_owned(),
+        ));
+    }
+    if !spec.modbus_units_maps.is_empty() {
+        spec.modbus_ports = parse_ports(&args.modbus_ports).map_err(anyhow::Error::msg)?;
+    }
+    if args.insecure {
+        tracing::warn!("Redfish TLS certificates are not verified during this sweep (--insecure).");
+    }
+    let cx = PollCx {
+        limits: Limits {
+            request_timeout: args.timeout,
+            retries: 0,
+            poll_timeout: args.timeout * 10,
+            ..Limits::default()
+        },
+    };
+    let progress = std::sync::Arc::new(Progress::default());
+    let ticker = std::io::IsTerminal::is_terminal(&std::io::stderr()).then(|| {
+        let p = std::sync::Arc::clone(&progress);
+        tokio::spawn(async move {
+            loop {
+                use std::sync::atomic::Ordering::Relaxed;
+                eprint!(
+                    "\rprobed {}/{} endpoints, found {}   ",
+                    p.done.load(Relaxed),
+                    p.total.load(Relaxed),
+                    p.found.load(Relaxed)
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    });
+    let found = sweep(&spec, &cx, args.concurrency, std::sync::Arc::clone(&progress)).await;
+    if let Some(t) = ticker {
+        t.abort();
+        eprintln!();
+    }
+    if args.json {
+        let mut out = Vec::new();
+        for f in &found {
+            let mut v = groundtruth_proto::json::to_value(&f.report).map_err(anyhow::Error::msg)?;
+            v["endpoint"] = serde_json::Value::String(f.endpoint_key.clone());
+            v["credential"] = serde_json::Value::String(f.credential.clone());
+            out.push(v);
+        }
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!(
+            "{:<34} {:<18} {:<26} {:<18} {:>4} {:>8}  CREDENTIAL",
+            "ENDPOINT", "VENDOR", "MODEL", "SERIAL", "MACS", "POWER"
+        );
+        for f in &found {
+            let id = f.report.identity.clone().unwrap_or_default();
+            let power = f
+                .report
+                .readings
+                .iter()
+                .find(|r| r.metric == "power" && r.component.is_none())
+                .map_or_else(|| "-".to_owned(), |r| format!("{:.0} W", r.value));
+            let cut = |s: &str, n: usize| s.chars().take(n).collect::<String>();
+            println!(
+                "{:<34} {:<18} {:<26} {:<18} {:>4} {:>8}  {}",
+                f.endpoint_key,
+                cut(&id.vendor, 18),
+                cut(
+                    if id.model.is_empty() {
+                        id.hostname.as_str()
+                    } else {
+                        id.model.as_str()
+                    },
+                    26
+                ),
+                cut(&id.serial_number, 18),
+                id.macs.len(),
+                power,
+                f.credential
+            );
+        }
+        eprintln!(
+            "{} endpoint(s) probed, {} device(s) found",
+            progress.total.load(std::sync::atomic::Ordering::Relaxed),
+            found.len()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
@@ -95,6 +290,27 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Poll(args) => rt.block_on(poll(args)),
+        Command::Discover(args) => match rt.block_on(discover(args)) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Status { config, url } => {
+            let url = match config.map(|c| Config::load(&c)) {
+                None => url,
+                Some(Ok(c)) => match c.metrics_listen {
+                    Some(a) => format!("http://{a}"),
+                    None => {
+                        eprintln!("error: agent.metrics_listen is \"off\" in that config");
+                        return ExitCode::from(2);
+                    }
+                },
+                Some(Err(errors)) => return config_errors(&errors),
+            };
+            rt.block_on(status(&url))
+        }
         Command::CheckConfig { config } => match Config::load(&config) {
             Ok(c) => {
                 for w in &c.warnings {
@@ -110,13 +326,50 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(errors) => return config_errors(&errors),
             };
-            match rt.block_on(run(cfg, once)) {
+            match rt.block_on(run(cfg, once, config)) {
                 Ok(code) => code,
                 Err(e) => {
                     eprintln!("error: {e:#}");
                     ExitCode::from(1)
                 }
             }
+        }
+    }
+}
+
+async fn status(url: &str) -> ExitCode {
+    let endpoint = format!("{}/status", url.trim_end_matches('/'));
+    let result = async {
+        let resp = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()?
+            .get(&endpoint)
+            .send()
+            .await?
+            .error_for_status()?;
+        groundtruth_agent::io::read_capped(resp, 1 << 20, "/status")
+            .await
+            .map_err(anyhow::Error::from)
+    };
+    match result.await {
+        Ok(body) => match serde_json::from_slice::<serde_json::Value>(&body) {
+            Ok(serde_json::Value::Object(m)) => {
+                for (k, v) in m {
+                    println!(
+                        "{k:<22} {}",
+                        v.as_str().map_or_else(|| v.to_string(), str::to_owned)
+                    );
+                }
+                ExitCode::SUCCESS
+            }
+            _ => {
+                eprintln!("error: {endpoint} did not answer with a status document");
+                ExitCode::from(1)
+            }
+        },
+        Err(e) => {
+            eprintln!("error: cannot reach the agent at {endpoint}: {e:#}");
+            ExitCode::from(1)
         }
     }
 }
@@ -243,19 +496,19 @@ fn print_human(r: &groundtruth_proto::v1::DeviceReport) {
     }
 }
 
-async fn run(cfg: Config, once: bool) -> anyhow::Result<ExitCode> {
+async fn run(cfg: Config, once: bool, path: PathBuf) -> anyhow::Result<ExitCode> {
     for w in &cfg.warnings {
         tracing::warn!("{w}");
     }
-    let interval = cfg.interval;
     let mut agent = Agent::new(cfg).context("starting the agent")?;
     tracing::info!(
         agent = %agent.config().agent_id,
         targets = agent.config().targets.len(),
-        collector = %agent.config().collector_grpc,
+        grpc = agent.config().collector_grpc.as_deref().unwrap_or("-"),
+        mqtt = agent.config().mqtt.as_ref().map_or_else(|| "-".to_owned(), |m| format!("{}:{}", m.host, m.port)),
         "Agent started."
     );
-    loop {
+    if once {
         let s = agent.round().await?;
         tracing::info!(
             polled = s.polled,
@@ -264,19 +517,44 @@ async fn run(cfg: Config, once: bool) -> anyhow::Result<ExitCode> {
             pending = s.pending_batches,
             "Round done."
         );
-        if once {
-            return Ok(if s.pending_batches == 0 {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            });
-        }
-        tokio::select! {
-            () = tokio::time::sleep(interval) => {}
-            _ = tokio::signal::ctrl_c() => {
-                tracing::info!("Interrupted; stopping.");
-                return Ok(ExitCode::SUCCESS);
+        return Ok(if s.pending_batches == 0 {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        });
+    }
+    // SIGHUP re-reads the config file; a broken file is reported and the running config kept.
+    let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("installing the SIGHUP handler")?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            match Config::load(&path) {
+                Ok(c) => {
+                    for w in &c.warnings {
+                        tracing::warn!("{w}");
+                    }
+                    if reload_tx.send(c).await.is_err() {
+                        return;
+                    }
+                }
+                Err(errors) => {
+                    for e in errors {
+                        tracing::error!(error = %e, "Config reload refused; keeping the running config.");
+                    }
+                }
             }
         }
-    }
+    });
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    let shutdown = async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("Stopping.");
+    };
+    agent.run(reload_rx, shutdown).await?;
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,14 +1,21 @@
-//! The `run` command: poll every configured target on an interval and deliver each round to the
-//! collector as one batch. Walking-skeleton scope: one round at a time, delivery retried on the
-//! next round while the batch is held in memory; the durable spool, per-target schedules and MQTT
-//! are issue #8.
+//! The agent's runtime. [`Agent::run`] is the long-running service: the [`Scheduler`] polls each
+//! target on its own interval; this module's batcher seals reports into batches (by size and age)
+//! and appends each to the durable [`Spool`] (fsynced); a sender task delivers the spool's oldest
+//! batches and trims what the collector acknowledges, backing off while the collector or broker is
+//! unreachable and draining the backlog in order when it is back. [`Agent::round`] is the one-shot
+//! form (`run --once`): poll everything once, seal one batch, deliver.
 
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use groundtruth_proto::v1::{AgentInfo, Batch, BatchKind, DeviceReport, PollOutcome};
 
 use crate::config::Config;
 use crate::driver::{self, Limits, PollCx};
+use crate::schedule::{self, Polled, Scheduler, Stats};
+use crate::spool::{Spool, SpoolLimits};
+use crate::uplink::mqtt::MqttUplink;
 use crate::uplink::{grpc, sequence::Sequencer};
 
 /// Summary of one round, for the operator.
@@ -25,34 +32,56 @@ pub struct RoundSummary {
 pub struct Agent {
     config: Config,
     sequencer: Sequencer,
-    /// Sealed batches not yet acknowledged, oldest first (bounded by `MAX_PENDING`).
-    pending: Vec<Batch>,
+    /// Sealed batches not yet acknowledged.
+    spool: Spool,
+    uplink: Uplink,
 }
 
-/// Batches held in memory while the collector is unreachable (until the disk spool lands).
-const MAX_PENDING: usize = 1000;
+/// The configured way to the collector.
+#[derive(Debug)]
+enum Uplink {
+    Grpc(String),
+    Mqtt(Box<MqttUplink>),
+}
+
+/// Most spooled batches sent in one delivery (the replay rate limit: one such burst per round).
+const MAX_BATCHES_PER_DELIVERY: usize = 100;
 
 impl Agent {
     /// # Errors
     /// If the state directory cannot be opened.
     pub fn new(config: Config) -> anyhow::Result<Self> {
-        let sequencer = Sequencer::open(&config.state_dir)
+        let mut sequencer = Sequencer::open(&config.state_dir)
             .map_err(|e| anyhow::anyhow!("opening agent state in {}: {e}", config.state_dir.display()))?;
+        let limits = SpoolLimits {
+            max_bytes: config.spool_max_bytes,
+            ..SpoolLimits::default()
+        };
+        let (spool, recovery) = Spool::open(&config.state_dir.join("spool"), limits)?;
+        if recovery.pending > 0 || recovery.lost_records > 0 {
+            tracing::info!(
+                pending = recovery.pending,
+                lost_records = recovery.lost_records,
+                lost_bytes = recovery.lost_bytes,
+                "Recovered the spool; unacknowledged batches will be resent."
+            );
+        }
+        sequencer.raise_to(spool.last_seq(sequencer.epoch()));
+        let uplink = match (&config.mqtt, &config.collector_grpc) {
+            (Some(m), _) => Uplink::Mqtt(Box::new(MqttUplink::start(m.clone()))),
+            (None, Some(g)) => Uplink::Grpc(g.clone()),
+            (None, None) => anyhow::bail!("no uplink configured ([collector] grpc or [mqtt] url)"),
+        };
         Ok(Self {
             config,
             sequencer,
-            pending: Vec::new(),
+            spool,
+            uplink,
         })
     }
 
     fn cx(&self) -> PollCx {
-        PollCx {
-            limits: Limits {
-                request_timeout: self.config.timeout,
-                retries: self.config.retries,
-                ..Limits::default()
-            },
-        }
+        cx_of(&self.config)
     }
 
     /// Polls every target concurrently once; a failing target is logged and reported, the rest
@@ -90,54 +119,302 @@ impl Agent {
                 })
             })
             .count();
-        let seq = self.sequencer.reserve()?;
-        let batch = Batch {
-            schema_version: groundtruth_proto::v1::SCHEMA_VERSION,
-            agent: Some(AgentInfo {
-                agent_id: self.config.agent_id.clone(),
-                site: self.config.site.clone(),
-                version: env!("CARGO_PKG_VERSION").into(),
-                hostname: hostname(),
-            }),
-            epoch: self.sequencer.epoch(),
-            seq,
-            created_at: Some(SystemTime::now().into()),
-            kind: BatchKind::Mixed as i32,
-            devices: reports.into_iter().map(|(_, r)| r).collect(),
+        seal(
+            &self.config,
+            &mut self.sequencer,
+            &mut self.spool,
+            reports.into_iter().map(|(_, r)| r).collect(),
+        )?;
+        let outgoing = self.spool.pending(MAX_BATCHES_PER_DELIVERY)?;
+        let timeout = self.config.delivery_timeout;
+        let delivered = match &mut self.uplink {
+            Uplink::Grpc(endpoint) => grpc::deliver(endpoint, outgoing, timeout).await,
+            Uplink::Mqtt(m) => m.deliver(outgoing, timeout).await,
         };
-        self.pending.push(batch);
-        if self.pending.len() > MAX_PENDING {
-            let dropped = self.pending.len() - MAX_PENDING;
-            self.pending.drain(..dropped);
-            tracing::error!(
-                dropped,
-                reason = "pending_full",
-                "Dropped the oldest undelivered batches."
-            );
-        }
-        match grpc::deliver(
-            &self.config.collector_grpc,
-            self.pending.clone(),
-            Duration::from_secs(30),
-        )
-        .await
-        {
+        match delivered {
             Ok(acks) => {
                 summary.delivered_batches = acks.len();
-                self.pending
-                    .retain(|b| !acks.iter().any(|a| a.epoch == b.epoch && a.seq == b.seq));
+                for a in &acks {
+                    self.spool.ack(a.epoch, a.seq)?;
+                }
             }
-            Err(e) => {
-                tracing::warn!(error = %e, pending = self.pending.len(), "Delivery failed; will retry next round.")
-            }
+            Err(e) => tracing::warn!(
+                error = %e,
+                spooled = self.spool.len(),
+                spool_bytes = self.spool.bytes(),
+                "Delivery failed; the batches stay in the spool and are resent next round."
+            ),
         }
-        summary.pending_batches = self.pending.len();
+        summary.pending_batches = self.spool.len();
         Ok(summary)
     }
 
     #[must_use]
     pub fn config(&self) -> &Config {
         &self.config
+    }
+}
+
+fn cx_of(config: &Config) -> PollCx {
+    PollCx {
+        limits: Limits {
+            request_timeout: config.timeout,
+            retries: config.retries,
+            ..Limits::default()
+        },
+    }
+}
+
+fn targets_of(config: &Config) -> Vec<(crate::config::TargetConfig, Duration)> {
+    config
+        .targets
+        .iter()
+        .map(|t| (t.clone(), t.interval.unwrap_or(config.interval)))
+        .collect()
+}
+
+/// Seals `devices` into the next batch and appends it to the spool (durably); the sequence
+/// number counts as used only once the batch is on disk.
+fn seal(
+    config: &Config,
+    sequencer: &mut Sequencer,
+    spool: &mut Spool,
+    devices: Vec<DeviceReport>,
+) -> anyhow::Result<()> {
+    let seq = sequencer.next();
+    let batch = Batch {
+        schema_version: groundtruth_proto::v1::SCHEMA_VERSION,
+        agent: Some(AgentInfo {
+            agent_id: config.agent_id.clone(),
+            site: config.site.clone(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            hostname: hostname(),
+        }),
+        epoch: sequencer.epoch(),
+        seq,
+        created_at: Some(SystemTime::now().into()),
+        kind: BatchKind::Mixed as i32,
+        devices,
+    };
+    spool.append(&batch)?;
+    sequencer.commit(seq)?;
+    Ok(())
+}
+
+/// Spool and sequencer, shared by the batcher (appends) and the sender (reads, acks).
+type Durable = Arc<Mutex<(Sequencer, Spool)>>;
+
+fn lock(d: &Durable) -> std::sync::MutexGuard<'_, (Sequencer, Spool)> {
+    // A panic while holding the lock cannot leave the spool inconsistent on disk (every change
+    // is a completed append or an atomic rename), so a poisoned lock is safe to take over.
+    d.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Agent {
+    /// Runs the agent until `shutdown` completes. A new config on `reload` (SIGHUP) changes the
+    /// polled targets without a restart; changes to the agent's identity or uplink are logged
+    /// as needing a restart.
+    ///
+    /// # Errors
+    /// Only for failures that stop the agent as a whole.
+    pub async fn run(
+        self,
+        mut reload: tokio::sync::mpsc::Receiver<Config>,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> anyhow::Result<()> {
+        let Agent {
+            mut config,
+            sequencer,
+            spool,
+            uplink,
+        } = self;
+        let stats = Arc::new(Stats::default());
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Polled>(4096);
+        let mut scheduler = Scheduler::new(
+            tx,
+            schedule::Limits::new(config.max_concurrent_polls),
+            Arc::clone(&stats),
+            schedule::driver_poll(),
+        );
+        scheduler.apply(&targets_of(&config), &cx_of(&config));
+        tracing::info!(targets = scheduler.len(), "Polling started.");
+        if let Some(listen) = config.metrics_listen {
+            let exposed = Arc::new(crate::metrics::Exposed {
+                stats: Arc::clone(&stats),
+                agent_id: config.agent_id.clone(),
+                started: std::time::Instant::now(),
+            });
+            tokio::spawn(async move {
+                if let Err(e) = crate::metrics::serve(listen, exposed).await {
+                    tracing::error!(listen = %listen, error = %e, "Cannot serve /metrics and /status (set agent.metrics_listen, or \"off\").");
+                }
+            });
+        }
+        gauges(&stats, &spool);
+        let durable: Durable = Arc::new(Mutex::new((sequencer, spool)));
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let sender = tokio::spawn(send_loop(
+            Arc::clone(&durable),
+            uplink,
+            Arc::clone(&wake),
+            Arc::clone(&stats),
+            config.delivery_timeout,
+        ));
+        // Start by replaying whatever the spool holds from before.
+        wake.notify_one();
+
+        let mut buffer: Vec<DeviceReport> = Vec::new();
+        let mut oldest: Option<tokio::time::Instant> = None;
+        tokio::pin!(shutdown);
+        loop {
+            let flush_at = oldest.map(|t| t + config.batch_max_delay);
+            tokio::select! {
+                Some(p) = rx.recv() => {
+                    if buffer.is_empty() {
+                        oldest = Some(tokio::time::Instant::now());
+                    }
+                    buffer.push(p.report);
+                    if buffer.len() >= config.batch_max_devices {
+                        flush(&config, &durable, &mut buffer, &mut oldest, &stats, &wake);
+                    }
+                }
+                () = async { if let Some(t) = flush_at { tokio::time::sleep_until(t).await } else { std::future::pending().await } } => {
+                    flush(&config, &durable, &mut buffer, &mut oldest, &stats, &wake);
+                }
+                Some(new) = reload.recv() => {
+                    if new.agent_id != config.agent_id || new.site != config.site || new.state_dir != config.state_dir
+                        || new.collector_grpc != config.collector_grpc || new.mqtt.is_some() != config.mqtt.is_some() {
+                        tracing::warn!("Reloaded config changes the agent's identity, state or uplink; those take effect after a restart.");
+                    }
+                    scheduler.apply(&targets_of(&new), &cx_of(&new));
+                    tracing::info!(targets = scheduler.len(), "Config reloaded.");
+                    let keep = (config.agent_id.clone(), config.site.clone());
+                    config = new;
+                    (config.agent_id, config.site) = keep;
+                }
+                () = &mut shutdown => {
+                    drop(scheduler);
+                    flush(&config, &durable, &mut buffer, &mut oldest, &stats, &wake);
+                    tracing::info!(spooled = lock(&durable).1.len(), "Stopping; spooled batches are kept for the next start.");
+                    sender.abort();
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+/// Copies the spool's size into the exported gauges.
+fn gauges(stats: &Stats, spool: &Spool) {
+    stats.spool_batches.store(spool.len() as u64, Ordering::Relaxed);
+    stats.spool_bytes.store(spool.bytes(), Ordering::Relaxed);
+    stats
+        .spool_dropped_total
+        .store(spool.dropped_total(), Ordering::Relaxed);
+}
+
+/// Seals the buffered reports into a batch. On a write failure (disk full, I/O error) the
+/// reports stay buffered for the next attempt, bounded: past 10 batches' worth the oldest are
+/// dropped and counted.
+fn flush(
+    config: &Config,
+    durable: &Durable,
+    buffer: &mut Vec<DeviceReport>,
+    oldest: &mut Option<tokio::time::Instant>,
+    stats: &Stats,
+    wake: &tokio::sync::Notify,
+) {
+    if buffer.is_empty() {
+        *oldest = None;
+        return;
+    }
+    let mut guard = lock(durable);
+    let (sequencer, spool) = &mut *guard;
+    match seal(config, sequencer, spool, buffer.clone()) {
+        Ok(()) => {
+            buffer.clear();
+            *oldest = None;
+            stats.batches_sealed.fetch_add(1, Ordering::Relaxed);
+            gauges(stats, spool);
+            wake.notify_one();
+        }
+        Err(e) => {
+            tracing::error!(state_dir = %config.state_dir.display(), error = %format!("{e:#}"), "Cannot write to the spool; keeping reports in memory and retrying.");
+            *oldest = Some(tokio::time::Instant::now());
+            let cap = config.batch_max_devices.saturating_mul(10);
+            if buffer.len() > cap {
+                let n = buffer.len() - cap;
+                buffer.drain(..n);
+                let total = stats.reports_dropped.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
+                tracing::error!(
+                    dropped = n,
+                    dropped_total = total,
+                    reason = "spool_unwritable",
+                    "Dropped the oldest reports."
+                );
+            }
+        }
+    }
+}
+
+/// Delivers the spool's oldest batches whenever woken (new batch) or when the retry timer fires;
+/// backs off exponentially (1 s to 60 s) while delivery fails.
+async fn send_loop(
+    durable: Durable,
+    mut uplink: Uplink,
+    wake: Arc<tokio::sync::Notify>,
+    stats: Arc<Stats>,
+    timeout: Duration,
+) {
+    let mut backoff = Duration::from_secs(1);
+    let mut retry_at: Option<tokio::time::Instant> = None;
+    loop {
+        tokio::select! {
+            () = wake.notified() => {}
+            () = async { if let Some(t) = retry_at { tokio::time::sleep_until(t).await } else { std::future::pending().await } } => {}
+        }
+        retry_at = None;
+        loop {
+            let outgoing = match lock(&durable).1.pending(MAX_BATCHES_PER_DELIVERY) {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::error!(error = %e, "Cannot read the spool.");
+                    break;
+                }
+            };
+            if outgoing.is_empty() {
+                backoff = Duration::from_secs(1);
+                break;
+            }
+            let result = match &mut uplink {
+                Uplink::Grpc(endpoint) => grpc::deliver(endpoint, outgoing, timeout).await,
+                Uplink::Mqtt(m) => m.deliver(outgoing, timeout).await,
+            };
+            let acked = match result {
+                Ok(acks) => {
+                    let mut guard = lock(&durable);
+                    for a in &acks {
+                        if let Err(e) = guard.1.ack(a.epoch, a.seq) {
+                            tracing::error!(error = %e, "Cannot record an ack in the spool.");
+                        }
+                    }
+                    stats
+                        .batches_acked
+                        .fetch_add(acks.len() as u64, Ordering::Relaxed);
+                    acks.len()
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, spooled = lock(&durable).1.len(), retry_in = ?backoff, "Delivery failed; batches stay spooled.");
+                    0
+                }
+            };
+            if acked == 0 {
+                retry_at = Some(tokio::time::Instant::now() + backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(60));
+                break;
+            }
+            backoff = Duration::from_secs(1);
+        }
     }
 }
 

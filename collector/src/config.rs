@@ -3,8 +3,14 @@
 //! ```toml
 //! [collector]
 //! listen_grpc = "127.0.0.1:50051"
+//! listen_http = "127.0.0.1:9470"  # /metrics, /api/devices, /api/exceptions, /healthz; "off" disables
+//! api_token = { file = "/etc/groundtruth/secrets/api.token" }   # required on /api/* when set
 //! database = "/var/lib/groundtruth-collector/state.db"
 //! default_site = "DC1"           # for devices whose agent and evidence name no site
+//!
+//! [location]
+//! patterns = "/etc/groundtruth/location-patterns.toml"   # the site's sysLocation/asset-tag formats
+//! site_map = "/etc/groundtruth/site-map.toml"            # racks, devices by serial, switch ports
 //!
 //! [netbox]                       # optional: without it nothing is written to a CMDB
 //! url = "https://netbox.example.com"
@@ -27,6 +33,39 @@ struct Raw {
     collector: RawCollector,
     #[serde(default)]
     netbox: Option<RawNetBox>,
+    #[serde(default)]
+    mqtt: Option<RawMqtt>,
+    #[serde(default)]
+    location: RawLocation,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLocation {
+    /// The site's own location text patterns (TOML, `[[pattern]]`), tried before the built-in ones.
+    #[serde(default)]
+    patterns: Option<PathBuf>,
+    /// The site map (racks, devices pinned by serial, switch ports).
+    #[serde(default)]
+    site_map: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMqtt {
+    url: String,
+    #[serde(default)]
+    username: Option<String>,
+    #[serde(default)]
+    password: Option<TokenRef>,
+    #[serde(default = "default_share_group")]
+    share_group: String,
+    #[serde(default)]
+    client_id: Option<String>,
+}
+
+fn default_share_group() -> String {
+    "groundtruth".into()
 }
 
 #[derive(Debug, Deserialize)]
@@ -38,6 +77,12 @@ struct RawCollector {
     database: PathBuf,
     #[serde(default)]
     default_site: String,
+    /// `/metrics`, `/api`, `/healthz`; "off" disables.
+    #[serde(default)]
+    listen_http: Option<String>,
+    /// Bearer token required on `/api/*`.
+    #[serde(default)]
+    api_token: Option<TokenRef>,
 }
 
 fn default_listen() -> String {
@@ -111,9 +156,15 @@ impl std::fmt::Debug for NetBoxSettings {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen_grpc: SocketAddr,
+    /// Where `/metrics`, `/api` and `/healthz` are served; `None` = off.
+    pub listen_http: Option<SocketAddr>,
+    pub api_token: Option<String>,
     pub database: PathBuf,
     pub default_site: String,
     pub netbox: Option<NetBoxSettings>,
+    pub mqtt: Option<crate::ingest::mqtt::MqttIngestSettings>,
+    /// Reconciliation rules: default site and location text patterns.
+    pub rules: crate::reconcile::Rules,
     pub warnings: Vec<String>,
 }
 
@@ -148,25 +199,58 @@ impl Config {
             ));
             SocketAddr::from(([127, 0, 0, 1], 50051))
         });
+        let listen_http = match raw.collector.listen_http.as_deref() {
+            Some("off") => None,
+            None => Some(SocketAddr::from(([127, 0, 0, 1], 9470))),
+            Some(a) => a
+                .parse()
+                .map_err(|_| {
+                    errors.push(format!(
+                        "{file}: collector.listen_http: expected ADDRESS:PORT or \"off\", got {a:?}"
+                    ))
+                })
+                .ok(),
+        };
+        let api_token = match &raw.collector.api_token {
+            None => None,
+            Some(r) => read_secret(r, "collector.api_token", file, &mut errors),
+        };
+        let mqtt = raw.mqtt.and_then(|m| {
+            let u = url::Url::parse(&m.url)
+                .map_err(|e| errors.push(format!("{file}: mqtt.url: {e}")))
+                .ok()?;
+            if u.scheme() != "mqtt" {
+                errors.push(format!(
+                    "{file}: mqtt.url: expected mqtt://HOST[:PORT] (mqtts:// is not supported yet)"
+                ));
+                return None;
+            }
+            let host = u.host_str().unwrap_or_default().to_owned();
+            let password = match &m.password {
+                None => None,
+                Some(r) => Some(read_secret(r, "mqtt.password", file, &mut errors)?),
+            };
+            let client_id = m.client_id.unwrap_or_else(|| {
+                let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+                format!(
+                    "groundtruth-collector-{}",
+                    groundtruth_proto::topics::level(host.trim())
+                )
+            });
+            Some(crate::ingest::mqtt::MqttIngestSettings {
+                host,
+                port: u.port().unwrap_or(1883),
+                username: m.username,
+                password,
+                share_group: groundtruth_proto::topics::level(&m.share_group),
+                client_id,
+            })
+        });
         let netbox = raw.netbox.and_then(|n| {
             let url = url::Url::parse(&n.url)
                 .map_err(|e| errors.push(format!("{file}: netbox.url: {e}")))
                 .ok()?;
-            let token = match &n.token {
-                TokenRef::File(p) => std::fs::read_to_string(p)
-                    .map(|t| t.trim().to_owned())
-                    .map_err(|e| {
-                        errors.push(format!("{file}: netbox.token: cannot read {}: {e}", p.display()))
-                    })
-                    .ok()?,
-                TokenRef::Env(v) => std::env::var(v)
-                    .map_err(|_| {
-                        errors.push(format!(
-                            "{file}: netbox.token: environment variable {v} is not set"
-                        ))
-                    })
-                    .ok()?,
-            };
+            let token = read_secret(&n.token, "netbox.token", file, &mut errors)?;
             let sync_interval = match n.sync_interval.as_deref().map(humantime::parse_duration) {
                 None => Duration::from_secs(30),
                 Some(Ok(d)) => d,
@@ -200,16 +284,66 @@ impl Config {
                 ca_file: n.ca_file,
             })
         });
+        let patterns = match &raw.location.patterns {
+            None => crate::locate::patterns_with(None),
+            Some(p) => match std::fs::read_to_string(p) {
+                Ok(text) => crate::locate::patterns_with(Some((&text, &p.display().to_string()))),
+                Err(e) => Err(format!("cannot read {}: {e}", p.display())),
+            },
+        }
+        .unwrap_or_else(|e| {
+            errors.push(format!("{file}: location.patterns: {e}"));
+            Vec::new()
+        });
+        let site_map = match &raw.location.site_map {
+            None => crate::sitemap::SiteMap::default(),
+            Some(p) => match std::fs::read_to_string(p) {
+                Ok(text) => {
+                    crate::sitemap::SiteMap::parse(&text, &p.display().to_string()).unwrap_or_else(|e| {
+                        errors.extend(e.into_iter().map(|e| format!("{file}: location.site_map: {e}")));
+                        crate::sitemap::SiteMap::default()
+                    })
+                }
+                Err(e) => {
+                    errors.push(format!(
+                        "{file}: location.site_map: cannot read {}: {e}",
+                        p.display()
+                    ));
+                    crate::sitemap::SiteMap::default()
+                }
+            },
+        };
         if !errors.is_empty() {
             return Err(errors);
         }
         Ok(Self {
+            listen_http,
+            api_token,
+            rules: crate::reconcile::Rules {
+                default_site: raw.collector.default_site.clone(),
+                patterns,
+                site_map,
+            },
             listen_grpc,
             database: raw.collector.database,
             default_site: raw.collector.default_site,
             netbox,
+            mqtt,
             warnings,
         })
+    }
+}
+
+/// Reads a secret reference; on failure records an error naming the file and key.
+fn read_secret(r: &TokenRef, key: &str, file: &str, errors: &mut Vec<String>) -> Option<String> {
+    match r {
+        TokenRef::File(p) => std::fs::read_to_string(p)
+            .map(|t| t.trim().to_owned())
+            .map_err(|e| errors.push(format!("{file}: {key}: cannot read {}: {e}", p.display())))
+            .ok(),
+        TokenRef::Env(v) => std::env::var(v)
+            .map_err(|_| errors.push(format!("{file}: {key}: environment variable {v} is not set")))
+            .ok(),
     }
 }
 

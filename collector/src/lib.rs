@@ -7,9 +7,12 @@
 
 pub mod cmdb;
 pub mod config;
+pub mod http;
 pub mod ingest;
+pub mod locate;
 pub mod normalize;
 pub mod reconcile;
+pub mod sitemap;
 pub mod store;
 pub mod sync;
 

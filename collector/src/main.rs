@@ -131,13 +131,13 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     if let Some(nb) = cfg.netbox.clone() {
         let netbox = groundtruth_collector::netbox_client(&nb)?;
         let store = store.clone();
-        let default_site = cfg.default_site.clone();
+        let rules = cfg.rules.clone();
         tokio::spawn(async move {
             // Debounced: after new data, wait `sync_interval`, then sync everything once.
             while rx.changed().await.is_ok() {
                 tokio::time::sleep(nb.sync_interval).await;
                 rx.borrow_and_update();
-                match run_pass(&store, &netbox, &default_site, nb.dry_run).await {
+                match run_pass(&store, &netbox, &rules, nb.dry_run).await {
                     Ok(s) => {
                         for c in &s.report.changes {
                             let fields: Vec<String> = c
@@ -173,7 +173,28 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     } else {
         tracing::info!("No [netbox] section: CMDB sync is off.");
     }
-    let service = IngestService::new(store, tx);
+    let service = IngestService::new(store.clone(), tx);
+    if let Some(listen) = cfg.listen_http {
+        let state = groundtruth_collector::http::HttpState {
+            store: store.clone(),
+            ingest: service.stats(),
+            rules: cfg.rules.clone(),
+            api_token: cfg.api_token.clone(),
+        };
+        tokio::spawn(async move {
+            if let Err(e) = groundtruth_collector::http::serve(listen, state).await {
+                tracing::error!(listen = %listen, error = %e, "Cannot serve HTTP (set collector.listen_http, or \"off\").");
+            }
+        });
+    }
+    if let Some(m) = cfg.mqtt.clone() {
+        tracing::info!(broker = %format!("{}:{}", m.host, m.port), group = %m.share_group, "Collector subscribing to agents over MQTT.");
+        tokio::spawn(groundtruth_collector::ingest::mqtt::run(
+            m,
+            service.clone(),
+            std::sync::Arc::default(),
+        ));
+    }
     tracing::info!(listen = %cfg.listen_grpc, database = %cfg.database.display(), "Collector listening for agents (gRPC).");
     tonic::transport::Server::builder()
         .add_service(IngestServer::new(service))
@@ -190,7 +211,7 @@ async fn sync_once(cfg: Config, dry_run: bool, json: bool) -> anyhow::Result<()>
     let store = open_store(&cfg).await?;
     let netbox = groundtruth_collector::netbox_client(&nb)?;
     let dry_run = dry_run || nb.dry_run;
-    let s = run_pass(&store, &netbox, &cfg.default_site, dry_run).await?;
+    let s = run_pass(&store, &netbox, &cfg.rules, dry_run).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&s)?);
     } else {
@@ -241,7 +262,18 @@ async fn devices(cfg: Config, json: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     for d in &devices {
-        let loc = groundtruth_collector::reconcile::best_location(&d.locations).map_or_else(
+        use groundtruth_collector::locate::{Located, locate};
+        let mut evidence = d.locations.clone();
+        evidence.extend(cfg.rules.site_map.evidence_for_serial(&d.serial));
+        let loc = match locate(&evidence, &d.asset_tag, &cfg.rules.patterns) {
+            Located::At(l) => Some(l),
+            Located::Unknown => None,
+            Located::Conflict { detail } => {
+                println!("{}  LOCATION CONFLICT: {detail}", d.device_key);
+                None
+            }
+        };
+        let loc = loc.as_ref().map_or_else(
             || "location unknown".to_owned(),
             |l| {
                 format!(

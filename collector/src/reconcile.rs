@@ -1,37 +1,39 @@
 //! From stored devices to the CMDB's desired state: pick each device's location from its
 //! evidence, decide which devices are fit to write, and raise exceptions for the rest.
 //!
-//! Walking-skeleton rules (issue #9 adds the site map, topology, text patterns and conflict
-//! detection between sources):
+//! Rules:
 //! * a device needs a usable serial (the match key) — otherwise `no_usable_identity`;
-//! * its location is the evidence with a rack from the strongest source (Redfish placement >
-//!   site map > topology > sysLocation > asset tag); without one, `no_location`;
+//! * its location comes from the location engine ([`crate::locate`]): without any evidence that
+//!   names a rack, `no_location`; with disagreeing evidence of similar strength,
+//!   `location_conflict` (nothing is guessed);
 //! * the site is the evidence's own, else the reporting agent's, else the configured default.
 
 use crate::cmdb::{DesiredDevice, DesiredLocation, DesiredMac, Face};
-use crate::store::{DeviceRow, EvidenceRow};
+use crate::locate::{Located, Pattern, locate};
+use crate::store::DeviceRow;
 
-/// Strength of a location source; higher wins.
-fn rank(source: &str) -> u8 {
-    match source {
-        "LOCATION_SOURCE_MANUAL" => 6,
-        "LOCATION_SOURCE_REDFISH_PLACEMENT" => 5,
-        "LOCATION_SOURCE_SITE_MAP" => 4,
-        "LOCATION_SOURCE_TOPOLOGY" => 3,
-        "LOCATION_SOURCE_SYS_LOCATION" => 2,
-        "LOCATION_SOURCE_ASSET_TAG" => 1,
-        _ => 0,
-    }
+/// What reconciliation needs besides the device: the site fallback and the text patterns.
+#[derive(Debug, Clone)]
+pub struct Rules {
+    pub default_site: String,
+    pub patterns: Vec<Pattern>,
+    pub site_map: crate::sitemap::SiteMap,
 }
 
-/// The strongest evidence that names a rack.
-#[must_use]
-pub fn best_location(evidence: &[EvidenceRow]) -> Option<&EvidenceRow> {
-    evidence.iter().filter(|e| !e.rack.is_empty()).max_by(|a, b| {
-        rank(&a.source)
-            .cmp(&rank(&b.source))
-            .then(a.confidence.total_cmp(&b.confidence))
-    })
+impl Rules {
+    /// Rules with the built-in patterns only.
+    ///
+    /// # Panics
+    /// Never: the built-in patterns are checked by unit tests.
+    #[must_use]
+    pub fn builtin(default_site: &str) -> Self {
+        Self {
+            default_site: default_site.to_owned(),
+            patterns: crate::locate::patterns_with(None)
+                .expect("invariant: built-in patterns compile (unit-tested)"),
+            site_map: crate::sitemap::SiteMap::default(),
+        }
+    }
 }
 
 /// Why a device is not written to the CMDB.
@@ -46,7 +48,8 @@ pub struct Unfit {
 ///
 /// # Errors
 /// An [`Unfit`] naming the exception kind.
-pub fn desired(d: &DeviceRow, default_site: &str) -> Result<DesiredDevice, Unfit> {
+pub fn desired(d: &DeviceRow, rules: &Rules) -> Result<DesiredDevice, Unfit> {
+    let default_site = rules.default_site.as_str();
     let unfit = |kind, detail: String| Unfit {
         device_key: d.device_key.clone(),
         kind,
@@ -61,11 +64,22 @@ pub fn desired(d: &DeviceRow, default_site: &str) -> Result<DesiredDevice, Unfit
             ),
         ));
     }
-    let Some(ev) = best_location(&d.locations) else {
-        return Err(unfit(
-            "no_location",
-            format!("serial {} has no location evidence that names a rack", d.serial),
-        ));
+    let mut evidence = d.locations.clone();
+    evidence.extend(rules.site_map.evidence_for_serial(&d.serial));
+    let ev = match locate(&evidence, &d.asset_tag, &rules.patterns) {
+        Located::At(ev) => ev,
+        Located::Unknown => {
+            return Err(unfit(
+                "no_location",
+                format!("serial {} has no location evidence that names a rack", d.serial),
+            ));
+        }
+        Located::Conflict { detail } => {
+            return Err(unfit(
+                "location_conflict",
+                format!("serial {}: {detail}", d.serial),
+            ));
+        }
     };
     let site = [ev.site.as_str(), d.agent_site.as_str(), default_site]
         .into_iter()
@@ -149,6 +163,7 @@ pub fn desired(d: &DeviceRow, default_site: &str) -> Result<DesiredDevice, Unfit
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::store::EvidenceRow;
 
     fn ev(source: &str, rack: &str, u: Option<u32>) -> EvidenceRow {
         EvidenceRow {
@@ -160,32 +175,49 @@ mod tests {
     }
 
     #[test]
-    fn strongest_source_with_a_rack_wins() {
-        let e = vec![
-            ev("LOCATION_SOURCE_SYS_LOCATION", "R99", Some(40)),
-            ev("LOCATION_SOURCE_REDFISH_PLACEMENT", "R07", Some(12)),
-            ev("LOCATION_SOURCE_MANUAL", "", None),
-        ];
-        assert_eq!(best_location(&e).unwrap().rack, "R07");
-    }
-
-    #[test]
     fn device_without_serial_or_rack_is_unfit_with_the_right_kind() {
         let mut d = DeviceRow {
             device_key: "endpoint:a/snmp://x".into(),
             endpoint_key: "snmp://x".into(),
             ..Default::default()
         };
-        assert_eq!(desired(&d, "DC1").unwrap_err().kind, "no_usable_identity");
+        assert_eq!(
+            desired(&d, &Rules::builtin("DC1")).unwrap_err().kind,
+            "no_usable_identity"
+        );
         d.serial = "SN1".into();
-        assert_eq!(desired(&d, "DC1").unwrap_err().kind, "no_location");
+        assert_eq!(
+            desired(&d, &Rules::builtin("DC1")).unwrap_err().kind,
+            "no_location"
+        );
         d.locations
             .push(ev("LOCATION_SOURCE_REDFISH_PLACEMENT", "R07", Some(12)));
-        let want = desired(&d, "DC1").unwrap();
+        let want = desired(&d, &Rules::builtin("DC1")).unwrap();
         let loc = want.location.unwrap();
         assert_eq!(
             (loc.site.as_str(), loc.rack.as_str(), loc.position),
             ("DC1", "R07", Some(12))
+        );
+    }
+
+    #[test]
+    fn site_map_places_a_device_that_says_nothing_about_itself() {
+        let d = DeviceRow {
+            device_key: "serial:3F3452A52295".into(),
+            serial: "3F3452A52295".into(),
+            ..Default::default()
+        };
+        let mut rules = Rules::builtin("DC1");
+        assert_eq!(desired(&d, &rules).unwrap_err().kind, "no_location");
+        rules.site_map = crate::sitemap::SiteMap::parse(
+            "[[device]]\nserial = \"3f3452a52295\"\nsite = \"DC2\"\nrack = \"P01\"\nu = 3\n",
+            "m.toml",
+        )
+        .unwrap();
+        let loc = desired(&d, &rules).unwrap().location.unwrap();
+        assert_eq!(
+            (loc.site.as_str(), loc.rack.as_str(), loc.position),
+            ("DC2", "P01", Some(3))
         );
     }
 
@@ -198,8 +230,22 @@ mod tests {
         };
         d.locations
             .push(ev("LOCATION_SOURCE_REDFISH_PLACEMENT", "R1", None));
-        assert_eq!(desired(&d, "DEF").unwrap().location.unwrap().site, "AGENT");
+        assert_eq!(
+            desired(&d, &Rules::builtin("DEF"))
+                .unwrap()
+                .location
+                .unwrap()
+                .site,
+            "AGENT"
+        );
         d.locations[0].site = "BLDG".into();
-        assert_eq!(desired(&d, "DEF").unwrap().location.unwrap().site, "BLDG");
+        assert_eq!(
+            desired(&d, &Rules::builtin("DEF"))
+                .unwrap()
+                .location
+                .unwrap()
+                .site,
+            "BLDG"
+        );
     }
 }

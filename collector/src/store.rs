@@ -15,7 +15,10 @@ use sqlx::{Row, SqlitePool};
 use crate::normalize;
 
 /// Schema migrations, applied in order, each once (recorded in `schema_migrations`).
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/0001_init.sql")),
+    (2, include_str!("../migrations/0002_latest_readings.sql")),
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -60,7 +63,7 @@ pub struct DeviceRow {
     pub locations: Vec<EvidenceRow>,
 }
 
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct EvidenceRow {
     pub source: String,
     pub site: String,
@@ -70,6 +73,19 @@ pub struct EvidenceRow {
     pub u_position: Option<u32>,
     pub confidence: f64,
     pub raw: String,
+}
+
+/// The newest value of one series.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LatestReading {
+    pub device_key: String,
+    pub metric: String,
+    pub unit: String,
+    pub component_kind: String,
+    pub component_index: i64,
+    pub component_label: String,
+    pub value: f64,
+    pub observed_at: String,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -310,6 +326,23 @@ impl Store {
             .bind(&c.label)
             .execute(&mut **tx)
             .await?;
+            sqlx::query(
+                "INSERT INTO latest_readings (device_id, metric, unit, component_kind, component_index, component_label, value, observed_at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                 ON CONFLICT (device_id, metric, unit, component_kind, component_index) DO UPDATE SET
+                    component_label = excluded.component_label, value = excluded.value, observed_at = excluded.observed_at
+                 WHERE excluded.observed_at >= latest_readings.observed_at",
+            )
+            .bind(device_id)
+            .bind(&r.metric)
+            .bind(&r.unit)
+            .bind(if r.component.is_some() { enum_name(c.kind, ComponentKind::as_str_name) } else { String::new() })
+            .bind(i64::from(c.index))
+            .bind(&c.label)
+            .bind(r.value)
+            .bind(ts(r.observed_at.as_ref()))
+            .execute(&mut **tx)
+            .await?;
         }
         for l in &report.locations {
             sqlx::query(
@@ -496,6 +529,49 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    /// (number of batches, highest seq) stored for an agent in its newest epoch: equal when the
+    /// agent's sequence has no gaps (the collector's own delivery check).
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub async fn batch_seq_span(&self, agent_id: &str) -> Result<(u64, u64), StoreError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n, COALESCE(MAX(seq), 0) AS max_seq FROM batches
+             WHERE agent_id = ?1 AND epoch = (SELECT MAX(epoch) FROM batches WHERE agent_id = ?1)",
+        )
+        .bind(agent_id)
+        .fetch_one(&self.pool)
+        .await?;
+        let n: i64 = row.get("n");
+        let max: i64 = row.get("max_seq");
+        Ok((u64::try_from(n).unwrap_or(0), u64::try_from(max).unwrap_or(0)))
+    }
+
+    /// The newest value of every series, with its device's key.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub async fn latest_readings(&self) -> Result<Vec<LatestReading>, StoreError> {
+        Ok(sqlx::query(
+            "SELECT d.device_key, l.metric, l.unit, l.component_kind, l.component_index, l.component_label, l.value, l.observed_at
+             FROM latest_readings l JOIN devices d ON d.id = l.device_id ORDER BY d.device_key, l.metric",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(|r| LatestReading {
+            device_key: r.get("device_key"),
+            metric: r.get("metric"),
+            unit: r.get("unit"),
+            component_kind: r.get("component_kind"),
+            component_index: r.get::<i64, _>("component_index"),
+            component_label: r.get("component_label"),
+            value: r.get("value"),
+            observed_at: r.get("observed_at"),
+        })
+        .collect())
     }
 
     /// Number of committed batches (for tests and status output).

@@ -43,7 +43,7 @@ impl serde::Serialize for reconcile::Unfit {
 pub async fn run_pass(
     store: &Store,
     netbox: &NetBox,
-    default_site: &str,
+    rules: &reconcile::Rules,
     dry_run: bool,
 ) -> Result<PassSummary, SyncError> {
     let devices = store.devices().await?;
@@ -53,7 +53,7 @@ pub async fn run_pass(
     };
     let mut desired = Vec::new();
     for d in &devices {
-        match reconcile::desired(d, default_site) {
+        match reconcile::desired(d, rules) {
             Ok(want) => desired.push(want),
             Err(unfit) => {
                 store

@@ -22,6 +22,7 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 
 pub mod json;
 pub mod mac;
+pub mod topics;
 
 /// Converts a `std::time::SystemTime` to a protobuf `Timestamp`.
 #[must_use]

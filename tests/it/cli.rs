@@ -107,3 +107,61 @@ fn bad_target_is_a_usage_error() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown scheme 'gopher'"));
 }
+
+#[test]
+fn discover_finds_and_identifies_the_loopback_peers() {
+    let Some([snmpd, community, redfish, sparse]) = Peers::load().require(
+        "cli_discover",
+        [
+            "GT_SNMPD_ADDR",
+            "GT_SNMPD_COMMUNITY",
+            "GT_REDFISH_URL",
+            "GT_REDFISH_SPARSE_URL",
+        ],
+    ) else {
+        return;
+    };
+    let Some(bin) = agent() else { return };
+    let port = |a: &str| a.rsplit(':').next().unwrap().trim_end_matches('/').to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let communities = dir.path().join("communities");
+    // A wrong community first: discovery must move on to the next one.
+    std::fs::write(
+        &communities,
+        format!("# tried in order\nwrong-one\n{community}\n"),
+    )
+    .unwrap();
+    let closed = groundtruth_tests::free_port();
+    let out = Command::new(bin)
+        .args([
+            "discover",
+            "127.0.0.1",
+            "--snmp-ports",
+            &port(&snmpd),
+            "--community-file",
+            communities.to_str().unwrap(),
+            "--redfish-ports",
+            &format!("{},{},{closed}", port(&redfish), port(&sparse)),
+            "--insecure",
+            "--timeout",
+            "500ms",
+            "--json",
+            "--log",
+            "off",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let found: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let endpoints: Vec<&str> = found.iter().map(|f| f["endpoint"].as_str().unwrap()).collect();
+    assert_eq!(found.len(), 3, "{endpoints:?}");
+    let by = |e: String| found.iter().find(|f| f["endpoint"] == e.as_str()).unwrap();
+    let server = by(format!("redfish://127.0.0.1:{}", port(&redfish)));
+    assert_eq!(server["identity"]["serialNumber"], "GTSRV0000001");
+    let snmp = by(format!("snmp://{snmpd}"));
+    assert_eq!(snmp["credential"], "community #2");
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains(&community),
+        "community leaked into the output"
+    );
+}

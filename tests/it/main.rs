@@ -14,6 +14,7 @@ mod cli;
 mod e2e;
 mod ipmi;
 mod modbus;
+mod mqtt;
 mod netbox;
 mod redfish;
 mod snmp;

@@ -329,6 +329,7 @@ impl Fetcher<'_> {
 }
 
 fn http_client(t: &RedfishTarget, cx: &PollCx) -> Result<reqwest::Client, DriverError> {
+    crate::install_crypto_provider();
     let mut b = reqwest::Client::builder()
         .timeout(cx.limits.request_timeout)
         .connect_timeout(cx.limits.request_timeout)

@@ -1,8 +1,10 @@
 //! Per-agent `(epoch, seq)` numbering, persisted in the state directory so a restarted agent
 //! never reuses a sequence number (the collector would drop the new batch as a duplicate).
 //!
-//! File `sequence` holds one line: `<epoch> <last_seq>`. It is rewritten atomically (write to a
-//! temporary file, fsync, rename) before a sequence number is handed out. A missing file starts
+//! File `sequence` holds one line: `<epoch> <last_seq>`, rewritten atomically (temporary file,
+//! fsync, rename) after each batch is appended to the spool. A sequence number is *used* only once
+//! its batch is in the spool, so a crash between the two leaves no gap: on start the agent takes
+//! the larger of this file's `last_seq` and the spool's (see `Agent::new`). A missing file starts
 //! a new epoch (the current Unix time, so epochs increase across re-installs).
 
 use std::io::Write as _;
@@ -54,14 +56,24 @@ impl Sequencer {
         self.epoch
     }
 
-    /// Reserves the next sequence number (persisted before it is returned).
+    /// The sequence number the next batch gets.
+    #[must_use]
+    pub fn next(&self) -> u64 {
+        self.last + 1
+    }
+
+    /// Records that `seq` is used (its batch is in the spool).
     ///
     /// # Errors
     /// If the state file cannot be written.
-    pub fn reserve(&mut self) -> std::io::Result<u64> {
-        self.last += 1;
-        self.persist()?;
-        Ok(self.last)
+    pub fn commit(&mut self, seq: u64) -> std::io::Result<()> {
+        self.last = self.last.max(seq);
+        self.persist()
+    }
+
+    /// Never hand out a number at or below `last` (e.g. the spool's newest record).
+    pub fn raise_to(&mut self, last: u64) {
+        self.last = self.last.max(last);
     }
 
     fn persist(&self) -> std::io::Result<()> {
@@ -74,7 +86,6 @@ impl Sequencer {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -83,11 +94,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut s = Sequencer::open(dir.path()).unwrap();
         let epoch = s.epoch();
-        assert_eq!((s.reserve().unwrap(), s.reserve().unwrap()), (1, 2));
+        assert_eq!(s.next(), 1);
+        s.commit(1).unwrap();
+        s.commit(2).unwrap();
         drop(s);
         let mut s = Sequencer::open(dir.path()).unwrap();
         assert_eq!(s.epoch(), epoch);
-        assert_eq!(s.reserve().unwrap(), 3);
+        assert_eq!(s.next(), 3);
+        s.raise_to(9);
+        assert_eq!(s.next(), 10);
     }
 
     #[test]

@@ -11,9 +11,19 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::store::{Commit, Store, StoreError};
 
+/// Counters of what ingest did, over all transports.
+#[derive(Debug, Default)]
+pub struct IngestStats {
+    pub committed: std::sync::atomic::AtomicU64,
+    pub duplicates: std::sync::atomic::AtomicU64,
+    pub rejected: std::sync::atomic::AtomicU64,
+    pub store_errors: std::sync::atomic::AtomicU64,
+}
+
 #[derive(Debug, Clone)]
 pub struct IngestService {
     store: Store,
+    stats: std::sync::Arc<IngestStats>,
     /// Nudged after every commit that added data (the CMDB sync task listens).
     committed: tokio::sync::watch::Sender<u64>,
 }
@@ -21,7 +31,17 @@ pub struct IngestService {
 impl IngestService {
     #[must_use]
     pub fn new(store: Store, committed: tokio::sync::watch::Sender<u64>) -> Self {
-        Self { store, committed }
+        Self {
+            store,
+            stats: std::sync::Arc::default(),
+            committed,
+        }
+    }
+
+    /// The counters (shared by every clone of this service).
+    #[must_use]
+    pub fn stats(&self) -> std::sync::Arc<IngestStats> {
+        std::sync::Arc::clone(&self.stats)
     }
 
     /// Commits one batch and builds its ack. `Err` means "not stored; tell the agent to retry".
@@ -42,20 +62,34 @@ impl IngestService {
         };
         match self.store.commit_batch(batch).await {
             Ok(Commit::Committed) => {
+                self.stats
+                    .committed
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 ack.status = AckStatus::Committed as i32;
                 self.committed.send_modify(|n| *n += 1);
                 tracing::info!(agent = %agent_id, epoch = batch.epoch, seq = batch.seq, devices = batch.devices.len(), "Committed batch.");
             }
             Ok(Commit::Duplicate) => {
+                self.stats
+                    .duplicates
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 ack.status = AckStatus::Duplicate as i32;
                 tracing::debug!(agent = %agent_id, seq = batch.seq, "Dropped duplicate batch.");
             }
             Err(StoreError::Invalid(why)) => {
+                self.stats
+                    .rejected
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 ack.status = AckStatus::Rejected as i32;
                 tracing::warn!(agent = %agent_id, seq = batch.seq, reason = %why, "Rejected malformed batch.");
                 ack.message = why;
             }
-            Err(e) => return Err(e),
+            Err(e) => {
+                self.stats
+                    .store_errors
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                return Err(e);
+            }
         }
         Ok(ack)
     }

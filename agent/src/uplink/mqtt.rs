@@ -1,0 +1,223 @@
+//! MQTT uplink (rumqttc, MQTT 3.1.1, QoS 1, persistent session).
+//!
+//! A broker PUBACK is *not* delivery: rumqttc drops unacknowledged and even unsent QoS 1
+//! messages on a reconnect without a session (`../shared/CRATES.md`), and a broker may drop
+//! queued messages too. So a batch leaves the spool only when the collector's [`Ack`] arrives on
+//! `groundtruth/agents/<site>/<agent>/ack`, which the collector publishes after its commit.
+//! Anything unacknowledged is simply published again from the spool on the next round.
+//!
+//! The connection lives in a background task that polls rumqttc's event loop (reconnecting with
+//! backoff), subscribes to the ack topic after every CONNACK, publishes a retained `online`
+//! status, and leaves a retained `offline` last will.
+
+use std::time::Duration;
+
+use groundtruth_proto::topics;
+use groundtruth_proto::v1::{Ack, Batch};
+use prost::Message as _;
+use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS};
+use tokio::sync::{mpsc, watch};
+
+use super::grpc::UplinkError;
+use crate::secret::Secret;
+
+/// Where and how to connect.
+#[derive(Debug, Clone)]
+pub struct MqttSettings {
+    pub host: String,
+    pub port: u16,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    pub site: String,
+    pub agent_id: String,
+    pub keep_alive: Duration,
+}
+
+impl MqttSettings {
+    /// Parses `mqtt://HOST[:PORT]` (1883 by default). TLS (`mqtts://`) comes with issue #8.
+    ///
+    /// # Errors
+    /// A message naming what is wrong with the URL.
+    pub fn endpoint(url: &str) -> Result<(String, u16), String> {
+        let u = url::Url::parse(url).map_err(|e| format!("invalid MQTT URL: {e}"))?;
+        if u.scheme() != "mqtt" {
+            return Err(format!(
+                "unsupported scheme '{}': expected mqtt:// (mqtts:// is not supported yet)",
+                u.scheme()
+            ));
+        }
+        let host = u
+            .host_str()
+            .filter(|h| !h.is_empty())
+            .ok_or("MQTT URL needs a host")?;
+        Ok((
+            host.trim_start_matches('[').trim_end_matches(']').to_owned(),
+            u.port().unwrap_or(1883),
+        ))
+    }
+}
+
+/// A running MQTT connection for one agent.
+#[derive(Debug)]
+pub struct MqttUplink {
+    client: AsyncClient,
+    settings: MqttSettings,
+    acks: mpsc::Receiver<Ack>,
+    /// `Ok(())` while connected, else the last connection error (or "connecting").
+    state: watch::Receiver<Result<(), String>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for MqttUplink {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl MqttUplink {
+    /// Starts the connection task (returns at once; the connection comes up in the background).
+    #[must_use]
+    pub fn start(settings: MqttSettings) -> Self {
+        let client_id = format!("groundtruth-agent-{}", topics::level(&settings.agent_id));
+        let mut opts = MqttOptions::new(client_id, settings.host.clone(), settings.port);
+        opts.set_keep_alive(settings.keep_alive);
+        // A persistent session, so the broker keeps our ack subscription and queued acks while we
+        // are away.
+        opts.set_clean_session(false);
+        opts.set_max_packet_size(64 * 1024 * 1024, 1024 * 1024);
+        if let Some(user) = &settings.username {
+            opts.set_credentials(
+                user.clone(),
+                settings
+                    .password
+                    .as_ref()
+                    .map(|p| p.expose().to_owned())
+                    .unwrap_or_default(),
+            );
+        }
+        let status = topics::status_topic(&settings.site, &settings.agent_id);
+        opts.set_last_will(LastWill::new(status.clone(), "offline", QoS::AtLeastOnce, true));
+        let (client, mut eventloop) = AsyncClient::new(opts, 128);
+        let (ack_tx, acks) = mpsc::channel(1024);
+        let (conn_tx, state) = watch::channel(Err("still connecting".to_owned()));
+        let ack_topic = topics::ack_topic(&settings.site, &settings.agent_id);
+        let endpoint = format!("{}:{}", settings.host, settings.port);
+        let task_client = client.clone();
+        let task = tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(200);
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::ConnAck(c))) => {
+                        backoff = Duration::from_millis(200);
+                        tracing::info!(broker = %endpoint, session_present = c.session_present, "Connected to the MQTT broker.");
+                        // Requests go through rumqttc's channel; the event loop (this task) sends them.
+                        let _ = task_client.try_subscribe(ack_topic.clone(), QoS::AtLeastOnce);
+                        let _ = task_client.try_publish(status.clone(), QoS::AtLeastOnce, true, "online");
+                        let _ = conn_tx.send(Ok(()));
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) if p.topic == ack_topic => {
+                        match Ack::decode(p.payload.as_ref()) {
+                            Ok(ack) => {
+                                let _ = ack_tx.try_send(ack);
+                            }
+                            Err(e) => {
+                                tracing::warn!(topic = %p.topic, error = %e, "Ignored a malformed ack.")
+                            }
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        let _ = conn_tx.send(Err(e.to_string()));
+                        tracing::warn!(broker = %endpoint, error = %e, retry_in = ?backoff, "MQTT connection failed; reconnecting.");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(30));
+                    }
+                }
+            }
+        });
+        Self {
+            client,
+            settings,
+            acks,
+            state,
+            task,
+        }
+    }
+
+    /// Publishes `batches` (QoS 1) and waits up to `timeout` for the collector's acks. Returns the
+    /// acks that arrived (possibly also for batches of earlier rounds); batches without an ack stay
+    /// in the spool for the next round.
+    ///
+    /// # Errors
+    /// If the broker is not reachable within `timeout`.
+    pub async fn deliver(&mut self, batches: Vec<Batch>, timeout: Duration) -> Result<Vec<Ack>, UplinkError> {
+        let endpoint = format!("mqtt://{}:{}", self.settings.host, self.settings.port);
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut state = self.state.clone();
+        if tokio::time::timeout_at(deadline, state.wait_for(Result::is_ok))
+            .await
+            .is_err()
+        {
+            let last = self.state.borrow().clone().err().unwrap_or_default();
+            return Err(UplinkError::Connect {
+                endpoint,
+                detail: format!("not connected to the broker within {timeout:?}: {last}"),
+            });
+        }
+        let mut waiting: Vec<(u64, u64)> = batches.iter().map(|b| (b.epoch, b.seq)).collect();
+        for b in &batches {
+            let topic = topics::batch_topic(&self.settings.site, &self.settings.agent_id, b.kind);
+            let publish = self
+                .client
+                .publish(topic, QoS::AtLeastOnce, false, b.encode_to_vec());
+            match tokio::time::timeout_at(deadline, publish).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    return Err(UplinkError::Stream {
+                        endpoint,
+                        detail: e.to_string(),
+                    });
+                }
+                Err(_) => break,
+            }
+        }
+        let mut acks = Vec::new();
+        while !waiting.is_empty() {
+            match tokio::time::timeout_at(deadline, self.acks.recv()).await {
+                Ok(Some(ack)) => {
+                    waiting.retain(|&k| k != (ack.epoch, ack.seq));
+                    acks.push(ack);
+                }
+                Ok(None) | Err(_) => break,
+            }
+        }
+        // Acks that arrived late for earlier rounds are welcome too.
+        while let Ok(ack) = self.acks.try_recv() {
+            acks.push(ack);
+        }
+        if !waiting.is_empty() {
+            tracing::warn!(broker = %endpoint, unacknowledged = waiting.len(), "Some batches were not acknowledged by the collector in time; they stay spooled.");
+        }
+        Ok(acks)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_parsing() {
+        assert_eq!(
+            MqttSettings::endpoint("mqtt://127.0.0.1:28830").unwrap(),
+            ("127.0.0.1".into(), 28830)
+        );
+        assert_eq!(MqttSettings::endpoint("mqtt://broker").unwrap().1, 1883);
+        assert!(
+            MqttSettings::endpoint("mqtts://broker")
+                .unwrap_err()
+                .contains("not supported yet")
+        );
+        assert!(MqttSettings::endpoint("nonsense").is_err());
+    }
+}

@@ -1,0 +1,374 @@
+//! The collector's HTTP endpoint: `/metrics` (Prometheus text: the collector's own counters and
+//! the newest reading of every device series, so facilities dashboards can scrape physical
+//! reality directly), `/api/devices` and `/api/exceptions` (JSON), and `/healthz`.
+//!
+//! `/api/*` requires `Authorization: Bearer <api_token>` when `collector.api_token` is set;
+//! `/metrics` and `/healthz` stay open (bind them to loopback or a management network).
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use crate::ingest::grpc::IngestStats;
+use crate::locate::{Located, locate};
+use crate::reconcile::Rules;
+use crate::store::{DeviceRow, LatestReading, Store};
+
+/// What the endpoint needs.
+#[derive(Debug, Clone)]
+pub struct HttpState {
+    pub store: Store,
+    pub ingest: Arc<IngestStats>,
+    pub rules: Rules,
+    pub api_token: Option<String>,
+}
+
+/// Prometheus metric name and unit suffix for a reading's metric/unit.
+#[must_use]
+pub fn series_name(metric: &str, unit: &str) -> Option<&'static str> {
+    Some(match (metric, unit) {
+        ("power", "W") => "groundtruth_device_power_watts",
+        ("energy", "kW.h") => "groundtruth_device_energy_kilowatt_hours",
+        ("voltage", "V") => "groundtruth_device_voltage_volts",
+        ("current", "A") => "groundtruth_device_current_amperes",
+        ("frequency", "Hz") => "groundtruth_device_frequency_hertz",
+        ("temperature", "Cel") => "groundtruth_device_temperature_celsius",
+        ("humidity", "%RH") => "groundtruth_device_humidity_percent",
+        ("fan_speed", "{rpm}") => "groundtruth_device_fan_speed_rpm",
+        ("load", "%") => "groundtruth_device_load_percent",
+        ("battery_charge", "%") => "groundtruth_device_battery_charge_percent",
+        ("battery_runtime", "s") => "groundtruth_device_battery_runtime_seconds",
+        ("uptime", "s") => "groundtruth_device_uptime_seconds",
+        ("apparent_power", "VA") => "groundtruth_device_apparent_power_voltamperes",
+        _ => return None,
+    })
+}
+
+/// Escapes a Prometheus label value.
+fn esc(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// Renders the exposition from the store's state and the counters.
+#[must_use]
+pub fn render(
+    devices: &[DeviceRow],
+    readings: &[LatestReading],
+    exceptions: &HashMap<String, u64>,
+    s: &HttpState,
+) -> String {
+    let mut out = String::new();
+    let counter = |out: &mut String, name: &str, help: &str, v: u64| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+    };
+    let i = &s.ingest;
+    counter(
+        &mut out,
+        "groundtruth_collector_batches_committed_total",
+        "Batches committed to the store.",
+        i.committed.load(Ordering::Relaxed),
+    );
+    counter(
+        &mut out,
+        "groundtruth_collector_batches_duplicate_total",
+        "Batches dropped as duplicates by (agent, epoch, seq).",
+        i.duplicates.load(Ordering::Relaxed),
+    );
+    counter(
+        &mut out,
+        "groundtruth_collector_batches_rejected_total",
+        "Malformed batches rejected.",
+        i.rejected.load(Ordering::Relaxed),
+    );
+    counter(
+        &mut out,
+        "groundtruth_collector_store_errors_total",
+        "Batches that could not be committed (retried by agents).",
+        i.store_errors.load(Ordering::Relaxed),
+    );
+    let _ = writeln!(
+        out,
+        "# HELP groundtruth_collector_devices Devices in the store.\n# TYPE groundtruth_collector_devices gauge\ngroundtruth_collector_devices {}",
+        devices.len()
+    );
+    let _ = writeln!(
+        out,
+        "# HELP groundtruth_collector_exceptions_open Open exceptions by kind.\n# TYPE groundtruth_collector_exceptions_open gauge"
+    );
+    let mut kinds: Vec<_> = exceptions.iter().collect();
+    kinds.sort();
+    for (k, n) in kinds {
+        let _ = writeln!(
+            out,
+            "groundtruth_collector_exceptions_open{{kind=\"{}\"}} {n}",
+            esc(k)
+        );
+    }
+
+    // Device series, labelled with identity and location so a dashboard can sum by rack.
+    let labels: HashMap<&str, String> = devices
+        .iter()
+        .map(|d| {
+            let mut evidence = d.locations.clone();
+            evidence.extend(s.rules.site_map.evidence_for_serial(&d.serial));
+            let (site, rack, u) = match locate(&evidence, &d.asset_tag, &s.rules.patterns) {
+                Located::At(e) => {
+                    let site = [
+                        e.site.as_str(),
+                        d.agent_site.as_str(),
+                        s.rules.default_site.as_str(),
+                    ]
+                    .into_iter()
+                    .find(|x| !x.is_empty())
+                    .unwrap_or_default()
+                    .to_owned();
+                    (
+                        site,
+                        e.rack,
+                        e.u_position.map(|u| u.to_string()).unwrap_or_default(),
+                    )
+                }
+                _ => (String::new(), String::new(), String::new()),
+            };
+            let l = format!(
+                "device=\"{}\",serial=\"{}\",vendor=\"{}\",model=\"{}\",site=\"{}\",rack=\"{}\",u=\"{}\"",
+                esc(&d.device_key),
+                esc(&d.serial),
+                esc(&d.vendor),
+                esc(&d.model),
+                esc(&site),
+                esc(&rack),
+                esc(&u)
+            );
+            (d.device_key.as_str(), l)
+        })
+        .collect();
+    let mut by_name: Vec<(&str, String)> = Vec::new();
+    for r in readings {
+        let Some(base) = labels.get(r.device_key.as_str()) else {
+            continue;
+        };
+        let comp = if r.component_kind.is_empty() {
+            String::new()
+        } else {
+            format!(
+                ",component=\"{}\",index=\"{}\",label=\"{}\"",
+                esc(&r
+                    .component_kind
+                    .trim_start_matches("COMPONENT_KIND_")
+                    .to_ascii_lowercase()),
+                r.component_index,
+                esc(&r.component_label)
+            )
+        };
+        match series_name(&r.metric, &r.unit) {
+            Some(name) => by_name.push((name, format!("{name}{{{base}{comp}}} {}", r.value))),
+            None => by_name.push((
+                "groundtruth_device_reading",
+                format!(
+                    "groundtruth_device_reading{{{base}{comp},metric=\"{}\",unit=\"{}\"}} {}",
+                    esc(&r.metric),
+                    esc(&r.unit),
+                    r.value
+                ),
+            )),
+        }
+    }
+    by_name.sort_by(|a, b| a.0.cmp(b.0));
+    let mut last = "";
+    for (name, line) in &by_name {
+        if *name != last {
+            let _ = writeln!(out, "# TYPE {name} gauge");
+            last = name;
+        }
+        let _ = writeln!(out, "{line}");
+    }
+    out
+}
+
+fn authorized(s: &HttpState, headers: &HeaderMap) -> bool {
+    let Some(token) = &s.api_token else { return true };
+    let given = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    // Constant-time enough for a token compare: length first, then every byte.
+    given.len() == token.len()
+        && given
+            .bytes()
+            .zip(token.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+fn internal(e: &dyn std::fmt::Display) -> Response {
+    tracing::error!(error = %e, "HTTP request failed on the store.");
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "store error; see the collector log\n",
+    )
+        .into_response()
+}
+
+async fn metrics(State(s): State<Arc<HttpState>>) -> Response {
+    let devices = match s.store.devices().await {
+        Ok(d) => d,
+        Err(e) => return internal(&e),
+    };
+    let readings = match s.store.latest_readings().await {
+        Ok(r) => r,
+        Err(e) => return internal(&e),
+    };
+    let exceptions = match s.store.open_exceptions().await {
+        Ok(x) => x.into_iter().fold(HashMap::new(), |mut m, e| {
+            *m.entry(e.kind).or_insert(0u64) += 1;
+            m
+        }),
+        Err(e) => return internal(&e),
+    };
+    render(&devices, &readings, &exceptions, &s).into_response()
+}
+
+async fn api_devices(State(s): State<Arc<HttpState>>, headers: HeaderMap) -> Response {
+    if !authorized(&s, &headers) {
+        return (StatusCode::UNAUTHORIZED, "missing or wrong bearer token\n").into_response();
+    }
+    match s.store.devices().await {
+        Ok(d) => axum::Json(d).into_response(),
+        Err(e) => internal(&e),
+    }
+}
+
+async fn api_exceptions(State(s): State<Arc<HttpState>>, headers: HeaderMap) -> Response {
+    if !authorized(&s, &headers) {
+        return (StatusCode::UNAUTHORIZED, "missing or wrong bearer token\n").into_response();
+    }
+    match s.store.open_exceptions().await {
+        Ok(x) => axum::Json(x).into_response(),
+        Err(e) => internal(&e),
+    }
+}
+
+/// The router (exposed for tests).
+pub fn router(state: HttpState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/api/devices", get(api_devices))
+        .route("/api/exceptions", get(api_exceptions))
+        .with_state(Arc::new(state))
+}
+
+/// Serves until the task is dropped.
+///
+/// # Errors
+/// If the address cannot be bound.
+pub async fn serve(listen: SocketAddr, state: HttpState) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    tracing::info!(listen = %listen, "Serving /metrics, /api and /healthz.");
+    axum::serve(listener, router(state)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::EvidenceRow;
+
+    #[test]
+    fn device_series_carry_identity_and_location_labels() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let store = rt.block_on(Store::open(&dir.path().join("s.db"))).unwrap();
+        let state = HttpState {
+            store,
+            ingest: Arc::default(),
+            rules: Rules::builtin("DC1"),
+            api_token: None,
+        };
+        let devices = vec![DeviceRow {
+            device_key: "serial:SN\"1".into(),
+            serial: "SN\"1".into(),
+            vendor: "Dell".into(),
+            locations: vec![EvidenceRow {
+                source: "LOCATION_SOURCE_REDFISH_PLACEMENT".into(),
+                rack: "R07".into(),
+                u_position: Some(12),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }];
+        let readings = vec![
+            LatestReading {
+                device_key: "serial:SN\"1".into(),
+                metric: "power".into(),
+                unit: "W".into(),
+                component_kind: String::new(),
+                component_index: 0,
+                component_label: String::new(),
+                value: 412.0,
+                observed_at: String::new(),
+            },
+            LatestReading {
+                device_key: "serial:SN\"1".into(),
+                metric: "power".into(),
+                unit: "W".into(),
+                component_kind: "COMPONENT_KIND_PSU".into(),
+                component_index: 2,
+                component_label: "PS2".into(),
+                value: 207.0,
+                observed_at: String::new(),
+            },
+        ];
+        let text = render(
+            &devices,
+            &readings,
+            &HashMap::from([("no_location".to_owned(), 3)]),
+            &state,
+        );
+        assert!(text.contains("groundtruth_device_power_watts{device=\"serial:SN\\\"1\",serial=\"SN\\\"1\",vendor=\"Dell\",model=\"\",site=\"DC1\",rack=\"R07\",u=\"12\"} 412"), "{text}");
+        assert!(
+            text.contains(",component=\"psu\",index=\"2\",label=\"PS2\"} 207"),
+            "{text}"
+        );
+        assert_eq!(
+            text.matches("# TYPE groundtruth_device_power_watts gauge")
+                .count(),
+            1
+        );
+        assert!(text.contains("groundtruth_collector_exceptions_open{kind=\"no_location\"} 3"));
+    }
+
+    #[test]
+    fn token_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let store = rt.block_on(Store::open(&dir.path().join("s.db"))).unwrap();
+        let s = HttpState {
+            store,
+            ingest: Arc::default(),
+            rules: Rules::builtin(""),
+            api_token: Some("t0ken".into()),
+        };
+        let mut h = HeaderMap::new();
+        assert!(!authorized(&s, &h));
+        h.insert("authorization", "Bearer t0ken".parse().unwrap());
+        assert!(authorized(&s, &h));
+        h.insert("authorization", "Bearer t0kem".parse().unwrap());
+        assert!(!authorized(&s, &h));
+    }
+}

@@ -1,0 +1,165 @@
+//! MQTT ingest: a shared subscription (`$share/<group>/groundtruth/agents/+/+/inventory` and
+//! `.../telemetry`) so several collectors split the load; QoS 1 with a persistent session and
+//! *manual* PUBACKs: a message is PUBACKed only after its batch is committed and the agent's
+//! end-to-end ack has been queued on `groundtruth/agents/<site>/<agent>/ack`. A message that can
+//! never be stored (undecodable, or its agent id disagrees with its topic) is counted, logged with
+//! its topic, and PUBACKed so the broker does not redeliver it forever.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use groundtruth_proto::topics;
+use groundtruth_proto::v1::{Ack, AckStatus, Batch};
+use prost::Message as _;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, Publish, QoS};
+use tokio::sync::mpsc;
+
+use super::IngestService;
+
+/// Broker connection settings.
+#[derive(Clone)]
+pub struct MqttIngestSettings {
+    pub host: String,
+    pub port: u16,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// Shared-subscription group; collectors in one group split the agents' messages.
+    pub share_group: String,
+    /// MQTT client id; must be unique per collector instance and stable across restarts.
+    pub client_id: String,
+}
+
+impl std::fmt::Debug for MqttIngestSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MqttIngestSettings")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("share_group", &self.share_group)
+            .field("client_id", &self.client_id)
+            .finish()
+    }
+}
+
+/// Counters of what the MQTT ingest saw.
+#[derive(Debug, Default)]
+pub struct MqttIngestStats {
+    pub committed: AtomicU64,
+    pub duplicates: AtomicU64,
+    pub malformed: AtomicU64,
+    /// SUBACKs received (2 per successful (re)connect): > 0 means the subscriptions are live.
+    pub subscribed: AtomicU64,
+}
+
+/// Runs the MQTT ingest until the task is dropped. Reconnects with backoff.
+pub async fn run(settings: MqttIngestSettings, ingest: IngestService, stats: Arc<MqttIngestStats>) {
+    let mut opts = MqttOptions::new(settings.client_id.clone(), settings.host.clone(), settings.port);
+    opts.set_keep_alive(Duration::from_secs(30));
+    opts.set_clean_session(false);
+    opts.set_manual_acks(true);
+    opts.set_max_packet_size(64 * 1024 * 1024, 1024 * 1024);
+    if let Some(u) = &settings.username {
+        opts.set_credentials(u.clone(), settings.password.clone().unwrap_or_default());
+    }
+    let (client, mut eventloop) = AsyncClient::new(opts, 256);
+    let (tx, mut rx) = mpsc::channel::<Publish>(256);
+    let endpoint = format!("{}:{}", settings.host, settings.port);
+    let filters: Vec<String> = ["inventory", "telemetry"]
+        .iter()
+        .map(|leaf| format!("$share/{}/{}/+/+/{leaf}", settings.share_group, topics::ROOT))
+        .collect();
+
+    // The worker commits and acknowledges, one message at a time, in arrival order. It must not
+    // run inside the event-loop task: its publishes and PUBACKs are sent by that loop.
+    let worker_client = client.clone();
+    let worker_stats = Arc::clone(&stats);
+    let worker = tokio::spawn(async move {
+        while let Some(p) = rx.recv().await {
+            handle(&worker_client, &ingest, &worker_stats, &p).await;
+        }
+    });
+
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match eventloop.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(c))) => {
+                backoff = Duration::from_millis(200);
+                tracing::info!(broker = %endpoint, session_present = c.session_present, "MQTT ingest connected.");
+                for f in &filters {
+                    if let Err(e) = client.try_subscribe(f.clone(), QoS::AtLeastOnce) {
+                        tracing::error!(filter = %f, error = %e, "Could not subscribe.");
+                    }
+                }
+            }
+            Ok(Event::Incoming(Packet::SubAck(_))) => {
+                stats.subscribed.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                if tx.send(p).await.is_err() {
+                    break;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(broker = %endpoint, error = %e, retry_in = ?backoff, "MQTT ingest connection failed; reconnecting.");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+    worker.abort();
+}
+
+async fn handle(client: &AsyncClient, ingest: &IngestService, stats: &MqttIngestStats, p: &Publish) {
+    let Some((site, agent, _leaf)) = topics::parse(&p.topic) else {
+        stats.malformed.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(topic = %p.topic, "Ignored a message on an unexpected topic.");
+        let _ = client.ack(p).await;
+        return;
+    };
+    let batch = match Batch::decode(p.payload.as_ref()) {
+        Ok(b) => b,
+        Err(e) => {
+            stats.malformed.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(topic = %p.topic, bytes = p.payload.len(), error = %e, "Dropped an undecodable batch.");
+            let _ = client.ack(p).await;
+            return;
+        }
+    };
+    let claimed = batch
+        .agent
+        .as_ref()
+        .map(|a| topics::level(&a.agent_id))
+        .unwrap_or_default();
+    if claimed != agent {
+        stats.malformed.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(topic = %p.topic, batch_agent = %claimed, "Dropped a batch whose agent id disagrees with its topic.");
+        let _ = client.ack(p).await;
+        return;
+    }
+    let ack: Ack = match ingest.handle(&batch).await {
+        Ok(a) => a,
+        Err(e) => {
+            // Not stored: no PUBACK, no agent ack. The agent resends from its spool.
+            tracing::error!(topic = %p.topic, seq = batch.seq, error = %e, "Could not commit an MQTT batch; it will be redelivered.");
+            return;
+        }
+    };
+    match AckStatus::try_from(ack.status) {
+        Ok(AckStatus::Committed) => stats.committed.fetch_add(1, Ordering::Relaxed),
+        Ok(AckStatus::Duplicate) => stats.duplicates.fetch_add(1, Ordering::Relaxed),
+        _ => stats.malformed.fetch_add(1, Ordering::Relaxed),
+    };
+    let ack_topic = format!("{}/{site}/{agent}/ack", topics::ROOT);
+    if let Err(e) = client
+        .publish(ack_topic, QoS::AtLeastOnce, false, ack.encode_to_vec())
+        .await
+    {
+        tracing::warn!(topic = %p.topic, error = %e, "Could not queue the agent's ack; it will resend and get a duplicate ack.");
+    }
+    if let Err(e) = client.ack(p).await {
+        tracing::warn!(topic = %p.topic, error = %e, "Could not PUBACK; the broker may redeliver (deduplicated).");
+    }
+}

@@ -1,0 +1,290 @@
+//! The site map: what the operator knows about the room, as a TOML file.
+//!
+//! ```toml
+//! [[rack]]                      # racks (height used when the collector creates them)
+//! site = "DC1"
+//! room = "H1"
+//! row = "A"
+//! name = "R07"
+//! height = 42
+//!
+//! [[device]]                    # devices pinned by serial: PDUs, switches, anything
+//! serial = "3F3452A52295"
+//! site = "DC1"
+//! rack = "R07"
+//! u = 1                         # optional (0U PDUs have none)
+//! face = "rear"                 # optional: front (default) or rear
+//!
+//! [[port]]                      # switch port -> where the device cabled to it sits
+//! switch = "JPE15151458"        # the switch's serial (or its sysName)
+//! port = "Ethernet12"
+//! site = "DC1"
+//! rack = "R07"
+//! u = 12
+//! ```
+//! Every entry is validated at load: a device or port pointing at a rack the map does not list
+//! (when it lists racks for that site), or a U outside the rack's height, is an error naming the
+//! file and the entry.
+
+use std::collections::HashMap;
+
+use serde::Deserialize;
+
+use crate::store::EvidenceRow;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RackEntry {
+    pub site: String,
+    #[serde(default)]
+    pub room: String,
+    #[serde(default)]
+    pub row: String,
+    pub name: String,
+    #[serde(default = "default_height")]
+    pub height: u32,
+}
+
+const fn default_height() -> u32 {
+    42
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceEntry {
+    pub serial: String,
+    pub site: String,
+    pub rack: String,
+    #[serde(default)]
+    pub u: Option<u32>,
+    #[serde(default)]
+    pub face: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortEntry {
+    pub switch: String,
+    pub port: String,
+    pub site: String,
+    pub rack: String,
+    #[serde(default)]
+    pub u: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default, rename = "rack")]
+    racks: Vec<RackEntry>,
+    #[serde(default, rename = "device")]
+    devices: Vec<DeviceEntry>,
+    #[serde(default, rename = "port")]
+    ports: Vec<PortEntry>,
+}
+
+/// The loaded, validated site map.
+#[derive(Debug, Clone, Default)]
+pub struct SiteMap {
+    racks: Vec<RackEntry>,
+    by_serial: HashMap<String, DeviceEntry>,
+    by_port: HashMap<(String, String), PortEntry>,
+}
+
+fn key(s: &str) -> String {
+    s.trim().to_ascii_uppercase()
+}
+
+impl SiteMap {
+    /// Parses and validates a site map; `origin` names the file in errors.
+    ///
+    /// # Errors
+    /// Every problem found, each naming the file and the entry.
+    pub fn parse(text: &str, origin: &str) -> Result<Self, Vec<String>> {
+        let file: File = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| text[..s.start].matches('\n').count() + 1);
+            vec![format!(
+                "{origin}: {}{}",
+                line.map(|l| format!("line {l}: ")).unwrap_or_default(),
+                e.message()
+            )]
+        })?;
+        let mut errors = Vec::new();
+        let rack_of = |site: &str, rack: &str| {
+            file.racks
+                .iter()
+                .find(|r| key(&r.site) == key(site) && key(&r.name) == key(rack))
+        };
+        let site_has_racks = |site: &str| file.racks.iter().any(|r| key(&r.site) == key(site));
+        let check = |what: &str, site: &str, rack: &str, u: Option<u32>| -> Option<String> {
+            match rack_of(site, rack) {
+                Some(r) => u.filter(|u| *u == 0 || *u > r.height).map(|u| {
+                    format!(
+                        "{origin}: {what}: U{u} is outside rack {} ({} U high)",
+                        r.name, r.height
+                    )
+                }),
+                None if site_has_racks(site) => Some(format!(
+                    "{origin}: {what}: rack {rack:?} is not listed for site {site:?}"
+                )),
+                None => None,
+            }
+        };
+        let mut by_serial = HashMap::new();
+        for (i, d) in file.devices.iter().enumerate() {
+            let what = format!("device[{i}] (serial {})", d.serial);
+            errors.extend(check(&what, &d.site, &d.rack, d.u));
+            if let Some(f) = &d.face
+                && f != "front"
+                && f != "rear"
+            {
+                errors.push(format!("{origin}: {what}: face must be \"front\" or \"rear\""));
+            }
+            if by_serial.insert(key(&d.serial), d.clone()).is_some() {
+                errors.push(format!("{origin}: {what}: serial listed twice"));
+            }
+        }
+        let mut by_port = HashMap::new();
+        for (i, p) in file.ports.iter().enumerate() {
+            let what = format!("port[{i}] ({} {})", p.switch, p.port);
+            errors.extend(check(&what, &p.site, &p.rack, p.u));
+            if by_port
+                .insert((key(&p.switch), key(&p.port)), p.clone())
+                .is_some()
+            {
+                errors.push(format!("{origin}: {what}: port listed twice"));
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        for r in &file.racks {
+            if !seen.insert((key(&r.site), key(&r.name))) {
+                errors.push(format!(
+                    "{origin}: rack {} of site {} listed twice",
+                    r.name, r.site
+                ));
+            }
+            if r.height == 0 || r.height > 100 {
+                errors.push(format!(
+                    "{origin}: rack {}: height {} is not between 1 and 100",
+                    r.name, r.height
+                ));
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(Self {
+            racks: file.racks,
+            by_serial,
+            by_port,
+        })
+    }
+
+    /// Site-map evidence for a device with this (normalised) serial.
+    #[must_use]
+    pub fn evidence_for_serial(&self, serial: &str) -> Option<EvidenceRow> {
+        let d = self.by_serial.get(&key(serial))?;
+        let rack = self.rack(&d.site, &d.rack);
+        Some(EvidenceRow {
+            source: "LOCATION_SOURCE_SITE_MAP".into(),
+            site: d.site.clone(),
+            room: rack.map(|r| r.room.clone()).unwrap_or_default(),
+            row: rack.map(|r| r.row.clone()).unwrap_or_default(),
+            rack: d.rack.clone(),
+            u_position: d.u,
+            confidence: 0.95,
+            raw: format!("site map device serial {}", d.serial),
+        })
+    }
+
+    /// Where the device cabled to `switch`/`port` sits, if the map says.
+    #[must_use]
+    pub fn port(&self, switch: &str, port: &str) -> Option<&PortEntry> {
+        self.by_port.get(&(key(switch), key(port)))
+    }
+
+    /// A rack by site and name.
+    #[must_use]
+    pub fn rack(&self, site: &str, name: &str) -> Option<&RackEntry> {
+        self.racks
+            .iter()
+            .find(|r| key(&r.site) == key(site) && key(&r.name) == key(name))
+    }
+
+    /// All racks, as listed.
+    #[must_use]
+    pub fn racks(&self) -> &[RackEntry] {
+        &self.racks
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAP: &str = r#"
+[[rack]]
+site = "DC1"
+room = "H1"
+row = "A"
+name = "R07"
+height = 42
+
+[[device]]
+serial = "3f3452a52295"
+site = "DC1"
+rack = "R07"
+face = "rear"
+
+[[port]]
+switch = "JPE15151458"
+port = "Ethernet12"
+site = "DC1"
+rack = "R07"
+u = 12
+"#;
+
+    #[test]
+    fn lookups_are_case_insensitive_and_carry_the_racks_room_and_row() {
+        let m = SiteMap::parse(MAP, "site-map.toml").unwrap();
+        let e = m.evidence_for_serial("3F3452A52295").unwrap();
+        assert_eq!(
+            (
+                e.site.as_str(),
+                e.room.as_str(),
+                e.row.as_str(),
+                e.rack.as_str(),
+                e.u_position
+            ),
+            ("DC1", "H1", "A", "R07", None)
+        );
+        assert_eq!(e.source, "LOCATION_SOURCE_SITE_MAP");
+        assert_eq!(m.port("jpe15151458", "ethernet12").unwrap().u, Some(12));
+        assert!(m.evidence_for_serial("NOPE").is_none());
+        assert_eq!(m.rack("dc1", "r07").unwrap().height, 42);
+    }
+
+    #[test]
+    fn bad_entries_are_all_reported_with_their_place() {
+        let bad = MAP
+            .replace("u = 12", "u = 43")
+            .replace("rack = \"R07\"\nface", "rack = \"R99\"\nface")
+            .replace("\"rear\"", "\"side\"");
+        let errs = SiteMap::parse(&bad, "site-map.toml").unwrap_err();
+        let all = errs.join("\n");
+        assert!(
+            all.contains("port[0] (JPE15151458 Ethernet12): U43 is outside rack R07"),
+            "{all}"
+        );
+        assert!(
+            all.contains("device[0] (serial 3f3452a52295): rack \"R99\" is not listed"),
+            "{all}"
+        );
+        assert!(all.contains("face must be"), "{all}");
+        let typo = SiteMap::parse("[[rack]]\nsite = \"DC1\"\nnmae = \"R1\"\n", "m.toml").unwrap_err();
+        assert!(
+            typo[0].starts_with("m.toml: line") && typo[0].contains("nmae"),
+            "{typo:?}"
+        );
+    }
+}
