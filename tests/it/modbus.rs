@@ -13,6 +13,11 @@ use groundtruth_proto::v1::{ComponentKind, DeviceReport, PollOutcome, Reading};
 use groundtruth_tests::{Peers, binary};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// Tests that use the peer's RTU pty hold this: inside this process the agent's `Bus` already
+/// serialises requests, but the CLI test runs the agent as a child process, whose requests
+/// would otherwise interleave with ours on the one serial line.
+static RTU_PEER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn target(url: &str) -> ModbusTarget {
     match Target::parse(url).unwrap() {
         Target::Modbus(t) => t,
@@ -149,6 +154,7 @@ async fn modbus_rtu_meter_serial_and_phase_values() {
     ) else {
         return;
     };
+    let _line = RTU_PEER.lock().await;
     let t = target(&format!("modbus+rtu://{tty}?baud={baud}&unit=1&map=sdm630"));
     let r = modbus::poll(&t, &cx(Duration::from_secs(2))).await.unwrap();
     assert_meter(&r, &serial);
@@ -165,6 +171,7 @@ async fn modbus_rtu_units_share_one_bus() {
     else {
         return;
     };
+    let _line = RTU_PEER.lock().await;
     let good = target(&format!("modbus+rtu://{tty}?unit=1&map=sdm630"));
     let absent = target(&format!("modbus+rtu://{tty}?unit=9&map=sdm630"));
     let c = cx(Duration::from_secs(2));
@@ -628,6 +635,7 @@ fn modbus_cli_poll_json_tcp_and_rtu() {
     if agent_bin().is_none() {
         return;
     }
+    let _line = RTU_PEER.blocking_lock();
     for url in [
         format!("modbus+tcp://{addr}?unit=1&map=sdm630"),
         format!("modbus+rtu://{tty}?baud=9600&parity=none&unit=1&map=sdm630"),
@@ -932,6 +940,7 @@ async fn modbus_bench_agent_vs_pymodbus_client() {
     else {
         return;
     };
+    let _line = RTU_PEER.lock().await;
     let mut results = Vec::new();
     for (kind, where_, url, table, address) in [
         (
