@@ -320,6 +320,11 @@ impl Config {
             if t.interval.is_some_and(|iv| iv < Duration::from_secs(1)) {
                 warnings.push(format!("{file}: {at}.interval is under one second"));
             }
+            if let Target::Modbus(m) = &target
+                && let Err(e) = crate::driver::modbus::map::load(&m.map)
+            {
+                errors.push(err(format!("{at}.url: {e}")));
+            }
             targets.push(TargetConfig {
                 name: t.name.clone(),
                 target,
@@ -490,6 +495,25 @@ secret = { file = "SECRET_FILE" }
                 .any(|e| e.contains("targets[1] (bmc).secret") && e.contains("gt-secret-42")),
             "{all:?}"
         );
+    }
+
+    #[test]
+    fn unknown_modbus_register_map_is_a_config_error() {
+        let text = GOOD.replace(
+            "url = \"snmp://public@127.0.0.1:161\"",
+            "url = \"modbus+tcp://127.0.0.1:502?map=sdm63\"",
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("bmc.pass");
+        std::fs::write(&secret, "pw\n").unwrap();
+        let text = text.replace("SECRET_FILE", secret.to_str().unwrap());
+        let errs = Config::parse(&text, "agent.toml").unwrap_err();
+        let msg = errs[0].to_string();
+        assert!(
+            msg.contains("targets[0] (snmpd).url") && msg.contains("no built-in register map 'sdm63'"),
+            "{msg}"
+        );
+        assert!(Config::parse(&text.replace("sdm63", "sdm630"), "agent.toml").is_ok());
     }
 
     #[test]

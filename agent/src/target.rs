@@ -7,7 +7,7 @@
 //! redfish://[USER:PASS@]HOST[:PORT][?insecure]   Redfish over HTTPS (port 443)
 //! redfish+http://[USER:PASS@]HOST[:PORT]          Redfish over plain HTTP (port 80; tests, labs)
 //! modbus+tcp://HOST[:PORT]?unit=1&map=NAME
-//! modbus+rtu:///dev/ttyX?baud=9600&unit=1&map=NAME
+//! modbus+rtu:///dev/ttyX?baud=9600&unit=1&map=NAME[&parity=none|even|odd&data_bits=8&stop_bits=1&frame_gap_ms=4]
 //! ipmi://USER:PASS@HOST[:PORT][?cipher=3|17&privilege=user|operator|admin]   IPMI 2.0 RMCP+ (port 623)
 //! ipmi://USER:PASS@HOST[:PORT]?v15=md5|password[&privilege=…]               IPMI 1.5 session
 //! ```
@@ -98,7 +98,43 @@ pub struct RedfishTarget {
 #[derive(Debug, Clone, PartialEq)]
 pub enum ModbusTransport {
     Tcp { host: String, port: u16 },
-    Rtu { device: PathBuf, baud: u32 },
+    Rtu { device: PathBuf, serial: SerialParams },
+}
+
+/// Serial line settings of a Modbus RTU bus. Every target on one device path must agree; the
+/// first target that opens the bus decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SerialParams {
+    pub baud: u32,
+    pub parity: Parity,
+    /// 7 or 8.
+    pub data_bits: u8,
+    /// 1 or 2.
+    pub stop_bits: u8,
+    /// Silence kept between frames on the bus. `None`: the Modbus-over-serial-line default,
+    /// 3.5 character times (1.75 ms above 19200 baud; spec V1.02 §2.5.1.1).
+    pub frame_gap: Option<std::time::Duration>,
+}
+
+impl Default for SerialParams {
+    fn default() -> Self {
+        Self {
+            baud: 9600,
+            // The Modbus serial line spec's default is even parity, but nearly every meter ships
+            // with 8N1; the URL says otherwise when needed.
+            parity: Parity::None,
+            data_bits: 8,
+            stop_bits: 1,
+            frame_gap: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Parity {
+    None,
+    Even,
+    Odd,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -293,14 +329,61 @@ impl Target {
                 }))
             }
             "modbus+tcp" | "modbus+rtu" => {
-                let (mut unit, mut map, mut baud) = (1u8, None, 9600u32);
+                let (mut unit, mut map) = (1u8, None);
+                let mut serial = SerialParams::default();
+                let rtu = scheme == "modbus+rtu";
                 for (k, v) in &params {
                     match k.as_str() {
+                        // RTU: 1-247 (0 is broadcast, which no slave answers). TCP: any
+                        // unit id; 255 and 0 address the TCP device itself on many devices.
+                        "unit" if rtu => {
+                            unit = v
+                                .parse()
+                                .ok()
+                                .filter(|u| (1..=247).contains(u))
+                                .ok_or_else(|| param_err("unit", "expected 1-247 on a serial bus"))?;
+                        }
                         "unit" => {
-                            unit = v.parse().map_err(|_| param_err("unit", "expected 0-247"))?;
+                            unit = v.parse().map_err(|_| param_err("unit", "expected 0-255"))?;
                         }
                         "map" => map = Some(v.clone()),
-                        "baud" => baud = v.parse().map_err(|_| param_err("baud", "expected a number"))?,
+                        "baud" if rtu => {
+                            serial.baud = v
+                                .parse()
+                                .ok()
+                                .filter(|b| *b > 0)
+                                .ok_or_else(|| param_err("baud", "expected a positive number"))?;
+                        }
+                        "parity" if rtu => {
+                            serial.parity = match v.to_ascii_lowercase().as_str() {
+                                "none" | "n" => Parity::None,
+                                "even" | "e" => Parity::Even,
+                                "odd" | "o" => Parity::Odd,
+                                _ => return Err(param_err("parity", "expected none, even or odd")),
+                            };
+                        }
+                        "data_bits" if rtu => {
+                            serial.data_bits = match v.as_str() {
+                                "7" => 7,
+                                "8" => 8,
+                                _ => return Err(param_err("data_bits", "expected 7 or 8")),
+                            };
+                        }
+                        "stop_bits" if rtu => {
+                            serial.stop_bits = match v.as_str() {
+                                "1" => 1,
+                                "2" => 2,
+                                _ => return Err(param_err("stop_bits", "expected 1 or 2")),
+                            };
+                        }
+                        "frame_gap_ms" if rtu => {
+                            let ms: u64 = v
+                                .parse()
+                                .ok()
+                                .filter(|ms| *ms <= 1000)
+                                .ok_or_else(|| param_err("frame_gap_ms", "expected 0-1000"))?;
+                            serial.frame_gap = Some(std::time::Duration::from_millis(ms));
+                        }
                         other => return Err(TargetError::UnknownParam(other.to_owned())),
                     }
                 }
@@ -317,7 +400,7 @@ impl Target {
                     }
                     ModbusTransport::Rtu {
                         device: PathBuf::from(decode(url.path())),
-                        baud,
+                        serial,
                     }
                 };
                 Ok(Self::Modbus(ModbusTarget {
@@ -424,7 +507,7 @@ impl Target {
     }
 }
 
-fn host_port(host: &str, port: u16) -> String {
+pub(crate) fn host_port(host: &str, port: u16) -> String {
     if host.contains(':') && !host.starts_with('[') {
         format!("[{host}]:{port}")
     } else {
@@ -594,8 +677,53 @@ mod tests {
             t.transport,
             ModbusTransport::Rtu {
                 device: "/dev/ttyUSB0".into(),
-                baud: 19200
+                serial: SerialParams {
+                    baud: 19200,
+                    ..SerialParams::default()
+                }
             }
+        );
+        let Target::Modbus(t) =
+            Target::parse("modbus+rtu:///dev/ttyS1?parity=even&stop_bits=2&data_bits=7&frame_gap_ms=5&map=x")
+                .unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            t.transport,
+            ModbusTransport::Rtu {
+                device: "/dev/ttyS1".into(),
+                serial: SerialParams {
+                    baud: 9600,
+                    parity: Parity::Even,
+                    data_bits: 7,
+                    stop_bits: 2,
+                    frame_gap: Some(std::time::Duration::from_millis(5)),
+                }
+            }
+        );
+        for (url, key) in [
+            ("modbus+rtu:///dev/ttyS1?parity=mark&map=x", "parity"),
+            ("modbus+rtu:///dev/ttyS1?stop_bits=3&map=x", "stop_bits"),
+            ("modbus+rtu:///dev/ttyS1?data_bits=9&map=x", "data_bits"),
+            ("modbus+rtu:///dev/ttyS1?baud=0&map=x", "baud"),
+            ("modbus+tcp://h?unit=256&map=x", "unit"),
+            ("modbus+rtu:///dev/ttyS1?unit=0&map=x", "unit"),
+            ("modbus+rtu:///dev/ttyS1?unit=248&map=x", "unit"),
+        ] {
+            assert!(
+                matches!(Target::parse(url), Err(TargetError::Param { key: k, .. }) if k == key),
+                "{url}"
+            );
+        }
+        let Target::Modbus(t) = Target::parse("modbus+tcp://h?unit=255&map=x").unwrap() else {
+            panic!()
+        };
+        assert_eq!(t.unit, 255);
+        // Serial settings make no sense on TCP.
+        assert_eq!(
+            Target::parse("modbus+tcp://h?baud=9600&map=x").unwrap_err(),
+            TargetError::UnknownParam("baud".into())
         );
         assert_eq!(
             Target::parse("modbus+tcp://h:502?unit=1").unwrap_err(),

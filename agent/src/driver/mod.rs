@@ -73,6 +73,8 @@ pub enum DriverError {
     Tls(String),
     #[error("not supported yet: {0}")]
     Unsupported(&'static str),
+    #[error("register map: {0}")]
+    Map(String),
 }
 
 impl DriverError {
