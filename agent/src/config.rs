@@ -54,6 +54,58 @@ struct RawConfig {
     defaults: RawDefaults,
     #[serde(default)]
     targets: Vec<RawTarget>,
+    #[serde(default)]
+    sweeps: Vec<RawSweep>,
+}
+
+/// A discovery sweep run periodically; what it finds is polled like a configured target.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSweep {
+    name: String,
+    /// "10.1.7.0/24", "10.1.7.5", "10.1.7.5-10.1.7.40".
+    ranges: Vec<String>,
+    /// How often to sweep again ("1h").
+    #[serde(default, with = "humantime_serde_opt")]
+    every: Option<Duration>,
+    /// Poll interval of the targets found (default: defaults.interval).
+    #[serde(default, with = "humantime_serde_opt")]
+    interval: Option<Duration>,
+    #[serde(default)]
+    snmp_ports: Option<Vec<u16>>,
+    #[serde(default)]
+    snmp_communities: Vec<SecretRef>,
+    #[serde(default)]
+    redfish_ports: Option<Vec<u16>>,
+    #[serde(default)]
+    redfish_credentials: Vec<RawCredential>,
+    #[serde(default)]
+    redfish_insecure: bool,
+    #[serde(default)]
+    ipmi_ports: Option<Vec<u16>>,
+    #[serde(default)]
+    ipmi_credentials: Vec<RawCredential>,
+    #[serde(default)]
+    modbus_ports: Option<Vec<u16>>,
+    /// "UNIT:MAP" pairs to try on each Modbus port, e.g. "1:sdm630".
+    #[serde(default)]
+    modbus_try: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCredential {
+    user: String,
+    password: SecretRef,
+}
+
+/// A validated sweep.
+#[derive(Debug, Clone)]
+pub struct SweepConfig {
+    pub name: String,
+    pub spec: crate::discover::SweepSpec,
+    pub every: Duration,
+    pub interval: Option<Duration>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -191,6 +243,7 @@ pub struct Config {
     pub batch_max_devices: usize,
     pub batch_max_delay: Duration,
     pub targets: Vec<TargetConfig>,
+    pub sweeps: Vec<SweepConfig>,
     /// Non-fatal findings, logged at start.
     pub warnings: Vec<String>,
 }
@@ -351,6 +404,83 @@ impl Config {
                 })
                 .ok(),
         };
+        let mut sweeps = Vec::new();
+        for (i, sw) in raw.sweeps.iter().enumerate() {
+            let at = format!("sweeps[{i}] ({})", sw.name);
+            if sweeps.iter().any(|x: &SweepConfig| x.name == sw.name) {
+                errors.push(err(format!("{at}.name: duplicate sweep name")));
+            }
+            let mut spec = crate::discover::SweepSpec {
+                redfish_insecure: sw.redfish_insecure,
+                ..Default::default()
+            };
+            for r in &sw.ranges {
+                match crate::discover::parse_range(r) {
+                    Ok(a) => spec.addresses.extend(a),
+                    Err(e) => errors.push(err(format!("{at}.ranges: {e}"))),
+                }
+            }
+            if spec.addresses.len() > crate::discover::MAX_ADDRESSES {
+                errors.push(err(format!(
+                    "{at}.ranges: more than {} addresses",
+                    crate::discover::MAX_ADDRESSES
+                )));
+            }
+            for (j, c) in sw.snmp_communities.iter().enumerate() {
+                match c.load() {
+                    Ok(s) => spec.snmp_communities.push(s),
+                    Err(e) => errors.push(err(format!("{at}.snmp_communities[{j}]: {e}"))),
+                }
+            }
+            let mut creds = |list: &[RawCredential], key: &str, out: &mut Vec<(String, Secret)>| {
+                for (j, c) in list.iter().enumerate() {
+                    match c.password.load() {
+                        Ok(p) => out.push((c.user.clone(), p)),
+                        Err(e) => errors.push(err(format!("{at}.{key}[{j}].password: {e}"))),
+                    }
+                }
+            };
+            creds(
+                &sw.redfish_credentials,
+                "redfish_credentials",
+                &mut spec.redfish_credentials,
+            );
+            creds(
+                &sw.ipmi_credentials,
+                "ipmi_credentials",
+                &mut spec.ipmi_credentials,
+            );
+            for m in &sw.modbus_try {
+                match m
+                    .split_once(':')
+                    .and_then(|(u, map)| Some((u.parse::<u8>().ok()?, map.to_owned())))
+                {
+                    Some(pair) => spec.modbus_units_maps.push(pair),
+                    None => errors.push(err(format!("{at}.modbus_try: {m:?} is not UNIT:MAP"))),
+                }
+            }
+            // Ports default to the standard ones for protocols that have something to try.
+            let ports = |p: &Option<Vec<u16>>, default: u16, wanted: bool| match p {
+                Some(p) => p.clone(),
+                None if wanted => vec![default],
+                None => vec![],
+            };
+            spec.snmp_ports = ports(&sw.snmp_ports, 161, !spec.snmp_communities.is_empty());
+            spec.redfish_ports = ports(&sw.redfish_ports, 443, true);
+            spec.ipmi_ports = ports(&sw.ipmi_ports, 623, !spec.ipmi_credentials.is_empty());
+            spec.modbus_ports = ports(&sw.modbus_ports, 502, !spec.modbus_units_maps.is_empty());
+            if sw.redfish_insecure {
+                warnings.push(format!(
+                    "{file}: {at}: Redfish TLS certificates are not verified during this sweep"
+                ));
+            }
+            sweeps.push(SweepConfig {
+                name: sw.name.clone(),
+                spec,
+                every: sw.every.unwrap_or(Duration::from_secs(3600)),
+                interval: sw.interval,
+            });
+        }
         let interval = raw.defaults.interval.unwrap_or(Duration::from_secs(60));
         let timeout = raw.defaults.timeout.unwrap_or(Duration::from_secs(3));
         if timeout >= interval {
@@ -380,6 +510,7 @@ impl Config {
             batch_max_devices: raw.defaults.batch_max_devices.unwrap_or(500).max(1),
             batch_max_delay: raw.defaults.batch_max_delay.unwrap_or(Duration::from_secs(1)),
             targets,
+            sweeps,
             warnings,
         })
     }
