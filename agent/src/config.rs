@@ -128,6 +128,18 @@ struct RawAgent {
 #[serde(deny_unknown_fields)]
 struct RawCollector {
     grpc: String,
+    /// CA bundle (PEM) that signed the collector's certificate (https:// only; default: the
+    /// system's roots).
+    #[serde(default)]
+    ca_file: Option<PathBuf>,
+    /// Client certificate and key (PEM) for mutual TLS.
+    #[serde(default)]
+    client_cert: Option<PathBuf>,
+    #[serde(default)]
+    client_key: Option<PathBuf>,
+    /// Name to verify the collector's certificate against, if not the URL's host.
+    #[serde(default)]
+    server_name: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -232,6 +244,8 @@ pub struct Config {
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// gRPC endpoint of the collector (`[collector] grpc`), if that uplink is used.
     pub collector_grpc: Option<String>,
+    /// TLS settings of the gRPC uplink (https:// endpoints).
+    pub grpc_tls: crate::uplink::grpc::GrpcTls,
     /// MQTT broker (`[mqtt]`), if that uplink is used; it wins over gRPC when both are set.
     pub mqtt: Option<crate::uplink::mqtt::MqttSettings>,
     pub interval: Duration,
@@ -309,6 +323,37 @@ impl Config {
                 c.grpc
             )));
         }
+        let grpc_tls = match &raw.collector {
+            None => crate::uplink::grpc::GrpcTls::default(),
+            Some(c) => {
+                let mut read = |key: &str, p: &Option<PathBuf>| -> Option<Vec<u8>> {
+                    let p = p.as_ref()?;
+                    std::fs::read(p)
+                        .map_err(|e| {
+                            errors.push(err(format!("collector.{key}: cannot read {}: {e}", p.display())))
+                        })
+                        .ok()
+                };
+                let mut tls = crate::uplink::grpc::GrpcTls {
+                    ca_pem: read("ca_file", &c.ca_file),
+                    client_cert_pem: read("client_cert", &c.client_cert),
+                    client_key_pem: read("client_key", &c.client_key),
+                    server_name: c.server_name.clone(),
+                };
+                if tls.client_cert_pem.is_some() != tls.client_key_pem.is_some() {
+                    errors.push(err(
+                        "collector.client_cert and collector.client_key go together".into()
+                    ));
+                    tls = crate::uplink::grpc::GrpcTls::default();
+                }
+                if c.grpc.starts_with("http://") && (c.ca_file.is_some() || c.client_cert.is_some()) {
+                    errors.push(err(
+                        "collector: TLS files given for a plain http:// endpoint; use https://".into(),
+                    ));
+                }
+                tls
+            }
+        };
         if raw.collector.is_none() && raw.mqtt.is_none() {
             errors.push(err(
                 "no uplink: set [collector] grpc = \"http://...\" or [mqtt] url = \"mqtt://...\"".into(),
@@ -501,6 +546,7 @@ impl Config {
             spool_max_bytes,
             metrics_listen,
             collector_grpc: raw.collector.map(|c| c.grpc),
+            grpc_tls,
             mqtt,
             interval,
             timeout,

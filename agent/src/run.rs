@@ -41,7 +41,7 @@ pub struct Agent {
 /// The configured way to the collector.
 #[derive(Debug)]
 enum Uplink {
-    Grpc(String),
+    Grpc(String, grpc::GrpcTls),
     Mqtt(Box<MqttUplink>),
 }
 
@@ -70,7 +70,7 @@ impl Agent {
         sequencer.raise_to(spool.last_seq(sequencer.epoch()));
         let uplink = match (&config.mqtt, &config.collector_grpc) {
             (Some(m), _) => Uplink::Mqtt(Box::new(MqttUplink::start(m.clone()))),
-            (None, Some(g)) => Uplink::Grpc(g.clone()),
+            (None, Some(g)) => Uplink::Grpc(g.clone(), config.grpc_tls.clone()),
             (None, None) => anyhow::bail!("no uplink configured ([collector] grpc or [mqtt] url)"),
         };
         Ok(Self {
@@ -129,7 +129,7 @@ impl Agent {
         let outgoing = self.spool.pending(MAX_BATCHES_PER_DELIVERY)?;
         let timeout = self.config.delivery_timeout;
         let delivered = match &mut self.uplink {
-            Uplink::Grpc(endpoint) => grpc::deliver(endpoint, outgoing, timeout).await,
+            Uplink::Grpc(endpoint, tls) => grpc::deliver(endpoint, tls, outgoing, timeout).await,
             Uplink::Mqtt(m) => m.deliver(outgoing, timeout).await,
         };
         match delivered {
@@ -496,7 +496,7 @@ async fn send_loop(
                 break;
             }
             let result = match &mut uplink {
-                Uplink::Grpc(endpoint) => grpc::deliver(endpoint, outgoing, timeout).await,
+                Uplink::Grpc(endpoint, tls) => grpc::deliver(endpoint, tls, outgoing, timeout).await,
                 Uplink::Mqtt(m) => m.deliver(outgoing, timeout).await,
             };
             let acked = match result {

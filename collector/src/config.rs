@@ -7,6 +7,9 @@
 //! api_token = { file = "/etc/groundtruth/secrets/api.token" }   # required on /api/* when set
 //! retention_raw = "7d"           # raw readings, then rolled up hourly
 //! retention_hourly = "400d"      # hourly rollups
+//! tls_cert = "/etc/groundtruth/tls/collector.crt"   # gRPC over TLS (agents use https://)
+//! tls_key = "/etc/groundtruth/tls/collector.key"
+//! client_ca = "/etc/groundtruth/tls/agents-ca.crt"  # mutual TLS: agents need a client cert
 //! database = "/var/lib/groundtruth-collector/state.db"
 //! default_site = "DC1"           # for devices whose agent and evidence name no site
 //!
@@ -91,6 +94,14 @@ struct RawCollector {
     /// Hourly rollups kept this long ("400d").
     #[serde(default)]
     retention_hourly: Option<String>,
+    /// Server certificate and key (PEM): gRPC ingest over TLS.
+    #[serde(default)]
+    tls_cert: Option<PathBuf>,
+    #[serde(default)]
+    tls_key: Option<PathBuf>,
+    /// CA (PEM) agents' client certificates must chain to: mutual TLS, required when set.
+    #[serde(default)]
+    client_ca: Option<PathBuf>,
 }
 
 fn default_listen() -> String {
@@ -135,6 +146,23 @@ enum TokenRef {
     Env(String),
 }
 
+/// TLS material of the gRPC ingest listener.
+#[derive(Clone)]
+pub struct GrpcServerTls {
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+    pub client_ca_pem: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for GrpcServerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GrpcServerTls")
+            .field("key", &"***")
+            .field("mutual", &self.client_ca_pem.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 /// Validated NetBox settings.
 #[derive(Clone)]
 pub struct NetBoxSettings {
@@ -169,6 +197,8 @@ pub struct Config {
     pub api_token: Option<String>,
     pub retention_raw: Duration,
     pub retention_hourly: Duration,
+    /// gRPC ingest TLS: (certificate PEM, key PEM, client CA PEM for mTLS).
+    pub grpc_tls: Option<GrpcServerTls>,
     pub database: PathBuf,
     pub default_site: String,
     pub netbox: Option<NetBoxSettings>,
@@ -242,6 +272,43 @@ impl Config {
             &raw.collector.retention_hourly,
             Duration::from_secs(400 * 86_400),
         );
+        let mut read = |key: &str, p: &Option<PathBuf>| -> Option<Vec<u8>> {
+            let p = p.as_ref()?;
+            std::fs::read(p)
+                .map_err(|e| {
+                    errors.push(format!(
+                        "{file}: collector.{key}: cannot read {}: {e}",
+                        p.display()
+                    ))
+                })
+                .ok()
+        };
+        let (cert, key, client_ca) = (
+            read("tls_cert", &raw.collector.tls_cert),
+            read("tls_key", &raw.collector.tls_key),
+            read("client_ca", &raw.collector.client_ca),
+        );
+        let grpc_tls = match (cert, key) {
+            (Some(cert_pem), Some(key_pem)) => Some(GrpcServerTls {
+                cert_pem,
+                key_pem,
+                client_ca_pem: client_ca,
+            }),
+            (None, None) if raw.collector.tls_cert.is_none() && raw.collector.tls_key.is_none() => {
+                if raw.collector.client_ca.is_some() {
+                    errors.push(format!("{file}: collector.client_ca needs tls_cert and tls_key"));
+                }
+                None
+            }
+            _ => {
+                if raw.collector.tls_cert.is_some() != raw.collector.tls_key.is_some() {
+                    errors.push(format!(
+                        "{file}: collector.tls_cert and collector.tls_key go together"
+                    ));
+                }
+                None
+            }
+        };
         let api_token = match &raw.collector.api_token {
             None => None,
             Some(r) => read_secret(r, "collector.api_token", file, &mut errors),
@@ -352,6 +419,7 @@ impl Config {
             api_token,
             retention_raw,
             retention_hourly,
+            grpc_tls,
             rules: crate::reconcile::Rules {
                 default_site: raw.collector.default_site.clone(),
                 patterns,

@@ -212,7 +212,19 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         ));
     }
     tracing::info!(listen = %cfg.listen_grpc, database = %cfg.database.display(), "Collector listening for agents (gRPC).");
-    tonic::transport::Server::builder()
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = &cfg.grpc_tls {
+        let mut t = tonic::transport::ServerTlsConfig::new()
+            .identity(tonic::transport::Identity::from_pem(&tls.cert_pem, &tls.key_pem));
+        if let Some(ca) = &tls.client_ca_pem {
+            t = t.client_ca_root(tonic::transport::Certificate::from_pem(ca));
+        }
+        server = server
+            .tls_config(t)
+            .context("gRPC TLS settings (collector.tls_cert/tls_key/client_ca)")?;
+        tracing::info!(mutual = tls.client_ca_pem.is_some(), "gRPC ingest uses TLS.");
+    }
+    server
         .add_service(IngestServer::new(service))
         .serve_with_shutdown(cfg.listen_grpc, async {
             let _ = tokio::signal::ctrl_c().await;
