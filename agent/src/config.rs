@@ -150,6 +150,13 @@ struct RawMqtt {
     username: Option<String>,
     #[serde(default)]
     password: Option<SecretRef>,
+    /// mqtts:// only: CA bundle (default: the system bundle), client certificate and key.
+    #[serde(default)]
+    ca_file: Option<PathBuf>,
+    #[serde(default)]
+    client_cert: Option<PathBuf>,
+    #[serde(default)]
+    client_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -360,9 +367,10 @@ impl Config {
             ));
         }
         let mqtt = raw.mqtt.as_ref().and_then(|m| {
-            let (host, port) = crate::uplink::mqtt::MqttSettings::endpoint(&m.url)
+            let url = groundtruth_proto::topics::broker_url(&m.url)
                 .map_err(|e| errors.push(err(format!("mqtt.url: {e}"))))
                 .ok()?;
+            let (host, port) = (url.host.clone(), url.port);
             let password = match &m.password {
                 None => None,
                 Some(r) => Some(
@@ -370,6 +378,41 @@ impl Config {
                         .map_err(|e| errors.push(err(format!("mqtt.password: {e}"))))
                         .ok()?,
                 ),
+            };
+            let tls = if url.tls {
+                let ca = m
+                    .ca_file
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from("/etc/ssl/certs/ca-certificates.crt"));
+                let mut read = |key: &str, p: &Path| {
+                    std::fs::read(p)
+                        .map_err(|e| {
+                            errors.push(err(format!("mqtt.{key}: cannot read {}: {e}", p.display())))
+                        })
+                        .ok()
+                };
+                let ca_pem = read("ca_file", &ca)?;
+                let client_auth = match (&m.client_cert, &m.client_key) {
+                    (Some(c), Some(k)) => Some((read("client_cert", c)?, read("client_key", k)?)),
+                    (None, None) => None,
+                    _ => {
+                        errors.push(err("mqtt.client_cert and mqtt.client_key go together".into()));
+                        return None;
+                    }
+                };
+                Some(crate::uplink::mqtt::MqttTls { ca_pem, client_auth })
+            } else {
+                if m.ca_file.is_some() || m.client_cert.is_some() {
+                    errors.push(err(
+                        "mqtt: TLS files given for a plain mqtt:// broker; use mqtts://".into(),
+                    ));
+                }
+                if m.password.is_some() && !is_loopback(&url.host) {
+                    warnings.push(format!(
+                        "{file}: mqtt: the broker password travels in clear over mqtt://; use mqtts://"
+                    ));
+                }
+                None
             };
             Some(crate::uplink::mqtt::MqttSettings {
                 host,
@@ -379,6 +422,7 @@ impl Config {
                 site: raw.agent.site.clone(),
                 agent_id: raw.agent.id.clone(),
                 keep_alive: Duration::from_secs(30),
+                tls,
             })
         });
         let mut targets = Vec::new();
@@ -560,6 +604,10 @@ impl Config {
             warnings,
         })
     }
+}
+
+fn is_loopback(host: &str) -> bool {
+    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Parses a size such as "256MiB", "1GiB", "512KiB", "10MB" or a plain byte count.

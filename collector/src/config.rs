@@ -67,6 +67,13 @@ struct RawMqtt {
     share_group: String,
     #[serde(default)]
     client_id: Option<String>,
+    /// mqtts:// only: CA bundle (default: the system bundle), client certificate and key.
+    #[serde(default)]
+    ca_file: Option<PathBuf>,
+    #[serde(default)]
+    client_cert: Option<PathBuf>,
+    #[serde(default)]
+    client_key: Option<PathBuf>,
 }
 
 fn default_share_group() -> String {
@@ -314,16 +321,42 @@ impl Config {
             Some(r) => read_secret(r, "collector.api_token", file, &mut errors),
         };
         let mqtt = raw.mqtt.and_then(|m| {
-            let u = url::Url::parse(&m.url)
+            let url = groundtruth_proto::topics::broker_url(&m.url)
                 .map_err(|e| errors.push(format!("{file}: mqtt.url: {e}")))
                 .ok()?;
-            if u.scheme() != "mqtt" {
-                errors.push(format!(
-                    "{file}: mqtt.url: expected mqtt://HOST[:PORT] (mqtts:// is not supported yet)"
-                ));
-                return None;
-            }
-            let host = u.host_str().unwrap_or_default().to_owned();
+            let host = url.host.clone();
+            let tls = if url.tls {
+                let ca = m
+                    .ca_file
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from("/etc/ssl/certs/ca-certificates.crt"));
+                let mut read = |key: &str, p: &Path| {
+                    std::fs::read(p)
+                        .map_err(|e| {
+                            errors.push(format!("{file}: mqtt.{key}: cannot read {}: {e}", p.display()))
+                        })
+                        .ok()
+                };
+                let ca_pem = read("ca_file", &ca)?;
+                let client_auth = match (&m.client_cert, &m.client_key) {
+                    (Some(c), Some(k)) => Some((read("client_cert", c)?, read("client_key", k)?)),
+                    (None, None) => None,
+                    _ => {
+                        errors.push(format!(
+                            "{file}: mqtt.client_cert and mqtt.client_key go together"
+                        ));
+                        return None;
+                    }
+                };
+                Some(crate::ingest::mqtt::MqttTls { ca_pem, client_auth })
+            } else {
+                if m.ca_file.is_some() || m.client_cert.is_some() {
+                    errors.push(format!(
+                        "{file}: mqtt: TLS files given for a plain mqtt:// broker; use mqtts://"
+                    ));
+                }
+                None
+            };
             let password = match &m.password {
                 None => None,
                 Some(r) => Some(read_secret(r, "mqtt.password", file, &mut errors)?),
@@ -337,7 +370,8 @@ impl Config {
             });
             Some(crate::ingest::mqtt::MqttIngestSettings {
                 host,
-                port: u.port().unwrap_or(1883),
+                port: url.port,
+                tls,
                 username: m.username,
                 password,
                 share_group: groundtruth_proto::topics::level(&m.share_group),

@@ -31,29 +31,38 @@ pub struct MqttSettings {
     pub site: String,
     pub agent_id: String,
     pub keep_alive: Duration,
+    /// `Some` for `mqtts://`.
+    pub tls: Option<MqttTls>,
 }
 
-impl MqttSettings {
-    /// Parses `mqtt://HOST[:PORT]` (1883 by default). TLS (`mqtts://`) comes with issue #8.
-    ///
-    /// # Errors
-    /// A message naming what is wrong with the URL.
-    pub fn endpoint(url: &str) -> Result<(String, u16), String> {
-        let u = url::Url::parse(url).map_err(|e| format!("invalid MQTT URL: {e}"))?;
-        if u.scheme() != "mqtt" {
-            return Err(format!(
-                "unsupported scheme '{}': expected mqtt:// (mqtts:// is not supported yet)",
-                u.scheme()
-            ));
-        }
-        let host = u
-            .host_str()
-            .filter(|h| !h.is_empty())
-            .ok_or("MQTT URL needs a host")?;
-        Ok((
-            host.trim_start_matches('[').trim_end_matches(']').to_owned(),
-            u.port().unwrap_or(1883),
-        ))
+/// TLS material for `mqtts://` (PEM bytes, read at config load).
+#[derive(Clone, PartialEq, Eq)]
+pub struct MqttTls {
+    /// CA bundle the broker's certificate must chain to (for public CAs, the system bundle
+    /// `/etc/ssl/certs/ca-certificates.crt`, which is the default).
+    pub ca_pem: Vec<u8>,
+    /// Client certificate and key, when the broker wants them.
+    pub client_auth: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for MqttTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MqttTls")
+            .field("client_auth", &self.client_auth.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl MqttTls {
+    /// The rumqttc transport for these settings.
+    #[must_use]
+    pub fn transport(&self) -> rumqttc::Transport {
+        crate::install_crypto_provider();
+        rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Simple {
+            ca: self.ca_pem.clone(),
+            alpn: None,
+            client_auth: self.client_auth.clone(),
+        })
     }
 }
 
@@ -81,6 +90,9 @@ impl MqttUplink {
         let client_id = format!("groundtruth-agent-{}", topics::level(&settings.agent_id));
         let mut opts = MqttOptions::new(client_id, settings.host.clone(), settings.port);
         opts.set_keep_alive(settings.keep_alive);
+        if let Some(tls) = &settings.tls {
+            opts.set_transport(tls.transport());
+        }
         // A persistent session, so the broker keeps our ack subscription and queued acks while we
         // are away.
         opts.set_clean_session(false);
@@ -199,25 +211,5 @@ impl MqttUplink {
             tracing::warn!(broker = %endpoint, unacknowledged = waiting.len(), "Some batches were not acknowledged by the collector in time; they stay spooled.");
         }
         Ok(acks)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn endpoint_parsing() {
-        assert_eq!(
-            MqttSettings::endpoint("mqtt://127.0.0.1:28830").unwrap(),
-            ("127.0.0.1".into(), 28830)
-        );
-        assert_eq!(MqttSettings::endpoint("mqtt://broker").unwrap().1, 1883);
-        assert!(
-            MqttSettings::endpoint("mqtts://broker")
-                .unwrap_err()
-                .contains("not supported yet")
-        );
-        assert!(MqttSettings::endpoint("nonsense").is_err());
     }
 }
