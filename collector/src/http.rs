@@ -117,8 +117,7 @@ pub fn render(
     let labels: HashMap<&str, String> = devices
         .iter()
         .map(|d| {
-            let mut evidence = d.locations.clone();
-            evidence.extend(s.rules.site_map.evidence_for_serial(&d.serial));
+            let evidence = crate::reconcile::evidence_for(d, &s.rules);
             let (site, rack, u) = match locate(&evidence, &d.asset_tag, &s.rules.patterns) {
                 Located::At(e) => {
                     let site = [

@@ -291,8 +291,7 @@ async fn devices(cfg: Config, json: bool) -> anyhow::Result<()> {
     }
     for d in &devices {
         use groundtruth_collector::locate::{Located, locate};
-        let mut evidence = d.locations.clone();
-        evidence.extend(cfg.rules.site_map.evidence_for_serial(&d.serial));
+        let evidence = groundtruth_collector::reconcile::evidence_for(d, &cfg.rules);
         let loc = match locate(&evidence, &d.asset_tag, &cfg.rules.patterns) {
             Located::At(l) => Some(l),
             Located::Unknown => None,

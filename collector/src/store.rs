@@ -14,11 +14,15 @@ use sqlx::{Row, SqlitePool};
 
 use crate::normalize;
 
+/// Most topology rows kept per switch report (the agent caps them too).
+const MAX_TOPOLOGY_ROWS: usize = 20_000;
+
 /// Schema migrations, applied in order, each once (recorded in `schema_migrations`).
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/0001_init.sql")),
     (2, include_str!("../migrations/0002_latest_readings.sql")),
     (3, include_str!("../migrations/0003_readings_hourly.sql")),
+    (5, include_str!("../migrations/0005_topology.sql")),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +71,9 @@ pub struct DeviceRow {
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct EvidenceRow {
     pub source: String,
+    /// Topology evidence: "<switch serial>|<switch name>|<port>" the device was seen on, for the
+    /// site map's port table to resolve.
+    pub via: String,
     pub site: String,
     pub room: String,
     pub row: String,
@@ -345,6 +352,32 @@ impl Store {
             .execute(&mut **tx)
             .await?;
         }
+        if !report.topology.is_empty() {
+            use groundtruth_proto::v1::TopologySource;
+            sqlx::query("DELETE FROM topology WHERE switch_device_id = ?")
+                .bind(device_id)
+                .execute(&mut **tx)
+                .await?;
+            for t in report.topology.iter().take(MAX_TOPOLOGY_ROWS) {
+                sqlx::query(
+                    "INSERT INTO topology (switch_device_id, source, local_port, local_port_index, remote_mac, remote_chassis_id,
+                                           remote_system_name, remote_port_id, vlan, observed_at)
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                )
+                .bind(device_id)
+                .bind(enum_name(t.source, TopologySource::as_str_name))
+                .bind(&t.local_port)
+                .bind(i64::from(t.local_port_index))
+                .bind(groundtruth_proto::mac::canonical(&t.remote_mac).unwrap_or_default())
+                .bind(groundtruth_proto::mac::canonical(&t.remote_chassis_id).unwrap_or_else(|| t.remote_chassis_id.clone()))
+                .bind(&t.remote_system_name)
+                .bind(&t.remote_port_id)
+                .bind(i64::from(t.vlan))
+                .bind(&seen)
+                .execute(&mut **tx)
+                .await?;
+            }
+        }
         for l in &report.locations {
             sqlx::query(
                 "INSERT INTO location_evidence (device_id, source, site, room, row_name, rack, u_position, u_height, face, confidence, raw, observed_at)
@@ -401,7 +434,7 @@ impl Store {
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;
-            let locations = sqlx::query(
+            let locations: Vec<EvidenceRow> = sqlx::query(
                 "SELECT source, site, room, row_name, rack, u_position, confidence, raw FROM location_evidence WHERE device_id = ?
                  ORDER BY confidence DESC",
             )
@@ -410,6 +443,7 @@ impl Store {
             .await?
             .into_iter()
             .map(|l| EvidenceRow {
+                via: String::new(),
                 source: l.get("source"),
                 site: l.get("site"),
                 room: l.get("room"),
@@ -420,6 +454,35 @@ impl Store {
                 raw: l.get("raw"),
             })
             .collect();
+            let mut locations = locations;
+            // Where the switches saw this device's MACs (FDB rows, or LLDP chassis ids).
+            let seen_on = sqlx::query(
+                "SELECT DISTINCT sw.serial AS switch_serial, sw.hostname AS switch_name, t.local_port, t.source
+                 FROM device_macs m
+                 JOIN topology t ON (t.remote_mac = m.address OR t.remote_chassis_id = m.address)
+                 JOIN devices sw ON sw.id = t.switch_device_id
+                 WHERE m.device_id = ? AND sw.id != ? AND t.local_port != ''",
+            )
+            .bind(id)
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?;
+            for t in seen_on {
+                let (serial, name, port): (String, String, String) =
+                    (t.get("switch_serial"), t.get("switch_name"), t.get("local_port"));
+                locations.push(EvidenceRow {
+                    source: "LOCATION_SOURCE_TOPOLOGY".into(),
+                    raw: format!(
+                        "{} on switch {} port {port}",
+                        t.get::<String, _>("source")
+                            .trim_start_matches("TOPOLOGY_SOURCE_"),
+                        if serial.is_empty() { &name } else { &serial }
+                    ),
+                    via: format!("{serial}|{name}|{port}"),
+                    confidence: 0.7,
+                    ..Default::default()
+                });
+            }
             out.push(DeviceRow {
                 device_key: r.get("device_key"),
                 serial: r.get("serial"),
