@@ -157,6 +157,9 @@ struct RawMqtt {
     client_cert: Option<PathBuf>,
     #[serde(default)]
     client_key: Option<PathBuf>,
+    /// "protobuf" (default) or "json" (the canonical JSON mapping).
+    #[serde(default)]
+    payload: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -423,6 +426,16 @@ impl Config {
                 agent_id: raw.agent.id.clone(),
                 keep_alive: Duration::from_secs(30),
                 tls,
+                json: match m.payload.as_deref() {
+                    None | Some("protobuf") => false,
+                    Some("json") => true,
+                    Some(other) => {
+                        errors.push(err(format!(
+                            "mqtt.payload: expected \"protobuf\" or \"json\", got {other:?}"
+                        )));
+                        false
+                    }
+                },
             })
         });
         let mut targets = Vec::new();

@@ -33,6 +33,9 @@ pub struct MqttSettings {
     pub keep_alive: Duration,
     /// `Some` for `mqtts://`.
     pub tls: Option<MqttTls>,
+    /// Publish batches as the canonical JSON mapping instead of protobuf (for consumers that
+    /// cannot decode protobuf; about 3× larger). The collector accepts both.
+    pub json: bool,
 }
 
 /// TLS material for `mqtts://` (PEM bytes, read at config load).
@@ -64,6 +67,18 @@ impl MqttTls {
             client_auth: self.client_auth.clone(),
         })
     }
+}
+
+/// A batch as an MQTT payload: protobuf, or its canonical JSON when asked (falling back to
+/// protobuf if the JSON mapping fails, which would be a schema bug).
+fn payload(b: &Batch, json: bool) -> Vec<u8> {
+    if json {
+        match groundtruth_proto::json::to_value(b).map(|v| v.to_string()) {
+            Ok(text) => return text.into_bytes(),
+            Err(e) => tracing::error!(error = %e, "Cannot render a batch as JSON; sending protobuf."),
+        }
+    }
+    b.encode_to_vec()
 }
 
 /// A running MQTT connection for one agent.
@@ -181,7 +196,7 @@ impl MqttUplink {
             let topic = topics::batch_topic(&self.settings.site, &self.settings.agent_id, b.kind);
             let publish = self
                 .client
-                .publish(topic, QoS::AtLeastOnce, false, b.encode_to_vec());
+                .publish(topic, QoS::AtLeastOnce, false, payload(b, self.settings.json));
             match tokio::time::timeout_at(deadline, publish).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
@@ -211,5 +226,23 @@ impl MqttUplink {
             tracing::warn!(broker = %endpoint, unacknowledged = waiting.len(), "Some batches were not acknowledged by the collector in time; they stay spooled.");
         }
         Ok(acks)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_payload_is_canonical_json_of_the_batch() {
+        let b = Batch {
+            epoch: 2,
+            seq: 7,
+            ..Default::default()
+        };
+        let text = String::from_utf8(payload(&b, true)).unwrap();
+        assert!(text.starts_with('{') && text.contains("\"seq\":\"7\""), "{text}");
+        assert_eq!(groundtruth_proto::json::from_str::<Batch>(&text).unwrap(), b);
+        assert_eq!(payload(&b, false), b.encode_to_vec());
     }
 }

@@ -149,7 +149,15 @@ async fn handle(client: &AsyncClient, ingest: &IngestService, stats: &MqttIngest
         let _ = client.ack(p).await;
         return;
     };
-    let batch = match Batch::decode(p.payload.as_ref()) {
+    // Agents publish protobuf, or the canonical JSON mapping with `mqtt.payload = "json"`.
+    let decoded = if p.payload.first() == Some(&b'{') {
+        std::str::from_utf8(&p.payload)
+            .map_err(|e| e.to_string())
+            .and_then(|t| groundtruth_proto::json::from_str::<Batch>(t).map_err(|e| e.to_string()))
+    } else {
+        Batch::decode(p.payload.as_ref()).map_err(|e| e.to_string())
+    };
+    let batch = match decoded {
         Ok(b) => b,
         Err(e) => {
             stats.malformed.fetch_add(1, Ordering::Relaxed);
