@@ -45,6 +45,7 @@ pub fn routes() -> Router<Arc<HttpState>> {
         .route("/events", get(events))
         .route("/login", get(login_form).post(login))
         .route("/logout", post(logout))
+        .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
         .route(
             "/static/app.js",
             get(|| async { asset(APP_JS, "text/javascript; charset=utf-8") }),

@@ -562,35 +562,36 @@ pub fn power_chart(points: &[(String, f64)], now: SystemTime, window: Duration) 
     if pts.is_empty() {
         return "<p class=\"muted\" id=\"power-chart\">No power readings in the last 24 h.</p>".to_owned();
     }
+    // Power is shown from 0 W, so a flat line reads as "steady", not as "at the bottom".
     let (lo, hi) = pts.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), p| {
         (l.min(p.1), h.max(p.1))
     });
-    let span = if hi > lo { hi - lo } else { 1.0 };
-    let coords: Vec<String> = pts
+    let (axis_lo, axis_hi) = (lo.min(0.0), if hi > 0.0 { hi * 1.1 } else { 1.0 });
+    let span = axis_hi - axis_lo;
+    let xy: Vec<(f64, f64)> = pts
         .iter()
         .map(|(x, v)| {
-            format!(
-                "{:.1},{:.1}",
+            (
                 PAD + x * (W - 2.0 * PAD),
-                H - PAD - (v - lo) / span * (H - 2.0 * PAD)
+                H - PAD - (v - axis_lo) / span * (H - 2.0 * PAD),
             )
         })
         .collect();
+    let coords: Vec<String> = xy.iter().map(|(x, y)| format!("{x:.1},{y:.1}")).collect();
+    let dots: String = if xy.len() <= 120 {
+        xy.iter()
+            .map(|(x, y)| format!("<circle cx=\"{x:.1}\" cy=\"{y:.1}\" r=\"2.5\" fill=\"#1565c0\"/>"))
+            .collect()
+    } else {
+        String::new()
+    };
     let last = pts.last().map_or(0.0, |p| p.1);
     format!(
-        "<figure id=\"power-chart\"><svg class=\"chart\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{H}\" viewBox=\"0 0 {W} {H}\" role=\"img\" aria-label=\"power, last 24 h\"><rect x=\"0\" y=\"0\" width=\"{W}\" height=\"{H}\" class=\"chartbg\"/><polyline fill=\"none\" stroke=\"#1565c0\" stroke-width=\"2\" points=\"{}\"/>{}</svg><figcaption>{} reading(s) in the last 24 h · min {lo:.0} W · max {hi:.0} W · last {last:.0} W</figcaption></figure>",
+        "<figure id=\"power-chart\"><svg class=\"chart\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{H}\" viewBox=\"0 0 {W} {H}\" role=\"img\" aria-label=\"power, last 24 h\"><rect x=\"0\" y=\"0\" width=\"{W}\" height=\"{H}\" class=\"chartbg\"/><text x=\"4\" y=\"12\" class=\"axis\">{axis_hi:.0} W</text><text x=\"4\" y=\"{ybot}\" class=\"axis\">{axis_lo:.0} W · 24 h ago</text><text x=\"{xnow}\" y=\"{ybot}\" class=\"axis\" text-anchor=\"end\">now</text><polyline fill=\"none\" stroke=\"#1565c0\" stroke-width=\"2\" points=\"{}\"/>{dots}</svg><figcaption>{} reading(s) in the last 24 h · min {lo:.0} W · max {hi:.0} W · last {last:.0} W</figcaption></figure>",
         coords.join(" "),
-        if pts.len() == 1 {
-            // A single reading: show it as a dot.
-            format!(
-                "<circle cx=\"{}\" r=\"3\" cy=\"{}\" fill=\"#1565c0\"/>",
-                coords[0].split(',').next().unwrap_or("0"),
-                coords[0].split(',').nth(1).unwrap_or("0")
-            )
-        } else {
-            String::new()
-        },
-        pts.len()
+        pts.len(),
+        ybot = H - 2.0,
+        xnow = W - 4.0,
     )
 }
 
@@ -1005,7 +1006,9 @@ mod tests {
         );
         assert!(svg.contains("<polyline"), "{svg}");
         assert!(svg.contains("min 100 W · max 300 W · last 300 W"), "{svg}");
-        assert!(svg.contains("points=\"240.0,114.0 "), "{svg}");
+        // 12 h ago is mid-window; the axis runs from 0 W to 110 % of the maximum.
+        assert!(svg.contains("points=\"240.0,81.3 "), "{svg}");
+        assert_eq!(svg.matches("<circle").count(), 2);
         assert!(power_chart(&[], now, Duration::from_secs(60)).contains("No power readings"));
     }
 }
