@@ -659,4 +659,64 @@ mod tests {
         assert_eq!(r.status(), StatusCode::SEE_OTHER);
         assert!(store.open_exceptions().await.unwrap().is_empty());
     }
+
+    #[tokio::test]
+    async fn device_keys_with_slashes_round_trip_through_links() {
+        use groundtruth_proto::v1::{
+            AgentInfo, Batch, DeviceIdentity, DeviceReport, PollOutcome, PollStatus,
+        };
+        use tower::ServiceExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(&dir.path().join("s.db")).await.unwrap();
+        store
+            .commit_batch(&Batch {
+                agent: Some(AgentInfo {
+                    agent_id: "a1".into(),
+                    ..Default::default()
+                }),
+                epoch: 1,
+                seq: 1,
+                devices: vec![DeviceReport {
+                    identity: Some(DeviceIdentity {
+                        endpoint_key: "snmp://10.0.0.9:161".into(),
+                        model: "<i>PDU</i>".into(),
+                        ..Default::default()
+                    }),
+                    status: Some(PollStatus {
+                        outcome: PollOutcome::Ok as i32,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let key = "endpoint:a1/snmp://10.0.0.9:161";
+        let app = crate::http::router(HttpState {
+            store,
+            ingest: Arc::default(),
+            rules: crate::reconcile::Rules::builtin(""),
+            api_token: None,
+            events: tokio::sync::watch::channel(0).1,
+            cmdb_configured: true,
+        });
+        let get = |uri: String| {
+            axum::http::Request::builder()
+                .uri(uri)
+                .body(axum::body::Body::empty())
+                .unwrap()
+        };
+        let index = app.clone().oneshot(get("/".into())).await.unwrap();
+        let body = axum::body::to_bytes(index.into_body(), 1 << 20).await.unwrap();
+        let body = String::from_utf8(body.to_vec()).unwrap();
+        let href = render::device_href(key);
+        assert!(body.contains(&format!("href=\"{href}\"")), "{body}");
+        let r = app.oneshot(get(href)).await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        let body = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
+        let body = String::from_utf8(body.to_vec()).unwrap();
+        assert!(body.contains("endpoint:a1/snmp://10.0.0.9:161"), "{body}");
+        assert!(body.contains("&lt;i&gt;PDU&lt;/i&gt;") && body.contains("Not synced yet."));
+    }
 }
