@@ -137,6 +137,7 @@ try {
     assert.match(await page.textContent('main'), /X<b>1<\/b>/);
     assert.match(await page.textContent('main'), /Room <img src=x onerror=window.__gtXss=1>/);
     assert.equal(await page.evaluate(() => window.__gtXss), undefined);
+    await page.screenshot({ path: join(artifacts, 'index.png'), fullPage: true });
   });
 
   await step('exceptions: listed, escaped, a cross-site POST is refused, resolve works', async () => {

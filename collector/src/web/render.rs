@@ -126,7 +126,8 @@ impl RackView<'_> {
             .iter()
             .filter(|p| p.inlets.is_empty())
             .filter_map(|p| p.watts)
-            .sum()
+            // Not `.sum()`: the empty f64 sum is -0.0, which prints as "-0 W".
+            .fold(0.0, |a, w| a + w)
     }
 }
 
