@@ -456,9 +456,15 @@ async fn login(State(s): State<Arc<HttpState>>, headers: HeaderMap, body: Bytes)
         );
     }
     let mut r = Redirect::to(&next).into_response();
+    // Behind a TLS reverse proxy the cookie is also marked Secure.
+    let tls = headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|p| p.eq_ignore_ascii_case("https"));
     if let Ok(v) = HeaderValue::from_str(&format!(
-        "{COOKIE}={}; Path=/; HttpOnly; SameSite=Strict",
-        render::seg(&given)
+        "{COOKIE}={}; Path=/; HttpOnly; SameSite=Strict{}",
+        render::seg(&given),
+        if tls { "; Secure" } else { "" }
     )) {
         r.headers_mut().insert(header::SET_COOKIE, v);
     }
@@ -607,6 +613,18 @@ mod tests {
         );
         let pair = cookie.split(';').next().unwrap().to_owned();
         assert_eq!(pair, "gt_token=s3cret%3B%3D");
+        assert!(!cookie.contains("Secure"), "{cookie}");
+        let behind_tls = [
+            ("host", "gt:1"),
+            ("origin", "https://gt:1"),
+            ("x-forwarded-proto", "https"),
+        ];
+        let r = app
+            .clone()
+            .oneshot(req("POST", "/login", &behind_tls, "token=s3cret%3B%3D"))
+            .await
+            .unwrap();
+        assert!(r.headers()["set-cookie"].to_str().unwrap().ends_with("; Secure"));
         let r = app
             .clone()
             .oneshot(req("GET", "/exceptions", &[("cookie", &pair)], ""))

@@ -28,6 +28,7 @@
   es.addEventListener('open', function () { say('live'); });
   es.addEventListener('error', function () { say('reconnecting…'); });
   es.addEventListener('batch', function () {
-    if (pending === null) pending = setTimeout(refresh, 300);
+    // At most one refresh a second however many agents deliver.
+    if (pending === null) pending = setTimeout(refresh, 1000);
   });
 })();
