@@ -371,6 +371,11 @@ pub fn u_top(height: u32, u: u32) -> u32 {
     TOP + height.saturating_sub(u) * U_PX
 }
 
+/// Whether a placed device lies within U1..=height.
+fn fits(p: &Placed<'_>, height: u32) -> bool {
+    p.u.is_some_and(|u| u >= 1 && u + p.height - 1 <= height)
+}
+
 /// The rack elevation as inline SVG: U1..height, each device over its U range, coloured by power.
 #[must_use]
 pub fn elevation(r: &RackView<'_>) -> String {
@@ -393,13 +398,14 @@ pub fn elevation(r: &RackView<'_>) -> String {
             y + U_PX / 2 + 4
         );
     }
-    let mut placed: Vec<&Placed<'_>> = r.devices.iter().filter(|p| p.u.is_some()).collect();
+    // Devices that do not fit (U0, or reaching above the top) are listed beside the drawing.
+    let mut placed: Vec<&Placed<'_>> = r.devices.iter().filter(|p| fits(p, h)).collect();
     placed.sort_by_key(|p| p.u);
     for p in placed {
         let Some(u) = p.u else { continue };
         let top_u = u + p.height - 1;
-        let y = u_top(h, top_u.min(h));
-        let rows = (top_u.min(h) + 1).saturating_sub(u).max(1);
+        let y = u_top(h, top_u);
+        let rows = p.height;
         let d = p.device;
         let text = format!(
             "U{u}{} {} · {} · {}",
@@ -525,7 +531,7 @@ pub fn rack_page(r: &RackView<'_>) -> String {
     let outside: Vec<&Placed<'_>> = r
         .devices
         .iter()
-        .filter(|p| p.u.is_some_and(|u| u == 0 || u + p.height - 1 > r.height))
+        .filter(|p| p.u.is_some() && !fits(p, r.height))
         .collect();
     if !outside.is_empty() {
         b.push_str("<h2>Outside the rack's height</h2>\n<ul>\n");
@@ -927,6 +933,12 @@ mod tests {
         assert_eq!(u_top(42, 1), TOP + 41 * U_PX);
         assert_eq!(svg.matches("class=\"slot\" data-u=").count(), 42);
         assert!((r.total_watts() - 344.0).abs() < f64::EPSILON);
+        // A 4U device at U41 of 42 does not fit: listed, not drawn over the top.
+        let devices = vec![dev("serial:C", "C", "R07", Some(41), None)];
+        let heights = HashMap::from([("serial:C".to_owned(), 4)]);
+        let inv = inventory(&devices, &[], &heights, &Rules::builtin("DC1"));
+        assert!(!elevation(&inv.racks[0]).contains("data-serial=\"C\""));
+        assert!(rack_page(&inv.racks[0]).contains("Outside the rack's height"));
     }
 
     #[test]
