@@ -760,4 +760,133 @@ secret = { file = "SECRET_FILE" }
         let msg = Config::parse(&bad, "agent.toml").unwrap_err()[0].to_string();
         assert!(msg.contains("thirty") && msg.contains("line 11"), "{msg}");
     }
+
+    /// The part of docs/configuration.md between `## {start}` and the next `## ` heading.
+    fn doc_section(start: &str) -> String {
+        let doc = include_str!("../../docs/configuration.md");
+        let from = doc
+            .find(&format!("\n## {start}"))
+            .expect("section in docs/configuration.md");
+        let rest = &doc[from + 4..];
+        rest[..rest.find("\n## ").unwrap_or(rest.len())].to_owned()
+    }
+
+    /// Keys documented in the section's reference tables: the first cell of each row, `` `a.b` ``.
+    fn doc_table_keys(section: &str) -> std::collections::BTreeSet<String> {
+        section
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `"))
+            .filter_map(|l| l.split_once('`').map(|(k, _)| k.to_owned()))
+            .collect()
+    }
+
+    /// The section's example (its first ```toml block) and the `table.key` names it sets
+    /// (`[[array]]` tables count as their table name; inline tables such as secrets are values).
+    fn doc_example(section: &str) -> (String, std::collections::BTreeSet<String>) {
+        let start = section.find("```toml\n").expect("a ```toml example") + 8;
+        let text = section[start..][..section[start..].find("```").expect("closed")].to_owned();
+        let value: toml::Table = toml::from_str(&text).expect("example is TOML");
+        let mut keys = std::collections::BTreeSet::new();
+        for (table, v) in &value {
+            let entries: Vec<&toml::Table> = match v {
+                toml::Value::Table(t) => vec![t],
+                toml::Value::Array(a) => a.iter().filter_map(toml::Value::as_table).collect(),
+                _ => panic!("top-level key {table} outside a table"),
+            };
+            for t in entries {
+                keys.extend(t.keys().map(|k| format!("{table}.{k}")));
+            }
+        }
+        (text, keys)
+    }
+
+    /// docs/configuration.md cannot silently rot: its agent example parses with the strict
+    /// (`deny_unknown_fields`) types, sets every key those types have, and the reference tables
+    /// list exactly those keys. A new field fails to compile here until it is listed (and then
+    /// documented).
+    #[test]
+    fn config_reference_lists_every_key() {
+        use super::{RawAgent, RawCollector, RawConfig, RawDefaults, RawMqtt, RawTarget};
+        let section = doc_section("Agent");
+        let (example, example_keys) = doc_example(&section);
+        let raw: RawConfig = toml::from_str(&example).unwrap();
+        let RawConfig {
+            agent,
+            collector,
+            mqtt,
+            defaults,
+            targets,
+        } = raw;
+        let RawAgent {
+            id: _,
+            site: _,
+            state_dir,
+            spool_max,
+            metrics_listen,
+        } = agent;
+        let RawCollector { grpc: _ } = collector.expect("[collector] in the example");
+        let RawDefaults {
+            interval,
+            timeout,
+            retries,
+            delivery_timeout,
+            max_concurrent_polls,
+            batch_max_devices,
+            batch_max_delay,
+        } = defaults;
+        let RawTarget {
+            name: _,
+            url: _,
+            secret,
+            ca_file,
+            interval: target_interval,
+        } = targets.into_iter().next().expect("a [[targets]] entry");
+        assert!(state_dir.is_some() && spool_max.is_some() && metrics_listen.is_some());
+        assert!(interval.is_some() && timeout.is_some() && retries.is_some());
+        assert!(delivery_timeout.is_some() && max_concurrent_polls.is_some());
+        assert!(batch_max_devices.is_some() && batch_max_delay.is_some());
+        assert!(secret.is_some() && ca_file.is_some() && target_interval.is_some());
+        // [mqtt] is the alternative uplink; its keys are checked on a second parse.
+        assert!(mqtt.is_none());
+        let with_mqtt = format!(
+            "{example}\n[mqtt]\nurl = \"mqtt://b:1883\"\nusername = \"u\"\npassword = {{ env = \"P\" }}\n"
+        );
+        let RawMqtt {
+            url: _,
+            username,
+            password,
+        } = toml::from_str::<RawConfig>(&with_mqtt).unwrap().mqtt.unwrap();
+        assert!(username.is_some() && password.is_some());
+        let accepted: std::collections::BTreeSet<String> = [
+            "agent.id",
+            "agent.site",
+            "agent.state_dir",
+            "agent.spool_max",
+            "agent.metrics_listen",
+            "collector.grpc",
+            "defaults.interval",
+            "defaults.timeout",
+            "defaults.retries",
+            "defaults.delivery_timeout",
+            "defaults.max_concurrent_polls",
+            "defaults.batch_max_devices",
+            "defaults.batch_max_delay",
+            "targets.name",
+            "targets.url",
+            "targets.secret",
+            "targets.ca_file",
+            "targets.interval",
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+        assert_eq!(example_keys, accepted, "the example in docs/configuration.md");
+        let mut documented = accepted.clone();
+        documented.extend(["mqtt.url", "mqtt.username", "mqtt.password"].map(str::to_owned));
+        assert_eq!(
+            doc_table_keys(&section),
+            documented,
+            "the reference tables in docs/configuration.md"
+        );
+    }
 }

@@ -526,4 +526,124 @@ mod tests {
         assert_eq!(nb.token, "nbt_abc.def");
         assert!(!format!("{nb:?}").contains("nbt_abc"));
     }
+
+    /// The part of docs/configuration.md between `## {start}` and the next `## ` heading.
+    fn doc_section(start: &str) -> String {
+        let doc = include_str!("../../docs/configuration.md");
+        let from = doc
+            .find(&format!("\n## {start}"))
+            .expect("section in docs/configuration.md");
+        let rest = &doc[from + 4..];
+        rest[..rest.find("\n## ").unwrap_or(rest.len())].to_owned()
+    }
+
+    /// Keys documented in the section's reference tables: the first cell of each row, `` `a.b` ``.
+    fn doc_table_keys(section: &str) -> std::collections::BTreeSet<String> {
+        section
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `"))
+            .filter_map(|l| l.split_once('`').map(|(k, _)| k.to_owned()))
+            .collect()
+    }
+
+    /// The section's example (its first ```toml block) and the `table.key` names it sets
+    /// (`[[array]]` tables count as their table name; inline tables such as secrets are values).
+    fn doc_example(section: &str) -> (String, std::collections::BTreeSet<String>) {
+        let start = section.find("```toml\n").expect("a ```toml example") + 8;
+        let text = section[start..][..section[start..].find("```").expect("closed")].to_owned();
+        let value: toml::Table = toml::from_str(&text).expect("example is TOML");
+        let mut keys = std::collections::BTreeSet::new();
+        for (table, v) in &value {
+            let entries: Vec<&toml::Table> = match v {
+                toml::Value::Table(t) => vec![t],
+                toml::Value::Array(a) => a.iter().filter_map(toml::Value::as_table).collect(),
+                _ => panic!("top-level key {table} outside a table"),
+            };
+            for t in entries {
+                keys.extend(t.keys().map(|k| format!("{table}.{k}")));
+            }
+        }
+        (text, keys)
+    }
+
+    /// docs/configuration.md cannot silently rot: its collector example parses with the strict
+    /// (`deny_unknown_fields`) types, sets every key those types have, and the reference tables
+    /// list exactly those keys. A new field fails to compile here until it is listed (and then
+    /// documented).
+    #[test]
+    fn config_reference_lists_every_key() {
+        let section = doc_section("Collector");
+        let (example, example_keys) = doc_example(&section);
+        let raw: Raw = toml::from_str(&example).unwrap();
+        let Raw {
+            collector,
+            netbox,
+            mqtt,
+            location,
+        } = raw;
+        let RawCollector {
+            listen_grpc: _,
+            database: _,
+            default_site: _,
+            listen_http,
+            api_token,
+            retention_raw,
+            retention_hourly,
+        } = collector;
+        let RawLocation { patterns, site_map } = location;
+        let RawMqtt {
+            url: _,
+            username,
+            password,
+            share_group: _,
+            client_id,
+        } = mqtt.expect("[mqtt] in the example");
+        let RawNetBox {
+            url: _,
+            token: _,
+            device_role: _,
+            create_missing: _,
+            sync_interval,
+            dry_run: _,
+            tls_verify: _,
+            ca_file,
+        } = netbox.expect("[netbox] in the example");
+        assert!(listen_http.is_some() && api_token.is_some() && retention_raw.is_some());
+        assert!(retention_hourly.is_some() && patterns.is_some() && site_map.is_some());
+        assert!(username.is_some() && password.is_some() && client_id.is_some());
+        assert!(sync_interval.is_some() && ca_file.is_some());
+        let accepted: std::collections::BTreeSet<String> = [
+            "collector.listen_grpc",
+            "collector.database",
+            "collector.default_site",
+            "collector.listen_http",
+            "collector.api_token",
+            "collector.retention_raw",
+            "collector.retention_hourly",
+            "location.patterns",
+            "location.site_map",
+            "mqtt.url",
+            "mqtt.username",
+            "mqtt.password",
+            "mqtt.share_group",
+            "mqtt.client_id",
+            "netbox.url",
+            "netbox.token",
+            "netbox.device_role",
+            "netbox.create_missing",
+            "netbox.sync_interval",
+            "netbox.dry_run",
+            "netbox.tls_verify",
+            "netbox.ca_file",
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+        assert_eq!(example_keys, accepted, "the example in docs/configuration.md");
+        assert_eq!(
+            doc_table_keys(&section),
+            accepted,
+            "the reference tables in docs/configuration.md"
+        );
+    }
 }

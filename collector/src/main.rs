@@ -189,6 +189,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             }
         });
     }
+    let events = tx.subscribe();
     let service = IngestService::new(store.clone(), tx);
     if let Some(listen) = cfg.listen_http {
         let state = groundtruth_collector::http::HttpState {
@@ -196,6 +197,8 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             ingest: service.stats(),
             rules: cfg.rules.clone(),
             api_token: cfg.api_token.clone(),
+            events,
+            cmdb_configured: cfg.netbox.is_some(),
         };
         tokio::spawn(async move {
             if let Err(e) = groundtruth_collector::http::serve(listen, state).await {

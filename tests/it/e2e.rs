@@ -110,6 +110,8 @@ async fn snmpd_and_redfish_to_collector_to_netbox_twice_is_idempotent() {
         ingest: std::sync::Arc::default(),
         rules: groundtruth_collector::reconcile::Rules::builtin("DC1"),
         api_token: Some("e2e-token".into()),
+        events: tokio::sync::watch::channel(0).1,
+        cmdb_configured: false,
     };
     tokio::spawn(groundtruth_collector::http::serve(
         format!("127.0.0.1:{http}").parse().unwrap(),
