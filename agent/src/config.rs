@@ -806,7 +806,9 @@ secret = { file = "SECRET_FILE" }
     /// documented).
     #[test]
     fn config_reference_lists_every_key() {
-        use super::{RawAgent, RawCollector, RawConfig, RawDefaults, RawMqtt, RawTarget};
+        use super::{
+            RawAgent, RawCollector, RawConfig, RawCredential, RawDefaults, RawMqtt, RawSweep, RawTarget,
+        };
         let section = doc_section("Agent");
         let (example, example_keys) = doc_example(&section);
         let raw: RawConfig = toml::from_str(&example).unwrap();
@@ -816,6 +818,7 @@ secret = { file = "SECRET_FILE" }
             mqtt,
             defaults,
             targets,
+            sweeps,
         } = raw;
         let RawAgent {
             id: _,
@@ -824,7 +827,36 @@ secret = { file = "SECRET_FILE" }
             spool_max,
             metrics_listen,
         } = agent;
-        let RawCollector { grpc: _ } = collector.expect("[collector] in the example");
+        let RawCollector {
+            grpc: _,
+            ca_file: grpc_ca,
+            client_cert,
+            client_key,
+            server_name,
+        } = collector.expect("[collector] in the example");
+        assert!(grpc_ca.is_some() && client_cert.is_some() && client_key.is_some() && server_name.is_some());
+        let RawSweep {
+            name: _,
+            ranges: _,
+            every,
+            interval: sweep_interval,
+            snmp_ports,
+            snmp_communities,
+            redfish_ports,
+            redfish_credentials,
+            redfish_insecure: _,
+            ipmi_ports,
+            ipmi_credentials,
+            modbus_ports,
+            modbus_try,
+        } = sweeps.into_iter().next().expect("a [[sweeps]] entry");
+        assert!(
+            every.is_some() && sweep_interval.is_some() && snmp_ports.is_some() && redfish_ports.is_some()
+        );
+        assert!(ipmi_ports.is_some() && modbus_ports.is_some() && !snmp_communities.is_empty());
+        assert!(!modbus_try.is_empty() && !ipmi_credentials.is_empty());
+        let RawCredential { user: _, password: _ } =
+            redfish_credentials.into_iter().next().expect("a credential");
         let RawDefaults {
             interval,
             timeout,
@@ -849,14 +881,20 @@ secret = { file = "SECRET_FILE" }
         // [mqtt] is the alternative uplink; its keys are checked on a second parse.
         assert!(mqtt.is_none());
         let with_mqtt = format!(
-            "{example}\n[mqtt]\nurl = \"mqtt://b:1883\"\nusername = \"u\"\npassword = {{ env = \"P\" }}\n"
+            "{example}\n[mqtt]\nurl = \"mqtts://b:8883\"\nusername = \"u\"\npassword = {{ env = \"P\" }}\n\
+             ca_file = \"/c\"\nclient_cert = \"/c\"\nclient_key = \"/k\"\npayload = \"json\"\n"
         );
         let RawMqtt {
             url: _,
             username,
             password,
+            ca_file: mqtt_ca,
+            client_cert: mqtt_cert,
+            client_key: mqtt_key,
+            payload,
         } = toml::from_str::<RawConfig>(&with_mqtt).unwrap().mqtt.unwrap();
-        assert!(username.is_some() && password.is_some());
+        assert!(username.is_some() && password.is_some() && payload.is_some());
+        assert!(mqtt_ca.is_some() && mqtt_cert.is_some() && mqtt_key.is_some());
         let accepted: std::collections::BTreeSet<String> = [
             "agent.id",
             "agent.site",
@@ -864,6 +902,10 @@ secret = { file = "SECRET_FILE" }
             "agent.spool_max",
             "agent.metrics_listen",
             "collector.grpc",
+            "collector.ca_file",
+            "collector.client_cert",
+            "collector.client_key",
+            "collector.server_name",
             "defaults.interval",
             "defaults.timeout",
             "defaults.retries",
@@ -876,13 +918,37 @@ secret = { file = "SECRET_FILE" }
             "targets.secret",
             "targets.ca_file",
             "targets.interval",
+            "sweeps.name",
+            "sweeps.ranges",
+            "sweeps.every",
+            "sweeps.interval",
+            "sweeps.snmp_ports",
+            "sweeps.snmp_communities",
+            "sweeps.redfish_ports",
+            "sweeps.redfish_credentials",
+            "sweeps.redfish_insecure",
+            "sweeps.ipmi_ports",
+            "sweeps.ipmi_credentials",
+            "sweeps.modbus_ports",
+            "sweeps.modbus_try",
         ]
         .into_iter()
         .map(str::to_owned)
         .collect();
         assert_eq!(example_keys, accepted, "the example in docs/configuration.md");
         let mut documented = accepted.clone();
-        documented.extend(["mqtt.url", "mqtt.username", "mqtt.password"].map(str::to_owned));
+        documented.extend(
+            [
+                "mqtt.url",
+                "mqtt.username",
+                "mqtt.password",
+                "mqtt.ca_file",
+                "mqtt.client_cert",
+                "mqtt.client_key",
+                "mqtt.payload",
+            ]
+            .map(str::to_owned),
+        );
         assert_eq!(
             doc_table_keys(&section),
             documented,

@@ -589,7 +589,11 @@ mod tests {
             api_token,
             retention_raw,
             retention_hourly,
+            tls_cert,
+            tls_key,
+            client_ca,
         } = collector;
+        assert!(tls_cert.is_some() && tls_key.is_some() && client_ca.is_some());
         let RawLocation { patterns, site_map } = location;
         let RawMqtt {
             url: _,
@@ -597,7 +601,11 @@ mod tests {
             password,
             share_group: _,
             client_id,
+            ca_file: mqtt_ca,
+            client_cert,
+            client_key,
         } = mqtt.expect("[mqtt] in the example");
+        assert!(mqtt_ca.is_some() && client_cert.is_some() && client_key.is_some());
         let RawNetBox {
             url: _,
             token: _,
@@ -620,6 +628,9 @@ mod tests {
             "collector.api_token",
             "collector.retention_raw",
             "collector.retention_hourly",
+            "collector.tls_cert",
+            "collector.tls_key",
+            "collector.client_ca",
             "location.patterns",
             "location.site_map",
             "mqtt.url",
@@ -627,6 +638,9 @@ mod tests {
             "mqtt.password",
             "mqtt.share_group",
             "mqtt.client_id",
+            "mqtt.ca_file",
+            "mqtt.client_cert",
+            "mqtt.client_key",
             "netbox.url",
             "netbox.token",
             "netbox.device_role",
