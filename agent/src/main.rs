@@ -430,13 +430,29 @@ async fn poll(args: PollArgs) -> ExitCode {
             ..Limits::default()
         },
     };
-    let (report, error) = driver::poll(&target, &cx).await;
+    let (reports, error) = driver::poll_all(&target, &cx).await;
+    // A one-shot poll leaves no Redfish session behind.
+    driver::redfish::close_all_sessions().await;
     if let Some(e) = error {
         eprintln!("error: {} ({}): {e}", target.endpoint_key(), target.protocol());
         return ExitCode::from(1);
     }
     if args.json {
-        match groundtruth_proto::json::to_string_pretty(&report) {
+        // One device: the report object. Several (a Redfish service with an enclosure and its
+        // blades, or PDUs): a JSON array of report objects.
+        let printed: Result<String, String> = if let [report] = reports.as_slice() {
+            groundtruth_proto::json::to_string_pretty(report).map_err(|e| e.to_string())
+        } else {
+            reports
+                .iter()
+                .map(groundtruth_proto::json::to_value)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| e.to_string())
+                .and_then(|v| {
+                    serde_json::to_string_pretty(&serde_json::Value::Array(v)).map_err(|e| e.to_string())
+                })
+        };
+        match printed {
             Ok(s) => println!("{s}"),
             Err(e) => {
                 eprintln!("error: {e}");
@@ -444,7 +460,12 @@ async fn poll(args: PollArgs) -> ExitCode {
             }
         }
     } else {
-        print_human(&report);
+        for (i, report) in reports.iter().enumerate() {
+            if i > 0 {
+                println!();
+            }
+            print_human(report);
+        }
     }
     ExitCode::SUCCESS
 }

@@ -92,14 +92,18 @@ impl Agent {
         let polls = self.config.targets.iter().map(|t| {
             let cx = &cx;
             async move {
-                let (report, err) = driver::poll(&t.target, cx).await;
+                let (reports, err) = driver::poll_all(&t.target, cx).await;
                 if let Some(e) = err {
                     tracing::warn!(target_name = %t.name, endpoint = %t.target.endpoint_key(), error = %e, "Poll failed.");
                 }
-                (t.name.clone(), report)
+                reports.into_iter().map(|r| (t.name.clone(), r)).collect::<Vec<_>>()
             }
         });
-        futures::future::join_all(polls).await
+        futures::future::join_all(polls)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
     }
 
     /// One round: poll, seal a batch, deliver it (and anything pending).
