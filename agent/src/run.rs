@@ -327,6 +327,12 @@ impl Agent {
                         t.abort();
                     }
                     drop(scheduler);
+                    // Idle Redfish sessions are logged out, not left for the BMC to expire.
+                    let _ = tokio::time::timeout(
+                        std::time::Duration::from_secs(5),
+                        crate::driver::redfish::close_all_sessions(),
+                    )
+                    .await;
                     flush(&config, &durable, &mut buffer, &mut oldest, &stats, &wake);
                     tracing::info!(spooled = lock(&durable).1.len(), "Stopping; spooled batches are kept for the next start.");
                     sender.abort();

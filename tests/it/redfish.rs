@@ -109,6 +109,63 @@ async fn self_signed_bmc_is_refused_without_ca_and_accepted_with_insecure() {
     assert_eq!(report.identity.unwrap().serial_number, "GTSRV0000001");
 }
 
+/// `?pin=sha256:<hex>` accepts exactly the pinned self-signed certificate, without a CA.
+#[tokio::test]
+async fn pinned_certificate_is_accepted_and_a_wrong_pin_refused() {
+    let Some([url, cert]) = Peers::load().require("redfish_pin", ["GT_REDFISH_URL", "GT_REDFISH_CERT"])
+    else {
+        return;
+    };
+    let pem = std::fs::read_to_string(&cert).unwrap();
+    let b64: String = pem
+        .lines()
+        .skip_while(|l| !l.starts_with("-----BEGIN CERTIFICATE"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("-----END"))
+        .collect();
+    let der = base64_decode(&b64);
+    let pin: String = sha2::Digest::finalize(sha2::Digest::chain_update(
+        <sha2::Sha256 as sha2::Digest>::new(),
+        &der,
+    ))
+    .iter()
+    .map(|b| format!("{b:02x}"))
+    .collect();
+    let (report, err) = poll(&format!("redfish://{}?pin=sha256:{pin}", host_port(&url)), None).await;
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(report.identity.unwrap().serial_number, "GTSRV0000001");
+    let wrong = "0".repeat(64);
+    let (_, err) = poll(&format!("redfish://{}?pin=sha256:{wrong}", host_port(&url)), None).await;
+    let err = err.expect("a wrong pin must be refused");
+    assert!(matches!(err, DriverError::Tls(_)), "{err:?}");
+    assert!(err.to_string().contains("pin mismatch"), "{err}");
+}
+
+fn base64_decode(s: &str) -> Vec<u8> {
+    let val = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' => 62,
+        _ => 63,
+    };
+    let bytes: Vec<u8> = s
+        .bytes()
+        .filter(|c| *c != b'=' && !c.is_ascii_whitespace())
+        .collect();
+    let mut out = Vec::new();
+    for chunk in bytes.chunks(4) {
+        let mut n = 0u32;
+        for (i, c) in chunk.iter().enumerate() {
+            n |= u32::from(val(*c)) << (18 - 6 * i);
+        }
+        for i in 0..chunk.len().saturating_sub(1) {
+            out.push((n >> (16 - 8 * i)) as u8);
+        }
+    }
+    out
+}
+
 #[tokio::test]
 async fn sparse_bmc_dash_macs_are_canonical_and_missing_serial_is_empty() {
     let Some([url, ca]) = Peers::load().require("redfish_sparse", ["GT_REDFISH_SPARSE_URL", "GT_REDFISH_CA"])
