@@ -217,6 +217,8 @@ async fn discover(args: DiscoverArgs) -> anyhow::Result<ExitCode> {
         })
     });
     let found = sweep(&spec, &cx, args.concurrency, std::sync::Arc::clone(&progress)).await;
+    // Probes leave no Redfish session behind.
+    driver::redfish::close_all_sessions().await;
     if let Some(t) = ticker {
         t.abort();
         eprintln!();

@@ -1122,13 +1122,19 @@ async fn read_source(p: &Poller, s: &Source, now: SystemTime) -> Result<Vec<Read
             let m: Metered = p.get(path).await.map_err(|e| format!("{path}: {e}"))?;
             let label = clean(m.id.as_deref().or(Some(label.as_str())));
             let _ = &m.name;
-            // Per-line values of a polyphase circuit: PHASE components, index = circuit index
-            // × 100 + position, label "<circuit> <line>".
-            for (metric, unit, field, map) in [
-                ("power", "W", "PolyPhasePowerWatts", &m.poly_phase_power_watts),
-                ("current", "A", "PolyPhaseCurrentAmps", &m.poly_phase_current_amps),
-                ("voltage", "V", "PolyPhaseVoltage", &m.poly_phase_voltage),
-            ] {
+            // Per-line values of a polyphase mains circuit: PHASE components, index = inlet
+            // index × 100 + position, label "<inlet> <line>". Outlets are single-phase and say
+            // the same values without the PolyPhase wrapper: not repeated.
+            let phases = if *kind == ComponentKind::Inlet {
+                vec![
+                    ("power", "W", "PolyPhasePowerWatts", &m.poly_phase_power_watts),
+                    ("current", "A", "PolyPhaseCurrentAmps", &m.poly_phase_current_amps),
+                    ("voltage", "V", "PolyPhaseVoltage", &m.poly_phase_voltage),
+                ]
+            } else {
+                vec![]
+            };
+            for (metric, unit, field, map) in phases {
                 for (n, (line, v)) in map.iter().enumerate() {
                     if let Some(value) = v.reading {
                         out.push(reading(
