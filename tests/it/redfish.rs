@@ -569,15 +569,21 @@ async fn session_is_reused_across_polls_and_deleted_at_close() {
     assert!(err.is_none(), "{err:?}");
     assert_eq!(rs[0].identity.as_ref().unwrap().serial_number, "FAKE0001");
     assert_eq!(device_power(&rs[0]), Some(123.0));
-    // The null PSU output is not reported.
-    assert_eq!(rs[0].readings.len(), 1, "{:?}", rs[0].readings);
+    // The null PSU output and the null sensor are not reported; the Sensors collection stands in
+    // for the missing Thermal.
+    let got: Vec<(&str, f64)> = rs[0]
+        .readings
+        .iter()
+        .map(|r| (r.metric.as_str(), r.value))
+        .collect();
+    assert_eq!(got, [("power", 123.0), ("temperature", 21.5)]);
     let gets_inventory = f.gets.load(Relaxed);
     let (_, err) = poll_all(&f.url("")).await;
     assert!(err.is_none(), "{err:?}");
     assert_eq!(f.posts.load(Relaxed), 1, "one login for both polls");
     assert_eq!(f.live_sessions(), 1);
-    // Steady state: only Power.
-    assert_eq!(f.gets.load(Relaxed) - gets_inventory, 1);
+    // Steady state: only Power and the Sensors (collection + 2 members).
+    assert_eq!(f.gets.load(Relaxed) - gets_inventory, 4);
     close(&f.url("")).await;
     assert_eq!(f.deletes.load(Relaxed), 1);
     assert_eq!(f.live_sessions(), 0, "no session leaked");

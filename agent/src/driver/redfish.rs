@@ -211,6 +211,22 @@ struct Fan {
     reading_units: Option<String>,
 }
 
+/// A Sensor resource (the newer schema), read where the deprecated Thermal is absent.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+struct SensorDoc {
+    #[serde(deserialize_with = "lenient_string")]
+    id: Option<String>,
+    #[serde(deserialize_with = "lenient_string")]
+    name: Option<String>,
+    #[serde(deserialize_with = "lenient_string")]
+    reading_type: Option<String>,
+    #[serde(deserialize_with = "lenient_f64")]
+    reading: Option<f64>,
+    #[serde(deserialize_with = "lenient_string")]
+    reading_units: Option<String>,
+}
+
 /// PowerSubsystem/PowerSupplies member (the newer schema) and its Metrics.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, rename_all = "PascalCase")]
@@ -274,6 +290,7 @@ struct Chassis {
     thermal: Option<Link>,
     environment_metrics: Option<Link>,
     power_subsystem: Option<Link>,
+    sensors: Option<Link>,
     #[serde(deserialize_with = "nullable")]
     links: ChassisLinks,
 }
@@ -413,6 +430,8 @@ enum Source {
     Power(String),
     /// Deprecated `Thermal`: temperatures and fans.
     Thermal(String),
+    /// The `Sensors` collection (temperatures and fans), where `Thermal` is absent.
+    Sensors(String),
     /// EnvironmentMetrics: PowerWatts, EnergykWh, TemperatureCelsius.
     Environment(String),
     /// PowerSubsystem PowerSupply Metrics, for one PSU (index, label).
@@ -896,6 +915,8 @@ async fn chassis_device(
     }
     if let Some(th) = first(|x| x.thermal.as_ref()) {
         sources.push(Source::Thermal(th));
+    } else if let Some(se) = first(|x| x.sensors.as_ref()) {
+        sources.push(Source::Sensors(se));
     }
     if let Some(env) = c.environment_metrics.as_ref().and_then(|l| l.id.clone()) {
         sources.push(Source::Environment(env));
@@ -1114,6 +1135,17 @@ async fn read_source(p: &Poller, s: &Source, now: SystemTime) -> Result<Vec<Read
                 }
             }
         }
+        Source::Sensors(path) => {
+            let c: Collection = p.get(path).await.map_err(|e| format!("{path}: {e}"))?;
+            let paths: Vec<String> = c.members.into_iter().filter_map(|m| m.id).collect();
+            let docs = futures::future::join_all(paths.iter().map(|m| p.get::<SensorDoc>(m))).await;
+            for (i, (mpath, d)) in paths.iter().zip(docs).enumerate() {
+                let d = d.map_err(|e| format!("{mpath}: {e}"))?;
+                if let Some(r) = sensor_reading(&d, mpath, u32::try_from(i + 1).unwrap_or(u32::MAX), now) {
+                    out.push(r);
+                }
+            }
+        }
         Source::Environment(path) | Source::PduMetrics(path) => {
             let m: Metered = p.get(path).await.map_err(|e| format!("{path}: {e}"))?;
             metered_readings(&m, path, now, None, &mut out);
@@ -1196,6 +1228,29 @@ async fn read_source(p: &Poller, s: &Source, now: SystemTime) -> Result<Vec<Read
         }
     }
     Ok(out)
+}
+
+/// Temperatures and fan speeds from a Sensor; other types come from Power/EnvironmentMetrics.
+fn sensor_reading(d: &SensorDoc, path: &str, index: u32, now: SystemTime) -> Option<Reading> {
+    let value = d.reading?;
+    let (metric, unit, kind) = match (d.reading_type.as_deref(), d.reading_units.as_deref()) {
+        (Some("Temperature"), _) => ("temperature", "Cel", ComponentKind::Sensor),
+        (Some("Rotational"), Some("Percent" | "%")) => ("load", "%", ComponentKind::Fan),
+        (Some("Rotational"), _) => ("fan_speed", "{rpm}", ComponentKind::Fan),
+        _ => return None,
+    };
+    Some(reading(
+        metric,
+        unit,
+        value,
+        now,
+        Some(Component {
+            kind: kind as i32,
+            index,
+            label: clean(d.name.as_deref().or(d.id.as_deref())),
+        }),
+        format!("{path}#/Reading"),
+    ))
 }
 
 fn metered_readings(
@@ -1396,6 +1451,29 @@ mod tests {
         let ev = placement_evidence(&loc, "/x", SystemTime::UNIX_EPOCH).unwrap();
         assert_eq!(ev.u_position, None);
         assert_eq!(ev.rack, "R1");
+    }
+
+    #[test]
+    fn sensors_give_temperatures_and_fans_and_nulls_are_absent() {
+        let t: SensorDoc =
+            serde_json::from_str(r#"{"Name":"Inlet","ReadingType":"Temperature","Reading":"21.5"}"#).unwrap();
+        let r = sensor_reading(&t, "/s/1", 1, SystemTime::UNIX_EPOCH).unwrap();
+        assert_eq!((r.metric.as_str(), r.value), ("temperature", 21.5));
+        assert_eq!(r.component.unwrap().label, "Inlet");
+        let f: SensorDoc = serde_json::from_str(
+            r#"{"Id":"Fan1","ReadingType":"Rotational","Reading":5400,"ReadingUnits":"RPM"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            sensor_reading(&f, "/s/2", 2, SystemTime::UNIX_EPOCH)
+                .unwrap()
+                .metric,
+            "fan_speed"
+        );
+        let n: SensorDoc = serde_json::from_str(r#"{"ReadingType":"Temperature","Reading":null}"#).unwrap();
+        assert!(sensor_reading(&n, "/s/3", 3, SystemTime::UNIX_EPOCH).is_none());
+        let w: SensorDoc = serde_json::from_str(r#"{"ReadingType":"Power","Reading":100}"#).unwrap();
+        assert!(sensor_reading(&w, "/s/4", 4, SystemTime::UNIX_EPOCH).is_none());
     }
 
     #[test]

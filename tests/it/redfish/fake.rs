@@ -231,7 +231,8 @@ impl Fake {
                         "200 OK",
                         String::new(),
                         r#"{"@odata.id":"/redfish/v1/Chassis/1","ChassisType":"RackMount","SerialNumber":"FAKE0001",
-                            "Manufacturer":"Fake","Model":"F1","Power":{"@odata.id":"/redfish/v1/Chassis/1/Power"}}"#
+                            "Manufacturer":"Fake","Model":"F1","Power":{"@odata.id":"/redfish/v1/Chassis/1/Power"},
+                            "Sensors":{"@odata.id":"/redfish/v1/Chassis/1/Sensors"}}"#
                             .into(),
                     ),
                     "/redfish/v1/Chassis/1/Power" => (
@@ -239,6 +240,22 @@ impl Fake {
                         String::new(),
                         r#"{"PowerControl":[{"PowerConsumedWatts":123}],"PowerSupplies":[{"Name":"PS1","LastPowerOutputWatts":null}]}"#
                             .into(),
+                    ),
+                    "/redfish/v1/Chassis/1/Sensors" => (
+                        "200 OK",
+                        String::new(),
+                        r#"{"Members":[{"@odata.id":"/redfish/v1/Chassis/1/Sensors/Inlet"},{"@odata.id":"/redfish/v1/Chassis/1/Sensors/Off"}]}"#
+                            .into(),
+                    ),
+                    "/redfish/v1/Chassis/1/Sensors/Inlet" => (
+                        "200 OK",
+                        String::new(),
+                        r#"{"Id":"Inlet","Name":"Inlet Temp","ReadingType":"Temperature","Reading":21.5}"#.into(),
+                    ),
+                    "/redfish/v1/Chassis/1/Sensors/Off" => (
+                        "200 OK",
+                        String::new(),
+                        r#"{"Id":"Off","ReadingType":"Temperature","Reading":null}"#.into(),
                     ),
                     _ => ("404 Not Found", String::new(), "{}".into()),
                 }
