@@ -366,7 +366,13 @@ pub struct Poller {
     lease: tokio::sync::Mutex<Lease>,
     fetched: AtomicUsize,
     cx: PollCx,
+    /// Documents already read in this poll (small ones), so a resource needed twice (Power for
+    /// the inventory's PSUs and for the readings) costs one request.
+    memo: Mutex<HashMap<String, serde_json::Value>>,
 }
+
+/// Documents larger than this are not kept in a poll's memo.
+const MEMO_MAX_BODY: usize = 256 * 1024;
 
 /// How a GET ended when the HTTP status is the interesting part.
 pub(super) enum Got {
@@ -394,6 +400,7 @@ impl Poller {
             endpoint,
             fetched: AtomicUsize::new(0),
             cx: cx.clone(),
+            memo: Mutex::new(HashMap::new()),
         })
     }
 
@@ -429,6 +436,9 @@ impl Poller {
                 what: "link".into(),
                 detail: format!("@odata.id {path:?} is not an absolute path"),
             });
+        }
+        if let Some(v) = lock(&self.memo).get(path) {
+            return Ok(Got::Json(v.clone()));
         }
         if self.fetched.fetch_add(1, Ordering::Relaxed) >= self.cx.limits.max_resources {
             return Err(DriverError::TooLarge {
@@ -530,6 +540,9 @@ impl Poller {
                 return Err(DriverError::DeviceException(format!(
                     "{path}: Redfish error: {msg}"
                 )));
+            }
+            if body.len() <= MEMO_MAX_BODY {
+                lock(&self.memo).insert(path.to_owned(), value.clone());
             }
             return Ok(Got::Json(value));
         }
