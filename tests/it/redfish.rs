@@ -589,6 +589,28 @@ async fn session_is_reused_across_polls_and_deleted_at_close() {
     assert_eq!(f.live_sessions(), 0, "no session leaked");
 }
 
+/// Where `ProtocolFeaturesSupported` offers `$expand` and the service honours it, a collection
+/// and its members cost one request; where it answers 404 (sushy-static), plain GETs follow.
+#[tokio::test]
+async fn expand_is_used_where_supported_and_falls_back_on_404() {
+    let f = Fake::start(Mode::Expand).await;
+    let (rs, err) = poll_all(&f.url("")).await;
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(rs[0].identity.as_ref().unwrap().serial_number, "FAKE0001");
+    assert_eq!(f.expanded.load(Relaxed), 1);
+    let expanded_gets = f.gets.load(Relaxed);
+    close(&f.url("")).await;
+
+    let g = Fake::start(Mode::Normal).await;
+    let (rs, err) = poll_all(&g.url("")).await;
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(rs[0].identity.as_ref().unwrap().serial_number, "FAKE0001");
+    assert_eq!(g.expanded.load(Relaxed), 0);
+    // The refused expand, then the collection and its member one by one.
+    assert_eq!(g.gets.load(Relaxed), expanded_gets + 2);
+    close(&g.url("")).await;
+}
+
 #[tokio::test]
 async fn session_expired_on_the_bmc_is_replaced_after_401() {
     let f = Fake::start(Mode::Normal).await;

@@ -24,6 +24,8 @@ pub enum Mode {
     Slow(Duration),
     /// The root is a 20 MB document.
     Huge,
+    /// Collections answer `$expand=.($levels=1)` with their members inline.
+    Expand,
 }
 
 #[derive(Debug)]
@@ -32,11 +34,17 @@ pub struct Fake {
     pub posts: AtomicUsize,
     pub deletes: AtomicUsize,
     pub gets: AtomicUsize,
+    /// `$expand` requests answered inline.
+    pub expanded: AtomicUsize,
     live: Mutex<HashSet<String>>,
     next: AtomicUsize,
     busy_sent: AtomicUsize,
     mode: Mode,
 }
+
+const CHASSIS_1: &str = r#"{"@odata.id":"/redfish/v1/Chassis/1","ChassisType":"RackMount","SerialNumber":"FAKE0001",
+    "Manufacturer":"Fake","Model":"F1","Power":{"@odata.id":"/redfish/v1/Chassis/1/Power"},
+    "Sensors":{"@odata.id":"/redfish/v1/Chassis/1/Sensors"}}"#;
 
 pub const USER: &str = "admin";
 pub const PASS: &str = "s3cret";
@@ -49,6 +57,7 @@ impl Fake {
             posts: AtomicUsize::new(0),
             deletes: AtomicUsize::new(0),
             gets: AtomicUsize::new(0),
+            expanded: AtomicUsize::new(0),
             live: Mutex::new(HashSet::new()),
             next: AtomicUsize::new(1),
             busy_sent: AtomicUsize::new(0),
@@ -204,6 +213,14 @@ impl Fake {
                         "{}".into(),
                     );
                 }
+                if self.mode == Mode::Expand && p.starts_with("/redfish/v1/Chassis?") {
+                    self.expanded.fetch_add(1, Ordering::Relaxed);
+                    return (
+                        "200 OK",
+                        String::new(),
+                        format!(r#"{{"Members":[{}]}}"#, CHASSIS_1),
+                    );
+                }
                 if p.contains('?') {
                     return ("404 Not Found", String::new(), "{}".into());
                 }
@@ -227,14 +244,7 @@ impl Fake {
                         String::new(),
                         r#"{"Members":[{"@odata.id":"/redfish/v1/Chassis/1"}]}"#.into(),
                     ),
-                    "/redfish/v1/Chassis/1" => (
-                        "200 OK",
-                        String::new(),
-                        r#"{"@odata.id":"/redfish/v1/Chassis/1","ChassisType":"RackMount","SerialNumber":"FAKE0001",
-                            "Manufacturer":"Fake","Model":"F1","Power":{"@odata.id":"/redfish/v1/Chassis/1/Power"},
-                            "Sensors":{"@odata.id":"/redfish/v1/Chassis/1/Sensors"}}"#
-                            .into(),
-                    ),
+                    "/redfish/v1/Chassis/1" => ("200 OK", String::new(), CHASSIS_1.into()),
                     "/redfish/v1/Chassis/1/Power" => (
                         "200 OK",
                         String::new(),
