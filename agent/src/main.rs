@@ -420,11 +420,7 @@ async fn poll(args: PollArgs) -> ExitCode {
         eprintln!("error: {e}");
         return ExitCode::from(2);
     }
-    if let Target::Redfish(t) = &target
-        && !t.verify_tls
-    {
-        tracing::warn!(endpoint = %target.endpoint_key(), "TLS certificate verification is OFF for this target (?insecure).");
-    }
+    // `?insecure` is logged by the Redfish driver, once per endpoint.
     let cx = PollCx {
         limits: Limits {
             request_timeout: args.timeout,
