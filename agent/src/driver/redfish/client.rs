@@ -69,20 +69,22 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-fn cache_key(t: &RedfishTarget) -> String {
+fn cache_key(t: &RedfishTarget, cx: &PollCx) -> String {
     // The password is part of the identity of the cached session; hash it, never keep it here.
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     t.password.as_ref().map(Secret::expose).hash(&mut h);
     format!(
-        "{}|{}|{:x}|{}|{:?}|{:?}|{}",
+        "{}|{}|{:x}|{}|{:?}|{:?}|{}|{:?}",
         t.base,
         t.user.as_deref().unwrap_or_default(),
         h.finish(),
         t.verify_tls,
         t.ca_file,
         t.pin_sha256,
-        t.max_inflight
+        t.max_inflight,
+        // The HTTP client carries the request timeout.
+        cx.limits.request_timeout
     )
 }
 
@@ -91,7 +93,7 @@ fn cache_key(t: &RedfishTarget) -> String {
 /// # Errors
 /// TLS setup problems (unreadable CA file, bad pin).
 pub fn endpoint(t: &RedfishTarget, cx: &PollCx) -> Result<Arc<Endpoint>, DriverError> {
-    let key = cache_key(t);
+    let key = cache_key(t, cx);
     if let Some(e) = lock(&ENDPOINTS).get(&key) {
         return Ok(Arc::clone(e));
     }
