@@ -368,6 +368,7 @@ async fn shared_mockups_every_device_identity_placement_and_power() {
     let rs = all("dmtf-public-tower").await;
     assert_eq!(serials(&rs), ["437XR1238R2"]);
     assert_eq!(device_power(&rs[0]), Some(926.0));
+    assert!(rs[0].components.iter().any(|c| c.serial_number == "2M220100SL"));
 
     // HPE DL325: 97 W, 2 PSUs at 51 + 46 W, iLO MACs, an inlet temperature.
     let rs = all("hpe-proliant-dl325-gen10plus").await;
@@ -408,6 +409,13 @@ async fn shared_mockups_every_device_identity_placement_and_power() {
     assert_eq!(
         rs[1].identity.as_ref().unwrap().attributes["enclosure_serial"],
         "1234567890"
+    );
+    // Its NIC as a component (NetworkAdapters), beside the PSUs.
+    assert!(
+        rs[1].components.iter().any(|c| c.serial_number == "MY50050V5K"
+            && c.component.as_ref().unwrap().kind == ComponentKind::Module as i32),
+        "{:?}",
+        rs[1].components
     );
 
     let rs = all("gigabyte-h262-z63").await;

@@ -211,6 +211,37 @@ struct Fan {
     reading_units: Option<String>,
 }
 
+/// A NetworkAdapter: a NIC card (serial, model) and, where the systems list no interfaces, its
+/// ports' MACs.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+struct NetworkAdapter {
+    #[serde(flatten)]
+    common: Common,
+    ports: Option<Link>,
+    network_ports: Option<Link>,
+}
+
+/// Port (`Ethernet.AssociatedMACAddresses`) or the older NetworkPort
+/// (`AssociatedNetworkAddresses`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+struct NicPort {
+    #[serde(deserialize_with = "lenient_string")]
+    id: Option<String>,
+    #[serde(deserialize_with = "nullable")]
+    associated_network_addresses: Vec<Option<String>>,
+    #[serde(deserialize_with = "nullable")]
+    ethernet: PortEthernet,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+struct PortEthernet {
+    #[serde(rename = "AssociatedMACAddresses", deserialize_with = "nullable")]
+    associated_mac_addresses: Vec<Option<String>>,
+}
+
 /// A Sensor resource (the newer schema), read where the deprecated Thermal is absent.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, rename_all = "PascalCase")]
@@ -291,6 +322,7 @@ struct Chassis {
     environment_metrics: Option<Link>,
     power_subsystem: Option<Link>,
     sensors: Option<Link>,
+    network_adapters: Option<Link>,
     #[serde(deserialize_with = "nullable")]
     links: ChassisLinks,
 }
@@ -922,8 +954,88 @@ async fn chassis_device(
         sources.push(Source::Environment(env));
     }
     add_systems_and_managers(p, &systems, &managers, &mut identity, partial).await;
+    let adapters: Vec<String> = all
+        .iter()
+        .filter_map(|x| x.network_adapters.as_ref().and_then(|l| l.id.clone()))
+        .collect();
+    for link in adapters {
+        network_adapters(p, &link, &mut identity, &mut template, partial).await;
+    }
     template.identity = Some(identity);
     DeviceInventory { template, sources }
+}
+
+/// NICs with a serial become `MODULE` components; their ports' MACs are added as host MACs
+/// only when the systems' EthernetInterfaces gave none (the ports cost requests).
+async fn network_adapters(
+    p: &Poller,
+    link: &str,
+    identity: &mut DeviceIdentity,
+    template: &mut DeviceReport,
+    partial: &mut Vec<String>,
+) {
+    let docs = match members_docs(
+        p,
+        Some(&Link {
+            id: Some(link.to_owned()),
+        }),
+        false,
+        partial,
+    )
+    .await
+    {
+        Ok(d) => d,
+        Err(e) => {
+            partial.push(format!("{link}: {e}"));
+            return;
+        }
+    };
+    let want_macs = !identity.macs.iter().any(|m| m.role == MacRole::Host as i32);
+    for (path, v) in docs {
+        let nic: NetworkAdapter = parse(&path, v, partial);
+        let label = clean(nic.common.id.as_deref().or(nic.common.name.as_deref()));
+        let serial = clean(nic.common.serial_number.as_deref());
+        if !serial.is_empty() {
+            let index = u32::try_from(template.components.len() + 1).unwrap_or(u32::MAX);
+            template.components.push(ComponentIdentity {
+                component: Some(Component {
+                    kind: ComponentKind::Module as i32,
+                    index,
+                    label: label.clone(),
+                }),
+                vendor: clean(nic.common.manufacturer.as_deref()),
+                model: clean(nic.common.model.as_deref()),
+                serial_number: serial,
+                part_number: clean(nic.common.part_number.as_deref()),
+                firmware_version: String::new(),
+            });
+        }
+        if !want_macs {
+            continue;
+        }
+        let ports = nic.ports.or(nic.network_ports);
+        let Ok(port_docs) = members_docs(p, ports.as_ref(), false, partial).await else {
+            continue;
+        };
+        for (ppath, pv) in port_docs {
+            let port: NicPort = parse(&ppath, pv, partial);
+            for mac in port
+                .associated_network_addresses
+                .iter()
+                .chain(port.ethernet.associated_mac_addresses.iter())
+                .flatten()
+                .filter_map(|m| groundtruth_proto::mac::canonical(m))
+            {
+                if !identity.macs.iter().any(|m| m.address == mac) {
+                    identity.macs.push(MacAddress {
+                        address: mac,
+                        interface_name: format!("{label}/{}", clean(port.id.as_deref())),
+                        role: MacRole::Host as i32,
+                    });
+                }
+            }
+        }
+    }
 }
 
 async fn add_systems_and_managers(
