@@ -798,7 +798,7 @@ async fn build_inventory(p: &Poller) -> Result<Inventory, DriverError> {
                 Ok(docs) => {
                     for (path, v) in docs {
                         let pdu: PowerDistribution = parse(&path, v, &mut partial);
-                        devices.push(pdu_device(p, &pdu, &path, expand, now, &mut partial).await);
+                        devices.push(pdu_device(p, &pdu, &path, now, &mut partial).await);
                     }
                 }
                 Err(e) => partial.push(format!("RackPDUs: {e}")),
@@ -1113,7 +1113,6 @@ async fn pdu_device(
     p: &Poller,
     pdu: &PowerDistribution,
     path: &str,
-    expand: bool,
     now: SystemTime,
     partial: &mut Vec<String>,
 ) -> DeviceInventory {
@@ -1152,7 +1151,6 @@ async fn pdu_device(
             continue;
         };
         // Only the member list is needed for the inventory; each member is read every poll.
-        let _ = expand;
         match p.get::<Collection>(cpath).await {
             Ok(c) => {
                 for (i, m) in c.members.into_iter().filter_map(|m| m.id).enumerate() {
@@ -1265,7 +1263,6 @@ async fn read_source(p: &Poller, s: &Source, now: SystemTime) -> Result<Vec<Read
         Source::Metered(path, kind, index, label) => {
             let m: Metered = p.get(path).await.map_err(|e| format!("{path}: {e}"))?;
             let label = clean(m.id.as_deref().or(Some(label.as_str())));
-            let _ = &m.name;
             // Per-line values of a polyphase mains circuit: PHASE components, index = inlet
             // index × 100 + position, label "<inlet> <line>". Outlets are single-phase and say
             // the same values without the PolyPhase wrapper: not repeated.
