@@ -15,6 +15,20 @@ use groundtruth_agent::run::Agent;
 use groundtruth_agent::secret::Secret;
 use groundtruth_agent::target::Target;
 
+/// `println!` that ends the process quietly when stdout is a closed pipe (`… | head`), instead
+/// of panicking the way `println!` does.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let mut stdout = std::io::stdout().lock();
+        if let Err(e) = writeln!(stdout, $($arg)*) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+        }
+    }};
+}
+
 #[derive(Debug, Parser)]
 #[command(
     name = "groundtruth-agent",
@@ -231,11 +245,16 @@ async fn discover(args: DiscoverArgs) -> anyhow::Result<ExitCode> {
             v["credential"] = serde_json::Value::String(f.credential.clone());
             out.push(v);
         }
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        out!("{}", serde_json::to_string_pretty(&out)?);
     } else {
-        println!(
+        out!(
             "{:<34} {:<18} {:<26} {:<18} {:>4} {:>8}  CREDENTIAL",
-            "ENDPOINT", "VENDOR", "MODEL", "SERIAL", "MACS", "POWER"
+            "ENDPOINT",
+            "VENDOR",
+            "MODEL",
+            "SERIAL",
+            "MACS",
+            "POWER"
         );
         for f in &found {
             let id = f.report.identity.clone().unwrap_or_default();
@@ -246,7 +265,7 @@ async fn discover(args: DiscoverArgs) -> anyhow::Result<ExitCode> {
                 .find(|r| r.metric == "power" && r.component.is_none())
                 .map_or_else(|| "-".to_owned(), |r| format!("{:.0} W", r.value));
             let cut = |s: &str, n: usize| s.chars().take(n).collect::<String>();
-            println!(
+            out!(
                 "{:<34} {:<18} {:<26} {:<18} {:>4} {:>8}  {}",
                 f.endpoint_key,
                 cut(&id.vendor, 18),
@@ -318,7 +337,7 @@ fn main() -> ExitCode {
                 for w in &c.warnings {
                     eprintln!("warning: {w}");
                 }
-                println!("{}: OK, {} target(s)", config.display(), c.targets.len());
+                out!("{}: OK, {} target(s)", config.display(), c.targets.len());
                 ExitCode::SUCCESS
             }
             Err(errors) => config_errors(&errors),
@@ -357,7 +376,7 @@ async fn status(url: &str) -> ExitCode {
         Ok(body) => match serde_json::from_slice::<serde_json::Value>(&body) {
             Ok(serde_json::Value::Object(m)) => {
                 for (k, v) in m {
-                    println!(
+                    out!(
                         "{k:<22} {}",
                         v.as_str().map_or_else(|| v.to_string(), str::to_owned)
                     );
@@ -451,7 +470,7 @@ async fn poll(args: PollArgs) -> ExitCode {
                 })
         };
         match printed {
-            Ok(s) => println!("{s}"),
+            Ok(s) => out!("{s}"),
             Err(e) => {
                 eprintln!("error: {e}");
                 return ExitCode::from(1);
@@ -460,7 +479,7 @@ async fn poll(args: PollArgs) -> ExitCode {
     } else {
         for (i, report) in reports.iter().enumerate() {
             if i > 0 {
-                println!();
+                out!();
             }
             print_human(report);
         }
@@ -472,7 +491,7 @@ fn print_human(r: &groundtruth_proto::v1::DeviceReport) {
     let id = r.identity.clone().unwrap_or_default();
     let show = |k: &str, v: &str| {
         if !v.is_empty() {
-            println!("{k:<12} {v}");
+            out!("{k:<12} {v}");
         }
     };
     show("endpoint", &id.endpoint_key);
@@ -486,10 +505,10 @@ fn print_human(r: &groundtruth_proto::v1::DeviceReport) {
     show("sysObjectID", &id.sys_object_id);
     show("description", id.description.lines().next().unwrap_or_default());
     for m in &id.macs {
-        println!("{:<12} {} ({})", "mac", m.address, m.interface_name);
+        out!("{:<12} {} ({})", "mac", m.address, m.interface_name);
     }
     for l in &r.locations {
-        println!(
+        out!(
             "{:<12} site={} room={} row={} rack={} u={} [{}]",
             "location",
             l.site,
@@ -506,11 +525,11 @@ fn print_human(r: &groundtruth_proto::v1::DeviceReport) {
             .as_ref()
             .map(|c| format!(" {}", c.label))
             .unwrap_or_default();
-        println!("{:<12} {}{comp} = {} {}", "reading", x.metric, x.value, x.unit);
+        out!("{:<12} {}{comp} = {} {}", "reading", x.metric, x.value, x.unit);
     }
     if let Some(s) = &r.status {
         for e in &s.partial_errors {
-            println!("{:<12} {e}", "partial");
+            out!("{:<12} {e}", "partial");
         }
     }
 }

@@ -252,3 +252,23 @@ fn discover_finds_and_identifies_the_loopback_peers() {
         "community leaked into the output"
     );
 }
+
+/// `poll … | head -1`: a closed stdout ends the program quietly, not with a panic.
+#[test]
+fn closed_stdout_pipe_is_not_a_panic() {
+    let Some([url]) = Peers::load().require("cli_closed_pipe", ["GT_REDFISH_HTTP_URL"]) else {
+        return;
+    };
+    let Some(bin) = agent() else { return };
+    let mut child = Command::new(bin)
+        .args(["poll", &url.replace("http://", "redfish+http://"), "--log", "off"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // the reader goes away before the first line is written
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(out.status.success(), "{:?} {err}", out.status);
+}
