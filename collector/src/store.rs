@@ -19,6 +19,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/0001_init.sql")),
     (2, include_str!("../migrations/0002_latest_readings.sql")),
     (3, include_str!("../migrations/0003_readings_hourly.sql")),
+    (4, include_str!("../migrations/0004_dead_letters.sql")),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -96,6 +97,16 @@ pub struct ExceptionRow {
     pub detail: String,
     pub first_seen: String,
     pub last_seen: String,
+}
+
+/// A CMDB write that failed after its last retry.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DeadLetterRow {
+    pub device_key: String,
+    pub reason: String,
+    pub attempts: i64,
+    pub first_failed: String,
+    pub last_failed: String,
 }
 
 fn now() -> String {
@@ -507,6 +518,75 @@ impl Store {
                 last_seen: r.get("last_seen"),
             })
             .collect())
+    }
+
+    /// Dead-letters a failed CMDB write (or counts one more failed pass of an open one).
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub async fn dead_letter(&self, device_key: &str, reason: &str) -> Result<(), StoreError> {
+        let t = now();
+        sqlx::query(
+            "INSERT INTO dead_letters (device_key, reason, attempts, first_failed, last_failed) VALUES (?, ?, 1, ?, ?)
+             ON CONFLICT (device_key, reason) WHERE resolved_at IS NULL DO UPDATE SET attempts = attempts + 1, last_failed = excluded.last_failed",
+        )
+        .bind(device_key)
+        .bind(reason)
+        .bind(&t)
+        .bind(&t)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Marks a device's open dead letters resolved except those whose reason is in `still_failing`.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub async fn resolve_dead_letters(
+        &self,
+        device_key: &str,
+        still_failing: &[&str],
+    ) -> Result<u64, StoreError> {
+        let rows =
+            sqlx::query("SELECT id, reason FROM dead_letters WHERE device_key = ? AND resolved_at IS NULL")
+                .bind(device_key)
+                .fetch_all(&self.pool)
+                .await?;
+        let mut n = 0;
+        for r in rows {
+            let reason: String = r.get("reason");
+            if !still_failing.contains(&reason.as_str()) {
+                sqlx::query("UPDATE dead_letters SET resolved_at = ? WHERE id = ?")
+                    .bind(now())
+                    .bind(r.get::<i64, _>("id"))
+                    .execute(&self.pool)
+                    .await?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Open dead letters, oldest first.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub async fn dead_letters(&self) -> Result<Vec<DeadLetterRow>, StoreError> {
+        Ok(sqlx::query(
+            "SELECT device_key, reason, attempts, first_failed, last_failed FROM dead_letters WHERE resolved_at IS NULL ORDER BY first_failed",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(|r| DeadLetterRow {
+            device_key: r.get("device_key"),
+            reason: r.get("reason"),
+            attempts: r.get("attempts"),
+            first_failed: r.get("first_failed"),
+            last_failed: r.get("last_failed"),
+        })
+        .collect())
     }
 
     /// Records the outcome of a CMDB sync for a device.

@@ -46,7 +46,10 @@ use serde_json::{Map, Value, json};
 use tracing::{debug, info, warn};
 use url::Url;
 
-use super::{Change, CmdbError, DesiredDevice, DesiredMac, Face, FieldChange, SyncException, SyncReport};
+use super::{
+    Change, CmdbError, DesiredDevice, DesiredMac, Face, FieldChange, Ownership, SyncException, SyncReport,
+    TagOwnership,
+};
 
 /// Default NetBox device role (slug derived from it) for created devices.
 pub const DEFAULT_DEVICE_ROLE: &str = "server";
@@ -60,6 +63,14 @@ pub const MAX_BODY: usize = 8 * 1024 * 1024;
 pub const MAX_ATTEMPTS: u32 = 4;
 /// Ceiling of one retry delay, `Retry-After` included.
 pub const MAX_DELAY: Duration = Duration::from_secs(30);
+/// Default request rate limit (requests per second, all methods).
+pub const DEFAULT_RATE_LIMIT: f64 = 20.0;
+/// Custom field (on dcim.device) holding the measured power in watts.
+pub const CF_POWER: &str = "gt_measured_power_w";
+/// Custom field (on dcim.device) holding when the collector last heard from the device.
+pub const CF_LAST_SEEN: &str = "gt_last_seen";
+/// Journal entries per bulk POST.
+const JOURNAL_CHUNK: usize = 100;
 
 const BASE_DELAY: Duration = Duration::from_millis(500);
 /// NetBox's default `MAX_PAGE_SIZE`.
@@ -98,6 +109,12 @@ pub struct NetBoxConfig {
     pub tls_verify: bool,
     /// Extra CA bundle (PEM) trusted in addition to the platform roots.
     pub ca_file: Option<PathBuf>,
+    /// Which fields the collector writes.
+    pub ownership: Ownership,
+    /// Requests per second to NetBox (all methods); 0 = unlimited.
+    pub rate_limit: f64,
+    /// Leave a journal entry on every device the sync changed.
+    pub journal: bool,
 }
 
 impl NetBoxConfig {
@@ -113,6 +130,9 @@ impl NetBoxConfig {
             timeout: DEFAULT_TIMEOUT,
             tls_verify: true,
             ca_file: None,
+            ownership: Ownership::default(),
+            rate_limit: DEFAULT_RATE_LIMIT,
+            journal: true,
         }
     }
 }
@@ -128,6 +148,9 @@ impl fmt::Debug for NetBoxConfig {
             .field("timeout", &self.timeout)
             .field("tls_verify", &self.tls_verify)
             .field("ca_file", &self.ca_file)
+            .field("ownership", &self.ownership)
+            .field("rate_limit", &self.rate_limit)
+            .field("journal", &self.journal)
             .finish()
     }
 }
@@ -158,8 +181,14 @@ impl NetBox {
     /// Errors only when NetBox as a whole cannot be used (unreachable, token refused, not a
     /// NetBox ≥ 4.2); per-device problems are exceptions or failures in the report.
     pub async fn sync(&self, devices: &[DesiredDevice], dry_run: bool) -> Result<SyncReport, CmdbError> {
+        let requests_before = self.api.requests.load(std::sync::atomic::Ordering::Relaxed);
         self.api.preflight().await?;
         let mut run = Run::new(self, dry_run);
+        match run.ensure_custom_fields().await {
+            Ok(()) => {}
+            Err(Fail::Fatal(e)) => return Err(e),
+            Err(other) => run.fail("", other.reason()),
+        }
         for d in devices {
             match run.device(d).await {
                 Ok(()) => {}
@@ -173,10 +202,17 @@ impl NetBox {
                 Err(other) => run.fail(&d.key, other.reason()),
             }
         }
+        match run.flush_journal().await {
+            Ok(()) => {}
+            Err(Fail::Fatal(e)) => return Err(e),
+            Err(other) => run.fail("", format!("journal entries: {}", other.reason())),
+        }
+        run.report.requests = self.api.requests.load(std::sync::atomic::Ordering::Relaxed) - requests_before;
         let r = &run.report;
         info!(
             url = %self.api.shown, dry_run, devices = devices.len(), changes = r.changes.len(),
             exceptions = r.exceptions.len(), failures = r.failures.len(), writes = r.writes,
+            requests = r.requests,
             "NetBox sync finished."
         );
         Ok(run.report)
@@ -366,6 +402,8 @@ struct NbDevice {
     device_type: Option<NbRef>,
     #[serde(default)]
     tenant: Option<Value>,
+    #[serde(default)]
+    custom_fields: Option<Map<String, Value>>,
 }
 
 impl NbDevice {
@@ -496,6 +534,11 @@ struct DeviceDiff {
 }
 
 impl DeviceDiff {
+    fn remove(&mut self, field: &str) {
+        self.fields.retain(|f| f.field != field);
+        self.patch.remove(field);
+    }
+
     fn set(&mut self, field: &str, old: Option<String>, new: String, value: Value) {
         self.fields.push(FieldChange {
             field: field.to_owned(),
@@ -593,6 +636,112 @@ fn diff_device(
     d
 }
 
+/// A NetBox serial that identifies nothing: empty or a placeholder (see [`crate::normalize::serial`]).
+fn serial_free(x: &NbDevice) -> bool {
+    crate::normalize::serial(&x.serial).is_none()
+}
+
+/// Seconds between two RFC 3339 timestamps, when both parse.
+fn seconds_apart(a: &str, b: &str) -> Option<f64> {
+    let p = |s: &str| {
+        humantime::parse_rfc3339_weak(s.trim().trim_end_matches('Z'))
+            .or_else(|_| humantime::parse_rfc3339(s.trim()))
+            .ok()
+    };
+    let (a, b) = (p(a)?, p(b)?);
+    Some(match a.duration_since(b) {
+        Ok(d) => d.as_secs_f64(),
+        Err(e) => e.duration().as_secs_f64(),
+    })
+}
+
+/// Custom-field writes for a device: power only when it moved by more than the deadband,
+/// last-seen only when it moved by more than its deadband. `cur` = NetBox's `custom_fields`
+/// (`None` for a device being created).
+fn diff_custom_fields(
+    cur: Option<&Map<String, Value>>,
+    d: &DesiredDevice,
+    own: &Ownership,
+    ready: &HashSet<&'static str>,
+) -> (Vec<FieldChange>, Map<String, Value>) {
+    let mut fields = Vec::new();
+    let mut patch = Map::new();
+    let old_of = |k: &str| cur.and_then(|m| m.get(k)).filter(|v| !v.is_null());
+    if own.power
+        && ready.contains(CF_POWER)
+        && let Some(w) = d.power_watts.filter(|w| w.is_finite() && *w >= 0.0)
+    {
+        #[allow(clippy::cast_possible_truncation)]
+        let new = w.round() as i64;
+        let old = old_of(CF_POWER).and_then(units_from_value);
+        #[allow(clippy::cast_precision_loss)]
+        let moved = match old {
+            None => true,
+            Some(o) => (new as f64 - o).abs() > o.abs() * own.power_deadband && (new as f64 - o).abs() >= 1.0,
+        };
+        if moved {
+            fields.push(FieldChange {
+                field: format!("custom_fields.{CF_POWER}"),
+                old: old.map(units_str),
+                new: new.to_string(),
+            });
+            patch.insert(CF_POWER.to_owned(), json!(new));
+        }
+    }
+    if own.last_seen
+        && ready.contains(CF_LAST_SEEN)
+        && let Some(seen) = d.last_seen.as_deref().map(str::trim).filter(|s| !s.is_empty())
+    {
+        let old = old_of(CF_LAST_SEEN).and_then(Value::as_str).map(str::to_owned);
+        let moved = match old.as_deref() {
+            None => true,
+            Some(o) => seconds_apart(o, seen).map_or(o != seen, |s| s > own.last_seen_deadband.as_secs_f64()),
+        };
+        if moved {
+            fields.push(FieldChange {
+                field: format!("custom_fields.{CF_LAST_SEEN}"),
+                old,
+                new: seen.to_owned(),
+            });
+            patch.insert(CF_LAST_SEEN.to_owned(), json!(seen));
+        }
+    }
+    (fields, patch)
+}
+
+/// The comment of a journal entry: what was changed and the evidence behind it.
+fn journal_text(changes: &[Change], evidence: &[String]) -> String {
+    let mut t = String::from("groundtruth-collector changed this device from measurements:\n\n");
+    for c in changes {
+        t.push_str(&format!("* {} {}: {}\n", c.action, c.object, c.target));
+        for f in &c.fields {
+            t.push_str(&format!(
+                "  * {}: {} → {}\n",
+                f.field,
+                f.old.as_deref().unwrap_or("(empty)"),
+                f.new
+            ));
+        }
+    }
+    if !evidence.is_empty() {
+        t.push_str("\nEvidence:\n\n");
+        for e in evidence {
+            t.push_str(&format!("* {e}\n"));
+        }
+    }
+    truncate_chars(&t, 60_000)
+}
+
+/// Outcome of matching a device NetBox has no serial for.
+enum WeakMatch {
+    /// Nothing matched: create it.
+    None,
+    /// One serial-less NetBox device matched; how (key and confidence).
+    Matched(Box<NbDevice>, String),
+    /// An exception was recorded (duplicates, hostname-only match): write nothing.
+    Blocked,
+}
+
 /// What to do for one desired MAC on one interface.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct MacPlan {
@@ -679,6 +828,36 @@ struct Api {
     /// Base URL as shown in errors.
     shown: String,
     auth: HeaderValue,
+    limiter: Limiter,
+    /// HTTP requests sent (attempts, all methods).
+    requests: std::sync::atomic::AtomicU64,
+}
+
+/// Spaces requests at least `interval` apart (a token bucket of one).
+struct Limiter {
+    interval: Option<Duration>,
+    next: tokio::sync::Mutex<tokio::time::Instant>,
+}
+
+impl Limiter {
+    fn new(per_second: f64) -> Self {
+        let interval =
+            (per_second.is_finite() && per_second > 0.0).then(|| Duration::from_secs_f64(1.0 / per_second));
+        Self {
+            interval,
+            next: tokio::sync::Mutex::new(tokio::time::Instant::now()),
+        }
+    }
+
+    async fn wait(&self) {
+        let Some(iv) = self.interval else { return };
+        let mut next = self.next.lock().await;
+        let now = tokio::time::Instant::now();
+        if *next > now {
+            tokio::time::sleep_until(*next).await;
+        }
+        *next = (*next).max(now) + iv;
+    }
 }
 
 enum Attempt {
@@ -745,6 +924,8 @@ impl Api {
             base,
             shown,
             auth,
+            limiter: Limiter::new(cfg.rate_limit),
+            requests: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -877,6 +1058,8 @@ impl Api {
     async fn attempt(&self, method: &Method, url: &Url, body: Option<&Value>, what: &str) -> Attempt {
         // A create is not idempotent: retry it only where NetBox cannot have processed it.
         let idempotent = *method != Method::POST;
+        self.limiter.wait().await;
+        self.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut req = self
             .client
             .request(method.clone(), url.clone())
@@ -1093,6 +1276,12 @@ struct Run<'a> {
     role: Option<Resolved<u64>>,
     claims: HashMap<(String, String), Vec<Claim>>,
     seen_serials: HashSet<String>,
+    /// Custom fields that exist in NetBox (or are planned, on a dry run).
+    cf_ready: HashSet<&'static str>,
+    /// NetBox id of the device being synced (for its journal entry).
+    cur_device: Option<u64>,
+    /// Journal entries to write at the end of the run (one bulk POST per chunk).
+    journal: Vec<Value>,
 }
 
 impl<'a> Run<'a> {
@@ -1109,6 +1298,9 @@ impl<'a> Run<'a> {
             role: None,
             claims: HashMap::new(),
             seen_serials: HashSet::new(),
+            cf_ready: HashSet::new(),
+            cur_device: None,
+            journal: Vec::new(),
         }
     }
 
@@ -1161,12 +1353,40 @@ impl<'a> Run<'a> {
     // ---------------------------------------------------------------- per device
 
     async fn device(&mut self, d: &DesiredDevice) -> Result<(), Fail> {
+        let before = self.report.changes.len();
+        self.cur_device = None;
+        let r = self.device_inner(d).await;
+        if !self.dry_run
+            && self.cfg().journal
+            && let Some(id) = self.cur_device
+            && self.report.changes.len() > before
+        {
+            let text = journal_text(&self.report.changes[before..], &d.evidence);
+            self.journal.push(json!({
+                "assigned_object_type": "dcim.device",
+                "assigned_object_id": id,
+                "kind": "info",
+                "comments": text,
+            }));
+        }
+        r
+    }
+
+    async fn device_inner(&mut self, d: &DesiredDevice) -> Result<(), Fail> {
         let serial = serial_key(&d.serial);
         if serial.is_empty() {
             self.exception(
                 &d.key,
                 "no_serial",
                 "the device has no usable serial; nothing written".to_owned(),
+            );
+            return Ok(());
+        }
+        if crate::normalize::serial(&serial).is_none() {
+            self.exception(
+                &d.key,
+                "placeholder_serial",
+                format!("serial {serial:?} is a placeholder, not an identity; nothing written"),
             );
             return Ok(());
         }
@@ -1189,8 +1409,12 @@ impl<'a> Run<'a> {
             .filter(|x| serial_key(&x.serial) == serial)
             .collect();
         match matches.as_slice() {
-            [] => self.create_device(d, &serial).await,
-            [one] => self.update_device(d, &serial, one).await,
+            [] => match self.weak_match(d).await? {
+                WeakMatch::None => self.create_device(d, &serial).await,
+                WeakMatch::Matched(cur, how) => self.update_device(d, &serial, &cur, Some(&how)).await,
+                WeakMatch::Blocked => Ok(()),
+            },
+            [one] => self.update_device(d, &serial, one, None).await,
             many => {
                 let ids: Vec<String> = many.iter().map(|x| x.id.to_string()).collect();
                 self.exception(
@@ -1271,6 +1495,9 @@ impl<'a> Run<'a> {
         if let Some(t) = &asset_tag {
             push("asset_tag", t.clone());
         }
+        let own = self.cfg().ownership.clone();
+        let (cf_fields, cf_body) = diff_custom_fields(None, d, &own, &self.cf_ready);
+        fields.extend(cf_fields);
 
         let device_id = if self.dry_run {
             self.change(&d.key, "device", "create", target.clone(), fields);
@@ -1297,6 +1524,9 @@ impl<'a> Run<'a> {
             if let Some(tag) = &asset_tag {
                 body["asset_tag"] = json!(tag);
             }
+            if !cf_body.is_empty() {
+                body["custom_fields"] = Value::Object(cf_body);
+            }
             let created: Result<NbId, Fail> = self.post("api/dcim/devices/", &body).await;
             let created = match created {
                 Err(e) if asset_tag.is_some() && e.is_bad_request_about("asset_tag") => {
@@ -1315,17 +1545,37 @@ impl<'a> Run<'a> {
             };
             info!(device = %d.key, serial, id = created.id, "Created device in NetBox.");
             self.change(&d.key, "device", "create", target.clone(), fields);
+            self.cur_device = Some(created.id);
             Some(created.id)
         };
         if let (Some(u), Some(t)) = (place.position, dtype.as_ref()) {
             self.claim(d, &place, u, t);
         }
+        if !own.macs {
+            return Ok(());
+        }
         self.sync_macs(d, serial, device_id, Vec::new()).await
     }
 
-    async fn update_device(&mut self, d: &DesiredDevice, serial: &str, cur: &NbDevice) -> Result<(), Fail> {
-        let target = format!("device serial {serial} (NetBox id {})", cur.id);
+    async fn update_device(
+        &mut self,
+        d: &DesiredDevice,
+        serial: &str,
+        cur: &NbDevice,
+        how: Option<&str>,
+    ) -> Result<(), Fail> {
+        self.cur_device = Some(cur.id);
+        let own = self.cfg().ownership.clone();
+        let target = match how {
+            None => format!("device serial {serial} (NetBox id {})", cur.id),
+            Some(how) => format!(
+                "device serial {serial} (NetBox id {}, {:?}, matched by {how})",
+                cur.id,
+                cur.name.as_deref().unwrap_or("unnamed")
+            ),
+        };
         let mut place = match &d.location {
+            _ if !own.location => None,
             None => None,
             Some(loc) => match self.placement(d, loc).await? {
                 PlaceOutcome::Ready(p) => Some(p),
@@ -1355,12 +1605,27 @@ impl<'a> Run<'a> {
             }
         }
         let nb_tag_empty = cur.asset_tag.as_deref().is_none_or(|t| t.trim().is_empty());
-        let asset_tag = if nb_tag_empty {
-            self.usable_asset_tag(d, Some(cur.id)).await?
-        } else {
-            None
+        let want_tag = d.asset_tag.as_deref().map(str::trim).filter(|t| !t.is_empty());
+        let tag_differs = want_tag.is_some() && cur.asset_tag.as_deref().map(str::trim) != want_tag;
+        let asset_tag = match own.asset_tag {
+            TagOwnership::IfEmpty if nb_tag_empty => self.usable_asset_tag(d, Some(cur.id)).await?,
+            TagOwnership::Always if tag_differs => self.usable_asset_tag(d, Some(cur.id)).await?,
+            _ => None,
         };
         let mut diff = diff_device(cur, serial, asset_tag.as_deref(), place.as_ref());
+        if let (TagOwnership::Always, Some(tag), false) = (own.asset_tag, asset_tag.as_deref(), nb_tag_empty)
+        {
+            diff.set("asset_tag", cur.asset_tag.clone(), tag.to_owned(), json!(tag));
+        }
+        if !own.serial {
+            diff.remove("serial");
+        }
+        let (cf_fields, cf_patch) = diff_custom_fields(cur.custom_fields.as_ref(), d, &own, &self.cf_ready);
+        if !cf_patch.is_empty() {
+            diff.fields.extend(cf_fields);
+            diff.patch
+                .insert("custom_fields".to_owned(), Value::Object(cf_patch));
+        }
         if !diff.fields.is_empty() {
             if self.dry_run {
                 self.change(&d.key, "device", "update", target.clone(), diff.fields);
@@ -1387,6 +1652,9 @@ impl<'a> Run<'a> {
                     Err(e) => self.fail(&d.key, e.reason()),
                 }
             }
+        }
+        if !own.macs {
+            return Ok(());
         }
         let ifaces: Vec<NbInterface> = if d.macs.is_empty() {
             Vec::new()
@@ -1472,6 +1740,219 @@ impl<'a> Run<'a> {
             return Ok(None);
         }
         Ok(Some(name.to_owned()))
+    }
+
+    // ---------------------------------------------------------------- matching beyond serial
+
+    /// Asset tag (0.9), MAC (0.8), hostname (0.4): only NetBox devices without a usable serial
+    /// are candidates; a device with another real serial is another device.
+    async fn weak_match(&mut self, d: &DesiredDevice) -> Result<WeakMatch, Fail> {
+        if let Some(tag) = d.asset_tag.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
+            let hits: Vec<NbDevice> = self
+                .api()
+                .list("api/dcim/devices/", &[("asset_tag", tag)])
+                .await?;
+            let free: Vec<NbDevice> = hits
+                .into_iter()
+                .filter(|x| x.asset_tag.as_deref().map(str::trim) == Some(tag) && serial_free(x))
+                .collect();
+            match free.len() {
+                0 => {}
+                1 => {
+                    let how = format!("asset tag {tag} (confidence 0.9)");
+                    return Ok(WeakMatch::Matched(
+                        Box::new(free.into_iter().next().unwrap_or_else(|| unreachable!())),
+                        how,
+                    ));
+                }
+                _ => {
+                    return Ok(self.duplicates(
+                        d,
+                        "duplicate_asset_tag_in_cmdb",
+                        &format!("asset tag {tag}"),
+                        &free,
+                    ));
+                }
+            }
+        }
+        let mut ids: Vec<u64> = Vec::new();
+        let mut via = Vec::new();
+        for m in &d.macs {
+            let Some(_) = mac_key(&m.address) else { continue };
+            let addr = m.address.trim().to_lowercase();
+            let known: Vec<NbMac> = self
+                .api()
+                .list("api/dcim/mac-addresses/", &[("mac_address", &addr)])
+                .await?;
+            for k in known.iter().filter(|k| mac_eq(&k.mac_address, &addr)) {
+                if k.assigned_object_type.as_deref() != Some("dcim.interface") {
+                    continue;
+                }
+                let dev = k
+                    .assigned_object
+                    .as_ref()
+                    .and_then(|o| o.get("device"))
+                    .and_then(|dv| dv.get("id"))
+                    .and_then(Value::as_u64);
+                if let Some(id) = dev
+                    && !ids.contains(&id)
+                {
+                    ids.push(id);
+                    via.push(addr.clone());
+                }
+            }
+        }
+        if !ids.is_empty() {
+            let id_strs: Vec<String> = ids.iter().map(u64::to_string).collect();
+            let q: Vec<(&str, &str)> = id_strs.iter().map(|i| ("id", i.as_str())).collect();
+            let devs: Vec<NbDevice> = self.api().list("api/dcim/devices/", &q).await?;
+            let free: Vec<NbDevice> = devs.into_iter().filter(serial_free).collect();
+            match free.len() {
+                0 => {}
+                1 => {
+                    let how = format!("MAC {} (confidence 0.8)", via.join(", "));
+                    return Ok(WeakMatch::Matched(
+                        Box::new(free.into_iter().next().unwrap_or_else(|| unreachable!())),
+                        how,
+                    ));
+                }
+                _ => {
+                    return Ok(self.duplicates(
+                        d,
+                        "duplicate_mac_in_cmdb",
+                        &format!("MAC {}", via.join(", ")),
+                        &free,
+                    ));
+                }
+            }
+        }
+        if let Some(name) = d.hostname.as_deref().map(str::trim).filter(|n| !n.is_empty()) {
+            let hits: Vec<NbDevice> = self
+                .api()
+                .list("api/dcim/devices/", &[("name__ie", name)])
+                .await?;
+            let free: Vec<NbDevice> = hits.into_iter().filter(serial_free).collect();
+            match free.len() {
+                0 => {}
+                1 if self.cfg().ownership.match_hostname => {
+                    let how = format!("hostname {name} (confidence 0.4)");
+                    return Ok(WeakMatch::Matched(
+                        Box::new(free.into_iter().next().unwrap_or_else(|| unreachable!())),
+                        how,
+                    ));
+                }
+                1 => {
+                    let x = &free[0];
+                    self.exception(
+                        &d.key,
+                        "weak_match_hostname",
+                        format!(
+                            "NetBox device {name:?} (id {}) has no serial and matches serial {} only by hostname \
+                             (confidence 0.4); not linked and no duplicate created — confirm it, or set \
+                             netbox.ownership.match_hostname = true",
+                            x.id, d.serial
+                        ),
+                    );
+                    return Ok(WeakMatch::Blocked);
+                }
+                _ => {
+                    return Ok(self.duplicates(
+                        d,
+                        "duplicate_hostname_in_cmdb",
+                        &format!("hostname {name:?}"),
+                        &free,
+                    ));
+                }
+            }
+        }
+        Ok(WeakMatch::None)
+    }
+
+    fn duplicates(&mut self, d: &DesiredDevice, kind: &str, key: &str, many: &[NbDevice]) -> WeakMatch {
+        let ids: Vec<String> = many.iter().map(|x| x.id.to_string()).collect();
+        self.exception(
+            &d.key,
+            kind,
+            format!(
+                "NetBox has {} serial-less devices matching {key} (ids {}); serial {} not linked to any",
+                many.len(),
+                ids.join(", "),
+                d.serial
+            ),
+        );
+        WeakMatch::Blocked
+    }
+
+    // ---------------------------------------------------------------- custom fields, journal
+
+    /// Makes sure the owned custom fields exist on dcim.device (planned only, on a dry run).
+    async fn ensure_custom_fields(&mut self) -> Result<(), Fail> {
+        let own = self.cfg().ownership.clone();
+        let wanted = [
+            (own.power, CF_POWER, "integer", "Measured power (W)"),
+            (own.last_seen, CF_LAST_SEEN, "text", "Last seen by groundtruth"),
+        ];
+        for (on, name, kind, label) in wanted {
+            if !on {
+                continue;
+            }
+            let have: Vec<NbId> = self
+                .api()
+                .list("api/extras/custom-fields/", &[("name", name)])
+                .await?;
+            if !have.is_empty() {
+                self.cf_ready.insert(name);
+                continue;
+            }
+            let target = format!("custom field {name} ({kind}) on dcim.device");
+            let fields = vec![FieldChange {
+                field: "type".to_owned(),
+                old: None,
+                new: kind.to_owned(),
+            }];
+            if self.dry_run {
+                self.change("", "custom_field", "create", target, fields);
+                self.cf_ready.insert(name);
+                continue;
+            }
+            let body = json!({
+                "name": name, "label": label, "type": kind, "object_types": ["dcim.device"],
+                "description": "Written by groundtruth-collector from measurements; do not edit.",
+                "required": false,
+            });
+            match self.post::<NbId>("api/extras/custom-fields/", &body).await {
+                Ok(_) => {
+                    self.change("", "custom_field", "create", target, fields);
+                    self.cf_ready.insert(name);
+                }
+                Err(e @ Fail::Fatal(_)) => return Err(e),
+                Err(e) => {
+                    // Another collector may have created it meanwhile.
+                    let again: Vec<NbId> = self
+                        .api()
+                        .list("api/extras/custom-fields/", &[("name", name)])
+                        .await?;
+                    if again.is_empty() {
+                        self.fail("", format!("creating {target}: {}", e.reason()));
+                    } else {
+                        self.cf_ready.insert(name);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the collected journal entries, [`JOURNAL_CHUNK`] per bulk POST.
+    async fn flush_journal(&mut self) -> Result<(), Fail> {
+        let entries = std::mem::take(&mut self.journal);
+        for chunk in entries.chunks(JOURNAL_CHUNK) {
+            let _: Value = self
+                .post("api/extras/journal-entries/", &Value::Array(chunk.to_vec()))
+                .await?;
+            self.report.journal_entries += chunk.len() as u64;
+        }
+        Ok(())
     }
 
     // ---------------------------------------------------------------- placement
