@@ -921,4 +921,31 @@ mod tests {
         store.resolve_exceptions("k", &[]).await.unwrap();
         assert!(store.open_exceptions().await.unwrap().is_empty());
     }
+
+    #[tokio::test]
+    async fn dead_letters_count_failed_passes_and_resolve_when_the_write_succeeds() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db")).await.unwrap();
+        store.dead_letter("k", "PATCH x: HTTP 503").await.unwrap();
+        store.dead_letter("k", "PATCH x: HTTP 503").await.unwrap();
+        store.dead_letter("j", "POST y: HTTP 500").await.unwrap();
+        let open = store.dead_letters().await.unwrap();
+        assert_eq!(open.len(), 2);
+        assert_eq!((open[0].device_key.as_str(), open[0].attempts), ("k", 2));
+        // Still failing: stays open; then a clean pass resolves it.
+        assert_eq!(
+            store
+                .resolve_dead_letters("k", &["PATCH x: HTTP 503"])
+                .await
+                .unwrap(),
+            0
+        );
+        assert_eq!(store.resolve_dead_letters("k", &[]).await.unwrap(), 1);
+        let open = store.dead_letters().await.unwrap();
+        assert_eq!(open.len(), 1);
+        assert_eq!(open[0].device_key, "j");
+        // A new failure after resolution opens a fresh row.
+        store.dead_letter("k", "PATCH x: HTTP 503").await.unwrap();
+        assert_eq!(store.dead_letters().await.unwrap().len(), 2);
+    }
 }

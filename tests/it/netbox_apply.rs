@@ -510,3 +510,55 @@ async fn apply_through_503_and_429_delays_but_loses_and_duplicates_nothing() {
     let again = nb.sync(&input, false).await.unwrap();
     assert_eq!(again.writes, 0, "{}", summary(&again));
 }
+
+/// Benchmark (ignored): first sync of `GT_BENCH_DEVICES` (default 1,000) new devices into a fresh
+/// site of 40-device racks, then a no-change cycle. Rate limit off, so this measures NetBox and
+/// the client. Run: `cargo test -p groundtruth-tests --test it -- --ignored --nocapture bench_netbox`.
+#[tokio::test]
+#[ignore = "benchmark: minutes against the NetBox peer"]
+async fn bench_netbox_first_sync_and_no_change_cycle() {
+    let Some(p) = peer("netbox_bench") else { return };
+    let n: u32 = std::env::var("GT_BENCH_DEVICES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let w = seed_world(&p).await;
+    let input: Vec<DesiredDevice> = (0..n)
+        .map(|i| {
+            let mut d = w.want(&format!("b{i}"), i % 40 + 1, &random_mac());
+            if let Some(l) = d.location.as_mut() {
+                l.rack = format!("B{:03}", i / 40);
+            }
+            d.power_watts = Some(f64::from(200 + i % 300));
+            d
+        })
+        .collect();
+    let mut cfg = NetBoxConfig::new(p.url.clone(), p.token.clone());
+    cfg.rate_limit = 0.0;
+    let nb = NetBox::new(cfg).unwrap();
+    let t0 = std::time::Instant::now();
+    let first = nb.sync(&input, false).await.unwrap();
+    let t_first = t0.elapsed();
+    assert!(
+        first.failures.is_empty(),
+        "{:?}",
+        &first.failures[..first.failures.len().min(5)]
+    );
+    let t1 = std::time::Instant::now();
+    let again = nb.sync(&input, false).await.unwrap();
+    let t_again = t1.elapsed();
+    assert_eq!(again.writes, 0);
+    #[allow(clippy::cast_precision_loss)]
+    let wps = first.writes as f64 / t_first.as_secs_f64();
+    println!(
+        "BENCH netbox devices={n} first: {:.1} s, {} requests, {} writes ({wps:.1} writes/s), {} exceptions; \
+         no-change: {:.1} s, {} requests, {} writes",
+        t_first.as_secs_f64(),
+        first.requests,
+        first.writes,
+        first.exceptions.len(),
+        t_again.as_secs_f64(),
+        again.requests,
+        again.writes
+    );
+}

@@ -2870,6 +2870,90 @@ mod tests {
         assert!(d.fields.is_empty(), "{:?}", d.fields);
     }
 
+    fn power_device(w: Option<f64>, seen: Option<&str>) -> DesiredDevice {
+        DesiredDevice {
+            key: "k".into(),
+            serial: "S1".into(),
+            asset_tag: None,
+            vendor: "Dell".into(),
+            model: "R650".into(),
+            part_number: None,
+            hostname: None,
+            location: None,
+            macs: vec![],
+            power_watts: w,
+            last_seen: seen.map(str::to_owned),
+            evidence: vec![],
+        }
+    }
+
+    #[test]
+    fn custom_fields_respect_deadbands_ownership_and_readiness() {
+        let own = Ownership::default();
+        let ready: HashSet<&'static str> = [CF_POWER, CF_LAST_SEEN].into_iter().collect();
+        let cur = |p: Value, s: Value| {
+            let mut m = Map::new();
+            m.insert(CF_POWER.into(), p);
+            m.insert(CF_LAST_SEEN.into(), s);
+            m
+        };
+        // Empty in NetBox: both written.
+        let d = power_device(Some(349.6), Some("2026-11-24T09:00:00.000Z"));
+        let (f, p) = diff_custom_fields(Some(&cur(Value::Null, Value::Null)), &d, &own, &ready);
+        assert_eq!(f.len(), 2);
+        assert_eq!(p[CF_POWER], json!(350));
+        // Within 5 % and within an hour: nothing.
+        let c = cur(json!(340), json!("2026-11-24T08:30:00.000Z"));
+        assert!(diff_custom_fields(Some(&c), &d, &own, &ready).1.is_empty());
+        // Power moved 10 %, last seen 2 h: both.
+        let c = cur(json!(318), json!("2026-11-24T07:00:00Z"));
+        let (_, p) = diff_custom_fields(Some(&c), &d, &own, &ready);
+        assert_eq!(p.len(), 2, "{p:?}");
+        // Not owned, or the field does not exist in NetBox: nothing.
+        let off = Ownership {
+            power: false,
+            last_seen: false,
+            ..Ownership::default()
+        };
+        assert!(diff_custom_fields(None, &d, &off, &ready).1.is_empty());
+        assert!(diff_custom_fields(None, &d, &own, &HashSet::new()).1.is_empty());
+        // No measurement: nothing; a string decimal from NetBox is read.
+        let none = power_device(None, None);
+        assert!(diff_custom_fields(None, &none, &own, &ready).1.is_empty());
+        let c = cur(json!("350"), Value::Null);
+        let (f, _) = diff_custom_fields(Some(&c), &power_device(Some(351.0), None), &own, &ready);
+        assert!(f.is_empty(), "{f:?}");
+    }
+
+    #[test]
+    fn placeholder_serials_in_netbox_are_free_and_journal_names_the_evidence() {
+        for (sn, free) in [
+            ("", true),
+            ("To Be Filled By O.E.M.", true),
+            ("0000000", true),
+            ("CZ1234", false),
+        ] {
+            let d = nb_device(json!({"id": 1, "serial": sn}));
+            assert_eq!(serial_free(&d), free, "{sn}");
+        }
+        let c = Change {
+            device_key: "k".into(),
+            object: "device".into(),
+            action: "update".into(),
+            target: "device serial S1".into(),
+            fields: vec![FieldChange {
+                field: "rack".into(),
+                old: Some("R01".into()),
+                new: "R07".into(),
+            }],
+        };
+        let t = journal_text(&[c], &["location from SITE_MAP".into()]);
+        assert!(
+            t.contains("rack: R01 → R07") && t.contains("* location from SITE_MAP"),
+            "{t}"
+        );
+    }
+
     #[test]
     fn diff_never_touches_cmdb_owned_fields() {
         let cur = placed_device();
