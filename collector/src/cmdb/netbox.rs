@@ -3,9 +3,15 @@
 //!
 //! What one [`NetBox::sync`] does, per [`DesiredDevice`], strictly in this order:
 //!
+//! 0. Once per run: the owned custom fields `gt_measured_power_w` / `gt_last_seen` on dcim.device
+//!    are looked up and created when missing.
 //! 1. Match by serial: `GET /api/dcim/devices/?serial=X` (NetBox filters `iexact`), then compare
-//!    exactly after trim + upper case. 0 matches → create, 1 → update, >1 →
-//!    exception `duplicate_serial_in_cmdb` and nothing is written for that device.
+//!    exactly after trim + upper case. 1 → update, >1 → exception `duplicate_serial_in_cmdb` and
+//!    nothing is written for that device. 0 → weak keys, among NetBox devices whose serial is
+//!    empty or a placeholder only: asset tag, then MAC objects (the interface's device), then
+//!    hostname. A single asset-tag or MAC candidate is updated (its serial written); a
+//!    hostname-only candidate is the exception `weak_match_hostname` unless the ownership allows
+//!    it; two candidates are a `duplicate_*_in_cmdb` exception; none → create.
 //! 2. Resolve the placement: site (by slug, then by name), rack (by name within the site). Missing
 //!    ones are created when [`NetBoxConfig::create_missing`] is set, otherwise the device gets a
 //!    `missing_in_cmdb` exception and its placement is left alone.
@@ -17,6 +23,13 @@
 //!    Never written on update: name, role, status, tenant, platform, comments. Nothing is deleted.
 //! 5. MACs: ensure an interface per `interface_name`, a MAC address object assigned to it
 //!    (NetBox ≥ 4.2 keeps MACs as objects) and the interface's `primary_mac_address`.
+//!
+//! 6. Custom fields: measured power when it moved more than the deadband, last-seen when it moved
+//!    more than its deadband (both in the same PATCH as the device's other fields).
+//! 7. A journal entry on every device this run changed (changes + evidence), bulk-POSTed at the
+//!    end of the run.
+//!
+//! [`Ownership`] switches each owned field group off (or the asset tag to "always").
 //!
 //! Every decision is computed from what NetBox returns, so a second run with the same input makes
 //! zero write requests ([`SyncReport::writes`] counts POST/PATCH requests, one per logical write).
