@@ -318,6 +318,18 @@ async fn apply_fixes_stale_netbox_and_leaves_cmdb_fields_and_conflicts_alone() {
     let big = nb.sync(std::slice::from_ref(&a2), false).await.unwrap();
     assert_eq!((big.writes, big.journal_entries), (2, 1), "{}", summary(&big));
     assert_eq!(power_of(&p.device(a_id).await), Some(420));
+    // Power of three devices moved: one bulk PATCH and one bulk journal POST.
+    let mut three = vec![a2.clone(), b.clone(), c.clone()];
+    for x in &mut three {
+        x.power_watts = Some(500.0);
+    }
+    let bulk = nb.sync(&three, false).await.unwrap();
+    eprintln!("bulk: {}", summary(&bulk));
+    assert!(bulk.failures.is_empty(), "{}", summary(&bulk));
+    assert_eq!((bulk.writes, bulk.journal_entries), (2, 3), "{}", summary(&bulk));
+    for id in [a_id, b_id, c_id] {
+        assert_eq!(power_of(&p.device(id).await), Some(500));
+    }
     eprintln!(
         "apply requests: first {} , rerun {} (writes {} / {})",
         r.requests, again.requests, r.writes, again.writes

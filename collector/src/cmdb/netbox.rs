@@ -84,6 +84,11 @@ pub const CF_POWER: &str = "gt_measured_power_w";
 pub const CF_LAST_SEEN: &str = "gt_last_seen";
 /// Journal entries per bulk POST.
 const JOURNAL_CHUNK: usize = 100;
+/// Device updates per bulk PATCH.
+const PATCH_CHUNK: usize = 50;
+/// Device fields whose update must not be deferred: the rack elevation of later devices in the
+/// same run depends on them.
+const PLACEMENT_FIELDS: [&str; 5] = ["site", "rack", "location", "position", "face"];
 
 const BASE_DELAY: Duration = Duration::from_millis(500);
 /// NetBox's default `MAX_PAGE_SIZE`.
@@ -214,6 +219,11 @@ impl NetBox {
                 }
                 Err(other) => run.fail(&d.key, other.reason()),
             }
+        }
+        match run.flush_patches().await {
+            Ok(()) => {}
+            Err(Fail::Fatal(e)) => return Err(e),
+            Err(other) => run.fail("", format!("device updates: {}", other.reason())),
         }
         match run.flush_journal().await {
             Ok(()) => {}
@@ -1293,8 +1303,19 @@ struct Run<'a> {
     cf_ready: HashSet<&'static str>,
     /// NetBox id of the device being synced (for its journal entry).
     cur_device: Option<u64>,
-    /// Journal entries to write at the end of the run (one bulk POST per chunk).
-    journal: Vec<Value>,
+    /// NetBox id and evidence of every device this run matched or created (for its journal).
+    device_ids: Vec<(String, u64, Vec<String>)>,
+    /// Device updates without placement changes, bulk-PATCHed at the end of the run.
+    pending: Vec<PendingPatch>,
+}
+
+/// A deferred device update.
+struct PendingPatch {
+    key: String,
+    id: u64,
+    target: String,
+    patch: Map<String, Value>,
+    fields: Vec<FieldChange>,
 }
 
 impl<'a> Run<'a> {
@@ -1313,7 +1334,8 @@ impl<'a> Run<'a> {
             seen_serials: HashSet::new(),
             cf_ready: HashSet::new(),
             cur_device: None,
-            journal: Vec::new(),
+            device_ids: Vec::new(),
+            pending: Vec::new(),
         }
     }
 
@@ -1366,21 +1388,10 @@ impl<'a> Run<'a> {
     // ---------------------------------------------------------------- per device
 
     async fn device(&mut self, d: &DesiredDevice) -> Result<(), Fail> {
-        let before = self.report.changes.len();
         self.cur_device = None;
         let r = self.device_inner(d).await;
-        if !self.dry_run
-            && self.cfg().journal
-            && let Some(id) = self.cur_device
-            && self.report.changes.len() > before
-        {
-            let text = journal_text(&self.report.changes[before..], &d.evidence);
-            self.journal.push(json!({
-                "assigned_object_type": "dcim.device",
-                "assigned_object_id": id,
-                "kind": "info",
-                "comments": text,
-            }));
+        if let Some(id) = self.cur_device {
+            self.device_ids.push((d.key.clone(), id, d.evidence.clone()));
         }
         r
     }
@@ -1640,8 +1651,18 @@ impl<'a> Run<'a> {
                 .insert("custom_fields".to_owned(), Value::Object(cf_patch));
         }
         if !diff.fields.is_empty() {
+            let deferrable = !diff.patch.contains_key("asset_tag")
+                && !PLACEMENT_FIELDS.iter().any(|f| diff.patch.contains_key(*f));
             if self.dry_run {
                 self.change(&d.key, "device", "update", target.clone(), diff.fields);
+            } else if deferrable {
+                self.pending.push(PendingPatch {
+                    key: d.key.clone(),
+                    id: cur.id,
+                    target: target.clone(),
+                    patch: diff.patch,
+                    fields: diff.fields,
+                });
             } else {
                 let path = format!("api/dcim/devices/{}/", cur.id);
                 let r: Result<NbId, Fail> = self.patch(&path, &Value::Object(diff.patch.clone())).await;
@@ -1956,9 +1977,73 @@ impl<'a> Run<'a> {
         Ok(())
     }
 
-    /// Writes the collected journal entries, [`JOURNAL_CHUNK`] per bulk POST.
+    /// Writes the deferred device updates, [`PATCH_CHUNK`] per bulk PATCH. NetBox applies a bulk
+    /// update in one transaction: when it refuses the chunk, its items are retried one by one so
+    /// one bad item fails alone.
+    async fn flush_patches(&mut self) -> Result<(), Fail> {
+        let pending = std::mem::take(&mut self.pending);
+        for chunk in pending.chunks(PATCH_CHUNK) {
+            if chunk.len() > 1 {
+                let body: Vec<Value> = chunk
+                    .iter()
+                    .map(|p| {
+                        let mut m = p.patch.clone();
+                        m.insert("id".to_owned(), json!(p.id));
+                        Value::Object(m)
+                    })
+                    .collect();
+                match self
+                    .patch::<Value>("api/dcim/devices/", &Value::Array(body))
+                    .await
+                {
+                    Ok(_) => {
+                        for p in chunk {
+                            self.change(&p.key, "device", "update", p.target.clone(), p.fields.clone());
+                        }
+                        continue;
+                    }
+                    Err(e @ Fail::Fatal(_)) => return Err(e),
+                    Err(e) => {
+                        warn!(error = %e.reason(), "NetBox refused a bulk device update; retrying one by one.")
+                    }
+                }
+            }
+            for p in chunk {
+                let path = format!("api/dcim/devices/{}/", p.id);
+                match self.patch::<NbId>(&path, &Value::Object(p.patch.clone())).await {
+                    Ok(_) => self.change(&p.key, "device", "update", p.target.clone(), p.fields.clone()),
+                    Err(e @ Fail::Fatal(_)) => return Err(e),
+                    Err(e) => self.fail(&p.key, e.reason()),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes a journal entry on every device this run changed, [`JOURNAL_CHUNK`] per bulk POST.
     async fn flush_journal(&mut self) -> Result<(), Fail> {
-        let entries = std::mem::take(&mut self.journal);
+        if self.dry_run || !self.cfg().journal {
+            return Ok(());
+        }
+        let mut entries = Vec::new();
+        for (key, id, evidence) in &self.device_ids {
+            let changes: Vec<Change> = self
+                .report
+                .changes
+                .iter()
+                .filter(|c| &c.device_key == key)
+                .cloned()
+                .collect();
+            if changes.is_empty() {
+                continue;
+            }
+            entries.push(json!({
+                "assigned_object_type": "dcim.device",
+                "assigned_object_id": id,
+                "kind": "info",
+                "comments": journal_text(&changes, evidence),
+            }));
+        }
         for chunk in entries.chunks(JOURNAL_CHUNK) {
             let _: Value = self
                 .post("api/extras/journal-entries/", &Value::Array(chunk.to_vec()))
