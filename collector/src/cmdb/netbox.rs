@@ -86,6 +86,8 @@ pub const CF_LAST_SEEN: &str = "gt_last_seen";
 const JOURNAL_CHUNK: usize = 100;
 /// Device updates per bulk PATCH.
 const PATCH_CHUNK: usize = 50;
+/// Serials / device ids per prefetching read (`?serial=A&serial=B…`).
+const PREFETCH_CHUNK: usize = 50;
 /// Device fields whose update must not be deferred: the rack elevation of later devices in the
 /// same run depends on them.
 const PLACEMENT_FIELDS: [&str; 5] = ["site", "rack", "location", "position", "face"];
@@ -206,6 +208,16 @@ impl NetBox {
             Ok(()) => {}
             Err(Fail::Fatal(e)) => return Err(e),
             Err(other) => run.fail("", other.reason()),
+        }
+        if devices.len() > 1 {
+            match run.prefetch(devices).await {
+                Ok(()) => {}
+                Err(Fail::Fatal(e)) => return Err(e),
+                // Not fatal: every lookup not prefetched is made one by one.
+                Err(other) => {
+                    warn!(error = %other.reason(), "NetBox prefetch failed; reading device by device.")
+                }
+            }
         }
         for d in devices {
             match run.device(d).await {
@@ -1307,6 +1319,10 @@ struct Run<'a> {
     device_ids: Vec<(String, u64, Vec<String>)>,
     /// Device updates without placement changes, bulk-PATCHed at the end of the run.
     pending: Vec<PendingPatch>,
+    /// Prefetched serial lookups (normalised serial → NetBox devices), taken once each.
+    by_serial: HashMap<String, Vec<NbDevice>>,
+    /// Prefetched interfaces of serial-matched devices, taken once each.
+    ifaces_of: HashMap<u64, Vec<NbInterface>>,
 }
 
 /// A deferred device update.
@@ -1336,6 +1352,8 @@ impl<'a> Run<'a> {
             cur_device: None,
             device_ids: Vec::new(),
             pending: Vec::new(),
+            by_serial: HashMap::new(),
+            ifaces_of: HashMap::new(),
         }
     }
 
@@ -1424,10 +1442,14 @@ impl<'a> Run<'a> {
             );
             return Ok(());
         }
-        let found: Vec<NbDevice> = self
-            .api()
-            .list("api/dcim/devices/", &[("serial", &serial)])
-            .await?;
+        let found: Vec<NbDevice> = match self.by_serial.remove(&serial) {
+            Some(v) => v,
+            None => {
+                self.api()
+                    .list("api/dcim/devices/", &[("serial", &serial)])
+                    .await?
+            }
+        };
         let matches: Vec<NbDevice> = found
             .into_iter()
             .filter(|x| serial_key(&x.serial) == serial)
@@ -1692,6 +1714,8 @@ impl<'a> Run<'a> {
         }
         let ifaces: Vec<NbInterface> = if d.macs.is_empty() {
             Vec::new()
+        } else if let Some(v) = self.ifaces_of.remove(&cur.id) {
+            v
         } else {
             self.api()
                 .list("api/dcim/interfaces/", &[("device_id", &cur.id.to_string())])
@@ -1973,6 +1997,56 @@ impl<'a> Run<'a> {
                     }
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Reads the devices with the input's serials and their interfaces, [`PREFETCH_CHUNK`] keys
+    /// per request, so a cycle without changes costs a few requests per 50 devices instead of
+    /// two per device. Lookups not prefetched (a failed read) fall back to one request each.
+    async fn prefetch(&mut self, devices: &[DesiredDevice]) -> Result<(), Fail> {
+        let serials: Vec<String> = devices
+            .iter()
+            .map(|d| serial_key(&d.serial))
+            .filter(|s| !s.is_empty())
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        let mut matched: Vec<u64> = Vec::new();
+        for chunk in serials.chunks(PREFETCH_CHUNK) {
+            let q: Vec<(&str, &str)> = chunk.iter().map(|s| ("serial", s.as_str())).collect();
+            let found: Vec<NbDevice> = self.api().list("api/dcim/devices/", &q).await?;
+            let mut got: HashMap<String, Vec<NbDevice>> =
+                chunk.iter().map(|s| (s.clone(), Vec::new())).collect();
+            for x in found {
+                if let Some(v) = got.get_mut(&serial_key(&x.serial)) {
+                    v.push(x);
+                }
+            }
+            for v in got.values() {
+                if let [one] = v.as_slice() {
+                    matched.push(one.id);
+                }
+            }
+            self.by_serial.extend(got);
+        }
+        if !self.cfg().ownership.macs {
+            return Ok(());
+        }
+        for chunk in matched.chunks(PREFETCH_CHUNK) {
+            let ids: Vec<String> = chunk.iter().map(u64::to_string).collect();
+            let q: Vec<(&str, &str)> = ids.iter().map(|i| ("device_id", i.as_str())).collect();
+            let found: Vec<Value> = self.api().list("api/dcim/interfaces/", &q).await?;
+            let mut got: HashMap<u64, Vec<NbInterface>> = chunk.iter().map(|id| (*id, Vec::new())).collect();
+            for v in found {
+                let dev = v.get("device").and_then(|d| d.get("id")).and_then(Value::as_u64);
+                if let (Some(dev), Ok(i)) = (dev, serde_json::from_value::<NbInterface>(v))
+                    && let Some(list) = got.get_mut(&dev)
+                {
+                    list.push(i);
+                }
+            }
+            self.ifaces_of.extend(got);
         }
         Ok(())
     }
