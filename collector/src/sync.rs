@@ -1,8 +1,7 @@
 //! One CMDB sync pass: stored devices → desired state → NetBox, with exceptions recorded for
 //! devices that cannot be written and for conflicts the CMDB layer found.
 
-use crate::cmdb::netbox::NetBox;
-use crate::cmdb::{CmdbError, SyncReport};
+use crate::cmdb::{Cmdb, CmdbError, SyncReport};
 use crate::reconcile;
 use crate::store::{Store, StoreError};
 
@@ -48,7 +47,7 @@ impl serde::Serialize for reconcile::Unfit {
 /// problems are in the summary instead.
 pub async fn run_pass(
     store: &Store,
-    netbox: &NetBox,
+    netbox: &impl Cmdb,
     rules: &reconcile::Rules,
     dry_run: bool,
 ) -> Result<PassSummary, SyncError> {

@@ -8,6 +8,20 @@
 
 pub mod netbox;
 
+/// A CMDB the collector can sync into. NetBox ([`netbox::NetBox`]) is the first; another CMDB
+/// implements this one method (read, match, diff owned fields, write unless `dry_run`).
+pub trait Cmdb {
+    /// Reads the CMDB, computes the plan and, unless `dry_run`, executes it.
+    ///
+    /// # Errors
+    /// Only when the CMDB as a whole cannot be used; per-device problems are in the report.
+    fn sync(
+        &self,
+        devices: &[DesiredDevice],
+        dry_run: bool,
+    ) -> impl std::future::Future<Output = Result<SyncReport, CmdbError>> + Send;
+}
+
 /// Rack face a device is mounted on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 #[serde(rename_all = "snake_case")]

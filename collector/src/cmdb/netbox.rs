@@ -29,6 +29,12 @@
 //! 7. A journal entry on every device this run changed (changes + evidence), bulk-POSTed at the
 //!    end of the run.
 //!
+//! Batching: before the per-device loop the serial lookups and the matched devices' interfaces
+//! are prefetched 50 keys per request; device updates without placement changes
+//! are deferred and bulk-PATCHed 50 per request after the loop (placement changes
+//! and creates stay immediate and in input order: the next device's rack elevation depends on
+//! them). Every request passes the rate limiter ([`NetBoxConfig::rate_limit`]).
+//!
 //! [`Ownership`] switches each owned field group off (or the asset tag to "always").
 //!
 //! Every decision is computed from what NetBox returns, so a second run with the same input makes
@@ -251,6 +257,16 @@ impl NetBox {
             "NetBox sync finished."
         );
         Ok(run.report)
+    }
+}
+
+impl super::Cmdb for NetBox {
+    fn sync(
+        &self,
+        devices: &[DesiredDevice],
+        dry_run: bool,
+    ) -> impl std::future::Future<Output = Result<SyncReport, CmdbError>> + Send {
+        NetBox::sync(self, devices, dry_run)
     }
 }
 
