@@ -3,8 +3,9 @@
 # tests need (Debian packages, PyPI packages, crates), starts every test peer on 127.0.0.1
 # (tests/peers/start-all.sh, NetBox included), then runs, in order:
 #   cargo fmt --check; cargo clippy --all-targets -D warnings; cargo build; cargo test (all suites);
-#   the .deb install test (tests/packaging.sh)
-# with GT_REQUIRE_PEERS=1, so a peer that failed to come up fails the run instead of skipping.
+#   the .deb install test (tests/packaging.sh); the web UI in headless chromium (tests/web/run.sh)
+# with GT_REQUIRE_PEERS=1, so a peer that failed to come up (or a missing chromium) fails the run
+# instead of skipping.
 # Peers are left running for the next run (stop them with tests/peers/stop-all.sh).
 #
 # Environment: GT_PEERS_RUN (default /tmp/gt-peers), GT_SKIP_PEERS=1 (use already running peers),
@@ -39,6 +40,10 @@ set -e
 if [ "$status" = 0 ]; then
   step "package install test (tests/packaging.sh)"
   tests/packaging.sh || status=$?
+fi
+if [ "$status" = 0 ]; then
+  step "web UI in headless chromium (tests/web/run.sh; screenshots in target/web-artifacts/)"
+  GT_REQUIRE_PEERS=1 tests/web/run.sh || status=$?
 fi
 step "done (exit $status)"
 exit "$status"

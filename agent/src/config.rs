@@ -54,6 +54,58 @@ struct RawConfig {
     defaults: RawDefaults,
     #[serde(default)]
     targets: Vec<RawTarget>,
+    #[serde(default)]
+    sweeps: Vec<RawSweep>,
+}
+
+/// A discovery sweep run periodically; what it finds is polled like a configured target.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSweep {
+    name: String,
+    /// "10.1.7.0/24", "10.1.7.5", "10.1.7.5-10.1.7.40".
+    ranges: Vec<String>,
+    /// How often to sweep again ("1h").
+    #[serde(default, with = "humantime_serde_opt")]
+    every: Option<Duration>,
+    /// Poll interval of the targets found (default: defaults.interval).
+    #[serde(default, with = "humantime_serde_opt")]
+    interval: Option<Duration>,
+    #[serde(default)]
+    snmp_ports: Option<Vec<u16>>,
+    #[serde(default)]
+    snmp_communities: Vec<SecretRef>,
+    #[serde(default)]
+    redfish_ports: Option<Vec<u16>>,
+    #[serde(default)]
+    redfish_credentials: Vec<RawCredential>,
+    #[serde(default)]
+    redfish_insecure: bool,
+    #[serde(default)]
+    ipmi_ports: Option<Vec<u16>>,
+    #[serde(default)]
+    ipmi_credentials: Vec<RawCredential>,
+    #[serde(default)]
+    modbus_ports: Option<Vec<u16>>,
+    /// "UNIT:MAP" pairs to try on each Modbus port, e.g. "1:sdm630".
+    #[serde(default)]
+    modbus_try: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCredential {
+    user: String,
+    password: SecretRef,
+}
+
+/// A validated sweep.
+#[derive(Debug, Clone)]
+pub struct SweepConfig {
+    pub name: String,
+    pub spec: crate::discover::SweepSpec,
+    pub every: Duration,
+    pub interval: Option<Duration>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -76,6 +128,18 @@ struct RawAgent {
 #[serde(deny_unknown_fields)]
 struct RawCollector {
     grpc: String,
+    /// CA bundle (PEM) that signed the collector's certificate (https:// only; default: the
+    /// system's roots).
+    #[serde(default)]
+    ca_file: Option<PathBuf>,
+    /// Client certificate and key (PEM) for mutual TLS.
+    #[serde(default)]
+    client_cert: Option<PathBuf>,
+    #[serde(default)]
+    client_key: Option<PathBuf>,
+    /// Name to verify the collector's certificate against, if not the URL's host.
+    #[serde(default)]
+    server_name: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -86,6 +150,16 @@ struct RawMqtt {
     username: Option<String>,
     #[serde(default)]
     password: Option<SecretRef>,
+    /// mqtts:// only: CA bundle (default: the system bundle), client certificate and key.
+    #[serde(default)]
+    ca_file: Option<PathBuf>,
+    #[serde(default)]
+    client_cert: Option<PathBuf>,
+    #[serde(default)]
+    client_key: Option<PathBuf>,
+    /// "protobuf" (default) or "json" (the canonical JSON mapping).
+    #[serde(default)]
+    payload: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -180,6 +254,8 @@ pub struct Config {
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// gRPC endpoint of the collector (`[collector] grpc`), if that uplink is used.
     pub collector_grpc: Option<String>,
+    /// TLS settings of the gRPC uplink (https:// endpoints).
+    pub grpc_tls: crate::uplink::grpc::GrpcTls,
     /// MQTT broker (`[mqtt]`), if that uplink is used; it wins over gRPC when both are set.
     pub mqtt: Option<crate::uplink::mqtt::MqttSettings>,
     pub interval: Duration,
@@ -191,6 +267,7 @@ pub struct Config {
     pub batch_max_devices: usize,
     pub batch_max_delay: Duration,
     pub targets: Vec<TargetConfig>,
+    pub sweeps: Vec<SweepConfig>,
     /// Non-fatal findings, logged at start.
     pub warnings: Vec<String>,
 }
@@ -256,15 +333,47 @@ impl Config {
                 c.grpc
             )));
         }
+        let grpc_tls = match &raw.collector {
+            None => crate::uplink::grpc::GrpcTls::default(),
+            Some(c) => {
+                let mut read = |key: &str, p: &Option<PathBuf>| -> Option<Vec<u8>> {
+                    let p = p.as_ref()?;
+                    std::fs::read(p)
+                        .map_err(|e| {
+                            errors.push(err(format!("collector.{key}: cannot read {}: {e}", p.display())))
+                        })
+                        .ok()
+                };
+                let mut tls = crate::uplink::grpc::GrpcTls {
+                    ca_pem: read("ca_file", &c.ca_file),
+                    client_cert_pem: read("client_cert", &c.client_cert),
+                    client_key_pem: read("client_key", &c.client_key),
+                    server_name: c.server_name.clone(),
+                };
+                if tls.client_cert_pem.is_some() != tls.client_key_pem.is_some() {
+                    errors.push(err(
+                        "collector.client_cert and collector.client_key go together".into()
+                    ));
+                    tls = crate::uplink::grpc::GrpcTls::default();
+                }
+                if c.grpc.starts_with("http://") && (c.ca_file.is_some() || c.client_cert.is_some()) {
+                    errors.push(err(
+                        "collector: TLS files given for a plain http:// endpoint; use https://".into(),
+                    ));
+                }
+                tls
+            }
+        };
         if raw.collector.is_none() && raw.mqtt.is_none() {
             errors.push(err(
                 "no uplink: set [collector] grpc = \"http://...\" or [mqtt] url = \"mqtt://...\"".into(),
             ));
         }
         let mqtt = raw.mqtt.as_ref().and_then(|m| {
-            let (host, port) = crate::uplink::mqtt::MqttSettings::endpoint(&m.url)
+            let url = groundtruth_proto::topics::broker_url(&m.url)
                 .map_err(|e| errors.push(err(format!("mqtt.url: {e}"))))
                 .ok()?;
+            let (host, port) = (url.host.clone(), url.port);
             let password = match &m.password {
                 None => None,
                 Some(r) => Some(
@@ -272,6 +381,41 @@ impl Config {
                         .map_err(|e| errors.push(err(format!("mqtt.password: {e}"))))
                         .ok()?,
                 ),
+            };
+            let tls = if url.tls {
+                let ca = m
+                    .ca_file
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from("/etc/ssl/certs/ca-certificates.crt"));
+                let mut read = |key: &str, p: &Path| {
+                    std::fs::read(p)
+                        .map_err(|e| {
+                            errors.push(err(format!("mqtt.{key}: cannot read {}: {e}", p.display())))
+                        })
+                        .ok()
+                };
+                let ca_pem = read("ca_file", &ca)?;
+                let client_auth = match (&m.client_cert, &m.client_key) {
+                    (Some(c), Some(k)) => Some((read("client_cert", c)?, read("client_key", k)?)),
+                    (None, None) => None,
+                    _ => {
+                        errors.push(err("mqtt.client_cert and mqtt.client_key go together".into()));
+                        return None;
+                    }
+                };
+                Some(crate::uplink::mqtt::MqttTls { ca_pem, client_auth })
+            } else {
+                if m.ca_file.is_some() || m.client_cert.is_some() {
+                    errors.push(err(
+                        "mqtt: TLS files given for a plain mqtt:// broker; use mqtts://".into(),
+                    ));
+                }
+                if m.password.is_some() && !is_loopback(&url.host) {
+                    warnings.push(format!(
+                        "{file}: mqtt: the broker password travels in clear over mqtt://; use mqtts://"
+                    ));
+                }
+                None
             };
             Some(crate::uplink::mqtt::MqttSettings {
                 host,
@@ -281,6 +425,17 @@ impl Config {
                 site: raw.agent.site.clone(),
                 agent_id: raw.agent.id.clone(),
                 keep_alive: Duration::from_secs(30),
+                tls,
+                json: match m.payload.as_deref() {
+                    None | Some("protobuf") => false,
+                    Some("json") => true,
+                    Some(other) => {
+                        errors.push(err(format!(
+                            "mqtt.payload: expected \"protobuf\" or \"json\", got {other:?}"
+                        )));
+                        false
+                    }
+                },
             })
         });
         let mut targets = Vec::new();
@@ -351,6 +506,83 @@ impl Config {
                 })
                 .ok(),
         };
+        let mut sweeps = Vec::new();
+        for (i, sw) in raw.sweeps.iter().enumerate() {
+            let at = format!("sweeps[{i}] ({})", sw.name);
+            if sweeps.iter().any(|x: &SweepConfig| x.name == sw.name) {
+                errors.push(err(format!("{at}.name: duplicate sweep name")));
+            }
+            let mut spec = crate::discover::SweepSpec {
+                redfish_insecure: sw.redfish_insecure,
+                ..Default::default()
+            };
+            for r in &sw.ranges {
+                match crate::discover::parse_range(r) {
+                    Ok(a) => spec.addresses.extend(a),
+                    Err(e) => errors.push(err(format!("{at}.ranges: {e}"))),
+                }
+            }
+            if spec.addresses.len() > crate::discover::MAX_ADDRESSES {
+                errors.push(err(format!(
+                    "{at}.ranges: more than {} addresses",
+                    crate::discover::MAX_ADDRESSES
+                )));
+            }
+            for (j, c) in sw.snmp_communities.iter().enumerate() {
+                match c.load() {
+                    Ok(s) => spec.snmp_communities.push(s),
+                    Err(e) => errors.push(err(format!("{at}.snmp_communities[{j}]: {e}"))),
+                }
+            }
+            let mut creds = |list: &[RawCredential], key: &str, out: &mut Vec<(String, Secret)>| {
+                for (j, c) in list.iter().enumerate() {
+                    match c.password.load() {
+                        Ok(p) => out.push((c.user.clone(), p)),
+                        Err(e) => errors.push(err(format!("{at}.{key}[{j}].password: {e}"))),
+                    }
+                }
+            };
+            creds(
+                &sw.redfish_credentials,
+                "redfish_credentials",
+                &mut spec.redfish_credentials,
+            );
+            creds(
+                &sw.ipmi_credentials,
+                "ipmi_credentials",
+                &mut spec.ipmi_credentials,
+            );
+            for m in &sw.modbus_try {
+                match m
+                    .split_once(':')
+                    .and_then(|(u, map)| Some((u.parse::<u8>().ok()?, map.to_owned())))
+                {
+                    Some(pair) => spec.modbus_units_maps.push(pair),
+                    None => errors.push(err(format!("{at}.modbus_try: {m:?} is not UNIT:MAP"))),
+                }
+            }
+            // Ports default to the standard ones for protocols that have something to try.
+            let ports = |p: &Option<Vec<u16>>, default: u16, wanted: bool| match p {
+                Some(p) => p.clone(),
+                None if wanted => vec![default],
+                None => vec![],
+            };
+            spec.snmp_ports = ports(&sw.snmp_ports, 161, !spec.snmp_communities.is_empty());
+            spec.redfish_ports = ports(&sw.redfish_ports, 443, true);
+            spec.ipmi_ports = ports(&sw.ipmi_ports, 623, !spec.ipmi_credentials.is_empty());
+            spec.modbus_ports = ports(&sw.modbus_ports, 502, !spec.modbus_units_maps.is_empty());
+            if sw.redfish_insecure {
+                warnings.push(format!(
+                    "{file}: {at}: Redfish TLS certificates are not verified during this sweep"
+                ));
+            }
+            sweeps.push(SweepConfig {
+                name: sw.name.clone(),
+                spec,
+                every: sw.every.unwrap_or(Duration::from_secs(3600)),
+                interval: sw.interval,
+            });
+        }
         let interval = raw.defaults.interval.unwrap_or(Duration::from_secs(60));
         let timeout = raw.defaults.timeout.unwrap_or(Duration::from_secs(3));
         if timeout >= interval {
@@ -371,6 +603,7 @@ impl Config {
             spool_max_bytes,
             metrics_listen,
             collector_grpc: raw.collector.map(|c| c.grpc),
+            grpc_tls,
             mqtt,
             interval,
             timeout,
@@ -380,9 +613,14 @@ impl Config {
             batch_max_devices: raw.defaults.batch_max_devices.unwrap_or(500).max(1),
             batch_max_delay: raw.defaults.batch_max_delay.unwrap_or(Duration::from_secs(1)),
             targets,
+            sweeps,
             warnings,
         })
     }
+}
+
+fn is_loopback(host: &str) -> bool {
+    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Parses a size such as "256MiB", "1GiB", "512KiB", "10MB" or a plain byte count.
@@ -521,5 +759,200 @@ secret = { file = "SECRET_FILE" }
         let bad = GOOD.replace("\"30s\"", "\"thirty\"");
         let msg = Config::parse(&bad, "agent.toml").unwrap_err()[0].to_string();
         assert!(msg.contains("thirty") && msg.contains("line 11"), "{msg}");
+    }
+
+    /// The part of docs/configuration.md between `## {start}` and the next `## ` heading.
+    fn doc_section(start: &str) -> String {
+        let doc = include_str!("../../docs/configuration.md");
+        let from = doc
+            .find(&format!("\n## {start}"))
+            .expect("section in docs/configuration.md");
+        let rest = &doc[from + 4..];
+        rest[..rest.find("\n## ").unwrap_or(rest.len())].to_owned()
+    }
+
+    /// Keys documented in the section's reference tables: the first cell of each row, `` `a.b` ``.
+    fn doc_table_keys(section: &str) -> std::collections::BTreeSet<String> {
+        section
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `"))
+            .filter_map(|l| l.split_once('`').map(|(k, _)| k.to_owned()))
+            .collect()
+    }
+
+    /// The section's example (its first ```toml block) and the `table.key` names it sets
+    /// (`[[array]]` tables count as their table name; inline tables such as secrets are values).
+    fn doc_example(section: &str) -> (String, std::collections::BTreeSet<String>) {
+        let start = section.find("```toml\n").expect("a ```toml example") + 8;
+        let text = section[start..][..section[start..].find("```").expect("closed")].to_owned();
+        let value: toml::Table = toml::from_str(&text).expect("example is TOML");
+        let mut keys = std::collections::BTreeSet::new();
+        for (table, v) in &value {
+            let entries: Vec<&toml::Table> = match v {
+                toml::Value::Table(t) => vec![t],
+                toml::Value::Array(a) => a.iter().filter_map(toml::Value::as_table).collect(),
+                _ => panic!("top-level key {table} outside a table"),
+            };
+            for t in entries {
+                keys.extend(t.keys().map(|k| format!("{table}.{k}")));
+            }
+        }
+        (text, keys)
+    }
+
+    /// docs/configuration.md cannot silently rot: its agent example parses with the strict
+    /// (`deny_unknown_fields`) types, sets every key those types have, and the reference tables
+    /// list exactly those keys. A new field fails to compile here until it is listed (and then
+    /// documented).
+    #[test]
+    fn config_reference_lists_every_key() {
+        use super::{
+            RawAgent, RawCollector, RawConfig, RawCredential, RawDefaults, RawMqtt, RawSweep, RawTarget,
+        };
+        let section = doc_section("Agent");
+        let (example, example_keys) = doc_example(&section);
+        let raw: RawConfig = toml::from_str(&example).unwrap();
+        let RawConfig {
+            agent,
+            collector,
+            mqtt,
+            defaults,
+            targets,
+            sweeps,
+        } = raw;
+        let RawAgent {
+            id: _,
+            site: _,
+            state_dir,
+            spool_max,
+            metrics_listen,
+        } = agent;
+        let RawCollector {
+            grpc: _,
+            ca_file: grpc_ca,
+            client_cert,
+            client_key,
+            server_name,
+        } = collector.expect("[collector] in the example");
+        assert!(grpc_ca.is_some() && client_cert.is_some() && client_key.is_some() && server_name.is_some());
+        let RawSweep {
+            name: _,
+            ranges: _,
+            every,
+            interval: sweep_interval,
+            snmp_ports,
+            snmp_communities,
+            redfish_ports,
+            redfish_credentials,
+            redfish_insecure: _,
+            ipmi_ports,
+            ipmi_credentials,
+            modbus_ports,
+            modbus_try,
+        } = sweeps.into_iter().next().expect("a [[sweeps]] entry");
+        assert!(
+            every.is_some() && sweep_interval.is_some() && snmp_ports.is_some() && redfish_ports.is_some()
+        );
+        assert!(ipmi_ports.is_some() && modbus_ports.is_some() && !snmp_communities.is_empty());
+        assert!(!modbus_try.is_empty() && !ipmi_credentials.is_empty());
+        let RawCredential { user: _, password: _ } =
+            redfish_credentials.into_iter().next().expect("a credential");
+        let RawDefaults {
+            interval,
+            timeout,
+            retries,
+            delivery_timeout,
+            max_concurrent_polls,
+            batch_max_devices,
+            batch_max_delay,
+        } = defaults;
+        let RawTarget {
+            name: _,
+            url: _,
+            secret,
+            ca_file,
+            interval: target_interval,
+        } = targets.into_iter().next().expect("a [[targets]] entry");
+        assert!(state_dir.is_some() && spool_max.is_some() && metrics_listen.is_some());
+        assert!(interval.is_some() && timeout.is_some() && retries.is_some());
+        assert!(delivery_timeout.is_some() && max_concurrent_polls.is_some());
+        assert!(batch_max_devices.is_some() && batch_max_delay.is_some());
+        assert!(secret.is_some() && ca_file.is_some() && target_interval.is_some());
+        // [mqtt] is the alternative uplink; its keys are checked on a second parse.
+        assert!(mqtt.is_none());
+        let with_mqtt = format!(
+            "{example}\n[mqtt]\nurl = \"mqtts://b:8883\"\nusername = \"u\"\npassword = {{ env = \"P\" }}\n\
+             ca_file = \"/c\"\nclient_cert = \"/c\"\nclient_key = \"/k\"\npayload = \"json\"\n"
+        );
+        let RawMqtt {
+            url: _,
+            username,
+            password,
+            ca_file: mqtt_ca,
+            client_cert: mqtt_cert,
+            client_key: mqtt_key,
+            payload,
+        } = toml::from_str::<RawConfig>(&with_mqtt).unwrap().mqtt.unwrap();
+        assert!(username.is_some() && password.is_some() && payload.is_some());
+        assert!(mqtt_ca.is_some() && mqtt_cert.is_some() && mqtt_key.is_some());
+        let accepted: std::collections::BTreeSet<String> = [
+            "agent.id",
+            "agent.site",
+            "agent.state_dir",
+            "agent.spool_max",
+            "agent.metrics_listen",
+            "collector.grpc",
+            "collector.ca_file",
+            "collector.client_cert",
+            "collector.client_key",
+            "collector.server_name",
+            "defaults.interval",
+            "defaults.timeout",
+            "defaults.retries",
+            "defaults.delivery_timeout",
+            "defaults.max_concurrent_polls",
+            "defaults.batch_max_devices",
+            "defaults.batch_max_delay",
+            "targets.name",
+            "targets.url",
+            "targets.secret",
+            "targets.ca_file",
+            "targets.interval",
+            "sweeps.name",
+            "sweeps.ranges",
+            "sweeps.every",
+            "sweeps.interval",
+            "sweeps.snmp_ports",
+            "sweeps.snmp_communities",
+            "sweeps.redfish_ports",
+            "sweeps.redfish_credentials",
+            "sweeps.redfish_insecure",
+            "sweeps.ipmi_ports",
+            "sweeps.ipmi_credentials",
+            "sweeps.modbus_ports",
+            "sweeps.modbus_try",
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+        assert_eq!(example_keys, accepted, "the example in docs/configuration.md");
+        let mut documented = accepted.clone();
+        documented.extend(
+            [
+                "mqtt.url",
+                "mqtt.username",
+                "mqtt.password",
+                "mqtt.ca_file",
+                "mqtt.client_cert",
+                "mqtt.client_key",
+                "mqtt.payload",
+            ]
+            .map(str::to_owned),
+        );
+        assert_eq!(
+            doc_table_keys(&section),
+            documented,
+            "the reference tables in docs/configuration.md"
+        );
     }
 }

@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime};
 use groundtruth_proto::v1::{AgentInfo, Batch, BatchKind, DeviceReport, PollOutcome};
 
 use crate::config::Config;
+use crate::discover::Found;
 use crate::driver::{self, Limits, PollCx};
 use crate::schedule::{self, Polled, Scheduler, Stats};
 use crate::spool::{Spool, SpoolLimits};
@@ -40,7 +41,7 @@ pub struct Agent {
 /// The configured way to the collector.
 #[derive(Debug)]
 enum Uplink {
-    Grpc(String),
+    Grpc(String, grpc::GrpcTls),
     Mqtt(Box<MqttUplink>),
 }
 
@@ -69,7 +70,7 @@ impl Agent {
         sequencer.raise_to(spool.last_seq(sequencer.epoch()));
         let uplink = match (&config.mqtt, &config.collector_grpc) {
             (Some(m), _) => Uplink::Mqtt(Box::new(MqttUplink::start(m.clone()))),
-            (None, Some(g)) => Uplink::Grpc(g.clone()),
+            (None, Some(g)) => Uplink::Grpc(g.clone(), config.grpc_tls.clone()),
             (None, None) => anyhow::bail!("no uplink configured ([collector] grpc or [mqtt] url)"),
         };
         Ok(Self {
@@ -128,7 +129,7 @@ impl Agent {
         let outgoing = self.spool.pending(MAX_BATCHES_PER_DELIVERY)?;
         let timeout = self.config.delivery_timeout;
         let delivered = match &mut self.uplink {
-            Uplink::Grpc(endpoint) => grpc::deliver(endpoint, outgoing, timeout).await,
+            Uplink::Grpc(endpoint, tls) => grpc::deliver(endpoint, tls, outgoing, timeout).await,
             Uplink::Mqtt(m) => m.deliver(outgoing, timeout).await,
         };
         match delivered {
@@ -238,6 +239,9 @@ impl Agent {
         );
         scheduler.apply(&targets_of(&config), &cx_of(&config));
         tracing::info!(targets = scheduler.len(), "Polling started.");
+        let (sweep_tx, mut sweep_rx) = tokio::sync::mpsc::channel::<(String, Vec<Found>)>(16);
+        let mut sweeps = start_sweeps(&config, &sweep_tx);
+        let mut discovered = Discovered::default();
         if let Some(listen) = config.metrics_listen {
             let exposed = Arc::new(crate::metrics::Exposed {
                 stats: Arc::clone(&stats),
@@ -281,18 +285,43 @@ impl Agent {
                 () = async { if let Some(t) = flush_at { tokio::time::sleep_until(t).await } else { std::future::pending().await } } => {
                     flush(&config, &durable, &mut buffer, &mut oldest, &stats, &wake);
                 }
+                Some((sweep, found)) = sweep_rx.recv() => {
+                    let interval = config.sweeps.iter().find(|s| s.name == sweep).and_then(|s| s.interval);
+                    let n = found.len();
+                    for f in &found {
+                        if buffer.is_empty() {
+                            oldest = Some(tokio::time::Instant::now());
+                        }
+                        buffer.push(f.report.clone());
+                    }
+                    discovered.merge(&sweep, found, interval);
+                    let mut all = targets_of(&config);
+                    all.extend(discovered.targets(config.interval));
+                    scheduler.apply(&all, &cx_of(&config));
+                    tracing::info!(sweep = %sweep, found = n, targets = scheduler.len(), "Sweep done; targets updated.");
+                }
                 Some(new) = reload.recv() => {
+                    for t in sweeps.drain(..) {
+                        t.abort();
+                    }
+                    sweeps = start_sweeps(&new, &sweep_tx);
+                    discovered.retain_sweeps(&new);
                     if new.agent_id != config.agent_id || new.site != config.site || new.state_dir != config.state_dir
                         || new.collector_grpc != config.collector_grpc || new.mqtt.is_some() != config.mqtt.is_some() {
                         tracing::warn!("Reloaded config changes the agent's identity, state or uplink; those take effect after a restart.");
                     }
-                    scheduler.apply(&targets_of(&new), &cx_of(&new));
+                    let mut all = targets_of(&new);
+                    all.extend(discovered.targets(new.interval));
+                    scheduler.apply(&all, &cx_of(&new));
                     tracing::info!(targets = scheduler.len(), "Config reloaded.");
                     let keep = (config.agent_id.clone(), config.site.clone());
                     config = new;
                     (config.agent_id, config.site) = keep;
                 }
                 () = &mut shutdown => {
+                    for t in sweeps.drain(..) {
+                        t.abort();
+                    }
                     drop(scheduler);
                     flush(&config, &durable, &mut buffer, &mut oldest, &stats, &wake);
                     tracing::info!(spooled = lock(&durable).1.len(), "Stopping; spooled batches are kept for the next start.");
@@ -302,6 +331,86 @@ impl Agent {
             }
         }
     }
+}
+
+/// Targets found by sweeps, keyed by "<sweep>:<endpoint>", with how many sweeps in a row missed
+/// them: a device is dropped from polling only after [`MISSES_BEFORE_DROP`] misses, so one
+/// sweep during a reboot does not make it disappear.
+#[derive(Debug, Default)]
+struct Discovered {
+    by_key: std::collections::BTreeMap<String, (String, crate::config::TargetConfig, u32)>,
+}
+
+const MISSES_BEFORE_DROP: u32 = 3;
+
+impl Discovered {
+    fn merge(&mut self, sweep: &str, found: Vec<Found>, interval: Option<Duration>) {
+        let mut seen = std::collections::HashSet::new();
+        for f in found {
+            let key = format!("{sweep}:{}", f.endpoint_key);
+            seen.insert(key.clone());
+            let t = crate::config::TargetConfig {
+                name: key.clone(),
+                target: f.target,
+                interval,
+            };
+            self.by_key.insert(key, (sweep.to_owned(), t, 0));
+        }
+        self.by_key.retain(|key, (s, _, misses)| {
+            if s != sweep || seen.contains(key) {
+                return true;
+            }
+            *misses += 1;
+            if *misses >= MISSES_BEFORE_DROP {
+                tracing::info!(target_name = %key, "Device missing from {MISSES_BEFORE_DROP} sweeps in a row; no longer polled.");
+                return false;
+            }
+            true
+        });
+    }
+
+    fn retain_sweeps(&mut self, config: &Config) {
+        self.by_key
+            .retain(|_, (s, _, _)| config.sweeps.iter().any(|c| &c.name == s));
+    }
+
+    fn targets(&self, default: Duration) -> Vec<(crate::config::TargetConfig, Duration)> {
+        self.by_key
+            .values()
+            .map(|(_, t, _)| (t.clone(), t.interval.unwrap_or(default)))
+            .collect()
+    }
+}
+
+/// Starts one task per configured sweep: sweep at once, then every `every`.
+fn start_sweeps(
+    config: &Config,
+    tx: &tokio::sync::mpsc::Sender<(String, Vec<Found>)>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    config
+        .sweeps
+        .iter()
+        .map(|sw| {
+            let (sw, tx) = (sw.clone(), tx.clone());
+            let cx = PollCx {
+                limits: Limits {
+                    request_timeout: config.timeout,
+                    retries: 0,
+                    ..Limits::default()
+                },
+            };
+            tokio::spawn(async move {
+                loop {
+                    let progress = Arc::new(crate::discover::Progress::default());
+                    let found = crate::discover::sweep(&sw.spec, &cx, 32, progress).await;
+                    if tx.send((sw.name.clone(), found)).await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(sw.every).await;
+                }
+            })
+        })
+        .collect()
 }
 
 /// Copies the spool's size into the exported gauges.
@@ -387,7 +496,7 @@ async fn send_loop(
                 break;
             }
             let result = match &mut uplink {
-                Uplink::Grpc(endpoint) => grpc::deliver(endpoint, outgoing, timeout).await,
+                Uplink::Grpc(endpoint, tls) => grpc::deliver(endpoint, tls, outgoing, timeout).await,
                 Uplink::Mqtt(m) => m.deliver(outgoing, timeout).await,
             };
             let acked = match result {

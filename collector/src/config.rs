@@ -7,6 +7,9 @@
 //! api_token = { file = "/etc/groundtruth/secrets/api.token" }   # required on /api/* when set
 //! retention_raw = "7d"           # raw readings, then rolled up hourly
 //! retention_hourly = "400d"      # hourly rollups
+//! tls_cert = "/etc/groundtruth/tls/collector.crt"   # gRPC over TLS (agents use https://)
+//! tls_key = "/etc/groundtruth/tls/collector.key"
+//! client_ca = "/etc/groundtruth/tls/agents-ca.crt"  # mutual TLS: agents need a client cert
 //! database = "/var/lib/groundtruth-collector/state.db"
 //! default_site = "DC1"           # for devices whose agent and evidence name no site
 //!
@@ -77,6 +80,13 @@ struct RawMqtt {
     share_group: String,
     #[serde(default)]
     client_id: Option<String>,
+    /// mqtts:// only: CA bundle (default: the system bundle), client certificate and key.
+    #[serde(default)]
+    ca_file: Option<PathBuf>,
+    #[serde(default)]
+    client_cert: Option<PathBuf>,
+    #[serde(default)]
+    client_key: Option<PathBuf>,
 }
 
 fn default_share_group() -> String {
@@ -104,6 +114,14 @@ struct RawCollector {
     /// Hourly rollups kept this long ("400d").
     #[serde(default)]
     retention_hourly: Option<String>,
+    /// Server certificate and key (PEM): gRPC ingest over TLS.
+    #[serde(default)]
+    tls_cert: Option<PathBuf>,
+    #[serde(default)]
+    tls_key: Option<PathBuf>,
+    /// CA (PEM) agents' client certificates must chain to: mutual TLS, required when set.
+    #[serde(default)]
+    client_ca: Option<PathBuf>,
 }
 
 fn default_listen() -> String {
@@ -168,6 +186,23 @@ enum TokenRef {
     Env(String),
 }
 
+/// TLS material of the gRPC ingest listener.
+#[derive(Clone)]
+pub struct GrpcServerTls {
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+    pub client_ca_pem: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for GrpcServerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GrpcServerTls")
+            .field("key", &"***")
+            .field("mutual", &self.client_ca_pem.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 /// Validated NetBox settings.
 #[derive(Clone)]
 pub struct NetBoxSettings {
@@ -208,6 +243,8 @@ pub struct Config {
     pub api_token: Option<String>,
     pub retention_raw: Duration,
     pub retention_hourly: Duration,
+    /// gRPC ingest TLS: (certificate PEM, key PEM, client CA PEM for mTLS).
+    pub grpc_tls: Option<GrpcServerTls>,
     pub database: PathBuf,
     pub default_site: String,
     pub netbox: Option<NetBoxSettings>,
@@ -281,21 +318,84 @@ impl Config {
             &raw.collector.retention_hourly,
             Duration::from_secs(400 * 86_400),
         );
+        let mut read = |key: &str, p: &Option<PathBuf>| -> Option<Vec<u8>> {
+            let p = p.as_ref()?;
+            std::fs::read(p)
+                .map_err(|e| {
+                    errors.push(format!(
+                        "{file}: collector.{key}: cannot read {}: {e}",
+                        p.display()
+                    ))
+                })
+                .ok()
+        };
+        let (cert, key, client_ca) = (
+            read("tls_cert", &raw.collector.tls_cert),
+            read("tls_key", &raw.collector.tls_key),
+            read("client_ca", &raw.collector.client_ca),
+        );
+        let grpc_tls = match (cert, key) {
+            (Some(cert_pem), Some(key_pem)) => Some(GrpcServerTls {
+                cert_pem,
+                key_pem,
+                client_ca_pem: client_ca,
+            }),
+            (None, None) if raw.collector.tls_cert.is_none() && raw.collector.tls_key.is_none() => {
+                if raw.collector.client_ca.is_some() {
+                    errors.push(format!("{file}: collector.client_ca needs tls_cert and tls_key"));
+                }
+                None
+            }
+            _ => {
+                if raw.collector.tls_cert.is_some() != raw.collector.tls_key.is_some() {
+                    errors.push(format!(
+                        "{file}: collector.tls_cert and collector.tls_key go together"
+                    ));
+                }
+                None
+            }
+        };
         let api_token = match &raw.collector.api_token {
             None => None,
             Some(r) => read_secret(r, "collector.api_token", file, &mut errors),
         };
         let mqtt = raw.mqtt.and_then(|m| {
-            let u = url::Url::parse(&m.url)
+            let url = groundtruth_proto::topics::broker_url(&m.url)
                 .map_err(|e| errors.push(format!("{file}: mqtt.url: {e}")))
                 .ok()?;
-            if u.scheme() != "mqtt" {
-                errors.push(format!(
-                    "{file}: mqtt.url: expected mqtt://HOST[:PORT] (mqtts:// is not supported yet)"
-                ));
-                return None;
-            }
-            let host = u.host_str().unwrap_or_default().to_owned();
+            let host = url.host.clone();
+            let tls = if url.tls {
+                let ca = m
+                    .ca_file
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from("/etc/ssl/certs/ca-certificates.crt"));
+                let mut read = |key: &str, p: &Path| {
+                    std::fs::read(p)
+                        .map_err(|e| {
+                            errors.push(format!("{file}: mqtt.{key}: cannot read {}: {e}", p.display()))
+                        })
+                        .ok()
+                };
+                let ca_pem = read("ca_file", &ca)?;
+                let client_auth = match (&m.client_cert, &m.client_key) {
+                    (Some(c), Some(k)) => Some((read("client_cert", c)?, read("client_key", k)?)),
+                    (None, None) => None,
+                    _ => {
+                        errors.push(format!(
+                            "{file}: mqtt.client_cert and mqtt.client_key go together"
+                        ));
+                        return None;
+                    }
+                };
+                Some(crate::ingest::mqtt::MqttTls { ca_pem, client_auth })
+            } else {
+                if m.ca_file.is_some() || m.client_cert.is_some() {
+                    errors.push(format!(
+                        "{file}: mqtt: TLS files given for a plain mqtt:// broker; use mqtts://"
+                    ));
+                }
+                None
+            };
             let password = match &m.password {
                 None => None,
                 Some(r) => Some(read_secret(r, "mqtt.password", file, &mut errors)?),
@@ -309,7 +409,8 @@ impl Config {
             });
             Some(crate::ingest::mqtt::MqttIngestSettings {
                 host,
-                port: u.port().unwrap_or(1883),
+                port: url.port,
+                tls,
                 username: m.username,
                 password,
                 share_group: groundtruth_proto::topics::level(&m.share_group),
@@ -427,6 +528,7 @@ impl Config {
             api_token,
             retention_raw,
             retention_hourly,
+            grpc_tls,
             rules: crate::reconcile::Rules {
                 default_site: raw.collector.default_site.clone(),
                 patterns,
@@ -498,5 +600,159 @@ mod tests {
         let nb = c.netbox.unwrap();
         assert_eq!(nb.token, "nbt_abc.def");
         assert!(!format!("{nb:?}").contains("nbt_abc"));
+    }
+
+    /// The part of docs/configuration.md between `## {start}` and the next `## ` heading.
+    fn doc_section(start: &str) -> String {
+        let doc = include_str!("../../docs/configuration.md");
+        let from = doc
+            .find(&format!("\n## {start}"))
+            .expect("section in docs/configuration.md");
+        let rest = &doc[from + 4..];
+        rest[..rest.find("\n## ").unwrap_or(rest.len())].to_owned()
+    }
+
+    /// Keys documented in the section's reference tables: the first cell of each row, `` `a.b` ``.
+    fn doc_table_keys(section: &str) -> std::collections::BTreeSet<String> {
+        section
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `"))
+            .filter_map(|l| l.split_once('`').map(|(k, _)| k.to_owned()))
+            .collect()
+    }
+
+    /// The section's example (its first ```toml block) and the `table.key` names it sets
+    /// (`[[array]]` tables count as their table name; inline tables such as secrets are values).
+    fn doc_example(section: &str) -> (String, std::collections::BTreeSet<String>) {
+        let start = section.find("```toml\n").expect("a ```toml example") + 8;
+        let text = section[start..][..section[start..].find("```").expect("closed")].to_owned();
+        let value: toml::Table = toml::from_str(&text).expect("example is TOML");
+        let mut keys = std::collections::BTreeSet::new();
+        for (table, v) in &value {
+            let entries: Vec<&toml::Table> = match v {
+                toml::Value::Table(t) => vec![t],
+                toml::Value::Array(a) => a.iter().filter_map(toml::Value::as_table).collect(),
+                _ => panic!("top-level key {table} outside a table"),
+            };
+            for t in entries {
+                keys.extend(t.keys().map(|k| format!("{table}.{k}")));
+            }
+        }
+        (text, keys)
+    }
+
+    /// docs/configuration.md cannot silently rot: its collector example parses with the strict
+    /// (`deny_unknown_fields`) types, sets every key those types have, and the reference tables
+    /// list exactly those keys. A new field fails to compile here until it is listed (and then
+    /// documented).
+    #[test]
+    fn config_reference_lists_every_key() {
+        let section = doc_section("Collector");
+        let (example, example_keys) = doc_example(&section);
+        let raw: Raw = toml::from_str(&example).unwrap();
+        let Raw {
+            collector,
+            netbox,
+            mqtt,
+            location,
+        } = raw;
+        let RawCollector {
+            listen_grpc: _,
+            database: _,
+            default_site: _,
+            listen_http,
+            api_token,
+            retention_raw,
+            retention_hourly,
+            tls_cert,
+            tls_key,
+            client_ca,
+        } = collector;
+        assert!(tls_cert.is_some() && tls_key.is_some() && client_ca.is_some());
+        let RawLocation { patterns, site_map } = location;
+        let RawMqtt {
+            url: _,
+            username,
+            password,
+            share_group: _,
+            client_id,
+            ca_file: mqtt_ca,
+            client_cert,
+            client_key,
+        } = mqtt.expect("[mqtt] in the example");
+        assert!(mqtt_ca.is_some() && client_cert.is_some() && client_key.is_some());
+        let RawNetBox {
+            url: _,
+            token: _,
+            device_role: _,
+            create_missing: _,
+            sync_interval,
+            dry_run: _,
+            tls_verify: _,
+            ca_file,
+            rate_limit,
+            journal: _,
+            ownership,
+        } = netbox.expect("[netbox] in the example");
+        let RawOwnership {
+            location: o_location,
+            serial: o_serial,
+            asset_tag: o_tag,
+            macs: o_macs,
+            power: o_power,
+            last_seen: o_seen,
+            match_hostname: o_host,
+            power_deadband_percent: o_pct,
+            last_seen_deadband: o_seen_db,
+        } = ownership;
+        assert!(rate_limit.is_some() && o_location.is_some() && o_serial.is_some() && o_tag.is_some());
+        assert!(o_macs.is_some() && o_power.is_some() && o_seen.is_some() && o_host.is_some());
+        assert!(o_pct.is_some() && o_seen_db.is_some());
+        assert!(listen_http.is_some() && api_token.is_some() && retention_raw.is_some());
+        assert!(retention_hourly.is_some() && patterns.is_some() && site_map.is_some());
+        assert!(username.is_some() && password.is_some() && client_id.is_some());
+        assert!(sync_interval.is_some() && ca_file.is_some());
+        let accepted: std::collections::BTreeSet<String> = [
+            "collector.listen_grpc",
+            "collector.database",
+            "collector.default_site",
+            "collector.listen_http",
+            "collector.api_token",
+            "collector.retention_raw",
+            "collector.retention_hourly",
+            "collector.tls_cert",
+            "collector.tls_key",
+            "collector.client_ca",
+            "location.patterns",
+            "location.site_map",
+            "mqtt.url",
+            "mqtt.username",
+            "mqtt.password",
+            "mqtt.share_group",
+            "mqtt.client_id",
+            "mqtt.ca_file",
+            "mqtt.client_cert",
+            "mqtt.client_key",
+            "netbox.url",
+            "netbox.token",
+            "netbox.device_role",
+            "netbox.create_missing",
+            "netbox.sync_interval",
+            "netbox.dry_run",
+            "netbox.tls_verify",
+            "netbox.ca_file",
+            "netbox.rate_limit",
+            "netbox.journal",
+            "netbox.ownership",
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+        assert_eq!(example_keys, accepted, "the example in docs/configuration.md");
+        assert_eq!(
+            doc_table_keys(&section),
+            accepted,
+            "the reference tables in docs/configuration.md"
+        );
     }
 }

@@ -2,6 +2,8 @@
 //! the newest reading of every device series, so facilities dashboards can scrape physical
 //! reality directly), `/api/devices` and `/api/exceptions` (JSON), and `/healthz`.
 //!
+//! The operators' web UI ([`crate::web`]) is merged into the same router.
+//!
 //! `/api/*` requires `Authorization: Bearer <api_token>` when `collector.api_token` is set;
 //! `/metrics` and `/healthz` stay open (bind them to loopback or a management network).
 
@@ -29,6 +31,10 @@ pub struct HttpState {
     pub ingest: Arc<IngestStats>,
     pub rules: Rules,
     pub api_token: Option<String>,
+    /// Nudged after every committed batch (the web UI's `/events`).
+    pub events: tokio::sync::watch::Receiver<u64>,
+    /// Whether a CMDB (NetBox) sync is configured (the device page says so).
+    pub cmdb_configured: bool,
 }
 
 /// Prometheus metric name and unit suffix for a reading's metric/unit.
@@ -117,8 +123,7 @@ pub fn render(
     let labels: HashMap<&str, String> = devices
         .iter()
         .map(|d| {
-            let mut evidence = d.locations.clone();
-            evidence.extend(s.rules.site_map.evidence_for_serial(&d.serial));
+            let evidence = crate::reconcile::evidence_for(d, &s.rules);
             let (site, rack, u) = match locate(&evidence, &d.asset_tag, &s.rules.patterns) {
                 Located::At(e) => {
                     let site = [
@@ -201,7 +206,12 @@ fn authorized(s: &HttpState, headers: &HeaderMap) -> bool {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or_default();
-    // Constant-time enough for a token compare: length first, then every byte.
+    token_matches(given, token)
+}
+
+/// Compares a presented token with the configured one (constant-time enough for a token
+/// compare: length first, then every byte).
+pub(crate) fn token_matches(given: &str, token: &str) -> bool {
     given.len() == token.len()
         && given
             .bytes()
@@ -265,6 +275,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/api/devices", get(api_devices))
         .route("/api/exceptions", get(api_exceptions))
+        .merge(crate::web::routes())
         .with_state(Arc::new(state))
 }
 
@@ -274,7 +285,7 @@ pub fn router(state: HttpState) -> Router {
 /// If the address cannot be bound.
 pub async fn serve(listen: SocketAddr, state: HttpState) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
-    tracing::info!(listen = %listen, "Serving /metrics, /api and /healthz.");
+    tracing::info!(listen = %listen, "Serving the web UI, /metrics, /api and /healthz.");
     axum::serve(listener, router(state)).await
 }
 
@@ -296,6 +307,8 @@ mod tests {
             ingest: Arc::default(),
             rules: Rules::builtin("DC1"),
             api_token: None,
+            events: tokio::sync::watch::channel(0).1,
+            cmdb_configured: false,
         };
         let devices = vec![DeviceRow {
             device_key: "serial:SN\"1".into(),
@@ -363,6 +376,8 @@ mod tests {
             ingest: Arc::default(),
             rules: Rules::builtin(""),
             api_token: Some("t0ken".into()),
+            events: tokio::sync::watch::channel(0).1,
+            cmdb_configured: false,
         };
         let mut h = HeaderMap::new();
         assert!(!authorized(&s, &h));

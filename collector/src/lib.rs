@@ -15,6 +15,7 @@ pub mod reconcile;
 pub mod sitemap;
 pub mod store;
 pub mod sync;
+pub mod web;
 
 /// Installs the process-wide rustls crypto provider (ring); harmless if called twice.
 pub fn install_crypto_provider() {

@@ -123,6 +123,7 @@ pub fn parse_text(patterns: &[Pattern], source: TextSource, text: &str) -> Optio
                 return None;
             }
             Some(EvidenceRow {
+                via: String::new(),
                 source: match source {
                     TextSource::AssetTag => "LOCATION_SOURCE_ASSET_TAG".into(),
                     _ => "LOCATION_SOURCE_SYS_LOCATION".into(),

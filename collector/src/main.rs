@@ -212,6 +212,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             }
         });
     }
+    let events = tx.subscribe();
     let service = IngestService::new(store.clone(), tx);
     if let Some(listen) = cfg.listen_http {
         let state = groundtruth_collector::http::HttpState {
@@ -219,6 +220,8 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             ingest: service.stats(),
             rules: cfg.rules.clone(),
             api_token: cfg.api_token.clone(),
+            events,
+            cmdb_configured: cfg.netbox.is_some(),
         };
         tokio::spawn(async move {
             if let Err(e) = groundtruth_collector::http::serve(listen, state).await {
@@ -235,7 +238,19 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         ));
     }
     tracing::info!(listen = %cfg.listen_grpc, database = %cfg.database.display(), "Collector listening for agents (gRPC).");
-    tonic::transport::Server::builder()
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = &cfg.grpc_tls {
+        let mut t = tonic::transport::ServerTlsConfig::new()
+            .identity(tonic::transport::Identity::from_pem(&tls.cert_pem, &tls.key_pem));
+        if let Some(ca) = &tls.client_ca_pem {
+            t = t.client_ca_root(tonic::transport::Certificate::from_pem(ca));
+        }
+        server = server
+            .tls_config(t)
+            .context("gRPC TLS settings (collector.tls_cert/tls_key/client_ca)")?;
+        tracing::info!(mutual = tls.client_ca_pem.is_some(), "gRPC ingest uses TLS.");
+    }
+    server
         .add_service(IngestServer::new(service))
         .serve_with_shutdown(cfg.listen_grpc, async {
             let _ = tokio::signal::ctrl_c().await;
@@ -320,8 +335,7 @@ async fn devices(cfg: Config, json: bool) -> anyhow::Result<()> {
     }
     for d in &devices {
         use groundtruth_collector::locate::{Located, locate};
-        let mut evidence = d.locations.clone();
-        evidence.extend(cfg.rules.site_map.evidence_for_serial(&d.serial));
+        let evidence = groundtruth_collector::reconcile::evidence_for(d, &cfg.rules);
         let loc = match locate(&evidence, &d.asset_tag, &cfg.rules.patterns) {
             Located::At(l) => Some(l),
             Located::Unknown => None,

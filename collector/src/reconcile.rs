@@ -36,6 +36,18 @@ impl Rules {
     }
 }
 
+/// All location evidence of a device: what it reported, topology resolved through the site map's
+/// port table, and the site map's own entry for its serial.
+#[must_use]
+pub fn evidence_for(d: &DeviceRow, rules: &Rules) -> Vec<crate::store::EvidenceRow> {
+    let mut evidence = d.locations.clone();
+    for e in &mut evidence {
+        rules.site_map.resolve_topology(e);
+    }
+    evidence.extend(rules.site_map.evidence_for_serial(&d.serial));
+    evidence
+}
+
 /// Why a device is not written to the CMDB.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unfit {
@@ -64,8 +76,7 @@ pub fn desired(d: &DeviceRow, rules: &Rules) -> Result<DesiredDevice, Unfit> {
             ),
         ));
     }
-    let mut evidence = d.locations.clone();
-    evidence.extend(rules.site_map.evidence_for_serial(&d.serial));
+    let evidence = evidence_for(d, rules);
     let ev = match locate(&evidence, &d.asset_tag, &rules.patterns) {
         Located::At(ev) => ev,
         Located::Unknown => {
@@ -219,6 +230,96 @@ mod tests {
         assert_eq!(
             (loc.site.as_str(), loc.rack.as_str(), loc.position),
             ("DC2", "P01", Some(3))
+        );
+    }
+
+    /// A switch saw the server's MAC on a port the site map lists: the server is located there
+    /// (topology evidence), while a MAC seen only on an unlisted port (an uplink) locates nothing.
+    #[tokio::test]
+    async fn switch_fdb_and_site_map_port_locate_a_server() {
+        use groundtruth_proto::v1::{
+            AgentInfo, Batch, DeviceIdentity, DeviceReport, MacAddress, PollOutcome, PollStatus,
+            TopologyEntry, TopologySource,
+        };
+        let ok = || {
+            Some(PollStatus {
+                outcome: PollOutcome::Ok as i32,
+                ..Default::default()
+            })
+        };
+        let switch = DeviceReport {
+            identity: Some(DeviceIdentity {
+                serial_number: "JPE15151458".into(),
+                hostname: "sw-r07".into(),
+                endpoint_key: "snmp://sw".into(),
+                ..Default::default()
+            }),
+            topology: vec![
+                TopologyEntry {
+                    source: TopologySource::Fdb as i32,
+                    local_port: "Ethernet12".into(),
+                    remote_mac: "02:47:54:10:00:01".into(),
+                    ..Default::default()
+                },
+                TopologyEntry {
+                    source: TopologySource::Fdb as i32,
+                    local_port: "Ethernet49".into(),
+                    remote_mac: "02:47:54:10:00:09".into(),
+                    ..Default::default()
+                },
+            ],
+            status: ok(),
+            ..Default::default()
+        };
+        let server = |serial: &str, mac: &str| DeviceReport {
+            identity: Some(DeviceIdentity {
+                serial_number: serial.into(),
+                endpoint_key: format!("redfish://{serial}"),
+                macs: vec![MacAddress {
+                    address: mac.into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            status: ok(),
+            ..Default::default()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(&dir.path().join("s.db")).await.unwrap();
+        let batch = Batch {
+            agent: Some(AgentInfo {
+                agent_id: "a".into(),
+                site: "DC1".into(),
+                ..Default::default()
+            }),
+            epoch: 1,
+            seq: 1,
+            devices: vec![
+                switch,
+                server("SRV1", "02-47-54-10-00-01"),
+                server("SRV9", "02:47:54:10:00:09"),
+            ],
+            ..Default::default()
+        };
+        store.commit_batch(&batch).await.unwrap();
+        let mut rules = Rules::builtin("DC1");
+        rules.site_map = crate::sitemap::SiteMap::parse(
+            "[[port]]\nswitch = \"sw-r07\"\nport = \"ethernet12\"\nsite = \"DC1\"\nrack = \"R07\"\nu = 12\n",
+            "m.toml",
+        )
+        .unwrap();
+        let devices = store.devices().await.unwrap();
+        let get = |k: &str| devices.iter().find(|d| d.device_key == k).unwrap();
+        let loc = desired(get("serial:SRV1"), &rules).unwrap().location.unwrap();
+        assert_eq!((loc.rack.as_str(), loc.position), ("R07", Some(12)));
+        assert_eq!(
+            desired(get("serial:SRV9"), &rules).unwrap_err().kind,
+            "no_location"
+        );
+        // The switch itself is not located by its own table.
+        assert_eq!(
+            desired(get("serial:JPE15151458"), &rules).unwrap_err().kind,
+            "no_location"
         );
     }
 

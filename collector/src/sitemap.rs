@@ -186,6 +186,7 @@ impl SiteMap {
         let d = self.by_serial.get(&key(serial))?;
         let rack = self.rack(&d.site, &d.rack);
         Some(EvidenceRow {
+            via: String::new(),
             source: "LOCATION_SOURCE_SITE_MAP".into(),
             site: d.site.clone(),
             room: rack.map(|r| r.room.clone()).unwrap_or_default(),
@@ -195,6 +196,34 @@ impl SiteMap {
             confidence: 0.95,
             raw: format!("site map device serial {}", d.serial),
         })
+    }
+
+    /// Fills a topology evidence row (`via` = "<switch serial>|<switch name>|<port>") from the
+    /// port table, trying the switch's serial, then its name. Ports the map does not list (uplinks,
+    /// trunks) stay unresolved and so carry no location.
+    pub fn resolve_topology(&self, e: &mut EvidenceRow) {
+        if e.source != "LOCATION_SOURCE_TOPOLOGY" || !e.rack.is_empty() {
+            return;
+        }
+        let mut parts = e.via.splitn(3, '|');
+        let (serial, name, port) = (
+            parts.next().unwrap_or_default(),
+            parts.next().unwrap_or_default(),
+            parts.next().unwrap_or_default(),
+        );
+        let hit = [serial, name]
+            .into_iter()
+            .filter(|s| !s.is_empty())
+            .find_map(|sw| self.port(sw, port));
+        if let Some(p) = hit {
+            e.site.clone_from(&p.site);
+            e.rack.clone_from(&p.rack);
+            e.u_position = p.u;
+            if let Some(r) = self.rack(&p.site, &p.rack) {
+                e.room.clone_from(&r.room);
+                e.row.clone_from(&r.row);
+            }
+        }
     }
 
     /// Where the device cabled to `switch`/`port` sits, if the map says.

@@ -14,12 +14,17 @@ use sqlx::{Row, SqlitePool};
 
 use crate::normalize;
 
+/// Most topology rows kept per switch report (the agent caps them too).
+const MAX_TOPOLOGY_ROWS: usize = 20_000;
+
 /// Schema migrations, applied in order, each once (recorded in `schema_migrations`).
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/0001_init.sql")),
     (2, include_str!("../migrations/0002_latest_readings.sql")),
     (3, include_str!("../migrations/0003_readings_hourly.sql")),
-    (4, include_str!("../migrations/0004_dead_letters.sql")),
+    (4, include_str!("../migrations/0004_exception_resolution.sql")),
+    (5, include_str!("../migrations/0005_topology.sql")),
+    (6, include_str!("../migrations/0006_dead_letters.sql")),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +73,9 @@ pub struct DeviceRow {
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct EvidenceRow {
     pub source: String,
+    /// Topology evidence: "<switch serial>|<switch name>|<port>" the device was seen on, for the
+    /// site map's port table to resolve.
+    pub via: String,
     pub site: String,
     pub room: String,
     pub row: String,
@@ -92,11 +100,20 @@ pub struct LatestReading {
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ExceptionRow {
+    pub id: i64,
     pub device_key: String,
     pub kind: String,
     pub detail: String,
     pub first_seen: String,
     pub last_seen: String,
+}
+
+/// The outcome of the last CMDB sync of a device (table `cmdb_sync`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SyncRow {
+    pub last_sync: String,
+    pub changes: i64,
+    pub result: String,
 }
 
 /// A CMDB write that failed after its last retry.
@@ -356,6 +373,32 @@ impl Store {
             .execute(&mut **tx)
             .await?;
         }
+        if !report.topology.is_empty() {
+            use groundtruth_proto::v1::TopologySource;
+            sqlx::query("DELETE FROM topology WHERE switch_device_id = ?")
+                .bind(device_id)
+                .execute(&mut **tx)
+                .await?;
+            for t in report.topology.iter().take(MAX_TOPOLOGY_ROWS) {
+                sqlx::query(
+                    "INSERT INTO topology (switch_device_id, source, local_port, local_port_index, remote_mac, remote_chassis_id,
+                                           remote_system_name, remote_port_id, vlan, observed_at)
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                )
+                .bind(device_id)
+                .bind(enum_name(t.source, TopologySource::as_str_name))
+                .bind(&t.local_port)
+                .bind(i64::from(t.local_port_index))
+                .bind(groundtruth_proto::mac::canonical(&t.remote_mac).unwrap_or_default())
+                .bind(groundtruth_proto::mac::canonical(&t.remote_chassis_id).unwrap_or_else(|| t.remote_chassis_id.clone()))
+                .bind(&t.remote_system_name)
+                .bind(&t.remote_port_id)
+                .bind(i64::from(t.vlan))
+                .bind(&seen)
+                .execute(&mut **tx)
+                .await?;
+            }
+        }
         for l in &report.locations {
             sqlx::query(
                 "INSERT INTO location_evidence (device_id, source, site, room, row_name, rack, u_position, u_height, face, confidence, raw, observed_at)
@@ -412,7 +455,7 @@ impl Store {
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;
-            let locations = sqlx::query(
+            let locations: Vec<EvidenceRow> = sqlx::query(
                 "SELECT source, site, room, row_name, rack, u_position, confidence, raw FROM location_evidence WHERE device_id = ?
                  ORDER BY confidence DESC",
             )
@@ -421,6 +464,7 @@ impl Store {
             .await?
             .into_iter()
             .map(|l| EvidenceRow {
+                via: String::new(),
                 source: l.get("source"),
                 site: l.get("site"),
                 room: l.get("room"),
@@ -431,6 +475,35 @@ impl Store {
                 raw: l.get("raw"),
             })
             .collect();
+            let mut locations = locations;
+            // Where the switches saw this device's MACs (FDB rows, or LLDP chassis ids).
+            let seen_on = sqlx::query(
+                "SELECT DISTINCT sw.serial AS switch_serial, sw.hostname AS switch_name, t.local_port, t.source
+                 FROM device_macs m
+                 JOIN topology t ON (t.remote_mac = m.address OR t.remote_chassis_id = m.address)
+                 JOIN devices sw ON sw.id = t.switch_device_id
+                 WHERE m.device_id = ? AND sw.id != ? AND t.local_port != ''",
+            )
+            .bind(id)
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?;
+            for t in seen_on {
+                let (serial, name, port): (String, String, String) =
+                    (t.get("switch_serial"), t.get("switch_name"), t.get("local_port"));
+                locations.push(EvidenceRow {
+                    source: "LOCATION_SOURCE_TOPOLOGY".into(),
+                    raw: format!(
+                        "{} on switch {} port {port}",
+                        t.get::<String, _>("source")
+                            .trim_start_matches("TOPOLOGY_SOURCE_"),
+                        if serial.is_empty() { &name } else { &serial }
+                    ),
+                    via: format!("{serial}|{name}|{port}"),
+                    confidence: 0.7,
+                    ..Default::default()
+                });
+            }
             out.push(DeviceRow {
                 device_key: r.get("device_key"),
                 serial: r.get("serial"),
@@ -506,11 +579,12 @@ impl Store {
     /// # Errors
     /// On a database failure.
     pub async fn open_exceptions(&self) -> Result<Vec<ExceptionRow>, StoreError> {
-        Ok(sqlx::query("SELECT device_key, kind, detail, first_seen, last_seen FROM exceptions WHERE resolved_at IS NULL ORDER BY first_seen")
+        Ok(sqlx::query("SELECT id, device_key, kind, detail, first_seen, last_seen FROM exceptions WHERE resolved_at IS NULL ORDER BY first_seen, id")
             .fetch_all(&self.pool)
             .await?
             .into_iter()
             .map(|r| ExceptionRow {
+                id: r.get("id"),
                 device_key: r.get("device_key"),
                 kind: r.get("kind"),
                 detail: r.get("detail"),
@@ -518,6 +592,88 @@ impl Store {
                 last_seen: r.get("last_seen"),
             })
             .collect())
+    }
+
+    /// Marks one open exception resolved by hand, recording who and when. Returns false when
+    /// there is no such open exception (unknown id, or already resolved).
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub async fn resolve_exception(&self, id: i64, by: &str) -> Result<bool, StoreError> {
+        Ok(sqlx::query(
+            "UPDATE exceptions SET resolved_at = ?, resolved_by = ? WHERE id = ? AND resolved_at IS NULL",
+        )
+        .bind(now())
+        .bind(by)
+        .bind(id)
+        .execute(&self.pool)
+        .await?
+        .rows_affected()
+            == 1)
+    }
+
+    /// The last CMDB sync outcome of a device, if it was ever synced.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub async fn cmdb_sync_state(&self, device_key: &str) -> Result<Option<SyncRow>, StoreError> {
+        Ok(
+            sqlx::query("SELECT last_sync, changes, result FROM cmdb_sync WHERE device_key = ?")
+                .bind(device_key)
+                .fetch_optional(&self.pool)
+                .await?
+                .map(|r| SyncRow {
+                    last_sync: r.get("last_sync"),
+                    changes: r.get("changes"),
+                    result: r.get("result"),
+                }),
+        )
+    }
+
+    /// Raw device-level readings of one metric observed at or after `since`, oldest first, as
+    /// (RFC 3339 time, value). Component readings (PSUs, inlets…) are not included.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub async fn readings_since(
+        &self,
+        device_key: &str,
+        metric: &str,
+        since: std::time::SystemTime,
+    ) -> Result<Vec<(String, f64)>, StoreError> {
+        Ok(sqlx::query(
+            "SELECT r.observed_at, r.value FROM readings r JOIN devices d ON d.id = r.device_id
+             WHERE d.device_key = ? AND r.metric = ? AND r.component_kind = '' AND r.observed_at >= ?
+             ORDER BY r.observed_at",
+        )
+        .bind(device_key)
+        .bind(metric)
+        .bind(humantime::format_rfc3339_millis(since).to_string())
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(|r| (r.get("observed_at"), r.get("value")))
+        .collect())
+    }
+
+    /// The rack height in U each device reported (the largest non-zero `u_height` of its location
+    /// evidence); devices that reported none are absent.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub async fn u_heights(&self) -> Result<std::collections::HashMap<String, u32>, StoreError> {
+        Ok(sqlx::query(
+            "SELECT d.device_key, MAX(l.u_height) AS h FROM location_evidence l JOIN devices d ON d.id = l.device_id
+             WHERE l.u_height > 0 GROUP BY d.device_key",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .filter_map(|r| {
+            let h: i64 = r.get("h");
+            Some((r.get("device_key"), u32::try_from(h).ok()?))
+        })
+        .collect())
     }
 
     /// Dead-letters a failed CMDB write (or counts one more failed pass of an open one).
@@ -920,6 +1076,46 @@ mod tests {
         assert_eq!(open[0].detail, "b");
         store.resolve_exceptions("k", &[]).await.unwrap();
         assert!(store.open_exceptions().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_exception_resolved_by_hand_records_who_and_only_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db")).await.unwrap();
+        store.raise_exception("k", "no_location", "a").await.unwrap();
+        let id = store.open_exceptions().await.unwrap()[0].id;
+        assert!(store.resolve_exception(id, "alice (web UI)").await.unwrap());
+        assert!(!store.resolve_exception(id, "bob").await.unwrap());
+        assert!(store.open_exceptions().await.unwrap().is_empty());
+        let by: String = sqlx::query_scalar("SELECT resolved_by FROM exceptions WHERE id = ?")
+            .bind(id)
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(by, "alice (web UI)");
+    }
+
+    #[tokio::test]
+    async fn readings_since_returns_recent_device_level_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db")).await.unwrap();
+        let ago = |h: u64| std::time::SystemTime::now() - std::time::Duration::from_secs(h * 3600);
+        for (seq, h, w) in [(1, 30, 100.0), (2, 2, 200.0), (3, 1, 300.0)] {
+            let mut b = batch(seq, "sn1", w);
+            b.devices[0].readings[0].observed_at = Some(ago(h).into());
+            store.commit_batch(&b).await.unwrap();
+        }
+        let got = store
+            .readings_since("serial:SN1", "power", ago(24))
+            .await
+            .unwrap();
+        let values: Vec<f64> = got.iter().map(|r| r.1).collect();
+        assert_eq!(values, [200.0, 300.0]);
+        assert!(store.cmdb_sync_state("serial:SN1").await.unwrap().is_none());
+        store.record_sync("serial:SN1", 2, "ok").await.unwrap();
+        let s = store.cmdb_sync_state("serial:SN1").await.unwrap().unwrap();
+        assert_eq!((s.changes, s.result.as_str()), (2, "ok"));
+        assert!(store.u_heights().await.unwrap().is_empty());
     }
 
     #[tokio::test]

@@ -60,6 +60,40 @@ pub fn status_topic(site: &str, agent: &str) -> String {
     format!("{}/status", agent_prefix(site, agent))
 }
 
+/// A broker address from `mqtt://HOST[:PORT]` (1883) or `mqtts://HOST[:PORT]` (TLS, 8883).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerUrl {
+    pub host: String,
+    pub port: u16,
+    pub tls: bool,
+}
+
+/// Parses a broker URL.
+///
+/// # Errors
+/// A message naming what is wrong.
+pub fn broker_url(text: &str) -> Result<BrokerUrl, String> {
+    let u = url::Url::parse(text).map_err(|e| format!("invalid MQTT URL: {e}"))?;
+    let tls = match u.scheme() {
+        "mqtt" => false,
+        "mqtts" => true,
+        other => {
+            return Err(format!(
+                "unsupported scheme '{other}': expected mqtt:// or mqtts://"
+            ));
+        }
+    };
+    let host = u
+        .host_str()
+        .filter(|h| !h.is_empty())
+        .ok_or("MQTT URL needs a host")?;
+    Ok(BrokerUrl {
+        host: host.trim_start_matches('[').trim_end_matches(']').to_owned(),
+        port: u.port().unwrap_or(if tls { 8883 } else { 1883 }),
+        tls,
+    })
+}
+
 /// Splits `groundtruth/agents/<site>/<agent>/<leaf>` into its parts.
 #[must_use]
 pub fn parse(topic: &str) -> Option<(&str, &str, &str)> {
@@ -80,6 +114,15 @@ mod tests {
             "groundtruth/agents/DC_1/a___/telemetry"
         );
         assert_eq!(ack_topic("", "x"), "groundtruth/agents/_/x/ack");
+    }
+
+    #[test]
+    fn broker_urls() {
+        let b = broker_url("mqtts://broker.example").unwrap();
+        assert_eq!((b.host.as_str(), b.port, b.tls), ("broker.example", 8883, true));
+        assert_eq!(broker_url("mqtt://127.0.0.1:28830").unwrap().port, 28830);
+        assert!(broker_url("http://x").unwrap_err().contains("mqtts://"));
+        assert!(broker_url("nonsense").is_err());
     }
 
     #[test]

@@ -110,6 +110,8 @@ async fn snmpd_and_redfish_to_collector_to_netbox_twice_is_idempotent() {
         ingest: std::sync::Arc::default(),
         rules: groundtruth_collector::reconcile::Rules::builtin("DC1"),
         api_token: Some("e2e-token".into()),
+        events: tokio::sync::watch::channel(0).1,
+        cmdb_configured: false,
     };
     tokio::spawn(groundtruth_collector::http::serve(
         format!("127.0.0.1:{http}").parse().unwrap(),
@@ -394,4 +396,60 @@ async fn service_drains_backlog_after_outage_and_reload_adds_a_target() {
     );
     let (count, max) = store.batch_seq_span("svc").await.unwrap();
     assert_eq!(count, max, "gap in the delivered sequence");
+}
+
+/// A configured sweep finds the loopback peers, and the agent polls what it found without a
+/// restart: the devices reach the collector.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configured_sweep_feeds_the_scheduler() {
+    let Some([snmpd, community, redfish]) = Peers::load().require(
+        "e2e_sweep",
+        ["GT_SNMPD_ADDR", "GT_SNMPD_COMMUNITY", "GT_REDFISH_URL"],
+    ) else {
+        return;
+    };
+    init_tls();
+    let port = |a: &str| a.rsplit(':').next().unwrap().trim_end_matches('/').to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, store, _server) = start_collector(dir.path()).await;
+    wait_listening(addr).await;
+    let community_file = dir.path().join("community");
+    std::fs::write(&community_file, format!("{community}\n")).unwrap();
+    let text = format!(
+        "[agent]\nid = \"sweeper\"\nsite = \"DC1\"\nmetrics_listen = \"off\"\nstate_dir = {:?}\n\n[collector]\ngrpc = \"http://{addr}\"\n\n\
+         [defaults]\ninterval = \"300ms\"\ntimeout = \"500ms\"\nbatch_max_delay = \"50ms\"\n\n\
+         [[sweeps]]\nname = \"lo\"\nranges = [\"127.0.0.1\"]\nevery = \"1h\"\n\
+         snmp_ports = [{}]\nsnmp_communities = [{{ file = {community_file:?} }}]\nredfish_ports = [{}]\nredfish_insecure = true\n",
+        dir.path().join("agent-state"),
+        port(&snmpd),
+        port(&redfish),
+    );
+    let agent = Agent::new(AgentConfig::parse(&text, "sweep.toml").unwrap()).unwrap();
+    let (_reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(agent.run(reload_rx, async {
+        let _ = stop_rx.await;
+    }));
+    let mut polled_after_sweep = false;
+    for _ in 0..100 {
+        let (batches, _) = store.batch_seq_span("sweeper").await.unwrap();
+        let devices = store.devices().await.unwrap();
+        let have_both = devices.iter().any(|d| d.device_key == "serial:GTSRV0000001")
+            && devices
+                .iter()
+                .any(|d| d.endpoint_key == format!("snmp://{snmpd}"));
+        // The sweep's own reports make one batch; more batches mean the found targets are polled.
+        if have_both && batches >= 3 {
+            polled_after_sweep = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = stop_tx.send(());
+    running.await.unwrap().unwrap();
+    assert!(
+        polled_after_sweep,
+        "sweep results not polled: {:?}",
+        store.devices().await.unwrap()
+    );
 }

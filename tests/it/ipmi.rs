@@ -288,12 +288,15 @@ async fn second_poll_reuses_nothing_but_the_sdr_cache_and_gives_the_same_answer(
 }
 
 /// The ipmi_sim configured in `../shared/peers/ipmi` (Supermicro-style identity, PSU FRUs behind
-/// FRU-locator SDRs, 13 sensors). Not part of our harness: point `GT_SHARED_IPMI_ADDR` at one
-/// (its start.sh serves 127.0.0.1:16230, user ADMIN / Adm1nPass!).
+/// FRU-locator SDRs, 13 sensors), which our harness starts from that directory in place (frozen
+/// values) when `../shared` is present.
 #[tokio::test]
 async fn shared_ipmi_sim_issue_7_values_psu_frus_and_all_sensors() {
-    let Ok(addr) = std::env::var("GT_SHARED_IPMI_ADDR") else {
-        eprintln!("SKIP: shared_ipmi_sim: GT_SHARED_IPMI_ADDR not set");
+    if groundtruth_tests::shared_peers_dir().is_none() {
+        eprintln!("SKIP: shared_ipmi_sim: ../shared is not present");
+        return;
+    }
+    let Some([addr]) = Peers::load().require("shared_ipmi_sim", ["GT_IPMI_SHARED_ADDR"]) else {
         return;
     };
     let report = poll_ok(&target("ADMIN", "Adm1nPass!", &addr, "")).await;
@@ -726,54 +729,14 @@ async fn a_poll_cut_off_by_its_deadline_still_closes_the_bmc_session() {
 
 // ---------------------------------------------------------------------------------- pyghmi BMC
 
-/// Kills the spawned BMC when the test ends, whatever happens.
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test]
 async fn pyghmi_bmc_session_and_chassis_status_work_missing_commands_are_named() {
-    // A Python with pyghmi (e.g. a venv with `pip install pyghmi`); not part of start-all.sh.
-    let Ok(python) = std::env::var("GT_PYGHMI_PYTHON") else {
-        assert!(
-            std::env::var("GT_REQUIRE_PEERS").as_deref() != Ok("1")
-                || std::env::var("GT_REQUIRE_PYGHMI").is_err(),
-            "GT_PYGHMI_PYTHON not set"
-        );
-        eprintln!("SKIP: pyghmi_bmc: set GT_PYGHMI_PYTHON to a python that has pyghmi installed");
+    // pyghmi's fake BMC, started by tests/peers/ipmi/start.sh.
+    let Some([addr]) = Peers::load().require("pyghmi_bmc", ["GT_IPMI_PYGHMI_ADDR"]) else {
         return;
     };
-    let port = groundtruth_tests::free_port();
-    let script = groundtruth_tests::repo_root().join("tests/peers/ipmi/pyghmi_bmc.py");
-    let _bmc = Child(
-        Command::new(python)
-            .arg(script)
-            .arg(port.to_string())
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let addr = format!("127.0.0.1:{port}");
     let t = target("ADMIN", "Adm1nPass!", &addr, "");
-    // pyghmi needs a moment to import and bind: until then the port refuses (or drops) datagrams.
-    let mut polled = None;
-    for _ in 0..50 {
-        let (report, err) = driver::poll(&t, &cx()).await;
-        if !matches!(
-            err,
-            Some(DriverError::Timeout { .. } | DriverError::Connect { .. })
-        ) {
-            polled = Some((report, err));
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let (report, err) = polled.expect("pyghmi BMC never answered");
+    let (report, err) = driver::poll(&t, &cx()).await;
     assert!(err.is_none(), "{err:?}");
     let id = report.identity.as_ref().unwrap();
     assert_eq!(id.attributes["chassis.power"], "on");

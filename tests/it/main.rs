@@ -19,3 +19,4 @@ mod netbox;
 mod redfish;
 mod snmp;
 mod snmp_profiles;
+mod tls;

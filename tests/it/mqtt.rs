@@ -60,6 +60,7 @@ async fn batches_flow_through_mosquitto_and_are_acked_after_commit() {
         password: Some(cpass),
         share_group: unique("g"),
         client_id: unique("collector"),
+        tls: None,
     };
     let collector = tokio::spawn(run(
         settings,

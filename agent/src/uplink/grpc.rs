@@ -6,6 +6,27 @@ use std::time::Duration;
 use groundtruth_proto::v1::{Ack, AckStatus, Batch, ingest_client::IngestClient};
 use tokio_stream::StreamExt;
 
+/// TLS material for an `https://` collector endpoint (PEM bytes, read at config load).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct GrpcTls {
+    /// CA bundle; `None` = the system's roots.
+    pub ca_pem: Option<Vec<u8>>,
+    pub client_cert_pem: Option<Vec<u8>>,
+    pub client_key_pem: Option<Vec<u8>>,
+    pub server_name: Option<String>,
+}
+
+impl std::fmt::Debug for GrpcTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GrpcTls")
+            .field("ca", &self.ca_pem.is_some())
+            .field("client_cert", &self.client_cert_pem.is_some())
+            .field("client_key", &self.client_key_pem.as_ref().map(|_| "***"))
+            .field("server_name", &self.server_name)
+            .finish()
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum UplinkError {
     #[error("cannot connect to collector at {endpoint}: {detail}")]
@@ -28,24 +49,38 @@ pub enum UplinkError {
 /// must be sent again (the collector deduplicates).
 pub async fn deliver(
     endpoint: &str,
+    tls: &GrpcTls,
     batches: Vec<Batch>,
     timeout: Duration,
 ) -> Result<Vec<Ack>, UplinkError> {
     let connect = async {
-        let channel = tonic::transport::Endpoint::from_shared(endpoint.to_owned())
+        let mut ep = tonic::transport::Endpoint::from_shared(endpoint.to_owned())
             .map_err(|e| e.to_string())?
-            .connect_timeout(timeout)
-            .connect()
-            .await
-            .map_err(|e| {
-                let mut d = e.to_string();
-                let mut s = std::error::Error::source(&e);
-                while let Some(x) = s {
-                    d = format!("{d}: {x}");
-                    s = x.source();
-                }
-                d
-            })?;
+            .connect_timeout(timeout);
+        if endpoint.starts_with("https://") {
+            crate::install_crypto_provider();
+            let mut cfg = tonic::transport::ClientTlsConfig::new();
+            cfg = match &tls.ca_pem {
+                Some(ca) => cfg.ca_certificate(tonic::transport::Certificate::from_pem(ca)),
+                None => cfg.with_native_roots(),
+            };
+            if let (Some(cert), Some(key)) = (&tls.client_cert_pem, &tls.client_key_pem) {
+                cfg = cfg.identity(tonic::transport::Identity::from_pem(cert, key));
+            }
+            if let Some(name) = &tls.server_name {
+                cfg = cfg.domain_name(name.clone());
+            }
+            ep = ep.tls_config(cfg).map_err(|e| format!("TLS settings: {e}"))?;
+        }
+        let channel = ep.connect().await.map_err(|e| {
+            let mut d = e.to_string();
+            let mut s = std::error::Error::source(&e);
+            while let Some(x) = s {
+                d = format!("{d}: {x}");
+                s = x.source();
+            }
+            d
+        })?;
         Ok::<_, String>(IngestClient::new(channel))
     };
     let mut client = connect.await.map_err(|detail| UplinkError::Connect {

@@ -31,30 +31,54 @@ pub struct MqttSettings {
     pub site: String,
     pub agent_id: String,
     pub keep_alive: Duration,
+    /// `Some` for `mqtts://`.
+    pub tls: Option<MqttTls>,
+    /// Publish batches as the canonical JSON mapping instead of protobuf (for consumers that
+    /// cannot decode protobuf; about 3× larger). The collector accepts both.
+    pub json: bool,
 }
 
-impl MqttSettings {
-    /// Parses `mqtt://HOST[:PORT]` (1883 by default). TLS (`mqtts://`) comes with issue #8.
-    ///
-    /// # Errors
-    /// A message naming what is wrong with the URL.
-    pub fn endpoint(url: &str) -> Result<(String, u16), String> {
-        let u = url::Url::parse(url).map_err(|e| format!("invalid MQTT URL: {e}"))?;
-        if u.scheme() != "mqtt" {
-            return Err(format!(
-                "unsupported scheme '{}': expected mqtt:// (mqtts:// is not supported yet)",
-                u.scheme()
-            ));
-        }
-        let host = u
-            .host_str()
-            .filter(|h| !h.is_empty())
-            .ok_or("MQTT URL needs a host")?;
-        Ok((
-            host.trim_start_matches('[').trim_end_matches(']').to_owned(),
-            u.port().unwrap_or(1883),
-        ))
+/// TLS material for `mqtts://` (PEM bytes, read at config load).
+#[derive(Clone, PartialEq, Eq)]
+pub struct MqttTls {
+    /// CA bundle the broker's certificate must chain to (for public CAs, the system bundle
+    /// `/etc/ssl/certs/ca-certificates.crt`, which is the default).
+    pub ca_pem: Vec<u8>,
+    /// Client certificate and key, when the broker wants them.
+    pub client_auth: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for MqttTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MqttTls")
+            .field("client_auth", &self.client_auth.is_some())
+            .finish_non_exhaustive()
     }
+}
+
+impl MqttTls {
+    /// The rumqttc transport for these settings.
+    #[must_use]
+    pub fn transport(&self) -> rumqttc::Transport {
+        crate::install_crypto_provider();
+        rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Simple {
+            ca: self.ca_pem.clone(),
+            alpn: None,
+            client_auth: self.client_auth.clone(),
+        })
+    }
+}
+
+/// A batch as an MQTT payload: protobuf, or its canonical JSON when asked (falling back to
+/// protobuf if the JSON mapping fails, which would be a schema bug).
+fn payload(b: &Batch, json: bool) -> Vec<u8> {
+    if json {
+        match groundtruth_proto::json::to_value(b).map(|v| v.to_string()) {
+            Ok(text) => return text.into_bytes(),
+            Err(e) => tracing::error!(error = %e, "Cannot render a batch as JSON; sending protobuf."),
+        }
+    }
+    b.encode_to_vec()
 }
 
 /// A running MQTT connection for one agent.
@@ -81,6 +105,9 @@ impl MqttUplink {
         let client_id = format!("groundtruth-agent-{}", topics::level(&settings.agent_id));
         let mut opts = MqttOptions::new(client_id, settings.host.clone(), settings.port);
         opts.set_keep_alive(settings.keep_alive);
+        if let Some(tls) = &settings.tls {
+            opts.set_transport(tls.transport());
+        }
         // A persistent session, so the broker keeps our ack subscription and queued acks while we
         // are away.
         opts.set_clean_session(false);
@@ -169,7 +196,7 @@ impl MqttUplink {
             let topic = topics::batch_topic(&self.settings.site, &self.settings.agent_id, b.kind);
             let publish = self
                 .client
-                .publish(topic, QoS::AtLeastOnce, false, b.encode_to_vec());
+                .publish(topic, QoS::AtLeastOnce, false, payload(b, self.settings.json));
             match tokio::time::timeout_at(deadline, publish).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
@@ -207,17 +234,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn endpoint_parsing() {
-        assert_eq!(
-            MqttSettings::endpoint("mqtt://127.0.0.1:28830").unwrap(),
-            ("127.0.0.1".into(), 28830)
-        );
-        assert_eq!(MqttSettings::endpoint("mqtt://broker").unwrap().1, 1883);
-        assert!(
-            MqttSettings::endpoint("mqtts://broker")
-                .unwrap_err()
-                .contains("not supported yet")
-        );
-        assert!(MqttSettings::endpoint("nonsense").is_err());
+    fn json_payload_is_canonical_json_of_the_batch() {
+        let b = Batch {
+            epoch: 2,
+            seq: 7,
+            ..Default::default()
+        };
+        let text = String::from_utf8(payload(&b, true)).unwrap();
+        assert!(text.starts_with('{') && text.contains("\"seq\":\"7\""), "{text}");
+        assert_eq!(groundtruth_proto::json::from_str::<Batch>(&text).unwrap(), b);
+        assert_eq!(payload(&b, false), b.encode_to_vec());
     }
 }

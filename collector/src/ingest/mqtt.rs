@@ -28,6 +28,25 @@ pub struct MqttIngestSettings {
     pub share_group: String,
     /// MQTT client id; must be unique per collector instance and stable across restarts.
     pub client_id: String,
+    /// `mqtts://` settings.
+    pub tls: Option<MqttTls>,
+}
+
+/// TLS material for `mqtts://` (PEM bytes).
+#[derive(Clone)]
+pub struct MqttTls {
+    /// CA bundle the broker's certificate must chain to.
+    pub ca_pem: Vec<u8>,
+    /// Client certificate and key, when the broker wants them.
+    pub client_auth: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for MqttTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MqttTls")
+            .field("client_auth", &self.client_auth.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl std::fmt::Debug for MqttIngestSettings {
@@ -39,6 +58,7 @@ impl std::fmt::Debug for MqttIngestSettings {
             .field("password", &self.password.as_ref().map(|_| "***"))
             .field("share_group", &self.share_group)
             .field("client_id", &self.client_id)
+            .field("tls", &self.tls.is_some())
             .finish()
     }
 }
@@ -59,6 +79,16 @@ pub async fn run(settings: MqttIngestSettings, ingest: IngestService, stats: Arc
     opts.set_keep_alive(Duration::from_secs(30));
     opts.set_clean_session(false);
     opts.set_manual_acks(true);
+    if let Some(tls) = &settings.tls {
+        crate::install_crypto_provider();
+        opts.set_transport(rumqttc::Transport::tls_with_config(
+            rumqttc::TlsConfiguration::Simple {
+                ca: tls.ca_pem.clone(),
+                alpn: None,
+                client_auth: tls.client_auth.clone(),
+            },
+        ));
+    }
     opts.set_max_packet_size(64 * 1024 * 1024, 1024 * 1024);
     if let Some(u) = &settings.username {
         opts.set_credentials(u.clone(), settings.password.clone().unwrap_or_default());
@@ -119,7 +149,15 @@ async fn handle(client: &AsyncClient, ingest: &IngestService, stats: &MqttIngest
         let _ = client.ack(p).await;
         return;
     };
-    let batch = match Batch::decode(p.payload.as_ref()) {
+    // Agents publish protobuf, or the canonical JSON mapping with `mqtt.payload = "json"`.
+    let decoded = if p.payload.first() == Some(&b'{') {
+        std::str::from_utf8(&p.payload)
+            .map_err(|e| e.to_string())
+            .and_then(|t| groundtruth_proto::json::from_str::<Batch>(t).map_err(|e| e.to_string()))
+    } else {
+        Batch::decode(p.payload.as_ref()).map_err(|e| e.to_string())
+    };
+    let batch = match decoded {
         Ok(b) => b,
         Err(e) => {
             stats.malformed.fetch_add(1, Ordering::Relaxed);

@@ -4,4 +4,6 @@ set -euo pipefail
 GT_PEER=ipmi
 source "$(dirname "$0")/../lib.sh"
 stop_pidfile "$GT_PEERS_RUN/ipmi/ipmi_sim.pid"
+stop_pidfile "$GT_PEERS_RUN/ipmi/pyghmi.pid"
+stop_pidfile "$GT_PEERS_RUN/ipmi/shared/ipmi_sim.pid"
 env_drop GT_IPMI_
