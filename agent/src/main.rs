@@ -217,6 +217,8 @@ async fn discover(args: DiscoverArgs) -> anyhow::Result<ExitCode> {
         })
     });
     let found = sweep(&spec, &cx, args.concurrency, std::sync::Arc::clone(&progress)).await;
+    // Probes leave no Redfish session behind.
+    driver::redfish::close_all_sessions().await;
     if let Some(t) = ticker {
         t.abort();
         eprintln!();
@@ -418,11 +420,7 @@ async fn poll(args: PollArgs) -> ExitCode {
         eprintln!("error: {e}");
         return ExitCode::from(2);
     }
-    if let Target::Redfish(t) = &target
-        && !t.verify_tls
-    {
-        tracing::warn!(endpoint = %target.endpoint_key(), "TLS certificate verification is OFF for this target (?insecure).");
-    }
+    // `?insecure` is logged by the Redfish driver, once per endpoint.
     let cx = PollCx {
         limits: Limits {
             request_timeout: args.timeout,
@@ -430,13 +428,29 @@ async fn poll(args: PollArgs) -> ExitCode {
             ..Limits::default()
         },
     };
-    let (report, error) = driver::poll(&target, &cx).await;
+    let (reports, error) = driver::poll_all(&target, &cx).await;
+    // A one-shot poll leaves no Redfish session behind.
+    driver::redfish::close_all_sessions().await;
     if let Some(e) = error {
         eprintln!("error: {} ({}): {e}", target.endpoint_key(), target.protocol());
         return ExitCode::from(1);
     }
     if args.json {
-        match groundtruth_proto::json::to_string_pretty(&report) {
+        // One device: the report object. Several (a Redfish service with an enclosure and its
+        // blades, or PDUs): a JSON array of report objects.
+        let printed: Result<String, String> = if let [report] = reports.as_slice() {
+            groundtruth_proto::json::to_string_pretty(report).map_err(|e| e.to_string())
+        } else {
+            reports
+                .iter()
+                .map(groundtruth_proto::json::to_value)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| e.to_string())
+                .and_then(|v| {
+                    serde_json::to_string_pretty(&serde_json::Value::Array(v)).map_err(|e| e.to_string())
+                })
+        };
+        match printed {
             Ok(s) => println!("{s}"),
             Err(e) => {
                 eprintln!("error: {e}");
@@ -444,7 +458,12 @@ async fn poll(args: PollArgs) -> ExitCode {
             }
         }
     } else {
-        print_human(&report);
+        for (i, report) in reports.iter().enumerate() {
+            if i > 0 {
+                println!();
+            }
+            print_human(report);
+        }
     }
     ExitCode::SUCCESS
 }

@@ -92,14 +92,18 @@ impl Agent {
         let polls = self.config.targets.iter().map(|t| {
             let cx = &cx;
             async move {
-                let (report, err) = driver::poll(&t.target, cx).await;
+                let (reports, err) = driver::poll_all(&t.target, cx).await;
                 if let Some(e) = err {
                     tracing::warn!(target_name = %t.name, endpoint = %t.target.endpoint_key(), error = %e, "Poll failed.");
                 }
-                (t.name.clone(), report)
+                reports.into_iter().map(|r| (t.name.clone(), r)).collect::<Vec<_>>()
             }
         });
-        futures::future::join_all(polls).await
+        futures::future::join_all(polls)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
     }
 
     /// One round: poll, seal a batch, deliver it (and anything pending).
@@ -323,6 +327,12 @@ impl Agent {
                         t.abort();
                     }
                     drop(scheduler);
+                    // Idle Redfish sessions are logged out, not left for the BMC to expire.
+                    let _ = tokio::time::timeout(
+                        std::time::Duration::from_secs(5),
+                        crate::driver::redfish::close_all_sessions(),
+                    )
+                    .await;
                     flush(&config, &durable, &mut buffer, &mut oldest, &stats, &wake);
                     tracing::info!(spooled = lock(&durable).1.len(), "Stopping; spooled batches are kept for the next start.");
                     sender.abort();

@@ -81,13 +81,14 @@ pub struct Polled {
     pub report: DeviceReport,
 }
 
-/// How a target is polled: [`driver::poll`] in production; tests substitute slow or failing
+/// How a target is polled: [`driver::poll_all`] in production (one report per device behind the
+/// target); tests substitute slow or failing
 /// fakes to check the schedule on a paused clock.
 pub type PollFn = Arc<
     dyn Fn(
             TargetConfig,
             PollCx,
-        ) -> Pin<Box<dyn Future<Output = (DeviceReport, Option<driver::DriverError>)> + Send>>
+        ) -> Pin<Box<dyn Future<Output = (Vec<DeviceReport>, Option<driver::DriverError>)> + Send>>
         + Send
         + Sync,
 >;
@@ -95,7 +96,7 @@ pub type PollFn = Arc<
 /// The production poll function.
 #[must_use]
 pub fn driver_poll() -> PollFn {
-    Arc::new(|t: TargetConfig, cx: PollCx| Box::pin(async move { driver::poll(&t.target, &cx).await }))
+    Arc::new(|t: TargetConfig, cx: PollCx| Box::pin(async move { driver::poll_all(&t.target, &cx).await }))
 }
 
 /// Identifies a target's configuration, secrets included (hashed, never stored or printed), so a
@@ -234,7 +235,7 @@ async fn poll_loop(
         // A panic in a driver must cost one poll of one target, never the target's schedule.
         let polled =
             futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(poll(t.clone(), cx.clone()))).await;
-        let (report, err) = match polled {
+        let (reports, err) = match polled {
             Ok(r) => r,
             Err(_) => {
                 stats.polls_failed.fetch_add(1, Ordering::Relaxed);
@@ -243,10 +244,12 @@ async fn poll_loop(
                 continue;
             }
         };
-        let ok = report
-            .status
-            .as_ref()
-            .is_some_and(|s| s.outcome == PollOutcome::Ok as i32 || s.outcome == PollOutcome::Partial as i32);
+        let ok = reports.iter().all(|report| {
+            report.status.as_ref().is_some_and(|s| {
+                s.outcome == PollOutcome::Ok as i32 || s.outcome == PollOutcome::Partial as i32
+            })
+        });
+        let duration_ms = reports.first().map_or(0, |r| r.poll_duration_ms);
         if ok {
             stats.polls_ok.fetch_add(1, Ordering::Relaxed);
         } else {
@@ -256,20 +259,22 @@ async fn poll_loop(
             let ps = &stats.by_protocol[p];
             (if ok { &ps.ok } else { &ps.failed }).fetch_add(1, Ordering::Relaxed);
             ps.duration_ms
-                .fetch_add(u64::from(report.poll_duration_ms), Ordering::Relaxed);
+                .fetch_add(u64::from(duration_ms), Ordering::Relaxed);
         }
         if let Some(e) = err {
             tracing::warn!(target_name = %t.name, endpoint = %t.target.endpoint_key(), error = %e, "Poll failed.");
         }
-        if tx
-            .try_send(Polled {
-                target: t.name.clone(),
-                report,
-            })
-            .is_err()
-        {
-            let n = stats.reports_dropped.fetch_add(1, Ordering::Relaxed) + 1;
-            tracing::error!(target_name = %t.name, reason = "batcher_full", dropped_total = n, "Dropped a report: the batcher is not keeping up.");
+        for report in reports {
+            if tx
+                .try_send(Polled {
+                    target: t.name.clone(),
+                    report,
+                })
+                .is_err()
+            {
+                let n = stats.reports_dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                tracing::error!(target_name = %t.name, reason = "batcher_full", dropped_total = n, "Dropped a report: the batcher is not keeping up.");
+            }
         }
         // The next slot on this target's grid; slots that passed while the poll ran (or waited
         // for a concurrency permit) are skipped and counted.
@@ -335,7 +340,7 @@ mod tests {
                     }),
                     ..Default::default()
                 };
-                (report, None)
+                (vec![report], None)
             })
         })
     }
@@ -388,7 +393,7 @@ mod tests {
             let n = c.fetch_add(1, Ordering::Relaxed);
             Box::pin(async move {
                 assert!(n % 2 == 1, "simulated driver bug");
-                (DeviceReport::default(), None)
+                (vec![DeviceReport::default()], None)
             })
         });
         let mut s = Scheduler::new(tx, Limits::new(4), Arc::clone(&stats), poll);

@@ -93,6 +93,29 @@ pub struct RedfishTarget {
     /// TLS certificate verification; off only with an explicit `?insecure`.
     pub verify_tls: bool,
     pub ca_file: Option<PathBuf>,
+    /// `?pin=sha256:<hex>`: accept exactly the leaf certificate with this SHA-256 (chain and
+    /// name not checked).
+    pub pin_sha256: Option<[u8; 32]>,
+    /// `?max_inflight=N` (1–16, default 2): requests in flight to this BMC at once.
+    pub max_inflight: usize,
+    /// `?inventory_refresh=1h`: how long the inventory (identity, resource list) is reused;
+    /// polls in between read only power and thermal resources.
+    pub inventory_refresh: std::time::Duration,
+}
+
+fn parse_pin(v: &str) -> Result<[u8; 32], TargetError> {
+    let hex = v
+        .strip_prefix("sha256:")
+        .ok_or_else(|| param_err("pin", "expected sha256:<64 hex digits>"))?;
+    let hex: String = hex.chars().filter(|c| *c != ':').collect();
+    if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(param_err("pin", "expected sha256:<64 hex digits>"));
+    }
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| param_err("pin", "bad hex"))?;
+    }
+    Ok(out)
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -304,8 +327,28 @@ impl Target {
             "redfish" | "redfish+https" | "redfish+http" => {
                 let http = scheme == "redfish+http";
                 let mut verify_tls = true;
+                let mut pin_sha256 = None;
+                let mut max_inflight = 2;
+                let mut inventory_refresh = std::time::Duration::from_secs(3600);
                 for (k, v) in &params {
                     match k.as_str() {
+                        "pin" => pin_sha256 = Some(parse_pin(v)?),
+                        "max_inflight" => {
+                            max_inflight = match v.parse::<usize>() {
+                                Ok(n @ 1..=16) => n,
+                                _ => {
+                                    return Err(param_err(
+                                        "max_inflight",
+                                        "expected an integer from 1 to 16",
+                                    ));
+                                }
+                            }
+                        }
+                        "inventory_refresh" => {
+                            inventory_refresh = humantime::parse_duration(v).map_err(|_| {
+                                param_err("inventory_refresh", "expected a duration like 1h or 0s")
+                            })?;
+                        }
                         "insecure" if v.is_empty() || v == "true" || v == "1" => verify_tls = false,
                         "insecure" if v == "false" || v == "0" => verify_tls = true,
                         "insecure" => return Err(param_err("insecure", "expected true or false")),
@@ -326,6 +369,9 @@ impl Target {
                     password: password.map(Secret::new),
                     verify_tls,
                     ca_file: None,
+                    pin_sha256,
+                    max_inflight,
+                    inventory_refresh,
                 }))
             }
             "modbus+tcp" | "modbus+rtu" => {

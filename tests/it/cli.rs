@@ -45,6 +45,50 @@ fn poll_json_redfish_prints_canonical_json() {
     assert_eq!(back.identity.unwrap().model, "GT-R1000");
 }
 
+/// A Redfish service holding several devices (an enclosure and its four blades) prints a JSON
+/// array, one report per device.
+#[test]
+fn poll_json_redfish_enclosure_prints_an_array_of_reports() {
+    let Some([base, names]) = Peers::load().require(
+        "cli_poll_json_array",
+        ["GT_REDFISH_SHARED_BASE_PORT", "GT_REDFISH_SHARED_MOCKUPS"],
+    ) else {
+        return;
+    };
+    let Some(bin) = agent() else { return };
+    let i = names.split(',').position(|n| n == "dmtf-public-bladed").unwrap();
+    let port = base.parse::<usize>().unwrap() + i;
+    let out = Command::new(bin)
+        .args([
+            "poll",
+            &format!("redfish://127.0.0.1:{port}?insecure"),
+            "--json",
+            "--log",
+            "off",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let reports = v.as_array().expect("an array for several devices");
+    assert_eq!(reports.len(), 5);
+    assert_eq!(reports[0]["identity"]["serialNumber"], "528QB1654R1");
+    assert_eq!(reports[0]["identity"]["deviceClass"], "DEVICE_CLASS_ENCLOSURE");
+    assert_eq!(
+        reports[1]["identity"]["attributes"]["enclosure_serial"],
+        "528QB1654R1"
+    );
+    for r in reports {
+        let back: groundtruth_proto::v1::DeviceReport =
+            groundtruth_proto::json::from_str(&r.to_string()).unwrap();
+        assert!(back.identity.unwrap().endpoint_key.contains('#'));
+    }
+}
+
 #[test]
 fn poll_snmp_with_community_from_env() {
     let Some([addr, community]) =

@@ -1,10 +1,24 @@
 //! Redfish driver against sushy-tools serving our own fixtures (tests/fixtures/redfish) and, when
 //! `../shared` is present, the DMTF and vendor mockups in place.
 
+mod fake;
+
 use groundtruth_agent::driver::{self, DriverError, PollCx};
 use groundtruth_agent::target::Target;
-use groundtruth_proto::v1::{LocationSource, MacRole, PollOutcome};
+use groundtruth_proto::v1::{ComponentKind, DeviceClass, DeviceReport, LocationSource, MacRole, PollOutcome};
 use groundtruth_tests::{Peers, init_tls};
+
+async fn poll_all(url: &str) -> (Vec<DeviceReport>, Option<DriverError>) {
+    init_tls();
+    driver::poll_all(&Target::parse(url).unwrap(), &PollCx::default()).await
+}
+
+fn device_power(r: &DeviceReport) -> Option<f64> {
+    r.readings
+        .iter()
+        .find(|x| x.metric == "power" && x.component.is_none())
+        .map(|x| x.value)
+}
 
 async fn poll(url: &str, ca: Option<&str>) -> (groundtruth_proto::v1::DeviceReport, Option<DriverError>) {
     init_tls();
@@ -95,6 +109,63 @@ async fn self_signed_bmc_is_refused_without_ca_and_accepted_with_insecure() {
     assert_eq!(report.identity.unwrap().serial_number, "GTSRV0000001");
 }
 
+/// `?pin=sha256:<hex>` accepts exactly the pinned self-signed certificate, without a CA.
+#[tokio::test]
+async fn pinned_certificate_is_accepted_and_a_wrong_pin_refused() {
+    let Some([url, cert]) = Peers::load().require("redfish_pin", ["GT_REDFISH_URL", "GT_REDFISH_CERT"])
+    else {
+        return;
+    };
+    let pem = std::fs::read_to_string(&cert).unwrap();
+    let b64: String = pem
+        .lines()
+        .skip_while(|l| !l.starts_with("-----BEGIN CERTIFICATE"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("-----END"))
+        .collect();
+    let der = base64_decode(&b64);
+    let pin: String = sha2::Digest::finalize(sha2::Digest::chain_update(
+        <sha2::Sha256 as sha2::Digest>::new(),
+        &der,
+    ))
+    .iter()
+    .map(|b| format!("{b:02x}"))
+    .collect();
+    let (report, err) = poll(&format!("redfish://{}?pin=sha256:{pin}", host_port(&url)), None).await;
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(report.identity.unwrap().serial_number, "GTSRV0000001");
+    let wrong = "0".repeat(64);
+    let (_, err) = poll(&format!("redfish://{}?pin=sha256:{wrong}", host_port(&url)), None).await;
+    let err = err.expect("a wrong pin must be refused");
+    assert!(matches!(err, DriverError::Tls(_)), "{err:?}");
+    assert!(err.to_string().contains("pin mismatch"), "{err}");
+}
+
+fn base64_decode(s: &str) -> Vec<u8> {
+    let val = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' => 62,
+        _ => 63,
+    };
+    let bytes: Vec<u8> = s
+        .bytes()
+        .filter(|c| *c != b'=' && !c.is_ascii_whitespace())
+        .collect();
+    let mut out = Vec::new();
+    for chunk in bytes.chunks(4) {
+        let mut n = 0u32;
+        for (i, c) in chunk.iter().enumerate() {
+            n |= u32::from(val(*c)) << (18 - 6 * i);
+        }
+        for i in 0..chunk.len().saturating_sub(1) {
+            out.push((n >> (16 - 8 * i)) as u8);
+        }
+    }
+    out
+}
+
 #[tokio::test]
 async fn sparse_bmc_dash_macs_are_canonical_and_missing_serial_is_empty() {
     let Some([url, ca]) = Peers::load().require("redfish_sparse", ["GT_REDFISH_SPARSE_URL", "GT_REDFISH_CA"])
@@ -123,48 +194,524 @@ async fn plain_http_fixture() {
     assert_eq!(report.identity.unwrap().serial_number, "GTSRV0000001");
 }
 
-/// The DMTF and vendor captures from `../shared/peers/redfish/mockups`, served in place.
+/// The DMTF and vendor captures from `../shared/peers/redfish/mockups`, served in place, checked
+/// against `../shared/peers/redfish/INVENTORY.md`. Ports: GT_REDFISH_SHARED_BASE_PORT + the
+/// position of the mockup in GT_REDFISH_SHARED_MOCKUPS.
 #[tokio::test]
-async fn shared_mockups_identity_placement_and_power() {
-    let Some([base]) = Peers::load().require("redfish_shared_mockups", ["GT_REDFISH_SHARED_BASE_PORT"])
-    else {
+async fn shared_mockups_every_device_identity_placement_and_power() {
+    let Some([base, names]) = Peers::load().require(
+        "redfish_shared_mockups",
+        ["GT_REDFISH_SHARED_BASE_PORT", "GT_REDFISH_SHARED_MOCKUPS"],
+    ) else {
         return;
     };
     let base: u16 = base.parse().unwrap();
-    // (port offset, serial, rack, U, device power) as the peers README documents them.
-    type Case = (u16, &'static str, Option<(&'static str, u32)>, Option<f64>);
-    let cases: [Case; 4] = [
-        (0, "437XR1138R2", Some(("WEB43", 12)), Some(344.0)),
-        (2, "528QB1654R1", Some(("WEB43", 12)), None),
-        (4, "MXQ019020B", None, Some(97.0)),
-        (7, "QSBP74100021", None, Some(148.0)),
-    ];
-    for (offset, serial, place, watts) in cases {
-        let (report, err) = poll(&format!("redfish://127.0.0.1:{}?insecure", base + offset), None).await;
-        assert!(err.is_none(), "port {}: {err:?}", base + offset);
-        let id = report.identity.as_ref().unwrap();
-        assert_eq!(id.serial_number, serial);
-        if let Some((rack, u)) = place {
-            let loc = &report.locations[0];
-            assert_eq!((loc.rack.as_str(), loc.u_position), (rack, Some(u)), "{serial}");
+    let port = |name: &str| {
+        let i = names.split(',').position(|n| n == name).unwrap();
+        base + u16::try_from(i).unwrap()
+    };
+    let all = |name: &'static str| {
+        let url = format!("redfish://127.0.0.1:{}?insecure", port(name));
+        async move {
+            let (reports, err) = poll_all(&url).await;
+            assert!(err.is_none(), "{name}: {err:?}");
+            for r in &reports {
+                assert!(r.readings.iter().all(|x| x.value.is_finite()), "{name}");
+            }
+            reports
         }
-        let power = report
-            .readings
-            .iter()
-            .find(|r| r.metric == "power" && r.component.is_none())
-            .map(|r| r.value);
-        if watts.is_some() {
-            assert_eq!(power, watts, "{serial}");
-        }
-    }
-    // Intel's capture writes MACs with dashes.
-    let (report, _) = poll(&format!("redfish://127.0.0.1:{}?insecure", base + 7), None).await;
+    };
+    let serials = |rs: &[DeviceReport]| -> Vec<String> {
+        rs.iter()
+            .map(|r| r.identity.as_ref().unwrap().serial_number.clone())
+            .collect()
+    };
+
+    // rackmount1: one server, placement, 344 W from PowerConsumedWatts (EnvironmentMetrics' 374 W
+    // kept apart), temperatures with labels, a null temperature not reported.
+    let rs = all("dmtf-public-rackmount1").await;
+    assert_eq!(serials(&rs), ["437XR1138R2"]);
+    let r = &rs[0];
+    let loc = &r.locations[0];
+    assert_eq!(
+        (loc.rack.as_str(), loc.u_position, loc.row.as_str()),
+        ("WEB43", Some(12), "North")
+    );
+    assert_eq!(device_power(r), Some(344.0));
+    let env = r
+        .readings
+        .iter()
+        .find(|x| {
+            x.metric == "power"
+                && x.component
+                    .as_ref()
+                    .is_some_and(|c| c.label == "EnvironmentMetrics")
+        })
+        .unwrap();
+    assert_eq!(env.value, 374.0);
+    let temps: Vec<(&str, f64)> = r
+        .readings
+        .iter()
+        .filter(|x| {
+            x.metric == "temperature"
+                && x.component
+                    .as_ref()
+                    .is_some_and(|c| c.kind == ComponentKind::Sensor as i32)
+        })
+        .map(|x| (x.component.as_ref().unwrap().label.as_str(), x.value))
+        .collect();
+    assert!(temps.contains(&("CPU1 Temp", 41.0)), "{temps:?}");
     assert!(
-        report
+        !temps.iter().any(|(l, _)| *l == "CPU2 Temp"),
+        "null reading must be absent: {temps:?}"
+    );
+    let id = r.identity.as_ref().unwrap();
+    assert!(
+        id.macs
+            .iter()
+            .any(|m| m.address == "12:44:6a:3b:04:11" && m.role == MacRole::Host as i32)
+    );
+    assert!(
+        id.macs
+            .iter()
+            .any(|m| m.address == "23:11:8a:33:cf:ea" && m.role == MacRole::Management as i32)
+    );
+
+    // PDU: one PDU report (the PDU chassis and the transfer switch share its serial), 9 metered
+    // outlets of 11, A1 197.4 W, total 6438 W and 56438 kWh.
+    let rs = all("dmtf-public-pdu").await;
+    let pdu = rs
+        .iter()
+        .find(|r| r.identity.as_ref().unwrap().serial_number == "29347ZT536")
+        .unwrap();
+    let id = pdu.identity.as_ref().unwrap();
+    assert_eq!(id.device_class, DeviceClass::Pdu as i32);
+    assert_eq!(
+        (
+            id.vendor.as_str(),
+            id.model.as_str(),
+            id.firmware_version.as_str()
+        ),
+        ("Contoso", "ZAP4000", "4.3.0")
+    );
+    assert_eq!(id.asset_tag, "PDX-92381");
+    assert_eq!(device_power(pdu), Some(6438.0));
+    assert!(
+        pdu.readings
+            .iter()
+            .any(|x| x.metric == "energy" && x.component.is_none() && x.value == 56438.0)
+    );
+    let outlets: Vec<(&str, f64)> = pdu
+        .readings
+        .iter()
+        .filter(|x| {
+            x.metric == "power"
+                && x.component
+                    .as_ref()
+                    .is_some_and(|c| c.kind == ComponentKind::Outlet as i32)
+        })
+        .map(|x| (x.component.as_ref().unwrap().label.as_str(), x.value))
+        .collect();
+    assert_eq!(outlets.len(), 9, "{outlets:?}");
+    assert!(outlets.contains(&("A1", 197.4)));
+    // The mains inlet AC1 reports per line (polyphase).
+    assert!(
+        pdu.readings.iter().any(|x| x.metric == "current"
+            && x.component.as_ref().is_some_and(|c| c.label == "AC1 Line1")
+            && x.value == 8.02),
+        "{:?}",
+        pdu.readings
+    );
+    assert_eq!(serials(&rs).iter().filter(|s| *s == "29347ZT536").count(), 1);
+
+    // Bladed: the enclosure with 4 blades as components, and each blade its own report naming
+    // the enclosure.
+    let rs = all("dmtf-public-bladed").await;
+    assert_eq!(
+        serials(&rs),
+        [
+            "528QB1654R1",
+            "529QB9450R6",
+            "529QB9451R6",
+            "529QB9452R6",
+            "529QB9453R6"
+        ]
+    );
+    let encl = &rs[0];
+    assert_eq!(
+        encl.identity.as_ref().unwrap().device_class,
+        DeviceClass::Enclosure as i32
+    );
+    assert_eq!(
+        encl.components
+            .iter()
+            .filter(|c| c.component.as_ref().unwrap().kind == ComponentKind::Blade as i32)
+            .count(),
+        4
+    );
+    assert_eq!(
+        (encl.locations[0].rack.as_str(), encl.locations[0].u_position),
+        ("WEB43", Some(12))
+    );
+    for blade in &rs[1..] {
+        let id = blade.identity.as_ref().unwrap();
+        assert_eq!(id.attributes["enclosure_serial"], "528QB1654R1");
+        assert_eq!(id.macs.len(), 1, "{id:?}");
+        assert!(blade.readings.iter().any(|x| x.metric == "temperature"));
+    }
+    // Endpoint keys tell devices behind one service apart.
+    assert_ne!(
+        rs[1].identity.as_ref().unwrap().endpoint_key,
+        rs[2].identity.as_ref().unwrap().endpoint_key
+    );
+
+    let rs = all("dmtf-public-tower").await;
+    assert_eq!(serials(&rs), ["437XR1238R2"]);
+    assert_eq!(device_power(&rs[0]), Some(926.0));
+    assert!(rs[0].components.iter().any(|c| c.serial_number == "2M220100SL"));
+
+    // HPE DL325: 97 W, 2 PSUs at 51 + 46 W, iLO MACs, an inlet temperature.
+    let rs = all("hpe-proliant-dl325-gen10plus").await;
+    assert_eq!(serials(&rs), ["MXQ019020B"]);
+    assert_eq!(device_power(&rs[0]), Some(97.0));
+    let psu: Vec<f64> = rs[0]
+        .readings
+        .iter()
+        .filter(|x| {
+            x.metric == "power"
+                && x.component
+                    .as_ref()
+                    .is_some_and(|c| c.kind == ComponentKind::Psu as i32)
+        })
+        .map(|x| x.value)
+        .collect();
+    assert_eq!(psu, [51.0, 46.0]);
+    assert!(rs[0].readings.iter().any(|x| {
+        x.component
+            .as_ref()
+            .is_some_and(|c| c.label == "01-Inlet Ambient")
+            && x.value == 17.0
+    }));
+    assert!(
+        rs[0]
             .identity
+            .as_ref()
+            .unwrap()
+            .macs
+            .iter()
+            .any(|m| m.address == "94:40:c9:37:d3:fc")
+    );
+
+    // HPE XL675d: the Apollo enclosure and its node.
+    let rs = all("hpe-proliant-xl675d-gen10plus").await;
+    assert_eq!(serials(&rs), ["1234567890", "JS05NP1072"]);
+    assert_eq!(device_power(&rs[1]), Some(779.0));
+    assert_eq!(
+        rs[1].identity.as_ref().unwrap().attributes["enclosure_serial"],
+        "1234567890"
+    );
+    // Its NIC as a component (NetworkAdapters), beside the PSUs.
+    assert!(
+        rs[1].components.iter().any(|c| c.serial_number == "MY50050V5K"
+            && c.component.as_ref().unwrap().kind == ComponentKind::Module as i32),
+        "{:?}",
+        rs[1].components
+    );
+
+    let rs = all("gigabyte-h262-z63").await;
+    assert_eq!(serials(&rs), ["01234567890123456789AB"]);
+    assert_eq!(device_power(&rs[0]), Some(100.0));
+
+    // Intel: Power under RackMount/Baseboard, dash-format MACs.
+    let rs = all("intel-s2600bpb").await;
+    assert_eq!(serials(&rs), ["QSBP74100021"]);
+    assert_eq!(device_power(&rs[0]), Some(148.0));
+    assert!(
+        rs[0]
+            .identity
+            .as_ref()
             .unwrap()
             .macs
             .iter()
             .any(|m| m.address == "a4:bf:01:28:90:aa")
+    );
+
+    // OpenBMC: no serial anywhere → empty (the collector files "no usable identity"); null
+    // PowerConsumedWatts → no power reading at all, never 0.
+    let rs = all("openbmc-stock").await;
+    assert_eq!(serials(&rs), [""]);
+    assert_eq!(device_power(&rs[0]), None);
+    assert!(
+        rs[0]
+            .identity
+            .as_ref()
+            .unwrap()
+            .macs
+            .iter()
+            .any(|m| m.address == "ae:0d:e8:39:69:bb")
+    );
+}
+
+/// Between inventory refreshes a poll reads only the power/thermal resources.
+#[tokio::test]
+async fn inventory_is_cached_and_steady_state_polls_read_only_power_and_thermal() {
+    let Some([base]) = Peers::load().require("redfish_inventory_cache", ["GT_REDFISH_SHARED_BASE_PORT"])
+    else {
+        return;
+    };
+    let base: u16 = base.parse().unwrap();
+    // DL325; max_inflight=3 makes this a different endpoint from the other tests' (own cache).
+    let url = format!("redfish://127.0.0.1:{}?insecure&max_inflight=3", base + 4);
+    init_tls();
+    let target = Target::parse(&url).unwrap();
+    let Target::Redfish(t) = &target else { panic!() };
+    let ep = driver::redfish::client::endpoint(t, &PollCx::default()).unwrap();
+    let before = ep.requests.load(std::sync::atomic::Ordering::Relaxed);
+    let (first, err) = driver::poll_all(&target, &PollCx::default()).await;
+    assert!(err.is_none(), "{err:?}");
+    let inventory = ep.requests.load(std::sync::atomic::Ordering::Relaxed) - before;
+    let (second, err) = driver::poll_all(&target, &PollCx::default()).await;
+    assert!(err.is_none(), "{err:?}");
+    let steady = ep.requests.load(std::sync::atomic::Ordering::Relaxed) - before - inventory;
+    eprintln!("DL325: inventory poll {inventory} requests, steady-state poll {steady} requests");
+    assert!(steady <= 2, "steady-state poll made {steady} requests");
+    assert!(inventory > steady);
+    assert_eq!(first[0].identity, second[0].identity);
+    assert_eq!(device_power(&second[0]), Some(97.0));
+}
+
+/// `GT_REDFISH_BENCH=1 cargo test -p groundtruth-tests --test it redfish::bench -- --ignored
+/// --nocapture`: our driver against `../shared/peers/redfish/crawl.py` on the DL325 mockup.
+#[tokio::test]
+#[ignore = "benchmark; run by hand"]
+async fn bench_dl325_against_sequential_crawler() {
+    let Some([base]) = Peers::load().require("redfish_bench", ["GT_REDFISH_SHARED_BASE_PORT"]) else {
+        return;
+    };
+    let base: u16 = base.parse().unwrap();
+    let port = base + 4;
+    init_tls();
+    for inflight in [1usize, 2, 4] {
+        let url = format!("redfish://127.0.0.1:{port}?insecure&max_inflight={inflight}&inventory_refresh=0s");
+        let target = Target::parse(&url).unwrap();
+        let Target::Redfish(t) = &target else { panic!() };
+        let ep = driver::redfish::client::endpoint(t, &PollCx::default()).unwrap();
+        let n0 = ep.requests.load(std::sync::atomic::Ordering::Relaxed);
+        let t0 = std::time::Instant::now();
+        let (_, err) = driver::poll_all(&target, &PollCx::default()).await;
+        assert!(err.is_none(), "{err:?}");
+        let full = t0.elapsed();
+        let n1 = ep.requests.load(std::sync::atomic::Ordering::Relaxed);
+        eprintln!(
+            "BENCH groundtruth full inventory, max_inflight={inflight}: {} requests in {:.3} s",
+            n1 - n0,
+            full.as_secs_f64()
+        );
+    }
+    let url = format!("redfish://127.0.0.1:{port}?insecure&max_inflight=2");
+    let target = Target::parse(&url).unwrap();
+    let Target::Redfish(t) = &target else { panic!() };
+    let ep = driver::redfish::client::endpoint(t, &PollCx::default()).unwrap();
+    let _ = driver::poll_all(&target, &PollCx::default()).await;
+    let n0 = ep.requests.load(std::sync::atomic::Ordering::Relaxed);
+    let t0 = std::time::Instant::now();
+    for _ in 0..10 {
+        let (_, err) = driver::poll_all(&target, &PollCx::default()).await;
+        assert!(err.is_none(), "{err:?}");
+    }
+    let n1 = ep.requests.load(std::sync::atomic::Ordering::Relaxed);
+    eprintln!(
+        "BENCH groundtruth steady-state power poll: {:.1} requests, {:.1} ms per poll",
+        (n1 - n0) as f64 / 10.0,
+        t0.elapsed().as_secs_f64() * 100.0
+    );
+    let crawl = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/peers/redfish/crawl.py");
+    let out = std::process::Command::new("python3")
+        .arg(crawl)
+        .arg(format!("https://127.0.0.1:{port}"))
+        .output()
+        .unwrap();
+    eprintln!("BENCH crawl.py: {}", String::from_utf8_lossy(&out.stdout).trim());
+}
+
+// ------------------------------------------------------------------------------------------------
+// Hostile and fake BMCs (tests/it/redfish/fake.rs)
+// ------------------------------------------------------------------------------------------------
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use fake::{Fake, Mode};
+
+/// Logs out the idle session of this target's endpoint only (tests run concurrently).
+async fn close(url: &str) {
+    let target = Target::parse(url).unwrap();
+    let Target::Redfish(t) = &target else { panic!() };
+    driver::redfish::client::endpoint(t, &PollCx::default())
+        .unwrap()
+        .close()
+        .await;
+}
+
+/// Waits (up to 2.5 s) for the logouts a dropped poll spawned.
+async fn wait_no_sessions(f: &Fake) {
+    for _ in 0..50 {
+        if f.live_sessions() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn short_cx(request: u64, whole: u64) -> PollCx {
+    let mut cx = PollCx::default();
+    cx.limits.request_timeout = Duration::from_millis(request);
+    cx.limits.poll_timeout = Duration::from_millis(whole);
+    cx
+}
+
+#[tokio::test]
+async fn session_is_reused_across_polls_and_deleted_at_close() {
+    let f = Fake::start(Mode::Normal).await;
+    let (rs, err) = poll_all(&f.url("")).await;
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(rs[0].identity.as_ref().unwrap().serial_number, "FAKE0001");
+    assert_eq!(device_power(&rs[0]), Some(123.0));
+    // The null PSU output and the null sensor are not reported; the Sensors collection stands in
+    // for the missing Thermal.
+    let got: Vec<(&str, f64)> = rs[0]
+        .readings
+        .iter()
+        .map(|r| (r.metric.as_str(), r.value))
+        .collect();
+    assert_eq!(got, [("power", 123.0), ("temperature", 21.5)]);
+    let gets_inventory = f.gets.load(Relaxed);
+    let (_, err) = poll_all(&f.url("")).await;
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(f.posts.load(Relaxed), 1, "one login for both polls");
+    assert_eq!(f.live_sessions(), 1);
+    // Steady state: only Power and the Sensors (collection + 2 members).
+    assert_eq!(f.gets.load(Relaxed) - gets_inventory, 4);
+    close(&f.url("")).await;
+    assert_eq!(f.deletes.load(Relaxed), 1);
+    assert_eq!(f.live_sessions(), 0, "no session leaked");
+}
+
+/// Where `ProtocolFeaturesSupported` offers `$expand` and the service honours it, a collection
+/// and its members cost one request; where it answers 404 (sushy-static), plain GETs follow.
+#[tokio::test]
+async fn expand_is_used_where_supported_and_falls_back_on_404() {
+    let f = Fake::start(Mode::Expand).await;
+    let (rs, err) = poll_all(&f.url("")).await;
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(rs[0].identity.as_ref().unwrap().serial_number, "FAKE0001");
+    assert_eq!(f.expanded.load(Relaxed), 1);
+    let expanded_gets = f.gets.load(Relaxed);
+    close(&f.url("")).await;
+
+    let g = Fake::start(Mode::Normal).await;
+    let (rs, err) = poll_all(&g.url("")).await;
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(rs[0].identity.as_ref().unwrap().serial_number, "FAKE0001");
+    assert_eq!(g.expanded.load(Relaxed), 0);
+    // The refused expand, then the collection and its member one by one.
+    assert_eq!(g.gets.load(Relaxed), expanded_gets + 2);
+    close(&g.url("")).await;
+}
+
+#[tokio::test]
+async fn session_expired_on_the_bmc_is_replaced_after_401() {
+    let f = Fake::start(Mode::Normal).await;
+    let url = f.url("?inventory_refresh=0s");
+    let (_, err) = poll_all(&url).await;
+    assert!(err.is_none(), "{err:?}");
+    // The BMC forgets the session (timeout, reboot).
+    f.forget_all();
+    let (rs, err) = poll_all(&url).await;
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(rs[0].identity.as_ref().unwrap().serial_number, "FAKE0001");
+    assert_eq!(f.posts.load(Relaxed), 2);
+    close(&url).await;
+    assert_eq!(f.live_sessions(), 0);
+}
+
+#[tokio::test]
+async fn session_of_a_cancelled_poll_is_deleted() {
+    let f = Fake::start(Mode::Slow(Duration::from_secs(3))).await;
+    init_tls();
+    let target = Target::parse(&f.url("")).unwrap();
+    // The login answers at once, the GETs are slow: the whole-poll deadline cancels the poll.
+    let (_, err) = driver::poll_all(&target, &short_cx(2000, 500)).await;
+    assert!(matches!(err, Some(DriverError::Timeout { .. })), "{err:?}");
+    assert_eq!(f.posts.load(Relaxed), 1);
+    // The lease's Drop spawned the DELETE.
+    wait_no_sessions(&f).await;
+    assert_eq!(f.live_sessions(), 0, "the cancelled poll's session leaked");
+    assert_eq!(f.deletes.load(Relaxed), 1);
+}
+
+#[tokio::test]
+async fn sessions_exhausted_falls_back_to_basic_auth() {
+    let f = Fake::start(Mode::SessionsExhausted).await;
+    let (rs, err) = poll_all(&f.url("")).await;
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(rs[0].identity.as_ref().unwrap().serial_number, "FAKE0001");
+    assert_eq!(f.posts.load(Relaxed), 1);
+    assert_eq!(f.deletes.load(Relaxed), 0);
+    assert_eq!(f.live_sessions(), 0);
+}
+
+#[tokio::test]
+async fn wrong_password_is_a_clear_auth_error() {
+    let f = Fake::start(Mode::WrongPassword).await;
+    let (rs, err) = poll_all(&f.url("")).await;
+    let err = err.expect("must fail");
+    assert!(matches!(err, DriverError::Auth { .. }), "{err:?}");
+    assert!(!err.to_string().contains(fake::PASS), "{err}");
+    assert_eq!(
+        rs[0].status.as_ref().unwrap().outcome,
+        PollOutcome::AuthFailed as i32
+    );
+}
+
+#[tokio::test]
+async fn busy_bmc_retry_after_is_honoured_once() {
+    let f = Fake::start(Mode::RetryAfter(1)).await;
+    let (rs, err) = poll_all(&f.url("")).await;
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(rs[0].identity.as_ref().unwrap().serial_number, "FAKE0001");
+    close(&f.url("")).await;
+    assert_eq!(f.live_sessions(), 0);
+
+    let f = Fake::start(Mode::RetryAfter(120)).await;
+    let (_, err) = poll_all(&f.url("")).await;
+    let err = err.expect("a 2-minute Retry-After is not waited for");
+    assert!(err.to_string().contains("Retry-After 120"), "{err}");
+    close(&f.url("")).await;
+    wait_no_sessions(&f).await;
+    assert_eq!(f.live_sessions(), 0);
+}
+
+#[tokio::test]
+async fn slow_bmc_times_out_per_request() {
+    let f = Fake::start(Mode::Slow(Duration::from_secs(5))).await;
+    init_tls();
+    let target = Target::parse(&f.url("")).unwrap();
+    let (_, err) = driver::poll_all(&target, &short_cx(300, 10_000)).await;
+    assert!(matches!(err, Some(DriverError::Timeout { .. })), "{err:?}");
+    wait_no_sessions(&f).await;
+    assert_eq!(f.live_sessions(), 0);
+}
+
+#[tokio::test]
+async fn twenty_megabyte_document_is_refused_at_the_cap() {
+    let f = Fake::start(Mode::Huge).await;
+    let (_, err) = poll_all(&f.url("")).await;
+    assert!(matches!(err, Some(DriverError::TooLarge { .. })), "{err:?}");
+    wait_no_sessions(&f).await;
+    assert_eq!(
+        f.posts.load(Relaxed),
+        f.deletes.load(Relaxed),
+        "every session opened is deleted"
     );
 }

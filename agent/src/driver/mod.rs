@@ -90,18 +90,32 @@ impl DriverError {
     }
 }
 
-/// Polls one target once, within `cx.limits.poll_timeout`. Always returns a report; on failure
-/// the report carries only the identity stub and a status naming the cause, and the error is
-/// returned beside it for the caller's exit code and log.
+/// Polls one target once, within `cx.limits.poll_timeout`, and returns its first report; see
+/// [`poll_all`] (a Redfish service can hold several devices).
 pub async fn poll(target: &Target, cx: &PollCx) -> (DeviceReport, Option<DriverError>) {
+    let (mut reports, error) = poll_all(target, cx).await;
+    // poll_all never returns an empty list.
+    let first = if reports.is_empty() {
+        DeviceReport::default()
+    } else {
+        reports.swap_remove(0)
+    };
+    (first, error)
+}
+
+/// Polls one target once, within `cx.limits.poll_timeout`. Always returns at least one report:
+/// one per device the target speaks for (several for a Redfish service holding an enclosure and
+/// its blades, or PDUs); on failure one report carrying only the identity stub and a status
+/// naming the cause, and the error beside it for the caller's exit code and log.
+pub async fn poll_all(target: &Target, cx: &PollCx) -> (Vec<DeviceReport>, Option<DriverError>) {
     let started = Instant::now();
     let polled_at = SystemTime::now();
     let work = async {
         match target {
-            Target::Snmp(t) => snmp::poll(t, cx).await,
+            Target::Snmp(t) => snmp::poll(t, cx).await.map(|r| vec![r]),
             Target::Redfish(t) => redfish::poll(t, cx).await,
-            Target::Modbus(t) => modbus::poll(t, cx).await,
-            Target::Ipmi(t) => ipmi::poll(t, cx).await,
+            Target::Modbus(t) => modbus::poll(t, cx).await.map(|r| vec![r]),
+            Target::Ipmi(t) => ipmi::poll(t, cx).await.map(|r| vec![r]),
         }
     };
     let result = match tokio::time::timeout(cx.limits.poll_timeout, work).await {
@@ -111,8 +125,9 @@ pub async fn poll(target: &Target, cx: &PollCx) -> (DeviceReport, Option<DriverE
             after: cx.limits.poll_timeout,
         }),
     };
-    let (mut report, error) = match result {
-        Ok(report) => (report, None),
+    let (mut reports, error) = match result {
+        Ok(reports) if !reports.is_empty() => (reports, None),
+        Ok(_) => (vec![DeviceReport::default()], None),
         Err(e) => {
             let report = DeviceReport {
                 status: Some(PollStatus {
@@ -122,21 +137,39 @@ pub async fn poll(target: &Target, cx: &PollCx) -> (DeviceReport, Option<DriverE
                 }),
                 ..Default::default()
             };
-            (report, Some(e))
+            (vec![report], Some(e))
         }
     };
-    let identity = report.identity.get_or_insert_with(Default::default);
-    identity.endpoint_key = target.endpoint_key();
-    identity.protocol = protocol_enum(target) as i32;
-    if report.status.is_none() {
-        report.status = Some(PollStatus {
-            outcome: PollOutcome::Ok as i32,
-            ..Default::default()
-        });
+    let several = reports.len() > 1;
+    let duration_ms = u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX);
+    for report in &mut reports {
+        let identity = report.identity.get_or_insert_with(Default::default);
+        // Several devices behind one endpoint: each report's endpoint key names its device
+        // (`redfish://host:port#/redfish/v1/Chassis/Blade1`), so devices without a usable
+        // serial stay apart in the collector.
+        identity.endpoint_key = match (several, device_path(identity)) {
+            (true, Some(path)) => format!("{}#{path}", target.endpoint_key()),
+            _ => target.endpoint_key(),
+        };
+        identity.protocol = protocol_enum(target) as i32;
+        if report.status.is_none() {
+            report.status = Some(PollStatus {
+                outcome: PollOutcome::Ok as i32,
+                ..Default::default()
+            });
+        }
+        report.polled_at = Some(polled_at.into());
+        report.poll_duration_ms = duration_ms;
     }
-    report.polled_at = Some(polled_at.into());
-    report.poll_duration_ms = u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX);
-    (report, error)
+    (reports, error)
+}
+
+fn device_path(identity: &groundtruth_proto::v1::DeviceIdentity) -> Option<String> {
+    identity
+        .attributes
+        .get("redfish_chassis")
+        .or_else(|| identity.attributes.get("redfish_pdu"))
+        .cloned()
 }
 
 fn protocol_enum(target: &Target) -> groundtruth_proto::v1::Protocol {

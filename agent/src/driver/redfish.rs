@@ -6,10 +6,20 @@
 //! service root, the Chassis/Systems/Managers collections and members, each chassis' Power, and
 //! each system's and manager's EthernetInterfaces, bounded by `Limits::max_resources`.
 //!
-//! Walking-skeleton scope (issue #3): one report per service, built from the primary chassis.
-//! Sessions, PDUs, `$expand`, Thermal/Sensors and per-chassis reports are issue #6.
+//! One service can hold several devices; [`poll`] returns one report per top-level device: each
+//! rack-mount server or tower (its own chassis plus contained cards, with its systems and
+//! managers), each enclosure (its blades as `COMPONENT_KIND_BLADE` components) and each blade
+//! (its own report, `attributes.enclosure_serial` naming the enclosure), and each rack PDU under
+//! `PowerEquipment/RackPDUs` (inlets and outlets as components of its readings).
+//!
+//! Transport ([`client`]): one [`client::Endpoint`] per endpoint + user + TLS settings, kept across
+//! polls: its HTTP client (keep-alive), a semaphore bounding requests in flight (`?max_inflight=`,
+//! default 2), the idle SessionService session for reuse, and the inventory cache (identity and
+//! the list of power/thermal resources, refreshed every `?inventory_refresh=` (default 1 h); between
+//! refreshes a poll reads only those resources).
 
-use std::time::SystemTime;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
 
 use groundtruth_proto::v1::{
     Component, ComponentIdentity, ComponentKind, DeviceClass, DeviceIdentity, DeviceReport, LocationEvidence,
@@ -19,6 +29,9 @@ use serde::{Deserialize, Deserializer, de::DeserializeOwned};
 
 use super::{DriverError, PollCx, clean};
 use crate::target::RedfishTarget;
+
+pub mod client;
+use client::Poller;
 
 // ----------------------------------------------------------------------------------------------
 // Lenient models (DSP0268 subset)
@@ -86,8 +99,187 @@ struct ServiceRoot {
     chassis: Option<Link>,
     systems: Option<Link>,
     managers: Option<Link>,
+    power_equipment: Option<Link>,
+    session_service: Option<Link>,
+    #[serde(deserialize_with = "nullable")]
+    protocol_features_supported: ProtocolFeatures,
     #[serde(rename = "UUID", deserialize_with = "lenient_string")]
     uuid: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+struct ProtocolFeatures {
+    #[serde(deserialize_with = "nullable")]
+    expand_query: ExpandQuery,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+struct ExpandQuery {
+    #[serde(deserialize_with = "nullable")]
+    levels: bool,
+    #[serde(deserialize_with = "nullable")]
+    no_links: bool,
+    #[serde(deserialize_with = "nullable")]
+    expand_all: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+struct PowerEquipment {
+    #[serde(rename = "RackPDUs")]
+    rack_pdus: Option<Link>,
+}
+
+/// PowerDistribution (a rack PDU).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+struct PowerDistribution {
+    #[serde(flatten)]
+    common: Common,
+    #[serde(deserialize_with = "lenient_string")]
+    firmware_version: Option<String>,
+    location: Option<Location>,
+    mains: Option<Link>,
+    outlets: Option<Link>,
+    metrics: Option<Link>,
+}
+
+/// `{"Reading": ...}` excerpts of Sensor resources (PowerWatts, EnergykWh, ...).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+struct SensorValue {
+    #[serde(deserialize_with = "lenient_f64")]
+    reading: Option<f64>,
+}
+
+/// PowerDistributionMetrics, Outlet, Circuit and EnvironmentMetrics share these excerpts.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+struct Metered {
+    #[serde(deserialize_with = "lenient_string")]
+    id: Option<String>,
+    #[serde(deserialize_with = "lenient_string")]
+    name: Option<String>,
+    power_watts: Option<SensorValue>,
+    #[serde(rename = "EnergykWh")]
+    energy_kwh: Option<SensorValue>,
+    voltage: Option<SensorValue>,
+    current_amps: Option<SensorValue>,
+    temperature_celsius: Option<SensorValue>,
+    #[serde(deserialize_with = "nullable")]
+    poly_phase_power_watts: std::collections::BTreeMap<String, SensorValue>,
+    #[serde(deserialize_with = "nullable")]
+    poly_phase_current_amps: std::collections::BTreeMap<String, SensorValue>,
+    #[serde(deserialize_with = "nullable")]
+    poly_phase_voltage: std::collections::BTreeMap<String, SensorValue>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+struct Thermal {
+    #[serde(deserialize_with = "nullable")]
+    temperatures: Vec<Temperature>,
+    #[serde(deserialize_with = "nullable")]
+    fans: Vec<Fan>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+struct Temperature {
+    #[serde(deserialize_with = "lenient_string")]
+    name: Option<String>,
+    #[serde(deserialize_with = "lenient_string")]
+    member_id: Option<String>,
+    #[serde(deserialize_with = "lenient_f64")]
+    reading_celsius: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+struct Fan {
+    #[serde(deserialize_with = "lenient_string")]
+    name: Option<String>,
+    #[serde(deserialize_with = "lenient_string")]
+    fan_name: Option<String>,
+    #[serde(deserialize_with = "lenient_string")]
+    member_id: Option<String>,
+    #[serde(deserialize_with = "lenient_f64")]
+    reading: Option<f64>,
+    #[serde(deserialize_with = "lenient_string")]
+    reading_units: Option<String>,
+}
+
+/// A NetworkAdapter: a NIC card (serial, model) and, where the systems list no interfaces, its
+/// ports' MACs.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+struct NetworkAdapter {
+    #[serde(flatten)]
+    common: Common,
+    ports: Option<Link>,
+    network_ports: Option<Link>,
+}
+
+/// Port (`Ethernet.AssociatedMACAddresses`) or the older NetworkPort
+/// (`AssociatedNetworkAddresses`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+struct NicPort {
+    #[serde(deserialize_with = "lenient_string")]
+    id: Option<String>,
+    #[serde(deserialize_with = "nullable")]
+    associated_network_addresses: Vec<Option<String>>,
+    #[serde(deserialize_with = "nullable")]
+    ethernet: PortEthernet,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+struct PortEthernet {
+    #[serde(rename = "AssociatedMACAddresses", deserialize_with = "nullable")]
+    associated_mac_addresses: Vec<Option<String>>,
+}
+
+/// A Sensor resource (the newer schema), read where the deprecated Thermal is absent.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+struct SensorDoc {
+    #[serde(deserialize_with = "lenient_string")]
+    id: Option<String>,
+    #[serde(deserialize_with = "lenient_string")]
+    name: Option<String>,
+    #[serde(deserialize_with = "lenient_string")]
+    reading_type: Option<String>,
+    #[serde(deserialize_with = "lenient_f64")]
+    reading: Option<f64>,
+    #[serde(deserialize_with = "lenient_string")]
+    reading_units: Option<String>,
+}
+
+/// PowerSubsystem/PowerSupplies member (the newer schema) and its Metrics.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+struct NewPowerSupply {
+    #[serde(flatten)]
+    common: Common,
+    #[serde(deserialize_with = "lenient_string")]
+    firmware_version: Option<String>,
+    metrics: Option<Link>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+struct PowerSupplyMetrics {
+    input_power_watts: Option<SensorValue>,
+    output_power_watts: Option<SensorValue>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+struct PowerSubsystem {
+    power_supplies: Option<Link>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -126,6 +318,11 @@ struct Chassis {
     chassis_type: Option<String>,
     location: Option<Location>,
     power: Option<Link>,
+    thermal: Option<Link>,
+    environment_metrics: Option<Link>,
+    power_subsystem: Option<Link>,
+    sensors: Option<Link>,
+    network_adapters: Option<Link>,
     #[serde(deserialize_with = "nullable")]
     links: ChassisLinks,
 }
@@ -217,6 +414,8 @@ struct System {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, rename_all = "PascalCase")]
 struct Manager {
+    #[serde(flatten)]
+    common: Common,
     #[serde(deserialize_with = "lenient_string")]
     firmware_version: Option<String>,
     ethernet_interfaces: Option<Link>,
@@ -234,119 +433,8 @@ struct EthernetInterface {
 }
 
 // ----------------------------------------------------------------------------------------------
-// Fetching
+// Polling
 // ----------------------------------------------------------------------------------------------
-
-struct Fetcher<'a> {
-    http: reqwest::Client,
-    target: &'a RedfishTarget,
-    cx: &'a PollCx,
-    fetched: usize,
-}
-
-impl Fetcher<'_> {
-    /// GETs one resource by its `@odata.id` path and parses it leniently.
-    async fn get<T: DeserializeOwned>(&mut self, path: &str) -> Result<T, DriverError> {
-        if !path.starts_with('/') {
-            return Err(DriverError::Malformed {
-                what: "link".into(),
-                detail: format!("@odata.id {path:?} is not an absolute path"),
-            });
-        }
-        if self.fetched >= self.cx.limits.max_resources {
-            return Err(DriverError::TooLarge {
-                what: "resources fetched in one poll".into(),
-                limit: self.cx.limits.max_resources as u64,
-            });
-        }
-        self.fetched += 1;
-        let url = self.target.base.join(path).map_err(|e| DriverError::Malformed {
-            what: "link".into(),
-            detail: format!("{path:?}: {e}"),
-        })?;
-        let mut req = self.http.get(url).header("Accept", "application/json");
-        if let Some(user) = &self.target.user {
-            req = req.basic_auth(user, self.target.password.as_ref().map(|p| p.expose().to_owned()));
-        }
-        let resp = req.send().await.map_err(|e| self.request_error(path, &e))?;
-        let status = resp.status();
-        if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
-            return Err(DriverError::Auth {
-                detail: format!("HTTP {status} for {path}"),
-            });
-        }
-        if !status.is_success() {
-            return Err(DriverError::DeviceException(format!("HTTP {status} for {path}")));
-        }
-        let body = crate::io::read_capped(resp, self.cx.limits.max_body_bytes, path).await?;
-        // serde_json's recursion limit (128) stays on: deep JSON is refused, not followed.
-        let malformed = |e: serde_json::Error| DriverError::Malformed {
-            what: format!("JSON document at {path}"),
-            detail: e.to_string(),
-        };
-        let value: serde_json::Value = serde_json::from_slice(&body).map_err(malformed)?;
-        // A Redfish error object served with 200 (seen in real captures) is an error, not an
-        // empty resource.
-        if let Some(err) = value.get("error").filter(|_| value.get("@odata.id").is_none()) {
-            let msg = err
-                .get("message")
-                .and_then(|m| m.as_str())
-                .unwrap_or("no message");
-            return Err(DriverError::DeviceException(format!(
-                "{path}: Redfish error: {msg}"
-            )));
-        }
-        serde_json::from_value(value).map_err(malformed)
-    }
-
-    fn request_error(&self, path: &str, e: &reqwest::Error) -> DriverError {
-        let detail = crate::io::error_chain(e);
-        if e.is_timeout() {
-            DriverError::Timeout {
-                what: format!("GET {path}"),
-                after: self.cx.limits.request_timeout,
-            }
-        } else if detail.contains("certificate") || detail.contains("UnknownIssuer") || detail.contains("tls")
-        {
-            DriverError::Tls(format!(
-                "{detail} (give the BMC's CA with --ca-file, or ?insecure to skip verification)"
-            ))
-        } else {
-            DriverError::Connect {
-                endpoint: self.target.base.to_string(),
-                detail,
-            }
-        }
-    }
-
-    async fn members(&mut self, link: Option<&Link>) -> Result<Vec<String>, DriverError> {
-        let Some(path) = link.and_then(|l| l.id.as_deref()) else {
-            return Ok(vec![]);
-        };
-        let c: Collection = self.get(path).await?;
-        Ok(c.members.into_iter().filter_map(|m| m.id).collect())
-    }
-}
-
-fn http_client(t: &RedfishTarget, cx: &PollCx) -> Result<reqwest::Client, DriverError> {
-    crate::install_crypto_provider();
-    let mut b = reqwest::Client::builder()
-        .timeout(cx.limits.request_timeout)
-        .connect_timeout(cx.limits.request_timeout)
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("groundtruth-agent/", env!("CARGO_PKG_VERSION")));
-    if !t.verify_tls {
-        b = b.tls_danger_accept_invalid_certs(true);
-    } else if let Some(ca) = &t.ca_file {
-        let pem = std::fs::read(ca)
-            .map_err(|e| DriverError::Tls(format!("cannot read CA file {}: {e}", ca.display())))?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem)
-            .map_err(|e| DriverError::Tls(format!("CA file {} is not PEM: {e}", ca.display())))?;
-        b = b.tls_certs_only(certs);
-    }
-    b.build()
-        .map_err(|e| DriverError::Tls(format!("building the HTTP client: {e}")))
-}
 
 /// Chassis types that are parts of something else, never the device to report.
 fn is_subunit(chassis_type: Option<&str>) -> bool {
@@ -367,102 +455,599 @@ fn is_subunit(chassis_type: Option<&str>) -> bool {
     )
 }
 
-/// Polls a Redfish service once.
-pub async fn poll(t: &RedfishTarget, cx: &PollCx) -> Result<DeviceReport, DriverError> {
-    let mut f = Fetcher {
-        http: http_client(t, cx)?,
-        target: t,
-        cx,
-        fetched: 0,
-    };
-    let now = SystemTime::now();
-    let root: ServiceRoot = f.get("/redfish/v1/").await?;
-    let mut partial = Vec::new();
+/// Where a device's readings come from; fetched on every poll, inventory or not.
+#[derive(Debug, Clone)]
+enum Source {
+    /// Deprecated `Power`: PowerConsumedWatts and PSU watts.
+    Power(String),
+    /// Deprecated `Thermal`: temperatures and fans.
+    Thermal(String),
+    /// The `Sensors` collection (temperatures and fans), where `Thermal` is absent.
+    Sensors(String),
+    /// EnvironmentMetrics: PowerWatts, EnergykWh, TemperatureCelsius.
+    Environment(String),
+    /// PowerSubsystem PowerSupply Metrics, for one PSU (index, label).
+    PsuMetrics(String, u32, String),
+    /// PowerDistributionMetrics of a PDU.
+    PduMetrics(String),
+    /// A PDU mains circuit (INLET) or outlet (OUTLET): path, kind, index, label.
+    Metered(String, ComponentKind, u32, String),
+}
 
-    // Pick the primary chassis: the first top-level chassis that holds a computer system, else
-    // the first top-level one, else the first.
-    let mut chassis = Vec::new();
-    for path in f.members(root.chassis.as_ref()).await? {
-        match f.get::<Chassis>(&path).await {
-            Ok(c) => chassis.push(c),
-            Err(e) => partial.push(format!("{path}: {e}")),
-        }
+/// What a device is, kept between inventory refreshes.
+#[derive(Debug, Clone)]
+struct DeviceInventory {
+    template: DeviceReport,
+    sources: Vec<Source>,
+}
+
+/// The cached inventory of one endpoint.
+#[derive(Debug, Default)]
+pub struct Inventory {
+    devices: Vec<DeviceInventory>,
+    /// Resources that could not be read while building it.
+    partial: Vec<String>,
+}
+
+/// Polls a Redfish service once: one report per device it holds.
+///
+/// # Errors
+/// When the service cannot be reached, refuses the credentials, or the service root is unusable.
+pub async fn poll(t: &RedfishTarget, cx: &PollCx) -> Result<Vec<DeviceReport>, DriverError> {
+    let endpoint = client::endpoint(t, cx)?;
+    let p = Poller::start(endpoint, cx).await?;
+    let cached = client_inventory(&p, t.inventory_refresh);
+    let (inventory, fresh) = match cached {
+        Some(inv) => (inv, false),
+        None => (Arc::new(build_inventory(&p).await?), true),
+    };
+    if fresh {
+        *p.endpoint
+            .inventory
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some((Instant::now(), Arc::clone(&inventory)));
     }
-    let primary_idx = chassis
-        .iter()
-        .position(|c| !c.links.computer_systems.is_empty() && !is_subunit(c.chassis_type.as_deref()))
-        .or_else(|| {
-            chassis
-                .iter()
-                .position(|c| c.links.contained_by.is_none() && !is_subunit(c.chassis_type.as_deref()))
-        })
-        .or(if chassis.is_empty() { None } else { Some(0) });
-    let primary = primary_idx.map(|i| chassis.swap_remove(i));
-
-    let mut identity = DeviceIdentity {
-        address: t
-            .base
-            .host_str()
-            .map(|h| format!("{h}:{}", t.base.port_or_known_default().unwrap_or(443)))
-            .unwrap_or_default(),
-        device_class: DeviceClass::Server as i32,
-        uuid: clean(root.uuid.as_deref()).to_ascii_lowercase(),
-        ..Default::default()
-    };
-    let mut report = DeviceReport::default();
-
-    let mut system_paths = Vec::new();
-    let mut manager_paths = Vec::new();
-    if let Some(c) = &primary {
-        let cm = &c.common;
-        identity.vendor = clean(cm.manufacturer.as_deref());
-        identity.model = clean(cm.model.as_deref());
-        identity.serial_number = clean(cm.serial_number.as_deref());
-        identity.part_number = clean(cm.part_number.as_deref());
-        identity.sku = clean(cm.sku.as_deref());
-        identity.asset_tag = clean(cm.asset_tag.as_deref());
-        identity.description = clean(cm.description.as_deref());
-        identity.device_class = match c.chassis_type.as_deref() {
-            Some("Enclosure") => DeviceClass::Enclosure as i32,
-            _ => DeviceClass::Server as i32,
-        };
-        let chassis_path = cm.odata_id.clone().unwrap_or_default();
-        if let Some(ev) = c
-            .location
-            .as_ref()
-            .and_then(|loc| placement_evidence(loc, &chassis_path, now))
-        {
-            report.locations.push(ev);
+    let now = SystemTime::now();
+    let mut reports = Vec::with_capacity(inventory.devices.len());
+    for d in &inventory.devices {
+        let mut report = d.template.clone();
+        let mut partial = if fresh { inventory.partial.clone() } else { vec![] };
+        let results = futures::future::join_all(d.sources.iter().map(|s| read_source(&p, s, now))).await;
+        for r in results {
+            match r {
+                Ok(rs) => report.readings.extend(rs),
+                Err(e) => partial.push(e),
+            }
         }
-        system_paths.extend(c.links.computer_systems.iter().filter_map(|l| l.id.clone()));
-        manager_paths.extend(c.links.managed_by.iter().filter_map(|l| l.id.clone()));
-        // Some BMCs hang Power off a chassis contained in the primary one (Intel: RackMount →
-        // Baseboard/Power); use the first such when the primary has none.
-        let power_link = c.power.as_ref().and_then(|l| l.id.clone()).or_else(|| {
-            chassis
-                .iter()
-                .filter(|x| {
-                    x.links.contained_by.as_ref().and_then(|l| l.id.as_deref()) == cm.odata_id.as_deref()
-                })
-                .find_map(|x| x.power.as_ref().and_then(|l| l.id.clone()))
-        });
-        if let Some(power) = power_link {
-            match f.get::<Power>(&power).await {
-                Ok(p) => power_readings(&p, &power, now, &mut report),
-                Err(e) => partial.push(format!("{power}: {e}")),
+        dedupe_device_power(&mut report);
+        if !partial.is_empty() {
+            report.status = Some(PollStatus {
+                outcome: PollOutcome::Partial as i32,
+                message: format!("{} resource(s) could not be read", partial.len()),
+                partial_errors: partial,
+            });
+        }
+        reports.push(report);
+    }
+    p.finish().await;
+    Ok(reports)
+}
+
+/// Logs every idle Redfish session out; see [`client::close_all_sessions`].
+pub async fn close_all_sessions() {
+    client::close_all_sessions().await;
+}
+
+fn client_inventory(p: &Poller, refresh: std::time::Duration) -> Option<Arc<Inventory>> {
+    let guard = p
+        .endpoint
+        .inventory
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    guard
+        .as_ref()
+        .filter(|(at, _)| at.elapsed() < refresh)
+        .map(|(_, inv)| Arc::clone(inv))
+}
+
+/// When both `PowerConsumedWatts` and EnvironmentMetrics `PowerWatts` are there, the first is the
+/// device's `power` and the second is kept as a `DEVICE` component reading labelled
+/// `EnvironmentMetrics` (the store keys latest values by metric and component).
+fn dedupe_device_power(report: &mut DeviceReport) {
+    let whole: Vec<usize> = report
+        .readings
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.metric == "power" && r.component.is_none())
+        .map(|(i, _)| i)
+        .collect();
+    if whole.len() > 1 {
+        for &i in &whole {
+            let r = &mut report.readings[i];
+            if r.source.contains("EnvironmentMetrics") {
+                r.component = Some(Component {
+                    kind: ComponentKind::Device as i32,
+                    index: 0,
+                    label: "EnvironmentMetrics".into(),
+                });
             }
         }
     }
-    // Services without chassis links still list their systems and managers at the root.
-    if system_paths.is_empty() {
-        system_paths = f.members(root.systems.as_ref()).await.unwrap_or_default();
+}
+
+/// The members of a collection, as documents: one `$expand=.($levels=1)` request where the
+/// service supports it, else one GET per member (concurrently, bounded by the endpoint).
+async fn members_docs(
+    p: &Poller,
+    link: Option<&Link>,
+    expand: bool,
+    partial: &mut Vec<String>,
+) -> Result<Vec<(String, serde_json::Value)>, DriverError> {
+    let Some(path) = link.and_then(|l| l.id.as_deref()) else {
+        return Ok(vec![]);
+    };
+    if expand && !p.endpoint.no_expand.load(std::sync::atomic::Ordering::Relaxed) {
+        match p.get_raw(&format!("{path}?$expand=.($levels=1)")).await? {
+            client::Got::Json(v) => {
+                let members = v
+                    .get("Members")
+                    .and_then(|m| m.as_array())
+                    .cloned()
+                    .unwrap_or_default();
+                // Members that came back as bare links (the service ignored the expand) are
+                // fetched one by one below.
+                if members.iter().all(|m| m.as_object().is_some_and(|o| o.len() > 1)) {
+                    return Ok(members
+                        .into_iter()
+                        .map(|m| {
+                            let id = m
+                                .get("@odata.id")
+                                .and_then(|x| x.as_str())
+                                .unwrap_or(path)
+                                .to_owned();
+                            (id, m)
+                        })
+                        .collect());
+                }
+            }
+            client::Got::Status(s) => {
+                // sushy-static answers 404 to any query string; others 400/501.
+                tracing::debug!(%s, path, "Redfish $expand refused; using plain GETs.");
+                p.endpoint
+                    .no_expand
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
     }
-    if manager_paths.is_empty() {
-        manager_paths = f.members(root.managers.as_ref()).await.unwrap_or_default();
+    let c: Collection = p.get(path).await?;
+    let paths: Vec<String> = c.members.into_iter().filter_map(|m| m.id).collect();
+    let docs = futures::future::join_all(paths.iter().map(|m| p.get::<serde_json::Value>(m))).await;
+    let mut out = Vec::new();
+    for (m, d) in paths.into_iter().zip(docs) {
+        match d {
+            Ok(d) => out.push((m, d)),
+            // A member that fails (Intel's capture: the RackMount chassis is an error document)
+            // costs that member, not the collection.
+            Err(
+                e @ (DriverError::Auth { .. } | DriverError::Timeout { .. } | DriverError::Connect { .. }),
+            ) => {
+                return Err(e);
+            }
+            Err(e) => partial.push(format!("{m}: {e}")),
+        }
+    }
+    Ok(out)
+}
+
+fn parse<T: DeserializeOwned + Default>(path: &str, v: serde_json::Value, partial: &mut Vec<String>) -> T {
+    serde_json::from_value(v).unwrap_or_else(|e| {
+        partial.push(format!("{path}: malformed: {e}"));
+        T::default()
+    })
+}
+
+async fn build_inventory(p: &Poller) -> Result<Inventory, DriverError> {
+    let now = SystemTime::now();
+    let root: ServiceRoot = p.get("/redfish/v1/").await?;
+    let eq = &root.protocol_features_supported.expand_query;
+    let expand = eq.levels || eq.expand_all || eq.no_links;
+    let mut partial = Vec::new();
+    let uuid = clean(root.uuid.as_deref()).to_ascii_lowercase();
+
+    let chassis: Vec<(String, Chassis)> =
+        match members_docs(p, root.chassis.as_ref(), expand, &mut partial).await {
+            Ok(docs) => docs
+                .into_iter()
+                .map(|(path, v)| {
+                    let c: Chassis = parse(&path, v, &mut partial);
+                    (c.common.odata_id.clone().unwrap_or(path), c)
+                })
+                .collect(),
+            Err(e) => {
+                partial.push(format!("Chassis: {e}"));
+                vec![]
+            }
+        };
+    let paths: Vec<&str> = chassis.iter().map(|(p, _)| p.as_str()).collect();
+    let parent_of = |c: &Chassis| -> Option<String> {
+        c.links
+            .contained_by
+            .as_ref()
+            .and_then(|l| l.id.clone())
+            .filter(|p| paths.contains(&p.as_str()))
+    };
+    // Top-level chassis: contained by nothing we know of, and not a part.
+    let mut roots: Vec<usize> = (0..chassis.len())
+        .filter(|&i| parent_of(&chassis[i].1).is_none() && !is_subunit(chassis[i].1.chassis_type.as_deref()))
+        .collect();
+    // Only parts are readable (Intel's capture: the RackMount chassis is an error document, its
+    // Baseboard card holds the system and Power): the part holding a system stands for the
+    // device, else the first.
+    if roots.is_empty() && !chassis.is_empty() {
+        roots.push(
+            chassis
+                .iter()
+                .position(|(_, c)| !c.links.computer_systems.is_empty())
+                .unwrap_or(0),
+        );
+    }
+    let descendants = |root: &str| -> Vec<usize> {
+        let mut out = Vec::new();
+        let mut frontier = vec![root.to_owned()];
+        while let Some(f) = frontier.pop() {
+            for (i, (path, c)) in chassis.iter().enumerate() {
+                if parent_of(c).as_deref() == Some(f.as_str()) && !out.contains(&i) && out.len() < 256 {
+                    out.push(i);
+                    frontier.push(path.clone());
+                }
+            }
+        }
+        out
+    };
+
+    let mut devices: Vec<DeviceInventory> = Vec::new();
+    for &ri in &roots {
+        let (root_path, rc) = &chassis[ri];
+        let desc = descendants(root_path);
+        let enclosure = rc.chassis_type.as_deref() == Some("Enclosure");
+        // Blades: contained chassis of type Blade/Sled, or holding their own systems inside an
+        // enclosure. Everything else contained is merged into the root device.
+        let (blades, parts): (Vec<usize>, Vec<usize>) = desc.into_iter().partition(|&i| {
+            let c = &chassis[i].1;
+            matches!(c.chassis_type.as_deref(), Some("Blade" | "Sled"))
+                || (enclosure
+                    && !c.links.computer_systems.is_empty()
+                    && parent_of(c).as_deref() == Some(root_path))
+        });
+        let mut dev = chassis_device(
+            p,
+            rc,
+            root_path,
+            &parts.iter().map(|&i| &chassis[i]).collect::<Vec<_>>(),
+            now,
+            &mut partial,
+        )
+        .await;
+        if enclosure {
+            dev.template
+                .identity
+                .get_or_insert_with(Default::default)
+                .device_class = DeviceClass::Enclosure as i32;
+        }
+        let encl_id = dev.template.identity.clone().unwrap_or_default();
+        for (n, &bi) in blades.iter().enumerate() {
+            let (bpath, bc) = &chassis[bi];
+            let mut blade = chassis_device(p, bc, bpath, &[], now, &mut partial).await;
+            let bid = blade.template.identity.get_or_insert_with(Default::default);
+            bid.device_class = DeviceClass::Server as i32;
+            bid.attributes
+                .insert("enclosure_serial".into(), encl_id.serial_number.clone());
+            bid.attributes
+                .insert("enclosure_model".into(), encl_id.model.clone());
+            bid.attributes
+                .insert("enclosure_slot".into(), clean(bc.common.id.as_deref()));
+            dev.template.components.push(ComponentIdentity {
+                component: Some(Component {
+                    kind: ComponentKind::Blade as i32,
+                    index: u32::try_from(n + 1).unwrap_or(u32::MAX),
+                    label: clean(bc.common.id.as_deref().or(bc.common.name.as_deref())),
+                }),
+                vendor: bid.vendor.clone(),
+                model: bid.model.clone(),
+                serial_number: bid.serial_number.clone(),
+                part_number: bid.part_number.clone(),
+                firmware_version: bid.firmware_version.clone(),
+            });
+            devices.push(blade);
+        }
+        devices.insert(devices.len() - blades.len(), dev);
     }
 
-    for path in &system_paths {
-        let s: System = match f.get(path).await {
+    // Services without chassis (or whose chassis link no systems) still list their systems and
+    // managers at the root: they belong to the one device, or make one.
+    let linked = devices.iter().any(|d| {
+        d.template
+            .identity
+            .as_ref()
+            .is_some_and(|i| !i.macs.is_empty() || !i.hostname.is_empty())
+    });
+    if !linked && devices.len() <= 1 {
+        if devices.is_empty() {
+            devices.push(DeviceInventory {
+                template: DeviceReport {
+                    identity: Some(DeviceIdentity {
+                        device_class: DeviceClass::Server as i32,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+                sources: vec![],
+            });
+        }
+        let systems = members_paths(p, root.systems.as_ref(), &mut partial).await;
+        let managers = members_paths(p, root.managers.as_ref(), &mut partial).await;
+        let id = devices[0].template.identity.get_or_insert_with(Default::default);
+        add_systems_and_managers(p, &systems, &managers, id, &mut partial).await;
+    }
+
+    // Rack PDUs.
+    if let Some(pe_path) = root.power_equipment.as_ref().and_then(|l| l.id.clone()) {
+        match p.get::<PowerEquipment>(&pe_path).await {
+            Ok(pe) => match members_docs(p, pe.rack_pdus.as_ref(), expand, &mut partial).await {
+                Ok(docs) => {
+                    for (path, v) in docs {
+                        let pdu: PowerDistribution = parse(&path, v, &mut partial);
+                        devices.push(pdu_device(p, &pdu, &path, now, &mut partial).await);
+                    }
+                }
+                Err(e) => partial.push(format!("RackPDUs: {e}")),
+            },
+            Err(e) => partial.push(format!("{pe_path}: {e}")),
+        }
+    }
+
+    // One report per serial: a PDU also described as a chassis (and a transfer switch sharing
+    // the PDU's serial) is reported once, as the PDU.
+    let mut seen: Vec<String> = Vec::new();
+    let mut out = Vec::new();
+    for mut d in devices.into_iter().rev() {
+        let id = d.template.identity.get_or_insert_with(Default::default);
+        if id.uuid.is_empty() && roots.len() <= 1 {
+            id.uuid.clone_from(&uuid);
+        }
+        if !id.serial_number.is_empty() {
+            if seen.contains(&id.serial_number) {
+                continue;
+            }
+            seen.push(id.serial_number.clone());
+        }
+        out.push(d);
+    }
+    out.reverse();
+    Ok(Inventory {
+        devices: out,
+        partial,
+    })
+}
+
+async fn members_paths(p: &Poller, link: Option<&Link>, partial: &mut Vec<String>) -> Vec<String> {
+    let Some(path) = link.and_then(|l| l.id.as_deref()) else {
+        return vec![];
+    };
+    match p.get::<Collection>(path).await {
+        Ok(c) => c.members.into_iter().filter_map(|m| m.id).collect(),
+        Err(e) => {
+            partial.push(format!("{path}: {e}"));
+            vec![]
+        }
+    }
+}
+
+/// A server, enclosure or blade from its chassis and the parts merged into it.
+async fn chassis_device(
+    p: &Poller,
+    c: &Chassis,
+    path: &str,
+    parts: &[&(String, Chassis)],
+    now: SystemTime,
+    partial: &mut Vec<String>,
+) -> DeviceInventory {
+    let cm = &c.common;
+    let mut identity = DeviceIdentity {
+        vendor: clean(cm.manufacturer.as_deref()),
+        model: clean(cm.model.as_deref()),
+        serial_number: clean(cm.serial_number.as_deref()),
+        part_number: clean(cm.part_number.as_deref()),
+        sku: clean(cm.sku.as_deref()),
+        asset_tag: clean(cm.asset_tag.as_deref()),
+        description: clean(cm.description.as_deref()),
+        uuid: clean(cm.uuid.as_deref()).to_ascii_lowercase(),
+        device_class: DeviceClass::Server as i32,
+        ..Default::default()
+    };
+    identity
+        .attributes
+        .insert("redfish_chassis".into(), path.to_owned());
+    let mut template = DeviceReport::default();
+    if let Some(ev) = c
+        .location
+        .as_ref()
+        .and_then(|loc| placement_evidence(loc, path, now))
+    {
+        template.locations.push(ev);
+    }
+    let all: Vec<&Chassis> = std::iter::once(c).chain(parts.iter().map(|(_, x)| x)).collect();
+    let mut systems: Vec<String> = Vec::new();
+    let mut managers: Vec<String> = Vec::new();
+    for x in &all {
+        for l in &x.links.computer_systems {
+            if let Some(id) = &l.id
+                && !systems.contains(id)
+            {
+                systems.push(id.clone());
+            }
+        }
+        for l in &x.links.managed_by {
+            if let Some(id) = &l.id
+                && !managers.contains(id)
+            {
+                managers.push(id.clone());
+            }
+        }
+    }
+    // Readings: the device's own resources, else the first merged part that has them (Intel:
+    // RackMount → Baseboard/Power).
+    let first = |f: fn(&Chassis) -> Option<&Link>| all.iter().find_map(|x| f(x).and_then(|l| l.id.clone()));
+    let mut sources = Vec::new();
+    let power = first(|x| x.power.as_ref());
+    if let Some(pp) = &power {
+        sources.push(Source::Power(pp.clone()));
+        // PSU identity once per inventory, from the same resource.
+        match p.get::<Power>(pp).await {
+            Ok(pw) => psu_components(&pw, &mut template),
+            Err(e) => partial.push(format!("{pp}: {e}")),
+        }
+    } else if let Some(ps) = first(|x| x.power_subsystem.as_ref()) {
+        // The newer schema, only where the deprecated Power is absent (same values twice
+        // otherwise).
+        match p.get::<PowerSubsystem>(&ps).await {
+            Ok(sub) => {
+                for (i, (mpath, v)) in members_docs(p, sub.power_supplies.as_ref(), false, partial)
+                    .await
+                    .unwrap_or_default()
+                    .into_iter()
+                    .enumerate()
+                {
+                    let psu: NewPowerSupply = parse(&mpath, v, partial);
+                    let index = u32::try_from(i + 1).unwrap_or(u32::MAX);
+                    let label = clean(psu.common.name.as_deref().or(psu.common.id.as_deref()));
+                    let serial = clean(psu.common.serial_number.as_deref());
+                    if !serial.is_empty() {
+                        template.components.push(ComponentIdentity {
+                            component: Some(Component {
+                                kind: ComponentKind::Psu as i32,
+                                index,
+                                label: label.clone(),
+                            }),
+                            vendor: clean(psu.common.manufacturer.as_deref()),
+                            model: clean(psu.common.model.as_deref()),
+                            serial_number: serial,
+                            part_number: clean(psu.common.part_number.as_deref()),
+                            firmware_version: clean(psu.firmware_version.as_deref()),
+                        });
+                    }
+                    if let Some(m) = psu.metrics.and_then(|l| l.id) {
+                        sources.push(Source::PsuMetrics(m, index, label));
+                    }
+                }
+            }
+            Err(e) => partial.push(format!("{ps}: {e}")),
+        }
+    }
+    if let Some(th) = first(|x| x.thermal.as_ref()) {
+        sources.push(Source::Thermal(th));
+    } else if let Some(se) = first(|x| x.sensors.as_ref()) {
+        sources.push(Source::Sensors(se));
+    }
+    if let Some(env) = c.environment_metrics.as_ref().and_then(|l| l.id.clone()) {
+        sources.push(Source::Environment(env));
+    }
+    add_systems_and_managers(p, &systems, &managers, &mut identity, partial).await;
+    let adapters: Vec<String> = all
+        .iter()
+        .filter_map(|x| x.network_adapters.as_ref().and_then(|l| l.id.clone()))
+        .collect();
+    for link in adapters {
+        network_adapters(p, &link, &mut identity, &mut template, partial).await;
+    }
+    template.identity = Some(identity);
+    DeviceInventory { template, sources }
+}
+
+/// NICs with a serial become `MODULE` components; their ports' MACs are added as host MACs
+/// only when the systems' EthernetInterfaces gave none (the ports cost requests).
+async fn network_adapters(
+    p: &Poller,
+    link: &str,
+    identity: &mut DeviceIdentity,
+    template: &mut DeviceReport,
+    partial: &mut Vec<String>,
+) {
+    let docs = match members_docs(
+        p,
+        Some(&Link {
+            id: Some(link.to_owned()),
+        }),
+        false,
+        partial,
+    )
+    .await
+    {
+        Ok(d) => d,
+        Err(e) => {
+            partial.push(format!("{link}: {e}"));
+            return;
+        }
+    };
+    let want_macs = !identity.macs.iter().any(|m| m.role == MacRole::Host as i32);
+    for (path, v) in docs {
+        let nic: NetworkAdapter = parse(&path, v, partial);
+        let label = clean(nic.common.id.as_deref().or(nic.common.name.as_deref()));
+        let serial = clean(nic.common.serial_number.as_deref());
+        if !serial.is_empty() {
+            let index = u32::try_from(template.components.len() + 1).unwrap_or(u32::MAX);
+            template.components.push(ComponentIdentity {
+                component: Some(Component {
+                    kind: ComponentKind::Module as i32,
+                    index,
+                    label: label.clone(),
+                }),
+                vendor: clean(nic.common.manufacturer.as_deref()),
+                model: clean(nic.common.model.as_deref()),
+                serial_number: serial,
+                part_number: clean(nic.common.part_number.as_deref()),
+                firmware_version: String::new(),
+            });
+        }
+        if !want_macs {
+            continue;
+        }
+        let ports = nic.ports.or(nic.network_ports);
+        let Ok(port_docs) = members_docs(p, ports.as_ref(), false, partial).await else {
+            continue;
+        };
+        for (ppath, pv) in port_docs {
+            let port: NicPort = parse(&ppath, pv, partial);
+            for mac in port
+                .associated_network_addresses
+                .iter()
+                .chain(port.ethernet.associated_mac_addresses.iter())
+                .flatten()
+                .filter_map(|m| groundtruth_proto::mac::canonical(m))
+            {
+                if !identity.macs.iter().any(|m| m.address == mac) {
+                    identity.macs.push(MacAddress {
+                        address: mac,
+                        interface_name: format!("{label}/{}", clean(port.id.as_deref())),
+                        role: MacRole::Host as i32,
+                    });
+                }
+            }
+        }
+    }
+}
+
+async fn add_systems_and_managers(
+    p: &Poller,
+    systems: &[String],
+    managers: &[String],
+    identity: &mut DeviceIdentity,
+    partial: &mut Vec<String>,
+) {
+    let sys_docs = futures::future::join_all(systems.iter().map(|s| p.get::<System>(s))).await;
+    for (path, s) in systems.iter().zip(sys_docs) {
+        let s = match s {
             Ok(s) => s,
             Err(e) => {
                 partial.push(format!("{path}: {e}"));
@@ -487,16 +1072,17 @@ pub async fn poll(t: &RedfishTarget, cx: &PollCx) -> Result<DeviceReport, Driver
             identity.uuid = u.trim().to_ascii_lowercase();
         }
         collect_macs(
-            &mut f,
+            p,
             s.ethernet_interfaces.as_ref(),
             MacRole::Host,
-            &mut identity,
-            &mut partial,
+            identity,
+            partial,
         )
         .await;
     }
-    for path in &manager_paths {
-        let m: Manager = match f.get(path).await {
+    let mgr_docs = futures::future::join_all(managers.iter().map(|m| p.get::<Manager>(m))).await;
+    for (path, m) in managers.iter().zip(mgr_docs) {
+        let m = match m {
             Ok(m) => m,
             Err(e) => {
                 partial.push(format!("{path}: {e}"));
@@ -506,43 +1092,314 @@ pub async fn poll(t: &RedfishTarget, cx: &PollCx) -> Result<DeviceReport, Driver
         if identity.firmware_version.is_empty() {
             identity.firmware_version = clean(m.firmware_version.as_deref());
         }
+        if let Some(model) = m.common.model.as_deref().filter(|s| !s.trim().is_empty()) {
+            identity
+                .attributes
+                .entry("bmc_model".into())
+                .or_insert_with(|| model.trim().to_owned());
+        }
         collect_macs(
-            &mut f,
+            p,
             m.ethernet_interfaces.as_ref(),
             MacRole::Management,
-            &mut identity,
-            &mut partial,
+            identity,
+            partial,
         )
         .await;
     }
+}
 
-    report.identity = Some(identity);
-    if !partial.is_empty() {
-        report.status = Some(PollStatus {
-            outcome: PollOutcome::Partial as i32,
-            message: format!("{} resource(s) could not be read", partial.len()),
-            partial_errors: partial,
-        });
+async fn pdu_device(
+    p: &Poller,
+    pdu: &PowerDistribution,
+    path: &str,
+    now: SystemTime,
+    partial: &mut Vec<String>,
+) -> DeviceInventory {
+    let cm = &pdu.common;
+    let mut identity = DeviceIdentity {
+        vendor: clean(cm.manufacturer.as_deref()),
+        model: clean(cm.model.as_deref()),
+        serial_number: clean(cm.serial_number.as_deref()),
+        part_number: clean(cm.part_number.as_deref()),
+        sku: clean(cm.sku.as_deref()),
+        asset_tag: clean(cm.asset_tag.as_deref()),
+        firmware_version: clean(pdu.firmware_version.as_deref()),
+        uuid: clean(cm.uuid.as_deref()).to_ascii_lowercase(),
+        hostname: String::new(),
+        device_class: DeviceClass::Pdu as i32,
+        ..Default::default()
+    };
+    identity.attributes.insert("redfish_pdu".into(), path.to_owned());
+    let mut template = DeviceReport::default();
+    if let Some(ev) = pdu
+        .location
+        .as_ref()
+        .and_then(|loc| placement_evidence(loc, path, now))
+    {
+        template.locations.push(ev);
     }
-    Ok(report)
+    let mut sources = Vec::new();
+    if let Some(m) = pdu.metrics.as_ref().and_then(|l| l.id.clone()) {
+        sources.push(Source::PduMetrics(m));
+    }
+    for (kind, link) in [
+        (ComponentKind::Inlet, &pdu.mains),
+        (ComponentKind::Outlet, &pdu.outlets),
+    ] {
+        let Some(cpath) = link.as_ref().and_then(|l| l.id.as_deref()) else {
+            continue;
+        };
+        // Only the member list is needed for the inventory; each member is read every poll.
+        match p.get::<Collection>(cpath).await {
+            Ok(c) => {
+                for (i, m) in c.members.into_iter().filter_map(|m| m.id).enumerate() {
+                    let label = m.rsplit('/').next().unwrap_or_default().to_owned();
+                    sources.push(Source::Metered(
+                        m,
+                        kind,
+                        u32::try_from(i + 1).unwrap_or(u32::MAX),
+                        label,
+                    ));
+                }
+            }
+            Err(e) => partial.push(format!("{cpath}: {e}")),
+        }
+    }
+    template.identity = Some(identity);
+    DeviceInventory { template, sources }
+}
+
+fn reading(
+    metric: &str,
+    unit: &str,
+    value: f64,
+    now: SystemTime,
+    component: Option<Component>,
+    source: String,
+) -> Reading {
+    Reading {
+        metric: metric.into(),
+        unit: unit.into(),
+        value,
+        observed_at: Some(now.into()),
+        component,
+        source,
+    }
+}
+
+/// Reads one source into readings; the error names the resource.
+async fn read_source(p: &Poller, s: &Source, now: SystemTime) -> Result<Vec<Reading>, String> {
+    let mut out = Vec::new();
+    match s {
+        Source::Power(path) => {
+            let pw: Power = p.get(path).await.map_err(|e| format!("{path}: {e}"))?;
+            let mut r = DeviceReport::default();
+            power_readings(&pw, path, now, &mut r);
+            out = r.readings;
+        }
+        Source::Thermal(path) => {
+            let th: Thermal = p.get(path).await.map_err(|e| format!("{path}: {e}"))?;
+            for (i, t) in th.temperatures.iter().enumerate() {
+                // A null reading is "not reported", not zero.
+                if let Some(v) = t.reading_celsius {
+                    let label = clean(t.name.as_deref().or(t.member_id.as_deref()));
+                    out.push(reading(
+                        "temperature",
+                        "Cel",
+                        v,
+                        now,
+                        Some(Component {
+                            kind: ComponentKind::Sensor as i32,
+                            index: u32::try_from(i + 1).unwrap_or(u32::MAX),
+                            label,
+                        }),
+                        format!("{path}#/Temperatures/{i}/ReadingCelsius"),
+                    ));
+                }
+            }
+            for (i, f) in th.fans.iter().enumerate() {
+                if let Some(v) = f.reading {
+                    let (metric, unit) = match f.reading_units.as_deref() {
+                        Some("Percent") => ("load", "%"),
+                        _ => ("fan_speed", "{rpm}"),
+                    };
+                    let label = clean(
+                        f.name
+                            .as_deref()
+                            .or(f.fan_name.as_deref())
+                            .or(f.member_id.as_deref()),
+                    );
+                    out.push(reading(
+                        metric,
+                        unit,
+                        v,
+                        now,
+                        Some(Component {
+                            kind: ComponentKind::Fan as i32,
+                            index: u32::try_from(i + 1).unwrap_or(u32::MAX),
+                            label,
+                        }),
+                        format!("{path}#/Fans/{i}/Reading"),
+                    ));
+                }
+            }
+        }
+        Source::Sensors(path) => {
+            let c: Collection = p.get(path).await.map_err(|e| format!("{path}: {e}"))?;
+            let paths: Vec<String> = c.members.into_iter().filter_map(|m| m.id).collect();
+            let docs = futures::future::join_all(paths.iter().map(|m| p.get::<SensorDoc>(m))).await;
+            for (i, (mpath, d)) in paths.iter().zip(docs).enumerate() {
+                let d = d.map_err(|e| format!("{mpath}: {e}"))?;
+                if let Some(r) = sensor_reading(&d, mpath, u32::try_from(i + 1).unwrap_or(u32::MAX), now) {
+                    out.push(r);
+                }
+            }
+        }
+        Source::Environment(path) | Source::PduMetrics(path) => {
+            let m: Metered = p.get(path).await.map_err(|e| format!("{path}: {e}"))?;
+            metered_readings(&m, path, now, None, &mut out);
+        }
+        Source::Metered(path, kind, index, label) => {
+            let m: Metered = p.get(path).await.map_err(|e| format!("{path}: {e}"))?;
+            let label = clean(m.id.as_deref().or(Some(label.as_str())));
+            // Per-line values of a polyphase mains circuit: PHASE components, index = inlet
+            // index × 100 + position, label "<inlet> <line>". Outlets are single-phase and say
+            // the same values without the PolyPhase wrapper: not repeated.
+            let phases = if *kind == ComponentKind::Inlet {
+                vec![
+                    ("power", "W", "PolyPhasePowerWatts", &m.poly_phase_power_watts),
+                    ("current", "A", "PolyPhaseCurrentAmps", &m.poly_phase_current_amps),
+                    ("voltage", "V", "PolyPhaseVoltage", &m.poly_phase_voltage),
+                ]
+            } else {
+                vec![]
+            };
+            for (metric, unit, field, map) in phases {
+                for (n, (line, v)) in map.iter().enumerate() {
+                    if let Some(value) = v.reading {
+                        out.push(reading(
+                            metric,
+                            unit,
+                            value,
+                            now,
+                            Some(Component {
+                                kind: ComponentKind::Phase as i32,
+                                index: index
+                                    .saturating_mul(100)
+                                    .saturating_add(u32::try_from(n + 1).unwrap_or(99)),
+                                label: format!("{label} {line}"),
+                            }),
+                            format!("{path}#/{field}/{line}/Reading"),
+                        ));
+                    }
+                }
+            }
+            metered_readings(
+                &m,
+                path,
+                now,
+                Some(Component {
+                    kind: *kind as i32,
+                    index: *index,
+                    label,
+                }),
+                &mut out,
+            );
+        }
+        Source::PsuMetrics(path, index, label) => {
+            let m: PowerSupplyMetrics = p.get(path).await.map_err(|e| format!("{path}: {e}"))?;
+            let component = Component {
+                kind: ComponentKind::Psu as i32,
+                index: *index,
+                label: label.clone(),
+            };
+            if let Some(v) = m.output_power_watts.and_then(|x| x.reading) {
+                out.push(reading(
+                    "power",
+                    "W",
+                    v,
+                    now,
+                    Some(component.clone()),
+                    format!("{path}#/OutputPowerWatts"),
+                ));
+            }
+            if let Some(v) = m.input_power_watts.and_then(|x| x.reading) {
+                out.push(reading(
+                    "input_power",
+                    "W",
+                    v,
+                    now,
+                    Some(component),
+                    format!("{path}#/InputPowerWatts"),
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Temperatures and fan speeds from a Sensor; other types come from Power/EnvironmentMetrics.
+fn sensor_reading(d: &SensorDoc, path: &str, index: u32, now: SystemTime) -> Option<Reading> {
+    let value = d.reading?;
+    let (metric, unit, kind) = match (d.reading_type.as_deref(), d.reading_units.as_deref()) {
+        (Some("Temperature"), _) => ("temperature", "Cel", ComponentKind::Sensor),
+        (Some("Rotational"), Some("Percent" | "%")) => ("load", "%", ComponentKind::Fan),
+        (Some("Rotational"), _) => ("fan_speed", "{rpm}", ComponentKind::Fan),
+        _ => return None,
+    };
+    Some(reading(
+        metric,
+        unit,
+        value,
+        now,
+        Some(Component {
+            kind: kind as i32,
+            index,
+            label: clean(d.name.as_deref().or(d.id.as_deref())),
+        }),
+        format!("{path}#/Reading"),
+    ))
+}
+
+fn metered_readings(
+    m: &Metered,
+    path: &str,
+    now: SystemTime,
+    component: Option<Component>,
+    out: &mut Vec<Reading>,
+) {
+    for (metric, unit, field, value) in [
+        ("power", "W", "PowerWatts", &m.power_watts),
+        ("energy", "kW.h", "EnergykWh", &m.energy_kwh),
+        ("voltage", "V", "Voltage", &m.voltage),
+        ("current", "A", "CurrentAmps", &m.current_amps),
+        ("temperature", "Cel", "TemperatureCelsius", &m.temperature_celsius),
+    ] {
+        if let Some(v) = value.as_ref().and_then(|x| x.reading) {
+            out.push(reading(
+                metric,
+                unit,
+                v,
+                now,
+                component.clone(),
+                format!("{path}#/{field}/Reading"),
+            ));
+        }
+    }
 }
 
 async fn collect_macs(
-    f: &mut Fetcher<'_>,
+    p: &Poller,
     link: Option<&Link>,
     role: MacRole,
     identity: &mut DeviceIdentity,
     partial: &mut Vec<String>,
 ) {
-    let paths = match f.members(link).await {
-        Ok(p) => p,
-        Err(e) => {
-            partial.push(format!("EthernetInterfaces: {e}"));
-            return;
-        }
-    };
-    for path in paths {
-        match f.get::<EthernetInterface>(&path).await {
+    let paths = members_paths(p, link, partial).await;
+    let docs = futures::future::join_all(paths.iter().map(|m| p.get::<EthernetInterface>(m))).await;
+    for (path, nic) in paths.iter().zip(docs) {
+        match nic {
             Ok(nic) => {
                 let mac = nic
                     .permanent_mac_address
@@ -600,45 +1457,66 @@ fn placement_evidence(loc: &Location, chassis_path: &str, now: SystemTime) -> Op
     })
 }
 
-fn power_readings(p: &Power, path: &str, now: SystemTime, report: &mut DeviceReport) {
-    if let Some(w) = p.power_control.iter().find_map(|c| c.power_consumed_watts) {
-        report.readings.push(Reading {
-            metric: "power".into(),
-            unit: "W".into(),
-            value: w,
-            observed_at: Some(now.into()),
-            component: None,
-            source: format!("{path}#/PowerControl/PowerConsumedWatts"),
+/// PSUs with a serial become components (inventory).
+fn psu_components(p: &Power, report: &mut DeviceReport) {
+    for (i, psu) in p.power_supplies.iter().enumerate() {
+        let serial = clean(psu.common.serial_number.as_deref());
+        if serial.is_empty() {
+            continue;
+        }
+        report.components.push(ComponentIdentity {
+            component: Some(Component {
+                kind: ComponentKind::Psu as i32,
+                index: u32::try_from(i + 1).unwrap_or(u32::MAX),
+                label: clean(psu.common.name.as_deref().or(psu.member_id.as_deref())),
+            }),
+            vendor: clean(psu.common.manufacturer.as_deref()),
+            model: clean(psu.common.model.as_deref()),
+            serial_number: serial,
+            part_number: clean(psu.common.part_number.as_deref()),
+            firmware_version: clean(psu.firmware_version.as_deref()),
         });
     }
+}
+
+/// `PowerConsumedWatts` (the device's `power`), PSU output (`power`) and input (`input_power`)
+/// watts. Nulls are skipped.
+fn power_readings(p: &Power, path: &str, now: SystemTime, report: &mut DeviceReport) {
+    if let Some(w) = p.power_control.iter().find_map(|c| c.power_consumed_watts) {
+        report.readings.push(reading(
+            "power",
+            "W",
+            w,
+            now,
+            None,
+            format!("{path}#/PowerControl/PowerConsumedWatts"),
+        ));
+    }
     for (i, psu) in p.power_supplies.iter().enumerate() {
-        let index = u32::try_from(i + 1).unwrap_or(u32::MAX);
-        let label = clean(psu.common.name.as_deref().or(psu.member_id.as_deref()));
         let component = Component {
             kind: ComponentKind::Psu as i32,
-            index,
-            label,
+            index: u32::try_from(i + 1).unwrap_or(u32::MAX),
+            label: clean(psu.common.name.as_deref().or(psu.member_id.as_deref())),
         };
         if let Some(w) = psu.last_power_output_watts {
-            report.readings.push(Reading {
-                metric: "power".into(),
-                unit: "W".into(),
-                value: w,
-                observed_at: Some(now.into()),
-                component: Some(component.clone()),
-                source: format!("{path}#/PowerSupplies/{i}/LastPowerOutputWatts"),
-            });
+            report.readings.push(reading(
+                "power",
+                "W",
+                w,
+                now,
+                Some(component.clone()),
+                format!("{path}#/PowerSupplies/{i}/LastPowerOutputWatts"),
+            ));
         }
-        let serial = clean(psu.common.serial_number.as_deref());
-        if !serial.is_empty() {
-            report.components.push(ComponentIdentity {
-                component: Some(component),
-                vendor: clean(psu.common.manufacturer.as_deref()),
-                model: clean(psu.common.model.as_deref()),
-                serial_number: serial,
-                part_number: clean(psu.common.part_number.as_deref()),
-                firmware_version: clean(psu.firmware_version.as_deref()),
-            });
+        if let Some(w) = psu.power_input_watts {
+            report.readings.push(reading(
+                "input_power",
+                "W",
+                w,
+                now,
+                Some(component),
+                format!("{path}#/PowerSupplies/{i}/PowerInputWatts"),
+            ));
         }
     }
 }
@@ -685,6 +1563,29 @@ mod tests {
     }
 
     #[test]
+    fn sensors_give_temperatures_and_fans_and_nulls_are_absent() {
+        let t: SensorDoc =
+            serde_json::from_str(r#"{"Name":"Inlet","ReadingType":"Temperature","Reading":"21.5"}"#).unwrap();
+        let r = sensor_reading(&t, "/s/1", 1, SystemTime::UNIX_EPOCH).unwrap();
+        assert_eq!((r.metric.as_str(), r.value), ("temperature", 21.5));
+        assert_eq!(r.component.unwrap().label, "Inlet");
+        let f: SensorDoc = serde_json::from_str(
+            r#"{"Id":"Fan1","ReadingType":"Rotational","Reading":5400,"ReadingUnits":"RPM"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            sensor_reading(&f, "/s/2", 2, SystemTime::UNIX_EPOCH)
+                .unwrap()
+                .metric,
+            "fan_speed"
+        );
+        let n: SensorDoc = serde_json::from_str(r#"{"ReadingType":"Temperature","Reading":null}"#).unwrap();
+        assert!(sensor_reading(&n, "/s/3", 3, SystemTime::UNIX_EPOCH).is_none());
+        let w: SensorDoc = serde_json::from_str(r#"{"ReadingType":"Power","Reading":100}"#).unwrap();
+        assert!(sensor_reading(&w, "/s/4", 4, SystemTime::UNIX_EPOCH).is_none());
+    }
+
+    #[test]
     fn power_readings_take_consumed_watts_and_psu_outputs() {
         let p: Power = serde_json::from_str(
             r#"{"PowerControl":[{"PowerConsumedWatts":null},{"PowerConsumedWatts":344}],
@@ -694,6 +1595,7 @@ mod tests {
         .unwrap();
         let mut r = DeviceReport::default();
         power_readings(&p, "/p", SystemTime::UNIX_EPOCH, &mut r);
+        psu_components(&p, &mut r);
         let values: Vec<f64> = r.readings.iter().map(|x| x.value).collect();
         assert_eq!(values, vec![344.0, 205.0, 207.0]);
         assert_eq!(r.components.len(), 1);

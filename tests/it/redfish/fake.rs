@@ -1,0 +1,293 @@
+//! A hand-written HTTP/1.1 Redfish BMC on 127.0.0.1:0 for what the mockups lack: sessions (and
+//! running out of them), wrong credentials, 503 with Retry-After, a slow BMC, a 20 MB body. It
+//! counts session logins (POST) and logouts (DELETE) so tests can prove no session leaks.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Sessions work; Basic works too.
+    Normal,
+    /// POST Sessions → 503 "no sessions available"; Basic works.
+    SessionsExhausted,
+    /// Every credential is wrong.
+    WrongPassword,
+    /// The first GET of the root answers 503 with this Retry-After (s).
+    RetryAfter(u64),
+    /// Every GET waits this long before answering.
+    Slow(Duration),
+    /// The root is a 20 MB document.
+    Huge,
+    /// Collections answer `$expand=.($levels=1)` with their members inline.
+    Expand,
+}
+
+#[derive(Debug)]
+pub struct Fake {
+    pub port: u16,
+    pub posts: AtomicUsize,
+    pub deletes: AtomicUsize,
+    pub gets: AtomicUsize,
+    /// `$expand` requests answered inline.
+    pub expanded: AtomicUsize,
+    live: Mutex<HashSet<String>>,
+    next: AtomicUsize,
+    busy_sent: AtomicUsize,
+    mode: Mode,
+}
+
+const CHASSIS_1: &str = r#"{"@odata.id":"/redfish/v1/Chassis/1","ChassisType":"RackMount","SerialNumber":"FAKE0001",
+    "Manufacturer":"Fake","Model":"F1","Power":{"@odata.id":"/redfish/v1/Chassis/1/Power"},
+    "Sensors":{"@odata.id":"/redfish/v1/Chassis/1/Sensors"}}"#;
+
+pub const USER: &str = "admin";
+pub const PASS: &str = "s3cret";
+
+impl Fake {
+    pub async fn start(mode: Mode) -> Arc<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let fake = Arc::new(Self {
+            port: listener.local_addr().unwrap().port(),
+            posts: AtomicUsize::new(0),
+            deletes: AtomicUsize::new(0),
+            gets: AtomicUsize::new(0),
+            expanded: AtomicUsize::new(0),
+            live: Mutex::new(HashSet::new()),
+            next: AtomicUsize::new(1),
+            busy_sent: AtomicUsize::new(0),
+            mode,
+        });
+        let f = Arc::clone(&fake);
+        tokio::spawn(async move {
+            loop {
+                let Ok((sock, _)) = listener.accept().await else {
+                    return;
+                };
+                let f = Arc::clone(&f);
+                tokio::spawn(async move {
+                    let _ = f.serve(sock).await;
+                });
+            }
+        });
+        fake
+    }
+
+    pub fn url(&self, query: &str) -> String {
+        format!("redfish+http://{USER}:{PASS}@127.0.0.1:{}{query}", self.port)
+    }
+
+    /// Expires every session, as a BMC timeout or reboot does.
+    pub fn forget_all(&self) {
+        self.live.lock().unwrap().clear();
+    }
+
+    /// Sessions still open on the BMC.
+    pub fn live_sessions(&self) -> usize {
+        self.live.lock().unwrap().len()
+    }
+
+    async fn serve(&self, mut sock: TcpStream) -> std::io::Result<()> {
+        loop {
+            let mut buf = Vec::new();
+            let head_end = loop {
+                let mut chunk = [0u8; 4096];
+                let n = sock.read(&mut chunk).await?;
+                if n == 0 {
+                    return Ok(());
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    break i + 4;
+                }
+                if buf.len() > 65536 {
+                    return Ok(());
+                }
+            };
+            let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+            let mut lines = head.lines();
+            let mut first = lines.next().unwrap_or_default().split(' ');
+            let method = first.next().unwrap_or_default().to_owned();
+            let path = first.next().unwrap_or_default().to_owned();
+            let header = |name: &str| {
+                head.lines()
+                    .find(|l| l.to_ascii_lowercase().starts_with(&format!("{name}:")))
+                    .map(|l| l[name.len() + 1..].trim().to_owned())
+            };
+            let len: usize = header("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+            while buf.len() < head_end + len {
+                let mut chunk = [0u8; 4096];
+                let n = sock.read(&mut chunk).await?;
+                if n == 0 {
+                    return Ok(());
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            let body = String::from_utf8_lossy(&buf[head_end..head_end + len]).to_string();
+            let (status, extra, out) = self
+                .answer(
+                    &method,
+                    &path,
+                    &body,
+                    header("x-auth-token"),
+                    header("authorization"),
+                )
+                .await;
+            let resp = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{extra}\r\n",
+                out.len()
+            );
+            sock.write_all(resp.as_bytes()).await?;
+            sock.write_all(out.as_bytes()).await?;
+        }
+    }
+
+    async fn answer(
+        &self,
+        method: &str,
+        path: &str,
+        body: &str,
+        token: Option<String>,
+        authz: Option<String>,
+    ) -> (&'static str, String, String) {
+        let basic_ok = authz.as_deref()
+            == Some(&format!("Basic {}", b64(format!("{USER}:{PASS}").as_bytes())) as &str)
+            && self.mode != Mode::WrongPassword;
+        match (method, path) {
+            ("POST", "/redfish/v1/SessionService/Sessions") => {
+                self.posts.fetch_add(1, Ordering::Relaxed);
+                match self.mode {
+                    Mode::SessionsExhausted => {
+                        return (
+                            "503 Service Unavailable",
+                            String::new(),
+                            r#"{"error":{"message":"no sessions available"}}"#.into(),
+                        );
+                    }
+                    Mode::WrongPassword => return ("401 Unauthorized", String::new(), "{}".into()),
+                    _ => {}
+                }
+                if !body.contains(USER) || !body.contains(PASS) {
+                    return ("401 Unauthorized", String::new(), "{}".into());
+                }
+                let n = self.next.fetch_add(1, Ordering::Relaxed);
+                let tok = format!("tok{n}");
+                self.live.lock().unwrap().insert(tok.clone());
+                (
+                    "201 Created",
+                    format!("X-Auth-Token: {tok}\r\nLocation: /redfish/v1/SessionService/Sessions/{n}\r\n"),
+                    format!(r#"{{"@odata.id":"/redfish/v1/SessionService/Sessions/{n}","Id":"{n}"}}"#),
+                )
+            }
+            ("DELETE", p) if p.starts_with("/redfish/v1/SessionService/Sessions/") => {
+                let n = p.rsplit('/').next().unwrap_or_default();
+                let removed = self.live.lock().unwrap().remove(&format!("tok{n}"));
+                if removed && token.as_deref() == Some(&format!("tok{n}") as &str) {
+                    self.deletes.fetch_add(1, Ordering::Relaxed);
+                    ("204 No Content", String::new(), String::new())
+                } else {
+                    ("404 Not Found", String::new(), "{}".into())
+                }
+            }
+            ("GET", p) => {
+                self.gets.fetch_add(1, Ordering::Relaxed);
+                let session_ok = token.is_some_and(|t| self.live.lock().unwrap().contains(&t));
+                if !session_ok && !basic_ok {
+                    return ("401 Unauthorized", String::new(), "{}".into());
+                }
+                if let Mode::Slow(d) = self.mode {
+                    tokio::time::sleep(d).await;
+                }
+                if let Mode::RetryAfter(s) = self.mode
+                    && p == "/redfish/v1/"
+                    && self.busy_sent.fetch_add(1, Ordering::Relaxed) == 0
+                {
+                    return (
+                        "503 Service Unavailable",
+                        format!("Retry-After: {s}\r\n"),
+                        "{}".into(),
+                    );
+                }
+                if self.mode == Mode::Expand && p.starts_with("/redfish/v1/Chassis?") {
+                    self.expanded.fetch_add(1, Ordering::Relaxed);
+                    return (
+                        "200 OK",
+                        String::new(),
+                        format!(r#"{{"Members":[{}]}}"#, CHASSIS_1),
+                    );
+                }
+                if p.contains('?') {
+                    return ("404 Not Found", String::new(), "{}".into());
+                }
+                match p {
+                    "/redfish/v1/" => {
+                        if self.mode == Mode::Huge {
+                            let pad = "x".repeat(20 * 1024 * 1024);
+                            return ("200 OK", String::new(), format!(r#"{{"Pad":"{pad}"}}"#));
+                        }
+                        (
+                            "200 OK",
+                            String::new(),
+                            r#"{"@odata.id":"/redfish/v1/","Chassis":{"@odata.id":"/redfish/v1/Chassis"},
+                               "SessionService":{"@odata.id":"/redfish/v1/SessionService"},
+                               "ProtocolFeaturesSupported":{"ExpandQuery":{"Levels":true,"MaxLevels":1}}}"#
+                                .into(),
+                        )
+                    }
+                    "/redfish/v1/Chassis" => (
+                        "200 OK",
+                        String::new(),
+                        r#"{"Members":[{"@odata.id":"/redfish/v1/Chassis/1"}]}"#.into(),
+                    ),
+                    "/redfish/v1/Chassis/1" => ("200 OK", String::new(), CHASSIS_1.into()),
+                    "/redfish/v1/Chassis/1/Power" => (
+                        "200 OK",
+                        String::new(),
+                        r#"{"PowerControl":[{"PowerConsumedWatts":123}],"PowerSupplies":[{"Name":"PS1","LastPowerOutputWatts":null}]}"#
+                            .into(),
+                    ),
+                    "/redfish/v1/Chassis/1/Sensors" => (
+                        "200 OK",
+                        String::new(),
+                        r#"{"Members":[{"@odata.id":"/redfish/v1/Chassis/1/Sensors/Inlet"},{"@odata.id":"/redfish/v1/Chassis/1/Sensors/Off"}]}"#
+                            .into(),
+                    ),
+                    "/redfish/v1/Chassis/1/Sensors/Inlet" => (
+                        "200 OK",
+                        String::new(),
+                        r#"{"Id":"Inlet","Name":"Inlet Temp","ReadingType":"Temperature","Reading":21.5}"#.into(),
+                    ),
+                    "/redfish/v1/Chassis/1/Sensors/Off" => (
+                        "200 OK",
+                        String::new(),
+                        r#"{"Id":"Off","ReadingType":"Temperature","Reading":null}"#.into(),
+                    ),
+                    _ => ("404 Not Found", String::new(), "{}".into()),
+                }
+            }
+            _ => ("405 Method Not Allowed", String::new(), "{}".into()),
+        }
+    }
+}
+
+fn b64(input: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for c in input.chunks(3) {
+        let b = [c[0], *c.get(1).unwrap_or(&0), *c.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(T[(n >> (18 - 6 * i)) as usize & 63] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
