@@ -24,6 +24,19 @@
 //! create_missing = true          # create missing sites, racks, manufacturers and device types
 //! sync_interval = "30s"          # debounce after new data
 //! dry_run = false                # plan only, never write
+//! rate_limit = 20                # requests per second to NetBox (0 = unlimited)
+//! journal = true                 # a journal entry on every device the sync changed
+//!
+//! [netbox.ownership]             # which fields the collector writes (defaults shown)
+//! location = true                # site, location, rack, position, face
+//! serial = true
+//! asset_tag = "if_empty"         # "never" | "if_empty" | "always"
+//! macs = true                    # interfaces and MAC address objects
+//! power = true                   # custom field gt_measured_power_w
+//! last_seen = true               # custom field gt_last_seen
+//! match_hostname = false         # accept hostname-only matches (else exception weak_match_hostname)
+//! power_deadband_percent = 5     # power is rewritten only when it moved more than this
+//! last_seen_deadband = "1h"      # gt_last_seen is rewritten only when it moved more than this
 //! ```
 
 use std::net::SocketAddr;
@@ -136,6 +149,26 @@ struct RawNetBox {
     tls_verify: bool,
     #[serde(default)]
     ca_file: Option<PathBuf>,
+    #[serde(default)]
+    rate_limit: Option<f64>,
+    #[serde(default = "yes")]
+    journal: bool,
+    #[serde(default)]
+    ownership: RawOwnership,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawOwnership {
+    location: Option<bool>,
+    serial: Option<bool>,
+    asset_tag: Option<crate::cmdb::TagOwnership>,
+    macs: Option<bool>,
+    power: Option<bool>,
+    last_seen: Option<bool>,
+    match_hostname: Option<bool>,
+    power_deadband_percent: Option<f64>,
+    last_seen_deadband: Option<String>,
 }
 
 fn default_role() -> String {
@@ -181,6 +214,10 @@ pub struct NetBoxSettings {
     pub dry_run: bool,
     pub tls_verify: bool,
     pub ca_file: Option<PathBuf>,
+    pub ownership: crate::cmdb::Ownership,
+    /// Requests per second to NetBox; 0 = unlimited.
+    pub rate_limit: f64,
+    pub journal: bool,
 }
 
 impl std::fmt::Debug for NetBoxSettings {
@@ -191,6 +228,8 @@ impl std::fmt::Debug for NetBoxSettings {
             .field("device_role", &self.device_role)
             .field("create_missing", &self.create_missing)
             .field("dry_run", &self.dry_run)
+            .field("ownership", &self.ownership)
+            .field("rate_limit", &self.rate_limit)
             .finish_non_exhaustive()
     }
 }
@@ -391,6 +430,39 @@ impl Config {
                     return None;
                 }
             };
+            let d = crate::cmdb::Ownership::default();
+            let o = &n.ownership;
+            let last_seen_deadband = match o.last_seen_deadband.as_deref().map(humantime::parse_duration) {
+                None => d.last_seen_deadband,
+                Some(Ok(v)) => v,
+                Some(Err(e)) => {
+                    errors.push(format!("{file}: netbox.ownership.last_seen_deadband: {e}"));
+                    return None;
+                }
+            };
+            let pct = o.power_deadband_percent.unwrap_or(d.power_deadband * 100.0);
+            if !(0.0..=100.0).contains(&pct) {
+                errors.push(format!(
+                    "{file}: netbox.ownership.power_deadband_percent must be between 0 and 100, not {pct}"
+                ));
+                return None;
+            }
+            let rate_limit = n.rate_limit.unwrap_or(crate::cmdb::netbox::DEFAULT_RATE_LIMIT);
+            if !rate_limit.is_finite() || rate_limit < 0.0 {
+                errors.push(format!("{file}: netbox.rate_limit must be >= 0 (0 = unlimited)"));
+                return None;
+            }
+            let ownership = crate::cmdb::Ownership {
+                location: o.location.unwrap_or(d.location),
+                serial: o.serial.unwrap_or(d.serial),
+                asset_tag: o.asset_tag.unwrap_or(d.asset_tag),
+                macs: o.macs.unwrap_or(d.macs),
+                power: o.power.unwrap_or(d.power),
+                last_seen: o.last_seen.unwrap_or(d.last_seen),
+                match_hostname: o.match_hostname.unwrap_or(d.match_hostname),
+                power_deadband: pct / 100.0,
+                last_seen_deadband,
+            };
             if !n.tls_verify {
                 warnings.push(format!(
                     "{file}: netbox.tls_verify = false: the NetBox certificate is not checked"
@@ -414,6 +486,9 @@ impl Config {
                 dry_run: n.dry_run,
                 tls_verify: n.tls_verify,
                 ca_file: n.ca_file,
+                ownership,
+                rate_limit,
+                journal: n.journal,
             })
         });
         let patterns = match &raw.location.patterns {
@@ -615,7 +690,24 @@ mod tests {
             dry_run: _,
             tls_verify: _,
             ca_file,
+            rate_limit,
+            journal: _,
+            ownership,
         } = netbox.expect("[netbox] in the example");
+        let RawOwnership {
+            location: o_location,
+            serial: o_serial,
+            asset_tag: o_tag,
+            macs: o_macs,
+            power: o_power,
+            last_seen: o_seen,
+            match_hostname: o_host,
+            power_deadband_percent: o_pct,
+            last_seen_deadband: o_seen_db,
+        } = ownership;
+        assert!(rate_limit.is_some() && o_location.is_some() && o_serial.is_some() && o_tag.is_some());
+        assert!(o_macs.is_some() && o_power.is_some() && o_seen.is_some() && o_host.is_some());
+        assert!(o_pct.is_some() && o_seen_db.is_some());
         assert!(listen_http.is_some() && api_token.is_some() && retention_raw.is_some());
         assert!(retention_hourly.is_some() && patterns.is_some() && site_map.is_some());
         assert!(username.is_some() && password.is_some() && client_id.is_some());
@@ -649,6 +741,9 @@ mod tests {
             "netbox.dry_run",
             "netbox.tls_verify",
             "netbox.ca_file",
+            "netbox.rate_limit",
+            "netbox.journal",
+            "netbox.ownership",
         ]
         .into_iter()
         .map(str::to_owned)

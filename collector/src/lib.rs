@@ -36,5 +36,8 @@ pub fn netbox_client(s: &config::NetBoxSettings) -> Result<cmdb::netbox::NetBox,
         timeout: std::time::Duration::from_secs(30),
         tls_verify: s.tls_verify,
         ca_file: s.ca_file.clone(),
+        ownership: s.ownership.clone(),
+        rate_limit: s.rate_limit,
+        journal: s.journal,
     })
 }

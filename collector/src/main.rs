@@ -35,11 +35,21 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
-    /// Run one NetBox sync pass now and print the changes.
-    Sync {
+    /// Dry run: read NetBox, print per device the changes a sync would make and the evidence
+    /// behind them. Writes nothing to NetBox.
+    Plan {
         #[arg(long, short)]
         config: PathBuf,
-        /// Compute and print the plan only; write nothing.
+        /// Print the pass as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run one NetBox sync pass now (plan and execute) and print the changes. `sync` is an alias.
+    #[command(alias = "sync")]
+    Apply {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Compute and print the plan only; write nothing (same as `plan`).
         #[arg(long)]
         dry_run: bool,
         /// Print the pass as JSON.
@@ -74,7 +84,8 @@ fn main() -> ExitCode {
     groundtruth_collector::install_crypto_provider();
     let config_path = match &cli.command {
         Command::Serve { config }
-        | Command::Sync { config, .. }
+        | Command::Plan { config, .. }
+        | Command::Apply { config, .. }
         | Command::Devices { config, .. }
         | Command::Exceptions { config }
         | Command::CheckConfig { config } => config.clone(),
@@ -105,7 +116,8 @@ fn main() -> ExitCode {
                 Ok(())
             }
             Command::Serve { .. } => serve(cfg).await,
-            Command::Sync { dry_run, json, .. } => sync_once(cfg, dry_run, json).await,
+            Command::Plan { json, .. } => sync_once(cfg, true, json).await,
+            Command::Apply { dry_run, json, .. } => sync_once(cfg, dry_run, json).await,
             Command::Devices { json, .. } => devices(cfg, json).await,
             Command::Exceptions { .. } => exceptions(cfg).await,
         }
@@ -133,9 +145,20 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         let store = store.clone();
         let rules = cfg.rules.clone();
         tokio::spawn(async move {
-            // Debounced: after new data, wait `sync_interval`, then sync everything once.
-            while rx.changed().await.is_ok() {
-                tokio::time::sleep(nb.sync_interval).await;
+            // Debounced: after new data, wait `sync_interval`, then sync everything once. Also on
+            // a schedule (every 10 × sync_interval, at least 5 min) so dead letters are retried and
+            // NetBox drift is repaired without new data.
+            let every = (nb.sync_interval * 10).max(std::time::Duration::from_secs(300));
+            loop {
+                tokio::select! {
+                    changed = rx.changed() => {
+                        if changed.is_err() {
+                            break;
+                        }
+                        tokio::time::sleep(nb.sync_interval).await;
+                    }
+                    () = tokio::time::sleep(every) => {}
+                }
                 rx.borrow_and_update();
                 match run_pass(&store, &netbox, &rules, nb.dry_run).await {
                     Ok(s) => {
@@ -260,15 +283,29 @@ fn print_pass(s: &PassSummary, dry_run: bool, url: &str) {
         if dry_run { "planned (dry run)" } else { "applied" },
         s.report.writes
     );
+    let mut keys: Vec<&str> = Vec::new();
     for c in &s.report.changes {
-        println!("  {} {} {}", c.action, c.object, c.target);
-        for f in &c.fields {
-            println!(
-                "      {}: {} -> {}",
-                f.field,
-                f.old.as_deref().unwrap_or("(empty)"),
-                f.new
-            );
+        if !keys.contains(&c.device_key.as_str()) {
+            keys.push(&c.device_key);
+        }
+    }
+    for key in keys {
+        println!("  {}", if key.is_empty() { "(shared objects)" } else { key });
+        for c in s.report.changes.iter().filter(|c| c.device_key == key) {
+            println!("    {} {} {}", c.action, c.object, c.target);
+            for f in &c.fields {
+                println!(
+                    "        {}: {} -> {}",
+                    f.field,
+                    f.old.as_deref().unwrap_or("(empty)"),
+                    f.new
+                );
+            }
+        }
+        if let Some((_, ev)) = s.evidence.iter().find(|(k, _)| k == key) {
+            for e in ev {
+                println!("      because: {e}");
+            }
         }
     }
     for e in &s.report.exceptions {
@@ -278,8 +315,12 @@ fn print_pass(s: &PassSummary, dry_run: bool, url: &str) {
         println!("  not synced ({}): {}", u.kind, u.detail);
     }
     for (k, why) in &s.report.failures {
-        println!("  FAILED {k}: {why}");
+        println!("  FAILED (dead-lettered, retried next pass) {k}: {why}");
     }
+    println!(
+        "  {} HTTP request(s), {} journal entr(ies), {} dead letter(s) written, {} resolved",
+        s.report.requests, s.report.journal_entries, s.dead_lettered, s.dead_letters_resolved
+    );
     if s.report.changes.is_empty() && s.report.failures.is_empty() {
         println!("  NetBox already matches the collector for every device fit to sync.");
     }
@@ -337,6 +378,12 @@ async fn exceptions(cfg: Config) -> anyhow::Result<()> {
         println!(
             "{}  {}  {}  (since {})",
             e.kind, e.device_key, e.detail, e.first_seen
+        );
+    }
+    for d in store.dead_letters().await? {
+        println!(
+            "dead_letter  {}  {}  (failed {} pass(es) since {}, last {})",
+            d.device_key, d.reason, d.attempts, d.first_failed, d.last_failed
         );
     }
     Ok(())

@@ -166,6 +166,7 @@ pub fn desired(d: &DeviceRow, rules: &Rules) -> Result<DesiredDevice, Unfit> {
         }),
         macs,
         power_watts: d.power_watts,
+        last_seen: (!d.last_seen.is_empty()).then(|| d.last_seen.clone()),
         evidence,
     })
 }

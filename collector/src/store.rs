@@ -24,6 +24,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("../migrations/0003_readings_hourly.sql")),
     (4, include_str!("../migrations/0004_exception_resolution.sql")),
     (5, include_str!("../migrations/0005_topology.sql")),
+    (6, include_str!("../migrations/0006_dead_letters.sql")),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -113,6 +114,16 @@ pub struct SyncRow {
     pub last_sync: String,
     pub changes: i64,
     pub result: String,
+}
+
+/// A CMDB write that failed after its last retry.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DeadLetterRow {
+    pub device_key: String,
+    pub reason: String,
+    pub attempts: i64,
+    pub first_failed: String,
+    pub last_failed: String,
 }
 
 fn now() -> String {
@@ -665,6 +676,75 @@ impl Store {
         .collect())
     }
 
+    /// Dead-letters a failed CMDB write (or counts one more failed pass of an open one).
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub async fn dead_letter(&self, device_key: &str, reason: &str) -> Result<(), StoreError> {
+        let t = now();
+        sqlx::query(
+            "INSERT INTO dead_letters (device_key, reason, attempts, first_failed, last_failed) VALUES (?, ?, 1, ?, ?)
+             ON CONFLICT (device_key, reason) WHERE resolved_at IS NULL DO UPDATE SET attempts = attempts + 1, last_failed = excluded.last_failed",
+        )
+        .bind(device_key)
+        .bind(reason)
+        .bind(&t)
+        .bind(&t)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Marks a device's open dead letters resolved except those whose reason is in `still_failing`.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub async fn resolve_dead_letters(
+        &self,
+        device_key: &str,
+        still_failing: &[&str],
+    ) -> Result<u64, StoreError> {
+        let rows =
+            sqlx::query("SELECT id, reason FROM dead_letters WHERE device_key = ? AND resolved_at IS NULL")
+                .bind(device_key)
+                .fetch_all(&self.pool)
+                .await?;
+        let mut n = 0;
+        for r in rows {
+            let reason: String = r.get("reason");
+            if !still_failing.contains(&reason.as_str()) {
+                sqlx::query("UPDATE dead_letters SET resolved_at = ? WHERE id = ?")
+                    .bind(now())
+                    .bind(r.get::<i64, _>("id"))
+                    .execute(&self.pool)
+                    .await?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Open dead letters, oldest first.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub async fn dead_letters(&self) -> Result<Vec<DeadLetterRow>, StoreError> {
+        Ok(sqlx::query(
+            "SELECT device_key, reason, attempts, first_failed, last_failed FROM dead_letters WHERE resolved_at IS NULL ORDER BY first_failed",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(|r| DeadLetterRow {
+            device_key: r.get("device_key"),
+            reason: r.get("reason"),
+            attempts: r.get("attempts"),
+            first_failed: r.get("first_failed"),
+            last_failed: r.get("last_failed"),
+        })
+        .collect())
+    }
+
     /// Records the outcome of a CMDB sync for a device.
     ///
     /// # Errors
@@ -1036,5 +1116,32 @@ mod tests {
         let s = store.cmdb_sync_state("serial:SN1").await.unwrap().unwrap();
         assert_eq!((s.changes, s.result.as_str()), (2, "ok"));
         assert!(store.u_heights().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn dead_letters_count_failed_passes_and_resolve_when_the_write_succeeds() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db")).await.unwrap();
+        store.dead_letter("k", "PATCH x: HTTP 503").await.unwrap();
+        store.dead_letter("k", "PATCH x: HTTP 503").await.unwrap();
+        store.dead_letter("j", "POST y: HTTP 500").await.unwrap();
+        let open = store.dead_letters().await.unwrap();
+        assert_eq!(open.len(), 2);
+        assert_eq!((open[0].device_key.as_str(), open[0].attempts), ("k", 2));
+        // Still failing: stays open; then a clean pass resolves it.
+        assert_eq!(
+            store
+                .resolve_dead_letters("k", &["PATCH x: HTTP 503"])
+                .await
+                .unwrap(),
+            0
+        );
+        assert_eq!(store.resolve_dead_letters("k", &[]).await.unwrap(), 1);
+        let open = store.dead_letters().await.unwrap();
+        assert_eq!(open.len(), 1);
+        assert_eq!(open[0].device_key, "j");
+        // A new failure after resolution opens a fresh row.
+        store.dead_letter("k", "PATCH x: HTTP 503").await.unwrap();
+        assert_eq!(store.dead_letters().await.unwrap().len(), 2);
     }
 }

@@ -1,8 +1,7 @@
 //! One CMDB sync pass: stored devices → desired state → NetBox, with exceptions recorded for
 //! devices that cannot be written and for conflicts the CMDB layer found.
 
-use crate::cmdb::netbox::NetBox;
-use crate::cmdb::{CmdbError, SyncReport};
+use crate::cmdb::{Cmdb, CmdbError, SyncReport};
 use crate::reconcile;
 use crate::store::{Store, StoreError};
 
@@ -21,6 +20,12 @@ pub struct PassSummary {
     pub eligible: usize,
     pub unfit: Vec<reconcile::Unfit>,
     pub report: SyncReport,
+    /// Evidence behind each eligible device's desired state, by device key (for `plan`).
+    pub evidence: Vec<(String, Vec<String>)>,
+    /// Dead letters written this pass (failed writes, retried on the next pass).
+    pub dead_lettered: usize,
+    /// Dead letters of earlier passes resolved by this one.
+    pub dead_letters_resolved: u64,
 }
 
 impl serde::Serialize for reconcile::Unfit {
@@ -42,7 +47,7 @@ impl serde::Serialize for reconcile::Unfit {
 /// problems are in the summary instead.
 pub async fn run_pass(
     store: &Store,
-    netbox: &NetBox,
+    netbox: &impl Cmdb,
     rules: &reconcile::Rules,
     dry_run: bool,
 ) -> Result<PassSummary, SyncError> {
@@ -64,7 +69,27 @@ pub async fn run_pass(
         }
     }
     summary.eligible = desired.len();
+    summary.evidence = desired
+        .iter()
+        .map(|d| (d.key.clone(), d.evidence.clone()))
+        .collect();
     let report = netbox.sync(&desired, dry_run).await?;
+    if !dry_run {
+        // Failed writes are dead-lettered with their reason; the next pass recomputes the plan
+        // from NetBox and so retries them. Shared objects (custom fields, journal) use "(netbox)".
+        for (key, why) in &report.failures {
+            let key = if key.is_empty() { "(netbox)" } else { key.as_str() };
+            store.dead_letter(key, why).await?;
+            summary.dead_lettered += 1;
+        }
+        let shared: Vec<&str> = report
+            .failures
+            .iter()
+            .filter(|(k, _)| k.is_empty())
+            .map(|(_, w)| w.as_str())
+            .collect();
+        summary.dead_letters_resolved += store.resolve_dead_letters("(netbox)", &shared).await?;
+    }
     for want in &desired {
         let open: Vec<&str> = report
             .exceptions
@@ -85,6 +110,13 @@ pub async fn run_pass(
                 (None, true) => "ok".to_owned(),
             };
             store.record_sync(&want.key, changes, &result).await?;
+            let failing: Vec<&str> = report
+                .failures
+                .iter()
+                .filter(|(k, _)| k == &want.key)
+                .map(|(_, w)| w.as_str())
+                .collect();
+            summary.dead_letters_resolved += store.resolve_dead_letters(&want.key, &failing).await?;
         }
     }
     summary.report = report;

@@ -271,4 +271,55 @@ fn closed_stdout_pipe_is_not_a_panic() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!err.contains("panicked"), "{err}");
     assert!(out.status.success(), "{:?} {err}", out.status);
+
+/// `groundtruth-collector plan`, `apply` and its alias `sync` against the NetBox peer with an
+/// empty store: they run, `plan` says it is a dry run, `exceptions` lists (no) dead letters.
+#[test]
+fn collector_plan_apply_and_sync_alias_run_against_netbox() {
+    let Some(bin) = binary("groundtruth-collector") else {
+        eprintln!("SKIP: groundtruth-collector binary not built");
+        return;
+    };
+    let peers = Peers::load();
+    let Some([url, token]) = peers.require("cli_collector_plan", ["GT_NETBOX_URL", "GT_NETBOX_TOKEN"]) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("collector.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[collector]\ndatabase = {:?}\ndefault_site = \"DC1\"\nlisten_http = \"off\"\n\n[netbox]\nurl = {url:?}\ntoken = {{ env = \"GT_CLI_NB_TOKEN\" }}\nrate_limit = 50\n\n[netbox.ownership]\nasset_tag = \"never\"\npower_deadband_percent = 10\n",
+            dir.path().join("state.db")
+        ),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(&bin)
+            .args(args)
+            .arg("--config")
+            .arg(&cfg)
+            .args(["--log", "off"])
+            .env("GT_CLI_NB_TOKEN", &token)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "{args:?}: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    };
+    let plan = run(&["plan"]);
+    assert!(plan.contains("planned (dry run)"), "{plan}");
+    let apply = run(&["apply"]);
+    assert!(
+        apply.contains("applied") && apply.contains("HTTP request(s)"),
+        "{apply}"
+    );
+    let sync = run(&["sync", "--dry-run"]);
+    assert!(sync.contains("planned (dry run)"), "{sync}");
+    let exc = run(&["exceptions"]);
+    assert!(!exc.contains("dead_letter"), "{exc}");
 }

@@ -154,6 +154,9 @@ async fn snmpd_and_redfish_to_collector_to_netbox_twice_is_idempotent() {
         dry_run: false,
         tls_verify: true,
         ca_file: None,
+        ownership: groundtruth_collector::cmdb::Ownership::default(),
+        rate_limit: 0.0,
+        journal: true,
     };
     let netbox = groundtruth_collector::netbox_client(&settings).unwrap();
     let pass1 = groundtruth_collector::sync::run_pass(

@@ -10,6 +10,9 @@ use groundtruth_collector::cmdb::{CmdbError, DesiredDevice, DesiredLocation, Des
 use groundtruth_tests::{Peers, init_tls};
 use serde_json::{Value, json};
 
+#[path = "netbox_apply.rs"]
+mod apply;
+
 const VENDOR: &str = "Groundtruth Labs";
 const MODEL: &str = "GT-R1000";
 
@@ -136,6 +139,7 @@ fn desired(t: &str, site: &str, position: u32, mac: &str) -> DesiredDevice {
             management: false,
         }],
         power_watts: None,
+        last_seen: None,
         evidence: vec!["test fixture".into()],
     }
 }
@@ -316,7 +320,8 @@ async fn position_change_is_exactly_one_device_update_then_nothing() {
         ),
         ("position", Some("12"), "14")
     );
-    assert_eq!(moved.writes, 1);
+    // The PATCH and the journal entry saying what moved and why.
+    assert_eq!((moved.writes, moved.journal_entries), (2, 1));
     assert_eq!(
         p.devices_with_serial(&dev.serial).await[0]["position"].as_f64(),
         Some(14.0)
@@ -636,6 +641,9 @@ async fn retries_503_with_retry_after_and_follows_next_links_onto_the_configured
         }
         if target.starts_with("/api/authentication-check/") {
             return ok(json!({"username": "x"}));
+        }
+        if target.starts_with("/api/extras/custom-fields/") {
+            return ok(json!({"count": 1, "next": null, "results": [{"id": 1}]}));
         }
         if target.starts_with("/api/dcim/devices/") && !target.contains("offset=") {
             // NetBox builds `next` from the Host it saw: here a name that does not resolve.

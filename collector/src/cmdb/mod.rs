@@ -8,6 +8,20 @@
 
 pub mod netbox;
 
+/// A CMDB the collector can sync into. NetBox ([`netbox::NetBox`]) is the first; another CMDB
+/// implements this one method (read, match, diff owned fields, write unless `dry_run`).
+pub trait Cmdb {
+    /// Reads the CMDB, computes the plan and, unless `dry_run`, executes it.
+    ///
+    /// # Errors
+    /// Only when the CMDB as a whole cannot be used; per-device problems are in the report.
+    fn sync(
+        &self,
+        devices: &[DesiredDevice],
+        dry_run: bool,
+    ) -> impl std::future::Future<Output = Result<SyncReport, CmdbError>> + Send;
+}
+
 /// Rack face a device is mounted on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -60,8 +74,63 @@ pub struct DesiredDevice {
     pub macs: Vec<DesiredMac>,
     /// Latest measured power draw in watts.
     pub power_watts: Option<f64>,
+    /// When the device last answered a poll (RFC 3339, UTC).
+    pub last_seen: Option<String>,
     /// Human-readable evidence behind the location and identity (shown in plans).
     pub evidence: Vec<String>,
+}
+
+/// Who owns an asset tag in the CMDB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TagOwnership {
+    /// The collector never writes it.
+    Never,
+    /// Written only while the CMDB's is empty (default).
+    #[default]
+    IfEmpty,
+    /// The collector's value always wins.
+    Always,
+}
+
+/// Which fields the collector owns (writes) in the CMDB. Defaults per DESIGN: physical location,
+/// serial, MACs, measured power and last-seen owned; asset tag only while empty; names, roles,
+/// status, tenant and comments are never written on an existing device.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Ownership {
+    /// Site, location (room), rack, position, face.
+    pub location: bool,
+    /// Serial (also written into a record matched by asset tag or MAC that had none).
+    pub serial: bool,
+    pub asset_tag: TagOwnership,
+    /// Interfaces and MAC address objects.
+    pub macs: bool,
+    /// `gt_measured_power_w` custom field.
+    pub power: bool,
+    /// `gt_last_seen` custom field.
+    pub last_seen: bool,
+    /// Accept a match on hostname alone (weak); default false = exception `weak_match_hostname`.
+    pub match_hostname: bool,
+    /// Relative change of measured power below which NetBox's value is left alone (0.05 = 5 %).
+    pub power_deadband: f64,
+    /// `gt_last_seen` is rewritten only when it moved by more than this.
+    pub last_seen_deadband: std::time::Duration,
+}
+
+impl Default for Ownership {
+    fn default() -> Self {
+        Self {
+            location: true,
+            serial: true,
+            asset_tag: TagOwnership::IfEmpty,
+            macs: true,
+            power: true,
+            last_seen: true,
+            match_hostname: false,
+            power_deadband: 0.05,
+            last_seen_deadband: std::time::Duration::from_secs(3600),
+        }
+    }
 }
 
 /// One change to the CMDB, in the CMDB's own terms, with the reason.
@@ -105,6 +174,10 @@ pub struct SyncReport {
     pub writes: u64,
     /// Writes that failed after retries: (device key, reason).
     pub failures: Vec<(String, String)>,
+    /// HTTP requests made in all (reads included, retries counted).
+    pub requests: u64,
+    /// Journal entries written on changed devices.
+    pub journal_entries: u64,
 }
 
 /// Errors reaching or talking to the CMDB as a whole (per-device problems are exceptions or

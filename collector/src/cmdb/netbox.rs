@@ -3,9 +3,15 @@
 //!
 //! What one [`NetBox::sync`] does, per [`DesiredDevice`], strictly in this order:
 //!
+//! 0. Once per run: the owned custom fields `gt_measured_power_w` / `gt_last_seen` on dcim.device
+//!    are looked up and created when missing.
 //! 1. Match by serial: `GET /api/dcim/devices/?serial=X` (NetBox filters `iexact`), then compare
-//!    exactly after trim + upper case. 0 matches → create, 1 → update, >1 →
-//!    exception `duplicate_serial_in_cmdb` and nothing is written for that device.
+//!    exactly after trim + upper case. 1 → update, >1 → exception `duplicate_serial_in_cmdb` and
+//!    nothing is written for that device. 0 → weak keys, among NetBox devices whose serial is
+//!    empty or a placeholder only: asset tag, then MAC objects (the interface's device), then
+//!    hostname. A single asset-tag or MAC candidate is updated (its serial written); a
+//!    hostname-only candidate is the exception `weak_match_hostname` unless the ownership allows
+//!    it; two candidates are a `duplicate_*_in_cmdb` exception; none → create.
 //! 2. Resolve the placement: site (by slug, then by name), rack (by name within the site). Missing
 //!    ones are created when [`NetBoxConfig::create_missing`] is set, otherwise the device gets a
 //!    `missing_in_cmdb` exception and its placement is left alone.
@@ -17,6 +23,19 @@
 //!    Never written on update: name, role, status, tenant, platform, comments. Nothing is deleted.
 //! 5. MACs: ensure an interface per `interface_name`, a MAC address object assigned to it
 //!    (NetBox ≥ 4.2 keeps MACs as objects) and the interface's `primary_mac_address`.
+//!
+//! 6. Custom fields: measured power when it moved more than the deadband, last-seen when it moved
+//!    more than its deadband (both in the same PATCH as the device's other fields).
+//! 7. A journal entry on every device this run changed (changes + evidence), bulk-POSTed at the
+//!    end of the run.
+//!
+//! Batching: before the per-device loop the serial lookups and the matched devices' interfaces
+//! are prefetched 50 keys per request; device updates without placement changes
+//! are deferred and bulk-PATCHed 50 per request after the loop (placement changes
+//! and creates stay immediate and in input order: the next device's rack elevation depends on
+//! them). Every request passes the rate limiter ([`NetBoxConfig::rate_limit`]).
+//!
+//! [`Ownership`] switches each owned field group off (or the asset tag to "always").
 //!
 //! Every decision is computed from what NetBox returns, so a second run with the same input makes
 //! zero write requests ([`SyncReport::writes`] counts POST/PATCH requests, one per logical write).
@@ -46,7 +65,10 @@ use serde_json::{Map, Value, json};
 use tracing::{debug, info, warn};
 use url::Url;
 
-use super::{Change, CmdbError, DesiredDevice, DesiredMac, Face, FieldChange, SyncException, SyncReport};
+use super::{
+    Change, CmdbError, DesiredDevice, DesiredMac, Face, FieldChange, Ownership, SyncException, SyncReport,
+    TagOwnership,
+};
 
 /// Default NetBox device role (slug derived from it) for created devices.
 pub const DEFAULT_DEVICE_ROLE: &str = "server";
@@ -60,6 +82,21 @@ pub const MAX_BODY: usize = 8 * 1024 * 1024;
 pub const MAX_ATTEMPTS: u32 = 4;
 /// Ceiling of one retry delay, `Retry-After` included.
 pub const MAX_DELAY: Duration = Duration::from_secs(30);
+/// Default request rate limit (requests per second, all methods).
+pub const DEFAULT_RATE_LIMIT: f64 = 20.0;
+/// Custom field (on dcim.device) holding the measured power in watts.
+pub const CF_POWER: &str = "gt_measured_power_w";
+/// Custom field (on dcim.device) holding when the collector last heard from the device.
+pub const CF_LAST_SEEN: &str = "gt_last_seen";
+/// Journal entries per bulk POST.
+const JOURNAL_CHUNK: usize = 100;
+/// Device updates per bulk PATCH.
+const PATCH_CHUNK: usize = 50;
+/// Serials / device ids per prefetching read (`?serial=A&serial=B…`).
+const PREFETCH_CHUNK: usize = 50;
+/// Device fields whose update must not be deferred: the rack elevation of later devices in the
+/// same run depends on them.
+const PLACEMENT_FIELDS: [&str; 5] = ["site", "rack", "location", "position", "face"];
 
 const BASE_DELAY: Duration = Duration::from_millis(500);
 /// NetBox's default `MAX_PAGE_SIZE`.
@@ -98,6 +135,12 @@ pub struct NetBoxConfig {
     pub tls_verify: bool,
     /// Extra CA bundle (PEM) trusted in addition to the platform roots.
     pub ca_file: Option<PathBuf>,
+    /// Which fields the collector writes.
+    pub ownership: Ownership,
+    /// Requests per second to NetBox (all methods); 0 = unlimited.
+    pub rate_limit: f64,
+    /// Leave a journal entry on every device the sync changed.
+    pub journal: bool,
 }
 
 impl NetBoxConfig {
@@ -113,6 +156,9 @@ impl NetBoxConfig {
             timeout: DEFAULT_TIMEOUT,
             tls_verify: true,
             ca_file: None,
+            ownership: Ownership::default(),
+            rate_limit: DEFAULT_RATE_LIMIT,
+            journal: true,
         }
     }
 }
@@ -128,6 +174,9 @@ impl fmt::Debug for NetBoxConfig {
             .field("timeout", &self.timeout)
             .field("tls_verify", &self.tls_verify)
             .field("ca_file", &self.ca_file)
+            .field("ownership", &self.ownership)
+            .field("rate_limit", &self.rate_limit)
+            .field("journal", &self.journal)
             .finish()
     }
 }
@@ -158,8 +207,24 @@ impl NetBox {
     /// Errors only when NetBox as a whole cannot be used (unreachable, token refused, not a
     /// NetBox ≥ 4.2); per-device problems are exceptions or failures in the report.
     pub async fn sync(&self, devices: &[DesiredDevice], dry_run: bool) -> Result<SyncReport, CmdbError> {
+        let requests_before = self.api.requests.load(std::sync::atomic::Ordering::Relaxed);
         self.api.preflight().await?;
         let mut run = Run::new(self, dry_run);
+        match run.ensure_custom_fields().await {
+            Ok(()) => {}
+            Err(Fail::Fatal(e)) => return Err(e),
+            Err(other) => run.fail("", other.reason()),
+        }
+        if devices.len() > 1 {
+            match run.prefetch(devices).await {
+                Ok(()) => {}
+                Err(Fail::Fatal(e)) => return Err(e),
+                // Not fatal: every lookup not prefetched is made one by one.
+                Err(other) => {
+                    warn!(error = %other.reason(), "NetBox prefetch failed; reading device by device.")
+                }
+            }
+        }
         for d in devices {
             match run.device(d).await {
                 Ok(()) => {}
@@ -173,13 +238,35 @@ impl NetBox {
                 Err(other) => run.fail(&d.key, other.reason()),
             }
         }
+        match run.flush_patches().await {
+            Ok(()) => {}
+            Err(Fail::Fatal(e)) => return Err(e),
+            Err(other) => run.fail("", format!("device updates: {}", other.reason())),
+        }
+        match run.flush_journal().await {
+            Ok(()) => {}
+            Err(Fail::Fatal(e)) => return Err(e),
+            Err(other) => run.fail("", format!("journal entries: {}", other.reason())),
+        }
+        run.report.requests = self.api.requests.load(std::sync::atomic::Ordering::Relaxed) - requests_before;
         let r = &run.report;
         info!(
             url = %self.api.shown, dry_run, devices = devices.len(), changes = r.changes.len(),
             exceptions = r.exceptions.len(), failures = r.failures.len(), writes = r.writes,
+            requests = r.requests,
             "NetBox sync finished."
         );
         Ok(run.report)
+    }
+}
+
+impl super::Cmdb for NetBox {
+    fn sync(
+        &self,
+        devices: &[DesiredDevice],
+        dry_run: bool,
+    ) -> impl std::future::Future<Output = Result<SyncReport, CmdbError>> + Send {
+        NetBox::sync(self, devices, dry_run)
     }
 }
 
@@ -366,6 +453,8 @@ struct NbDevice {
     device_type: Option<NbRef>,
     #[serde(default)]
     tenant: Option<Value>,
+    #[serde(default)]
+    custom_fields: Option<Map<String, Value>>,
 }
 
 impl NbDevice {
@@ -496,6 +585,11 @@ struct DeviceDiff {
 }
 
 impl DeviceDiff {
+    fn remove(&mut self, field: &str) {
+        self.fields.retain(|f| f.field != field);
+        self.patch.remove(field);
+    }
+
     fn set(&mut self, field: &str, old: Option<String>, new: String, value: Value) {
         self.fields.push(FieldChange {
             field: field.to_owned(),
@@ -593,6 +687,112 @@ fn diff_device(
     d
 }
 
+/// A NetBox serial that identifies nothing: empty or a placeholder (see [`crate::normalize::serial`]).
+fn serial_free(x: &NbDevice) -> bool {
+    crate::normalize::serial(&x.serial).is_none()
+}
+
+/// Seconds between two RFC 3339 timestamps, when both parse.
+fn seconds_apart(a: &str, b: &str) -> Option<f64> {
+    let p = |s: &str| {
+        humantime::parse_rfc3339_weak(s.trim().trim_end_matches('Z'))
+            .or_else(|_| humantime::parse_rfc3339(s.trim()))
+            .ok()
+    };
+    let (a, b) = (p(a)?, p(b)?);
+    Some(match a.duration_since(b) {
+        Ok(d) => d.as_secs_f64(),
+        Err(e) => e.duration().as_secs_f64(),
+    })
+}
+
+/// Custom-field writes for a device: power only when it moved by more than the deadband,
+/// last-seen only when it moved by more than its deadband. `cur` = NetBox's `custom_fields`
+/// (`None` for a device being created).
+fn diff_custom_fields(
+    cur: Option<&Map<String, Value>>,
+    d: &DesiredDevice,
+    own: &Ownership,
+    ready: &HashSet<&'static str>,
+) -> (Vec<FieldChange>, Map<String, Value>) {
+    let mut fields = Vec::new();
+    let mut patch = Map::new();
+    let old_of = |k: &str| cur.and_then(|m| m.get(k)).filter(|v| !v.is_null());
+    if own.power
+        && ready.contains(CF_POWER)
+        && let Some(w) = d.power_watts.filter(|w| w.is_finite() && *w >= 0.0)
+    {
+        #[allow(clippy::cast_possible_truncation)]
+        let new = w.round() as i64;
+        let old = old_of(CF_POWER).and_then(units_from_value);
+        #[allow(clippy::cast_precision_loss)]
+        let moved = match old {
+            None => true,
+            Some(o) => (new as f64 - o).abs() > o.abs() * own.power_deadband && (new as f64 - o).abs() >= 1.0,
+        };
+        if moved {
+            fields.push(FieldChange {
+                field: format!("custom_fields.{CF_POWER}"),
+                old: old.map(units_str),
+                new: new.to_string(),
+            });
+            patch.insert(CF_POWER.to_owned(), json!(new));
+        }
+    }
+    if own.last_seen
+        && ready.contains(CF_LAST_SEEN)
+        && let Some(seen) = d.last_seen.as_deref().map(str::trim).filter(|s| !s.is_empty())
+    {
+        let old = old_of(CF_LAST_SEEN).and_then(Value::as_str).map(str::to_owned);
+        let moved = match old.as_deref() {
+            None => true,
+            Some(o) => seconds_apart(o, seen).map_or(o != seen, |s| s > own.last_seen_deadband.as_secs_f64()),
+        };
+        if moved {
+            fields.push(FieldChange {
+                field: format!("custom_fields.{CF_LAST_SEEN}"),
+                old,
+                new: seen.to_owned(),
+            });
+            patch.insert(CF_LAST_SEEN.to_owned(), json!(seen));
+        }
+    }
+    (fields, patch)
+}
+
+/// The comment of a journal entry: what was changed and the evidence behind it.
+fn journal_text(changes: &[Change], evidence: &[String]) -> String {
+    let mut t = String::from("groundtruth-collector changed this device from measurements:\n\n");
+    for c in changes {
+        t.push_str(&format!("* {} {}: {}\n", c.action, c.object, c.target));
+        for f in &c.fields {
+            t.push_str(&format!(
+                "  * {}: {} → {}\n",
+                f.field,
+                f.old.as_deref().unwrap_or("(empty)"),
+                f.new
+            ));
+        }
+    }
+    if !evidence.is_empty() {
+        t.push_str("\nEvidence:\n\n");
+        for e in evidence {
+            t.push_str(&format!("* {e}\n"));
+        }
+    }
+    truncate_chars(&t, 60_000)
+}
+
+/// Outcome of matching a device NetBox has no serial for.
+enum WeakMatch {
+    /// Nothing matched: create it.
+    None,
+    /// One serial-less NetBox device matched; how (key and confidence).
+    Matched(Box<NbDevice>, String),
+    /// An exception was recorded (duplicates, hostname-only match): write nothing.
+    Blocked,
+}
+
 /// What to do for one desired MAC on one interface.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct MacPlan {
@@ -679,6 +879,36 @@ struct Api {
     /// Base URL as shown in errors.
     shown: String,
     auth: HeaderValue,
+    limiter: Limiter,
+    /// HTTP requests sent (attempts, all methods).
+    requests: std::sync::atomic::AtomicU64,
+}
+
+/// Spaces requests at least `interval` apart (a token bucket of one).
+struct Limiter {
+    interval: Option<Duration>,
+    next: tokio::sync::Mutex<tokio::time::Instant>,
+}
+
+impl Limiter {
+    fn new(per_second: f64) -> Self {
+        let interval =
+            (per_second.is_finite() && per_second > 0.0).then(|| Duration::from_secs_f64(1.0 / per_second));
+        Self {
+            interval,
+            next: tokio::sync::Mutex::new(tokio::time::Instant::now()),
+        }
+    }
+
+    async fn wait(&self) {
+        let Some(iv) = self.interval else { return };
+        let mut next = self.next.lock().await;
+        let now = tokio::time::Instant::now();
+        if *next > now {
+            tokio::time::sleep_until(*next).await;
+        }
+        *next = (*next).max(now) + iv;
+    }
 }
 
 enum Attempt {
@@ -745,6 +975,8 @@ impl Api {
             base,
             shown,
             auth,
+            limiter: Limiter::new(cfg.rate_limit),
+            requests: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -877,6 +1109,8 @@ impl Api {
     async fn attempt(&self, method: &Method, url: &Url, body: Option<&Value>, what: &str) -> Attempt {
         // A create is not idempotent: retry it only where NetBox cannot have processed it.
         let idempotent = *method != Method::POST;
+        self.limiter.wait().await;
+        self.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut req = self
             .client
             .request(method.clone(), url.clone())
@@ -1093,6 +1327,27 @@ struct Run<'a> {
     role: Option<Resolved<u64>>,
     claims: HashMap<(String, String), Vec<Claim>>,
     seen_serials: HashSet<String>,
+    /// Custom fields that exist in NetBox (or are planned, on a dry run).
+    cf_ready: HashSet<&'static str>,
+    /// NetBox id of the device being synced (for its journal entry).
+    cur_device: Option<u64>,
+    /// NetBox id and evidence of every device this run matched or created (for its journal).
+    device_ids: Vec<(String, u64, Vec<String>)>,
+    /// Device updates without placement changes, bulk-PATCHed at the end of the run.
+    pending: Vec<PendingPatch>,
+    /// Prefetched serial lookups (normalised serial → NetBox devices), taken once each.
+    by_serial: HashMap<String, Vec<NbDevice>>,
+    /// Prefetched interfaces of serial-matched devices, taken once each.
+    ifaces_of: HashMap<u64, Vec<NbInterface>>,
+}
+
+/// A deferred device update.
+struct PendingPatch {
+    key: String,
+    id: u64,
+    target: String,
+    patch: Map<String, Value>,
+    fields: Vec<FieldChange>,
 }
 
 impl<'a> Run<'a> {
@@ -1109,6 +1364,12 @@ impl<'a> Run<'a> {
             role: None,
             claims: HashMap::new(),
             seen_serials: HashSet::new(),
+            cf_ready: HashSet::new(),
+            cur_device: None,
+            device_ids: Vec::new(),
+            pending: Vec::new(),
+            by_serial: HashMap::new(),
+            ifaces_of: HashMap::new(),
         }
     }
 
@@ -1161,12 +1422,29 @@ impl<'a> Run<'a> {
     // ---------------------------------------------------------------- per device
 
     async fn device(&mut self, d: &DesiredDevice) -> Result<(), Fail> {
+        self.cur_device = None;
+        let r = self.device_inner(d).await;
+        if let Some(id) = self.cur_device {
+            self.device_ids.push((d.key.clone(), id, d.evidence.clone()));
+        }
+        r
+    }
+
+    async fn device_inner(&mut self, d: &DesiredDevice) -> Result<(), Fail> {
         let serial = serial_key(&d.serial);
         if serial.is_empty() {
             self.exception(
                 &d.key,
                 "no_serial",
                 "the device has no usable serial; nothing written".to_owned(),
+            );
+            return Ok(());
+        }
+        if crate::normalize::serial(&serial).is_none() {
+            self.exception(
+                &d.key,
+                "placeholder_serial",
+                format!("serial {serial:?} is a placeholder, not an identity; nothing written"),
             );
             return Ok(());
         }
@@ -1180,17 +1458,25 @@ impl<'a> Run<'a> {
             );
             return Ok(());
         }
-        let found: Vec<NbDevice> = self
-            .api()
-            .list("api/dcim/devices/", &[("serial", &serial)])
-            .await?;
+        let found: Vec<NbDevice> = match self.by_serial.remove(&serial) {
+            Some(v) => v,
+            None => {
+                self.api()
+                    .list("api/dcim/devices/", &[("serial", &serial)])
+                    .await?
+            }
+        };
         let matches: Vec<NbDevice> = found
             .into_iter()
             .filter(|x| serial_key(&x.serial) == serial)
             .collect();
         match matches.as_slice() {
-            [] => self.create_device(d, &serial).await,
-            [one] => self.update_device(d, &serial, one).await,
+            [] => match self.weak_match(d).await? {
+                WeakMatch::None => self.create_device(d, &serial).await,
+                WeakMatch::Matched(cur, how) => self.update_device(d, &serial, &cur, Some(&how)).await,
+                WeakMatch::Blocked => Ok(()),
+            },
+            [one] => self.update_device(d, &serial, one, None).await,
             many => {
                 let ids: Vec<String> = many.iter().map(|x| x.id.to_string()).collect();
                 self.exception(
@@ -1271,6 +1557,9 @@ impl<'a> Run<'a> {
         if let Some(t) = &asset_tag {
             push("asset_tag", t.clone());
         }
+        let own = self.cfg().ownership.clone();
+        let (cf_fields, cf_body) = diff_custom_fields(None, d, &own, &self.cf_ready);
+        fields.extend(cf_fields);
 
         let device_id = if self.dry_run {
             self.change(&d.key, "device", "create", target.clone(), fields);
@@ -1297,6 +1586,9 @@ impl<'a> Run<'a> {
             if let Some(tag) = &asset_tag {
                 body["asset_tag"] = json!(tag);
             }
+            if !cf_body.is_empty() {
+                body["custom_fields"] = Value::Object(cf_body);
+            }
             let created: Result<NbId, Fail> = self.post("api/dcim/devices/", &body).await;
             let created = match created {
                 Err(e) if asset_tag.is_some() && e.is_bad_request_about("asset_tag") => {
@@ -1315,17 +1607,37 @@ impl<'a> Run<'a> {
             };
             info!(device = %d.key, serial, id = created.id, "Created device in NetBox.");
             self.change(&d.key, "device", "create", target.clone(), fields);
+            self.cur_device = Some(created.id);
             Some(created.id)
         };
         if let (Some(u), Some(t)) = (place.position, dtype.as_ref()) {
             self.claim(d, &place, u, t);
         }
+        if !own.macs {
+            return Ok(());
+        }
         self.sync_macs(d, serial, device_id, Vec::new()).await
     }
 
-    async fn update_device(&mut self, d: &DesiredDevice, serial: &str, cur: &NbDevice) -> Result<(), Fail> {
-        let target = format!("device serial {serial} (NetBox id {})", cur.id);
+    async fn update_device(
+        &mut self,
+        d: &DesiredDevice,
+        serial: &str,
+        cur: &NbDevice,
+        how: Option<&str>,
+    ) -> Result<(), Fail> {
+        self.cur_device = Some(cur.id);
+        let own = self.cfg().ownership.clone();
+        let target = match how {
+            None => format!("device serial {serial} (NetBox id {})", cur.id),
+            Some(how) => format!(
+                "device serial {serial} (NetBox id {}, {:?}, matched by {how})",
+                cur.id,
+                cur.name.as_deref().unwrap_or("unnamed")
+            ),
+        };
         let mut place = match &d.location {
+            _ if !own.location => None,
             None => None,
             Some(loc) => match self.placement(d, loc).await? {
                 PlaceOutcome::Ready(p) => Some(p),
@@ -1355,15 +1667,40 @@ impl<'a> Run<'a> {
             }
         }
         let nb_tag_empty = cur.asset_tag.as_deref().is_none_or(|t| t.trim().is_empty());
-        let asset_tag = if nb_tag_empty {
-            self.usable_asset_tag(d, Some(cur.id)).await?
-        } else {
-            None
+        let want_tag = d.asset_tag.as_deref().map(str::trim).filter(|t| !t.is_empty());
+        let tag_differs = want_tag.is_some() && cur.asset_tag.as_deref().map(str::trim) != want_tag;
+        let asset_tag = match own.asset_tag {
+            TagOwnership::IfEmpty if nb_tag_empty => self.usable_asset_tag(d, Some(cur.id)).await?,
+            TagOwnership::Always if tag_differs => self.usable_asset_tag(d, Some(cur.id)).await?,
+            _ => None,
         };
         let mut diff = diff_device(cur, serial, asset_tag.as_deref(), place.as_ref());
+        if let (TagOwnership::Always, Some(tag), false) = (own.asset_tag, asset_tag.as_deref(), nb_tag_empty)
+        {
+            diff.set("asset_tag", cur.asset_tag.clone(), tag.to_owned(), json!(tag));
+        }
+        if !own.serial {
+            diff.remove("serial");
+        }
+        let (cf_fields, cf_patch) = diff_custom_fields(cur.custom_fields.as_ref(), d, &own, &self.cf_ready);
+        if !cf_patch.is_empty() {
+            diff.fields.extend(cf_fields);
+            diff.patch
+                .insert("custom_fields".to_owned(), Value::Object(cf_patch));
+        }
         if !diff.fields.is_empty() {
+            let deferrable = !diff.patch.contains_key("asset_tag")
+                && !PLACEMENT_FIELDS.iter().any(|f| diff.patch.contains_key(*f));
             if self.dry_run {
                 self.change(&d.key, "device", "update", target.clone(), diff.fields);
+            } else if deferrable {
+                self.pending.push(PendingPatch {
+                    key: d.key.clone(),
+                    id: cur.id,
+                    target: target.clone(),
+                    patch: diff.patch,
+                    fields: diff.fields,
+                });
             } else {
                 let path = format!("api/dcim/devices/{}/", cur.id);
                 let r: Result<NbId, Fail> = self.patch(&path, &Value::Object(diff.patch.clone())).await;
@@ -1388,8 +1725,13 @@ impl<'a> Run<'a> {
                 }
             }
         }
+        if !own.macs {
+            return Ok(());
+        }
         let ifaces: Vec<NbInterface> = if d.macs.is_empty() {
             Vec::new()
+        } else if let Some(v) = self.ifaces_of.remove(&cur.id) {
+            v
         } else {
             self.api()
                 .list("api/dcim/interfaces/", &[("device_id", &cur.id.to_string())])
@@ -1472,6 +1814,333 @@ impl<'a> Run<'a> {
             return Ok(None);
         }
         Ok(Some(name.to_owned()))
+    }
+
+    // ---------------------------------------------------------------- matching beyond serial
+
+    /// Asset tag (0.9), MAC (0.8), hostname (0.4): only NetBox devices without a usable serial
+    /// are candidates; a device with another real serial is another device.
+    async fn weak_match(&mut self, d: &DesiredDevice) -> Result<WeakMatch, Fail> {
+        if let Some(tag) = d.asset_tag.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
+            let hits: Vec<NbDevice> = self
+                .api()
+                .list("api/dcim/devices/", &[("asset_tag", tag)])
+                .await?;
+            let free: Vec<NbDevice> = hits
+                .into_iter()
+                .filter(|x| x.asset_tag.as_deref().map(str::trim) == Some(tag) && serial_free(x))
+                .collect();
+            match free.len() {
+                0 => {}
+                1 => {
+                    let how = format!("asset tag {tag} (confidence 0.9)");
+                    return Ok(WeakMatch::Matched(
+                        Box::new(free.into_iter().next().unwrap_or_else(|| unreachable!())),
+                        how,
+                    ));
+                }
+                _ => {
+                    return Ok(self.duplicates(
+                        d,
+                        "duplicate_asset_tag_in_cmdb",
+                        &format!("asset tag {tag}"),
+                        &free,
+                    ));
+                }
+            }
+        }
+        let mut ids: Vec<u64> = Vec::new();
+        let mut via = Vec::new();
+        for m in &d.macs {
+            let Some(_) = mac_key(&m.address) else { continue };
+            let addr = m.address.trim().to_lowercase();
+            let known: Vec<NbMac> = self
+                .api()
+                .list("api/dcim/mac-addresses/", &[("mac_address", &addr)])
+                .await?;
+            for k in known.iter().filter(|k| mac_eq(&k.mac_address, &addr)) {
+                if k.assigned_object_type.as_deref() != Some("dcim.interface") {
+                    continue;
+                }
+                let dev = k
+                    .assigned_object
+                    .as_ref()
+                    .and_then(|o| o.get("device"))
+                    .and_then(|dv| dv.get("id"))
+                    .and_then(Value::as_u64);
+                if let Some(id) = dev
+                    && !ids.contains(&id)
+                {
+                    ids.push(id);
+                    via.push(addr.clone());
+                }
+            }
+        }
+        if !ids.is_empty() {
+            let id_strs: Vec<String> = ids.iter().map(u64::to_string).collect();
+            let q: Vec<(&str, &str)> = id_strs.iter().map(|i| ("id", i.as_str())).collect();
+            let devs: Vec<NbDevice> = self.api().list("api/dcim/devices/", &q).await?;
+            let free: Vec<NbDevice> = devs.into_iter().filter(serial_free).collect();
+            match free.len() {
+                0 => {}
+                1 => {
+                    let how = format!("MAC {} (confidence 0.8)", via.join(", "));
+                    return Ok(WeakMatch::Matched(
+                        Box::new(free.into_iter().next().unwrap_or_else(|| unreachable!())),
+                        how,
+                    ));
+                }
+                _ => {
+                    return Ok(self.duplicates(
+                        d,
+                        "duplicate_mac_in_cmdb",
+                        &format!("MAC {}", via.join(", ")),
+                        &free,
+                    ));
+                }
+            }
+        }
+        if let Some(name) = d.hostname.as_deref().map(str::trim).filter(|n| !n.is_empty()) {
+            let hits: Vec<NbDevice> = self
+                .api()
+                .list("api/dcim/devices/", &[("name__ie", name)])
+                .await?;
+            let free: Vec<NbDevice> = hits.into_iter().filter(serial_free).collect();
+            match free.len() {
+                0 => {}
+                1 if self.cfg().ownership.match_hostname => {
+                    let how = format!("hostname {name} (confidence 0.4)");
+                    return Ok(WeakMatch::Matched(
+                        Box::new(free.into_iter().next().unwrap_or_else(|| unreachable!())),
+                        how,
+                    ));
+                }
+                1 => {
+                    let x = &free[0];
+                    self.exception(
+                        &d.key,
+                        "weak_match_hostname",
+                        format!(
+                            "NetBox device {name:?} (id {}) has no serial and matches serial {} only by hostname \
+                             (confidence 0.4); not linked and no duplicate created — confirm it, or set \
+                             netbox.ownership.match_hostname = true",
+                            x.id, d.serial
+                        ),
+                    );
+                    return Ok(WeakMatch::Blocked);
+                }
+                _ => {
+                    return Ok(self.duplicates(
+                        d,
+                        "duplicate_hostname_in_cmdb",
+                        &format!("hostname {name:?}"),
+                        &free,
+                    ));
+                }
+            }
+        }
+        Ok(WeakMatch::None)
+    }
+
+    fn duplicates(&mut self, d: &DesiredDevice, kind: &str, key: &str, many: &[NbDevice]) -> WeakMatch {
+        let ids: Vec<String> = many.iter().map(|x| x.id.to_string()).collect();
+        self.exception(
+            &d.key,
+            kind,
+            format!(
+                "NetBox has {} serial-less devices matching {key} (ids {}); serial {} not linked to any",
+                many.len(),
+                ids.join(", "),
+                d.serial
+            ),
+        );
+        WeakMatch::Blocked
+    }
+
+    // ---------------------------------------------------------------- custom fields, journal
+
+    /// Makes sure the owned custom fields exist on dcim.device (planned only, on a dry run).
+    async fn ensure_custom_fields(&mut self) -> Result<(), Fail> {
+        let own = self.cfg().ownership.clone();
+        let wanted = [
+            (own.power, CF_POWER, "integer", "Measured power (W)"),
+            (own.last_seen, CF_LAST_SEEN, "text", "Last seen by groundtruth"),
+        ];
+        for (on, name, kind, label) in wanted {
+            if !on {
+                continue;
+            }
+            let have: Vec<NbId> = self
+                .api()
+                .list("api/extras/custom-fields/", &[("name", name)])
+                .await?;
+            if !have.is_empty() {
+                self.cf_ready.insert(name);
+                continue;
+            }
+            let target = format!("custom field {name} ({kind}) on dcim.device");
+            let fields = vec![FieldChange {
+                field: "type".to_owned(),
+                old: None,
+                new: kind.to_owned(),
+            }];
+            if self.dry_run {
+                self.change("", "custom_field", "create", target, fields);
+                self.cf_ready.insert(name);
+                continue;
+            }
+            let body = json!({
+                "name": name, "label": label, "type": kind, "object_types": ["dcim.device"],
+                "description": "Written by groundtruth-collector from measurements; do not edit.",
+                "required": false,
+            });
+            match self.post::<NbId>("api/extras/custom-fields/", &body).await {
+                Ok(_) => {
+                    self.change("", "custom_field", "create", target, fields);
+                    self.cf_ready.insert(name);
+                }
+                Err(e @ Fail::Fatal(_)) => return Err(e),
+                Err(e) => {
+                    // Another collector may have created it meanwhile.
+                    let again: Vec<NbId> = self
+                        .api()
+                        .list("api/extras/custom-fields/", &[("name", name)])
+                        .await?;
+                    if again.is_empty() {
+                        self.fail("", format!("creating {target}: {}", e.reason()));
+                    } else {
+                        self.cf_ready.insert(name);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the devices with the input's serials and their interfaces, [`PREFETCH_CHUNK`] keys
+    /// per request, so a cycle without changes costs a few requests per 50 devices instead of
+    /// two per device. Lookups not prefetched (a failed read) fall back to one request each.
+    async fn prefetch(&mut self, devices: &[DesiredDevice]) -> Result<(), Fail> {
+        let serials: Vec<String> = devices
+            .iter()
+            .map(|d| serial_key(&d.serial))
+            .filter(|s| !s.is_empty())
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        let mut matched: Vec<u64> = Vec::new();
+        for chunk in serials.chunks(PREFETCH_CHUNK) {
+            let q: Vec<(&str, &str)> = chunk.iter().map(|s| ("serial", s.as_str())).collect();
+            let found: Vec<NbDevice> = self.api().list("api/dcim/devices/", &q).await?;
+            let mut got: HashMap<String, Vec<NbDevice>> =
+                chunk.iter().map(|s| (s.clone(), Vec::new())).collect();
+            for x in found {
+                if let Some(v) = got.get_mut(&serial_key(&x.serial)) {
+                    v.push(x);
+                }
+            }
+            for v in got.values() {
+                if let [one] = v.as_slice() {
+                    matched.push(one.id);
+                }
+            }
+            self.by_serial.extend(got);
+        }
+        if !self.cfg().ownership.macs {
+            return Ok(());
+        }
+        for chunk in matched.chunks(PREFETCH_CHUNK) {
+            let ids: Vec<String> = chunk.iter().map(u64::to_string).collect();
+            let q: Vec<(&str, &str)> = ids.iter().map(|i| ("device_id", i.as_str())).collect();
+            let found: Vec<Value> = self.api().list("api/dcim/interfaces/", &q).await?;
+            let mut got: HashMap<u64, Vec<NbInterface>> = chunk.iter().map(|id| (*id, Vec::new())).collect();
+            for v in found {
+                let dev = v.get("device").and_then(|d| d.get("id")).and_then(Value::as_u64);
+                if let (Some(dev), Ok(i)) = (dev, serde_json::from_value::<NbInterface>(v))
+                    && let Some(list) = got.get_mut(&dev)
+                {
+                    list.push(i);
+                }
+            }
+            self.ifaces_of.extend(got);
+        }
+        Ok(())
+    }
+
+    /// Writes the deferred device updates, [`PATCH_CHUNK`] per bulk PATCH. NetBox applies a bulk
+    /// update in one transaction: when it refuses the chunk, its items are retried one by one so
+    /// one bad item fails alone.
+    async fn flush_patches(&mut self) -> Result<(), Fail> {
+        let pending = std::mem::take(&mut self.pending);
+        for chunk in pending.chunks(PATCH_CHUNK) {
+            if chunk.len() > 1 {
+                let body: Vec<Value> = chunk
+                    .iter()
+                    .map(|p| {
+                        let mut m = p.patch.clone();
+                        m.insert("id".to_owned(), json!(p.id));
+                        Value::Object(m)
+                    })
+                    .collect();
+                match self
+                    .patch::<Value>("api/dcim/devices/", &Value::Array(body))
+                    .await
+                {
+                    Ok(_) => {
+                        for p in chunk {
+                            self.change(&p.key, "device", "update", p.target.clone(), p.fields.clone());
+                        }
+                        continue;
+                    }
+                    Err(e @ Fail::Fatal(_)) => return Err(e),
+                    Err(e) => {
+                        warn!(error = %e.reason(), "NetBox refused a bulk device update; retrying one by one.")
+                    }
+                }
+            }
+            for p in chunk {
+                let path = format!("api/dcim/devices/{}/", p.id);
+                match self.patch::<NbId>(&path, &Value::Object(p.patch.clone())).await {
+                    Ok(_) => self.change(&p.key, "device", "update", p.target.clone(), p.fields.clone()),
+                    Err(e @ Fail::Fatal(_)) => return Err(e),
+                    Err(e) => self.fail(&p.key, e.reason()),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes a journal entry on every device this run changed, [`JOURNAL_CHUNK`] per bulk POST.
+    async fn flush_journal(&mut self) -> Result<(), Fail> {
+        if self.dry_run || !self.cfg().journal {
+            return Ok(());
+        }
+        let mut entries = Vec::new();
+        for (key, id, evidence) in &self.device_ids {
+            let changes: Vec<Change> = self
+                .report
+                .changes
+                .iter()
+                .filter(|c| &c.device_key == key)
+                .cloned()
+                .collect();
+            if changes.is_empty() {
+                continue;
+            }
+            entries.push(json!({
+                "assigned_object_type": "dcim.device",
+                "assigned_object_id": id,
+                "kind": "info",
+                "comments": journal_text(&changes, evidence),
+            }));
+        }
+        for chunk in entries.chunks(JOURNAL_CHUNK) {
+            let _: Value = self
+                .post("api/extras/journal-entries/", &Value::Array(chunk.to_vec()))
+                .await?;
+            self.report.journal_entries += chunk.len() as u64;
+        }
+        Ok(())
     }
 
     // ---------------------------------------------------------------- placement
@@ -2387,6 +3056,90 @@ mod tests {
         cur.asset_tag = Some("OPERATOR-TAG".into());
         let d = diff_device(&cur, "ABC123", Some("AT-1"), None);
         assert!(d.fields.is_empty(), "{:?}", d.fields);
+    }
+
+    fn power_device(w: Option<f64>, seen: Option<&str>) -> DesiredDevice {
+        DesiredDevice {
+            key: "k".into(),
+            serial: "S1".into(),
+            asset_tag: None,
+            vendor: "Dell".into(),
+            model: "R650".into(),
+            part_number: None,
+            hostname: None,
+            location: None,
+            macs: vec![],
+            power_watts: w,
+            last_seen: seen.map(str::to_owned),
+            evidence: vec![],
+        }
+    }
+
+    #[test]
+    fn custom_fields_respect_deadbands_ownership_and_readiness() {
+        let own = Ownership::default();
+        let ready: HashSet<&'static str> = [CF_POWER, CF_LAST_SEEN].into_iter().collect();
+        let cur = |p: Value, s: Value| {
+            let mut m = Map::new();
+            m.insert(CF_POWER.into(), p);
+            m.insert(CF_LAST_SEEN.into(), s);
+            m
+        };
+        // Empty in NetBox: both written.
+        let d = power_device(Some(349.6), Some("2026-11-24T09:00:00.000Z"));
+        let (f, p) = diff_custom_fields(Some(&cur(Value::Null, Value::Null)), &d, &own, &ready);
+        assert_eq!(f.len(), 2);
+        assert_eq!(p[CF_POWER], json!(350));
+        // Within 5 % and within an hour: nothing.
+        let c = cur(json!(340), json!("2026-11-24T08:30:00.000Z"));
+        assert!(diff_custom_fields(Some(&c), &d, &own, &ready).1.is_empty());
+        // Power moved 10 %, last seen 2 h: both.
+        let c = cur(json!(318), json!("2026-11-24T07:00:00Z"));
+        let (_, p) = diff_custom_fields(Some(&c), &d, &own, &ready);
+        assert_eq!(p.len(), 2, "{p:?}");
+        // Not owned, or the field does not exist in NetBox: nothing.
+        let off = Ownership {
+            power: false,
+            last_seen: false,
+            ..Ownership::default()
+        };
+        assert!(diff_custom_fields(None, &d, &off, &ready).1.is_empty());
+        assert!(diff_custom_fields(None, &d, &own, &HashSet::new()).1.is_empty());
+        // No measurement: nothing; a string decimal from NetBox is read.
+        let none = power_device(None, None);
+        assert!(diff_custom_fields(None, &none, &own, &ready).1.is_empty());
+        let c = cur(json!("350"), Value::Null);
+        let (f, _) = diff_custom_fields(Some(&c), &power_device(Some(351.0), None), &own, &ready);
+        assert!(f.is_empty(), "{f:?}");
+    }
+
+    #[test]
+    fn placeholder_serials_in_netbox_are_free_and_journal_names_the_evidence() {
+        for (sn, free) in [
+            ("", true),
+            ("To Be Filled By O.E.M.", true),
+            ("0000000", true),
+            ("CZ1234", false),
+        ] {
+            let d = nb_device(json!({"id": 1, "serial": sn}));
+            assert_eq!(serial_free(&d), free, "{sn}");
+        }
+        let c = Change {
+            device_key: "k".into(),
+            object: "device".into(),
+            action: "update".into(),
+            target: "device serial S1".into(),
+            fields: vec![FieldChange {
+                field: "rack".into(),
+                old: Some("R01".into()),
+                new: "R07".into(),
+            }],
+        };
+        let t = journal_text(&[c], &["location from SITE_MAP".into()]);
+        assert!(
+            t.contains("rack: R01 → R07") && t.contains("* location from SITE_MAP"),
+            "{t}"
+        );
     }
 
     #[test]
