@@ -271,6 +271,7 @@ fn closed_stdout_pipe_is_not_a_panic() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!err.contains("panicked"), "{err}");
     assert!(out.status.success(), "{:?} {err}", out.status);
+}
 
 /// `groundtruth-collector plan`, `apply` and its alias `sync` against the NetBox peer with an
 /// empty store: they run, `plan` says it is a dry run, `exceptions` lists (no) dead letters.
