@@ -18,5 +18,6 @@ mod modbus;
 mod mqtt;
 mod netbox;
 mod redfish;
+mod scale;
 mod snmp;
 mod snmp_profiles;
