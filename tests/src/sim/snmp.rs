@@ -4,9 +4,9 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_snmp::compatibility::DecodeConfig;
 use async_snmp::message::CommunityMessage;
@@ -41,6 +41,8 @@ struct Device {
     /// (request id, client port) of the last poll-starting GET: a retry repeats both, a new
     /// poll (new client socket) does not.
     last_poll: AtomicU64,
+    /// When the last poll started, in ms since the fleet started (`u64::MAX`: none yet).
+    last_poll_ms: AtomicU64,
 }
 
 /// A running fleet; dropping it stops every socket task.
@@ -49,6 +51,7 @@ pub struct SnmpFleet {
     addrs: Vec<SocketAddr>,
     devices: Arc<Vec<Device>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    gaps: Arc<Mutex<Vec<u32>>>,
 }
 
 impl Drop for SnmpFleet {
@@ -84,6 +87,7 @@ impl SnmpFleet {
                     requests: AtomicU64::new(0),
                     polls: AtomicU64::new(0),
                     last_poll: AtomicU64::new(u64::MAX),
+                    last_poll_ms: AtomicU64::new(u64::MAX),
                 })
                 .collect(),
         );
@@ -92,15 +96,27 @@ impl SnmpFleet {
             by_community.insert(d.spec.name.as_bytes().to_vec(), i);
         }
         let by_community = Arc::new(by_community);
+        let gaps = Arc::new(Mutex::new(Vec::new()));
+        let started = Instant::now();
         let tasks = socks
             .into_iter()
             .enumerate()
-            .map(|(k, sock)| tokio::spawn(serve(k, sock, Arc::clone(&devices), Arc::clone(&by_community))))
+            .map(|(k, sock)| {
+                let cx = ServeCx {
+                    k,
+                    devices: Arc::clone(&devices),
+                    by_community: Arc::clone(&by_community),
+                    gaps: Arc::clone(&gaps),
+                    started,
+                };
+                tokio::spawn(serve(sock, cx))
+            })
             .collect();
         Ok(Self {
             addrs,
             devices,
             tasks,
+            gaps,
         })
     }
 
@@ -137,6 +153,12 @@ impl SnmpFleet {
         self.devices[i].polls.load(Ordering::Relaxed)
     }
 
+    /// Every gap between two consecutive poll starts on one device, in ms (for jitter figures).
+    #[must_use]
+    pub fn poll_gaps_ms(&self) -> Vec<u32> {
+        self.gaps.lock().map(|g| g.clone()).unwrap_or_default()
+    }
+
     /// Requests received for device `i` (answered or not).
     #[must_use]
     pub fn requests(&self, i: usize) -> u64 {
@@ -144,12 +166,22 @@ impl SnmpFleet {
     }
 }
 
-async fn serve(
+struct ServeCx {
     k: usize,
-    sock: Arc<UdpSocket>,
     devices: Arc<Vec<Device>>,
     by_community: Arc<HashMap<Vec<u8>, usize>>,
-) {
+    gaps: Arc<Mutex<Vec<u32>>>,
+    started: Instant,
+}
+
+async fn serve(sock: Arc<UdpSocket>, cx: ServeCx) {
+    let ServeCx {
+        k,
+        devices,
+        by_community,
+        gaps,
+        started,
+    } = cx;
     let mut buf = vec![0u8; 65_536];
     let mut rng: u64 = 0x9E37_79B9_7F4A_7C15 ^ (k as u64);
     loop {
@@ -184,6 +216,13 @@ async fn serve(
             && d.last_poll.swap(poll_key(rid, peer), Ordering::Relaxed) != poll_key(rid, peer)
         {
             d.polls.fetch_add(1, Ordering::Relaxed);
+            let now = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            let last = d.last_poll_ms.swap(now, Ordering::Relaxed);
+            if last != u64::MAX
+                && let Ok(mut g) = gaps.lock()
+            {
+                g.push(u32::try_from(now.saturating_sub(last)).unwrap_or(u32::MAX));
+            }
         }
         rng ^= rng << 13;
         rng ^= rng >> 7;
