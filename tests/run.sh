@@ -3,7 +3,8 @@
 # tests need (Debian packages, PyPI packages, crates), starts every test peer on 127.0.0.1
 # (tests/peers/start-all.sh, NetBox included), then runs, in order:
 #   cargo fmt --check; cargo clippy --all-targets -D warnings; cargo build; cargo test (all suites);
-#   the .deb install test (tests/packaging.sh)
+#   the .deb install test (tests/packaging.sh); the fuzz smoke (tests/fuzz.sh: every cargo-fuzz
+#   target for GT_FUZZ_SECONDS, default 20 s; GT_SKIP_FUZZ=1 skips it)
 # with GT_REQUIRE_PEERS=1, so a peer that failed to come up fails the run instead of skipping.
 # Peers are left running for the next run (stop them with tests/peers/stop-all.sh).
 #
@@ -39,6 +40,10 @@ set -e
 if [ "$status" = 0 ]; then
   step "package install test (tests/packaging.sh)"
   tests/packaging.sh || status=$?
+fi
+if [ "$status" = 0 ] && [ "${GT_SKIP_FUZZ:-0}" != 1 ]; then
+  step "fuzz smoke (tests/fuzz.sh)"
+  tests/fuzz.sh || status=$?
 fi
 step "done (exit $status)"
 exit "$status"
