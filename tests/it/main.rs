@@ -17,6 +17,7 @@ mod ipmi;
 mod modbus;
 mod mqtt;
 mod netbox;
+mod outage;
 mod redfish;
 mod scale;
 mod snmp;
