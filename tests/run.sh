@@ -3,7 +3,9 @@
 # tests need (Debian packages, PyPI packages, crates), starts every test peer on 127.0.0.1
 # (tests/peers/start-all.sh, NetBox included), then runs, in order:
 #   cargo fmt --check; cargo clippy --all-targets -D warnings; cargo build; cargo test (all suites);
-#   the .deb install test (tests/packaging.sh); the web UI in headless chromium (tests/web/run.sh)
+#   the .deb install test (tests/packaging.sh); the web UI in headless chromium (tests/web/run.sh);
+#   the fuzz smoke (tests/fuzz.sh: every cargo-fuzz target for GT_FUZZ_SECONDS; GT_SKIP_FUZZ=1
+#   skips it)
 # with GT_REQUIRE_PEERS=1, so a peer that failed to come up (or a missing chromium) fails the run
 # instead of skipping.
 # Peers are left running for the next run (stop them with tests/peers/stop-all.sh).
@@ -44,6 +46,10 @@ fi
 if [ "$status" = 0 ]; then
   step "web UI in headless chromium (tests/web/run.sh; screenshots in target/web-artifacts/)"
   GT_REQUIRE_PEERS=1 tests/web/run.sh || status=$?
+fi
+if [ "$status" = 0 ] && [ "${GT_SKIP_FUZZ:-0}" != 1 ]; then
+  step "fuzz smoke (tests/fuzz.sh)"
+  tests/fuzz.sh || status=$?
 fi
 step "done (exit $status)"
 exit "$status"

@@ -9,6 +9,8 @@
 pub mod config;
 pub mod discover;
 pub mod driver;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod io;
 pub mod metrics;
 pub mod run;

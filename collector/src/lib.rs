@@ -7,6 +7,8 @@
 
 pub mod cmdb;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod http;
 pub mod ingest;
 pub mod locate;

@@ -12,11 +12,14 @@
 
 mod cli;
 mod e2e;
+mod fuzz_replay;
 mod ipmi;
 mod modbus;
 mod mqtt;
 mod netbox;
+mod outage;
 mod redfish;
+mod scale;
 mod snmp;
 mod snmp_profiles;
 mod tls;

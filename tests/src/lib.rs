@@ -10,6 +10,8 @@
 
 #![allow(clippy::missing_panics_doc)]
 
+pub mod sim;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 

@@ -1425,6 +1425,33 @@ async fn collect_macs(
     }
 }
 
+/// Fuzzing entry point (`fuzz/` workspace and the corpus replay test): one HTTP body as a BMC
+/// might send it, through the same JSON steps as `Fetcher::get` and every lenient model, then
+/// into readings and placement evidence. Not an API.
+#[doc(hidden)]
+pub fn fuzz_json(body: &[u8]) {
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return;
+    };
+    let _ = value.get("error").and_then(|e| e.get("message"));
+    let now = SystemTime::UNIX_EPOCH;
+    if let Ok(c) = serde_json::from_value::<Chassis>(value.clone()) {
+        let _ = is_subunit(c.chassis_type.as_deref());
+        if let Some(loc) = &c.location {
+            let _ = placement_evidence(loc, "/redfish/v1/Chassis/1", now);
+        }
+    }
+    if let Ok(p) = serde_json::from_value::<Power>(value.clone()) {
+        let mut report = DeviceReport::default();
+        power_readings(&p, "/redfish/v1/Chassis/1/Power", now, &mut report);
+    }
+    let _ = serde_json::from_value::<ServiceRoot>(value.clone());
+    let _ = serde_json::from_value::<Collection>(value.clone());
+    let _ = serde_json::from_value::<System>(value.clone());
+    let _ = serde_json::from_value::<Manager>(value.clone());
+    let _ = serde_json::from_value::<EthernetInterface>(value);
+}
+
 fn placement_evidence(loc: &Location, chassis_path: &str, now: SystemTime) -> Option<LocationEvidence> {
     let p = loc.placement.as_ref();
     let addr = loc.postal_address.as_ref();

@@ -461,6 +461,61 @@ impl DeviceId {
 }
 
 /// IANA private enterprise numbers of common server and BMC makers.
+/// Fuzzing entry points (`fuzz/` workspace and the corpus replay test): the pure parsers of
+/// what a BMC sends, fed with arbitrary bytes. Not an API.
+#[doc(hidden)]
+pub mod fuzz {
+    use super::{DeviceIdentity, Record, SystemTime, fru, rmcp, sdr, sensor_reading, thresholds_text};
+
+    /// One datagram through the RMCP/RMCP+ codec (both AuthCode lengths), then the IPMI message
+    /// inside it through the response decoder.
+    pub fn rmcp(data: &[u8]) {
+        for mac_len in [12, 16] {
+            if let Ok(p) = rmcp::decode_packet(data, mac_len) {
+                let message = match p {
+                    rmcp::Packet::V15 { message, .. } => message,
+                    rmcp::Packet::V2(v2) => v2.payload,
+                };
+                let _ = rmcp::decode_response(message);
+            }
+        }
+        let _ = rmcp::decode_response(data);
+        // Session setup answers: Open Session Response, RAKP 2, RAKP 4.
+        for payload_type in [0x11, 0x13, 0x15] {
+            let _ = super::session::presession_payload(data, payload_type, 0);
+        }
+        // The session layer's AES-CBC decryption of a confidential payload (any key).
+        let keys = super::session::Keys::derive(super::session::Hash::Sha1, &[0x55; 20]);
+        let _ = keys.decrypt(data);
+    }
+
+    /// A FRU image through the FRU parser and into an identity.
+    pub fn fru(data: &[u8]) {
+        let f = fru::parse(data);
+        let mut id = DeviceIdentity::default();
+        super::apply_fru(&mut id, &f);
+        for (i, b) in data.iter().enumerate().take(4) {
+            let _ = fru::decode_field(*b, &data[i..]);
+        }
+    }
+
+    /// One SDR record through the SDR parser; a sensor's reading (the record's last two bytes
+    /// as a Get Sensor Reading answer) through the conversion.
+    pub fn sdr(data: &[u8]) {
+        if let Ok(Record::Sensor(x)) = sdr::parse_record(data) {
+            let tail = data.len().saturating_sub(3);
+            let _ = sensor_reading(&x, &data[tail..], SystemTime::UNIX_EPOCH);
+            let _ = thresholds_text(&x);
+            if let Some(c) = x.conversion {
+                for raw in [0u8, 1, 0x7F, 0x80, 0xFF] {
+                    let _ = c.convert(raw);
+                }
+            }
+            let _ = sdr::metric_for(x.base_unit);
+        }
+    }
+}
+
 fn iana_name(id: u32) -> Option<&'static str> {
     Some(match id {
         2 => "IBM",

@@ -1129,7 +1129,7 @@ fn presession(payload_type: u8, body: &[u8]) -> Vec<u8> {
 
 /// The payload of an unauthenticated pre-session RMCP+ answer of `payload_type` with message
 /// tag `tag`; at least 8 bytes (tag, status, reserved, console session id).
-fn presession_payload(b: &[u8], payload_type: u8, tag: u8) -> Result<&[u8], DriverError> {
+pub(super) fn presession_payload(b: &[u8], payload_type: u8, tag: u8) -> Result<&[u8], DriverError> {
     let Packet::V2(p) = decode_packet(b, 0)? else {
         return Err(malformed("RMCP+ packet", "IPMI 1.5 answer during session setup"));
     };
