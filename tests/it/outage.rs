@@ -85,6 +85,7 @@ async fn broker_killed_for_20s_then_every_batch_arrives_in_order() {
             password: None,
             share_group: "outage".into(),
             client_id: format!("outage-collector-{}", std::process::id()),
+            tls: None,
         },
         IngestService::new(store.clone(), tx),
         Arc::clone(&stats),
