@@ -119,14 +119,13 @@ try {
     await page.screenshot({ path: join(artifacts, 'device-437XR1138R2.png'), fullPage: true });
   });
 
-  await step('the PDU mockup (Redfish says rack "42", the site map WEB43) is a conflict, not a guess', async () => {
-    await page.goto(`${base}/`);
-    const lost = await page.textContent('ul.unlocated');
-    assert.match(lost, /29347ZT536/);
-    assert.match(lost, /location conflict/);
-    await page.click('ul.unlocated a');
-    assert.match(await page.textContent('#chosen-location'), /Conflict, nothing guessed: .*"42".*"WEB43"/);
+  await step('the PDU mockup (Redfish gives no rack; the site map pins it to WEB43) is placed there, its inlet lines listed, not counted twice', async () => {
+    await page.goto(`${base}/racks/WEBDC/WEB43`);
+    assert.match(await page.textContent('table.inlets'), /29347ZT536|ZAP4000/);
+    assert.match(await page.textContent('#rack-total'), /^344 W$/);
+    await page.goto(`${base}/devices/serial%3A29347ZT536`);
     assert.match(await page.textContent('#evidence'), /site map/);
+    assert.match(await page.textContent('#chosen-location'), /rack WEB43/);
   });
 
   await step('the index lists sites, rooms and racks; hostile names stay text', async () => {

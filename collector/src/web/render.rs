@@ -229,7 +229,14 @@ pub fn inventory<'a>(
         }
         let inlets = readings
             .iter()
-            .filter(|r| r.device_key == d.device_key && r.component_kind == "COMPONENT_KIND_INLET")
+            // Redfish rack PDUs report their inlet as per-line (PHASE) readings, SNMP PDUs per INLET.
+            .filter(|r| {
+                r.device_key == d.device_key
+                    && matches!(
+                        r.component_kind.as_str(),
+                        "COMPONENT_KIND_INLET" | "COMPONENT_KIND_PHASE"
+                    )
+            })
             .collect();
         rack.devices.push(Placed {
             device: d,
