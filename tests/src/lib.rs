@@ -10,6 +10,7 @@
 
 #![allow(clippy::missing_panics_doc)]
 
+pub mod proc;
 pub mod sim;
 
 use std::collections::HashMap;
