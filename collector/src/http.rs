@@ -124,7 +124,7 @@ pub fn render(
         .iter()
         .map(|d| {
             let evidence = crate::reconcile::evidence_for(d, &s.rules);
-            let (site, rack, u) = match locate(&evidence, &d.asset_tag, &s.rules.patterns) {
+            let (site, room, rack, u) = match locate(&evidence, &d.asset_tag, &s.rules.patterns) {
                 Located::At(e) => {
                     let site = [
                         e.site.as_str(),
@@ -135,21 +135,32 @@ pub fn render(
                     .find(|x| !x.is_empty())
                     .unwrap_or_default()
                     .to_owned();
+                    let room = if e.room.is_empty() {
+                        s.rules
+                            .site_map
+                            .rack(&site, &e.rack)
+                            .map(|r| r.room.clone())
+                            .unwrap_or_default()
+                    } else {
+                        e.room
+                    };
                     (
                         site,
+                        room,
                         e.rack,
                         e.u_position.map(|u| u.to_string()).unwrap_or_default(),
                     )
                 }
-                _ => (String::new(), String::new(), String::new()),
+                _ => Default::default(),
             };
             let l = format!(
-                "device=\"{}\",serial=\"{}\",vendor=\"{}\",model=\"{}\",site=\"{}\",rack=\"{}\",u=\"{}\"",
+                "device=\"{}\",serial=\"{}\",vendor=\"{}\",model=\"{}\",site=\"{}\",room=\"{}\",rack=\"{}\",u=\"{}\"",
                 esc(&d.device_key),
                 esc(&d.serial),
                 esc(&d.vendor),
                 esc(&d.model),
                 esc(&site),
+                esc(&room),
                 esc(&rack),
                 esc(&u)
             );
@@ -245,7 +256,72 @@ async fn metrics(State(s): State<Arc<HttpState>>) -> Response {
         }),
         Err(e) => return internal(&e),
     };
-    render(&devices, &readings, &exceptions, &s).into_response()
+    let heights = match s.store.u_heights().await {
+        Ok(h) => h,
+        Err(e) => return internal(&e),
+    };
+    let inv = crate::web::render::inventory(&devices, &readings, &heights, &s.rules);
+    let power = crate::power::compute(&inv, &readings, &s.rules);
+    let mut text = render(&devices, &readings, &exceptions, &s);
+    text.push_str(&render_power(&power));
+    text.into_response()
+}
+
+/// Rack, room and outlet power gauges for facilities dashboards.
+#[must_use]
+pub fn render_power(v: &crate::power::PowerView) -> String {
+    let source = |s: crate::power::Source| {
+        serde_json::to_value(s)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default()
+    };
+    let mut out = String::from(
+        "# HELP groundtruth_rack_power_watts Rack total: measured PDU inlets, else the sum of its devices (source label).\n# TYPE groundtruth_rack_power_watts gauge\n",
+    );
+    for r in &v.racks {
+        let _ = writeln!(
+            out,
+            "groundtruth_rack_power_watts{{site=\"{}\",room=\"{}\",rack=\"{}\",source=\"{}\"}} {}",
+            esc(&r.site),
+            esc(&r.room),
+            esc(&r.rack),
+            source(r.source),
+            r.watts
+        );
+    }
+    out.push_str(
+        "# HELP groundtruth_room_power_watts Room total: the sum of its racks.\n# TYPE groundtruth_room_power_watts gauge\n",
+    );
+    for r in &v.rooms {
+        let _ = writeln!(
+            out,
+            "groundtruth_room_power_watts{{site=\"{}\",room=\"{}\",source=\"{}\"}} {}",
+            esc(&r.site),
+            esc(&r.room),
+            source(r.source),
+            r.watts
+        );
+    }
+    out.push_str(
+        "# HELP groundtruth_outlet_power_watts PDU outlet power with the device the site map says it feeds.\n# TYPE groundtruth_outlet_power_watts gauge\n",
+    );
+    for r in &v.racks {
+        for o in &r.outlets {
+            let _ = writeln!(
+                out,
+                "groundtruth_outlet_power_watts{{pdu=\"{}\",outlet=\"{}\",site=\"{}\",rack=\"{}\",u=\"{}\",device=\"{}\"}} {}",
+                esc(&o.pdu),
+                o.outlet,
+                esc(&o.site),
+                esc(&o.rack),
+                o.u,
+                esc(o.device.as_deref().unwrap_or_default()),
+                o.watts
+            );
+        }
+    }
+    out
 }
 
 async fn api_devices(State(s): State<Arc<HttpState>>, headers: HeaderMap) -> Response {
@@ -350,7 +426,7 @@ mod tests {
             &HashMap::from([("no_location".to_owned(), 3)]),
             &state,
         );
-        assert!(text.contains("groundtruth_device_power_watts{device=\"serial:SN\\\"1\",serial=\"SN\\\"1\",vendor=\"Dell\",model=\"\",site=\"DC1\",rack=\"R07\",u=\"12\"} 412"), "{text}");
+        assert!(text.contains("groundtruth_device_power_watts{device=\"serial:SN\\\"1\",serial=\"SN\\\"1\",vendor=\"Dell\",model=\"\",site=\"DC1\",room=\"\",rack=\"R07\",u=\"12\"} 412"), "{text}");
         assert!(
             text.contains(",component=\"psu\",index=\"2\",label=\"PS2\"} 207"),
             "{text}"

@@ -231,6 +231,15 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     }
     if let Some(m) = cfg.mqtt.clone() {
         tracing::info!(broker = %format!("{}:{}", m.host, m.port), group = %m.share_group, "Collector subscribing to agents over MQTT.");
+        if let Some(every) = m.publish_power {
+            let opts = groundtruth_collector::ingest::mqtt::options(&m, &format!("{}-power", m.client_id));
+            tokio::spawn(groundtruth_collector::power::publish(
+                opts,
+                store.clone(),
+                cfg.rules.clone(),
+                every,
+            ));
+        }
         tokio::spawn(groundtruth_collector::ingest::mqtt::run(
             m,
             service.clone(),

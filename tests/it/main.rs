@@ -19,6 +19,7 @@ mod modbus;
 mod mqtt;
 mod netbox;
 mod outage;
+mod power;
 mod redfish;
 mod scale;
 mod snmp;
