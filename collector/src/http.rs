@@ -344,6 +344,121 @@ async fn api_exceptions(State(s): State<Arc<HttpState>>, headers: HeaderMap) -> 
     }
 }
 
+/// Body of the exception actions (`POST /api/exceptions/{id}/{accept|ignore|pin}`, `POST
+/// /api/pins`, `POST /api/pins/remove`, `POST /api/ignores/remove`).
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ActionBody {
+    /// Who takes the action (recorded in the audit trail).
+    actor: String,
+    #[serde(default)]
+    note: String,
+    /// `pin`: the location; `/api/pins*`: the device; `/api/ignores/remove`: device and kind.
+    #[serde(default)]
+    device_key: String,
+    #[serde(default)]
+    kind: String,
+    #[serde(default, flatten)]
+    pin: Option<crate::store::Pin>,
+}
+
+async fn api_exception_action(
+    State(s): State<Arc<HttpState>>,
+    axum::extract::Path((id, action)): axum::extract::Path<(i64, String)>,
+    headers: HeaderMap,
+    body: Result<axum::Json<ActionBody>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    if !authorized(&s, &headers) {
+        return (StatusCode::UNAUTHORIZED, "missing or wrong bearer token\n").into_response();
+    }
+    let b = match body {
+        Ok(axum::Json(b)) => b,
+        Err(e) => return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+    };
+    let done = match action.as_str() {
+        "accept" => s.store.accept_exception(id, &b.actor, &b.note).await,
+        "ignore" => s.store.ignore_exception(id, &b.actor, &b.note).await,
+        "pin" => match &b.pin {
+            Some(pin) => s.store.pin_exception(id, pin, &b.actor, &b.note).await,
+            None => return (StatusCode::BAD_REQUEST, "pin needs site and rack\n").into_response(),
+        },
+        _ => {
+            return (StatusCode::NOT_FOUND, "unknown action (accept, ignore or pin)\n").into_response();
+        }
+    };
+    action_result(done, &format!("no open exception {id}"), || {
+        tracing::info!(id, action = %action, actor = %b.actor, "Exception action taken through the API.");
+    })
+}
+
+async fn api_pin(
+    s: Arc<HttpState>,
+    op: &str,
+    headers: HeaderMap,
+    body: Result<axum::Json<ActionBody>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    if !authorized(&s, &headers) {
+        return (StatusCode::UNAUTHORIZED, "missing or wrong bearer token\n").into_response();
+    }
+    let b = match body {
+        Ok(axum::Json(b)) if !b.device_key.is_empty() => b,
+        Ok(_) => return (StatusCode::BAD_REQUEST, "device_key is required\n").into_response(),
+        Err(e) => return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+    };
+    let done = match (op, &b.pin) {
+        ("pins/add", Some(pin)) => s
+            .store
+            .pin_device(&b.device_key, pin, &b.actor, &b.note)
+            .await
+            .map(|()| true),
+        ("pins/add", None) => return (StatusCode::BAD_REQUEST, "pin needs site and rack\n").into_response(),
+        ("pins/remove", _) => s.store.unpin(&b.device_key, &b.actor, &b.note).await,
+        ("ignores/remove", _) => s.store.unignore(&b.device_key, &b.kind, &b.actor, &b.note).await,
+        _ => return StatusCode::NOT_FOUND.into_response(),
+    };
+    action_result(done, &format!("nothing to remove for {}", b.device_key), || {
+        tracing::info!(op = %op, device = %b.device_key, actor = %b.actor, "Location/ignore action taken through the API.");
+    })
+}
+
+fn action_result(
+    done: Result<bool, crate::store::StoreError>,
+    missing: &str,
+    log: impl FnOnce(),
+) -> Response {
+    match done {
+        Ok(true) => {
+            log();
+            axum::Json(serde_json::json!({"ok": true})).into_response()
+        }
+        Ok(false) => (StatusCode::NOT_FOUND, format!("{missing}\n")).into_response(),
+        Err(e @ crate::store::StoreError::Refused(_)) => {
+            (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response()
+        }
+        Err(e) => internal(&e),
+    }
+}
+
+async fn api_audit(
+    State(s): State<Arc<HttpState>>,
+    headers: HeaderMap,
+    axum::extract::RawQuery(q): axum::extract::RawQuery,
+) -> Response {
+    if !authorized(&s, &headers) {
+        return (StatusCode::UNAUTHORIZED, "missing or wrong bearer token\n").into_response();
+    }
+    let q = q.unwrap_or_default();
+    let device = crate::web::form_field(&q, "device");
+    let limit = crate::web::form_field(&q, "limit")
+        .and_then(|l| l.parse::<i64>().ok())
+        .unwrap_or(200)
+        .clamp(1, 10_000);
+    match s.store.audit_trail(device.as_deref(), limit).await {
+        Ok(x) => axum::Json(x).into_response(),
+        Err(e) => internal(&e),
+    }
+}
+
 /// The router (exposed for tests).
 pub fn router(state: HttpState) -> Router {
     Router::new()
@@ -351,6 +466,23 @@ pub fn router(state: HttpState) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/api/devices", get(api_devices))
         .route("/api/exceptions", get(api_exceptions))
+        .route("/api/exceptions/audit", get(api_audit))
+        .route(
+            "/api/exceptions/{id}/{action}",
+            axum::routing::post(api_exception_action),
+        )
+        .route(
+            "/api/pins/add",
+            axum::routing::post(|State(s), h, b| api_pin(s, "pins/add", h, b)),
+        )
+        .route(
+            "/api/pins/remove",
+            axum::routing::post(|State(s), h, b| api_pin(s, "pins/remove", h, b)),
+        )
+        .route(
+            "/api/ignores/remove",
+            axum::routing::post(|State(s), h, b| api_pin(s, "ignores/remove", h, b)),
+        )
         .merge(crate::web::routes())
         .with_state(Arc::new(state))
 }

@@ -122,3 +122,26 @@ pub async fn run_pass(
     summary.report = report;
     Ok(summary)
 }
+
+/// The pass run when no CMDB is configured: records the exceptions the collector finds on its
+/// own (unusable identity, no or conflicting location) and resolves those whose cause went
+/// away, so the exception log works without NetBox. Returns the number of open findings.
+///
+/// # Errors
+/// When the store fails.
+pub async fn local_pass(store: &Store, rules: &reconcile::Rules) -> Result<usize, StoreError> {
+    let mut found = 0;
+    for d in store.devices().await? {
+        match reconcile::desired(&d, rules) {
+            Ok(want) => store.resolve_exceptions(&want.key, &[]).await?,
+            Err(unfit) => {
+                found += 1;
+                store
+                    .raise_exception(&unfit.device_key, unfit.kind, &unfit.detail)
+                    .await?;
+                store.resolve_exceptions(&unfit.device_key, &[unfit.kind]).await?;
+            }
+        }
+    }
+    Ok(found)
+}

@@ -12,6 +12,7 @@
 
 mod cli;
 mod e2e;
+mod exceptions;
 mod faults;
 mod fuzz_replay;
 mod ipmi;
