@@ -4,7 +4,9 @@
 //! configured: its own checks) opens ONE `location_conflict` naming both sides. An operator pins
 //! the device through the HTTP API (who and why recorded); the conflict ends and stays ended
 //! after the next poll; the audit trail shows it through the CLI; unpinning brings the conflict
-//! back.
+//! back. Beside it, an appliance (a private snmpsim serving our own recording) whose serial is the
+//! BIOS placeholder `To Be Filled By O.E.M.` lands in the log as `no_usable_identity`, and an
+//! operator's "ignore" keeps it out of the log across later polls.
 
 use std::time::Duration;
 
@@ -76,6 +78,12 @@ async fn conflict_is_one_exception_and_a_pin_through_the_api_ends_it_with_an_aud
         eprintln!("{msg}");
         return;
     };
+    let Some(sim) = groundtruth_tests::PrivateSnmpsim::start() else {
+        let msg = "SKIP: exceptions_actions: snmpsim venv not installed (tests/peers/snmpsim/start.sh)";
+        assert!(std::env::var("GT_REQUIRE_PEERS").as_deref() != Ok("1"), "{msg}");
+        eprintln!("{msg}");
+        return;
+    };
     init_tls();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
@@ -103,8 +111,10 @@ async fn conflict_is_one_exception_and_a_pin_through_the_api_ends_it_with_an_aud
         &agent_cfg,
         format!(
             "[agent]\nid = \"exc-agent\"\nsite = \"EXC\"\nmetrics_listen = \"off\"\nstate_dir = {:?}\n\n[collector]\ngrpc = \"http://127.0.0.1:{grpc}\"\n\n\
-             [defaults]\ntimeout = \"5s\"\n\n[[targets]]\nname = \"rackmount1\"\nurl = \"redfish://127.0.0.1:{base}?insecure\"\n",
-            d.join("agent-state")
+             [defaults]\ntimeout = \"5s\"\n\n[[targets]]\nname = \"rackmount1\"\nurl = \"redfish://127.0.0.1:{base}?insecure\"\n\n\
+             [[targets]]\nname = \"appliance\"\nurl = \"snmp://gt-junk-serial@{}\"\n",
+            d.join("agent-state"),
+            sim.addr
         ),
     )
     .unwrap();
@@ -162,6 +172,35 @@ async fn conflict_is_one_exception_and_a_pin_through_the_api_ends_it_with_an_aud
     );
     let id = open[0]["id"].as_i64().unwrap();
 
+    // The placeholder serial is no identity: an exception, not a device in the CMDB's eyes.
+    let junk = api
+        .get("/api/exceptions")
+        .await
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| {
+            e["kind"] == "no_usable_identity"
+                && e["device_key"].as_str().is_some_and(|k| k.contains("snmp://"))
+        })
+        .cloned()
+        .expect("no_usable_identity for the appliance with serial 'To Be Filled By O.E.M.'");
+    assert!(
+        !api.get("/api/devices")
+            .await
+            .to_string()
+            .contains("serial:TO BE FILLED"),
+        "the placeholder became a serial key"
+    );
+    let junk_id = junk["id"].as_i64().unwrap();
+    let (code, text) = api
+        .post(
+            &format!("/api/exceptions/{junk_id}/ignore"),
+            &serde_json::json!({"actor": "bob", "note": "vendor appliance, no serial"}),
+        )
+        .await;
+    assert_eq!(code, 200, "{text}");
+
     // Refusals are clear: no actor; no rack; unknown id.
     let (code, text) = api
         .post(
@@ -209,12 +248,22 @@ async fn conflict_is_one_exception_and_a_pin_through_the_api_ends_it_with_an_aud
             .any(|e| e["source"] == "LOCATION_SOURCE_MANUAL" && e["u_position"] == 20),
         "{dev}"
     );
-    // The next poll brings the Redfish U12 again: the pin still wins, no new conflict.
+    // The next poll brings the Redfish U12 again: the pin still wins, no new conflict; the
+    // ignored appliance stays out of the log.
     poll_once();
     tokio::time::sleep(Duration::from_secs(7)).await;
     assert!(
         api.conflicts(device, 0, Duration::from_secs(1)).await.is_empty(),
         "the pin did not hold"
+    );
+    assert!(
+        !api.get("/api/exceptions")
+            .await
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "no_usable_identity"),
+        "the ignored exception came back"
     );
 
     // The audit trail, through the CLI (same database, while the collector runs).

@@ -16,6 +16,7 @@ mod exceptions;
 mod faults;
 mod fuzz_replay;
 mod ipmi;
+mod locate;
 mod modbus;
 mod mqtt;
 mod netbox;
