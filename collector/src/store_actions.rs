@@ -65,6 +65,24 @@ fn invalid(what: &str) -> StoreError {
 }
 
 impl Store {
+    /// Resolves a device's open exceptions of the given kinds (their cause went away).
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub async fn resolve_exception_kinds(&self, device_key: &str, kinds: &[&str]) -> Result<(), StoreError> {
+        for kind in kinds {
+            sqlx::query(
+                "UPDATE exceptions SET resolved_at = $1 WHERE device_key = $2 AND kind = $3 AND resolved_at IS NULL",
+            )
+            .bind(now())
+            .bind(device_key)
+            .bind(kind)
+            .execute(&self.pool)
+            .await?;
+        }
+        Ok(())
+    }
+
     /// One exception, open or resolved.
     ///
     /// # Errors
