@@ -20,6 +20,7 @@ mod netbox;
 mod outage;
 mod redfish;
 mod scale;
+mod scope;
 mod snmp;
 mod snmp_profiles;
 mod tls;
