@@ -23,4 +23,5 @@ mod scale;
 mod scope;
 mod snmp;
 mod snmp_profiles;
+mod sweep;
 mod tls;
