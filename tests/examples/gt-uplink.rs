@@ -162,7 +162,7 @@ async fn grpc(sink: &str, batches: usize, devices: usize, readings: usize, per_d
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-    let server = tonic::transport::Server::builder();
+    let mut server = tonic::transport::Server::builder();
     let server = match sink {
         "null" => tokio::spawn(
             server
