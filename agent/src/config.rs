@@ -165,6 +165,12 @@ struct RawMqtt {
     /// "protobuf" (default) or "json" (the canonical JSON mapping).
     #[serde(default)]
     payload: Option<String>,
+    /// "3.1.1" (default) or "5".
+    #[serde(default)]
+    protocol: Option<String>,
+    /// MQTT 5: how long the broker keeps the agent's session while it is away ("1d").
+    #[serde(default, with = "humantime_serde_opt")]
+    session_expiry: Option<Duration>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -520,6 +526,23 @@ impl Config {
                 agent_id: raw.agent.id.clone(),
                 keep_alive: Duration::from_secs(30),
                 tls,
+                v5_session_expiry: match m.protocol.as_deref() {
+                    None | Some("3.1.1" | "3") => {
+                        if m.session_expiry.is_some() {
+                            errors.push(err(
+                                "mqtt.session_expiry: only MQTT 5 has a session expiry; set protocol = \"5\"".into(),
+                            ));
+                        }
+                        None
+                    }
+                    Some("5") => Some(m.session_expiry.unwrap_or(Duration::from_secs(86_400))),
+                    Some(other) => {
+                        errors.push(err(format!(
+                            "mqtt.protocol: expected \"3.1.1\" or \"5\", got {other:?}"
+                        )));
+                        None
+                    }
+                },
                 json: match m.payload.as_deref() {
                     None | Some("protobuf") => false,
                     Some("json") => true,
@@ -1082,7 +1105,8 @@ secret = { file = "SECRET_FILE" }
         assert!(mqtt.is_none());
         let with_mqtt = format!(
             "{example}\n[mqtt]\nurl = \"mqtts://b:8883\"\nusername = \"u\"\npassword = {{ env = \"P\" }}\n\
-             ca_file = \"/c\"\nclient_cert = \"/c\"\nclient_key = \"/k\"\npayload = \"json\"\n"
+             ca_file = \"/c\"\nclient_cert = \"/c\"\nclient_key = \"/k\"\npayload = \"json\"\n\
+             protocol = \"5\"\nsession_expiry = \"1d\"\n"
         );
         let RawMqtt {
             url: _,
@@ -1092,8 +1116,11 @@ secret = { file = "SECRET_FILE" }
             client_cert: mqtt_cert,
             client_key: mqtt_key,
             payload,
+            protocol,
+            session_expiry,
         } = toml::from_str::<RawConfig>(&with_mqtt).unwrap().mqtt.unwrap();
         assert!(username.is_some() && password.is_some() && payload.is_some());
+        assert!(protocol.is_some() && session_expiry.is_some());
         assert!(mqtt_ca.is_some() && mqtt_cert.is_some() && mqtt_key.is_some());
         let accepted: std::collections::BTreeSet<String> = [
             "agent.id",
@@ -1151,6 +1178,8 @@ secret = { file = "SECRET_FILE" }
                 "mqtt.client_cert",
                 "mqtt.client_key",
                 "mqtt.payload",
+                "mqtt.protocol",
+                "mqtt.session_expiry",
                 "defaults.intervals.inventory",
                 "defaults.intervals.telemetry",
                 "defaults.intervals.topology",
