@@ -530,7 +530,8 @@ impl Config {
                     None | Some("3.1.1" | "3") => {
                         if m.session_expiry.is_some() {
                             errors.push(err(
-                                "mqtt.session_expiry: only MQTT 5 has a session expiry; set protocol = \"5\"".into(),
+                                "mqtt.session_expiry: only MQTT 5 has a session expiry; set protocol = \"5\""
+                                    .into(),
                             ));
                         }
                         None

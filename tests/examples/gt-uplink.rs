@@ -191,12 +191,23 @@ async fn grpc(sink: &str, batches: usize, devices: usize, readings: usize, per_d
     let started = Instant::now();
     let mut acked = 0;
     for chunk in all.chunks(per_delivery) {
-        let acks = groundtruth_agent::uplink::grpc::deliver(&endpoint, &tls, chunk.to_vec(), Duration::from_secs(60))
-            .await
-            .unwrap();
+        let acks = groundtruth_agent::uplink::grpc::deliver(
+            &endpoint,
+            &tls,
+            chunk.to_vec(),
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
         acked += acks.len();
     }
-    report("grpc", sink, started, acked, (batches, devices, readings, per_delivery));
+    report(
+        "grpc",
+        sink,
+        started,
+        acked,
+        (batches, devices, readings, per_delivery),
+    );
     server.abort();
 }
 
@@ -225,7 +236,9 @@ async fn null_subscriber(host: &str, port: u16, user: &str, pass: &str, ready: A
                 if leaf != "telemetry" && leaf != "inventory" {
                     continue;
                 }
-                let Ok(b) = Batch::decode(p.payload.as_ref()) else { continue };
+                let Ok(b) = Batch::decode(p.payload.as_ref()) else {
+                    continue;
+                };
                 let info = b.agent.clone().unwrap_or_default();
                 let ack = Ack {
                     agent_id: info.agent_id.clone(),
@@ -237,7 +250,9 @@ async fn null_subscriber(host: &str, port: u16, user: &str, pass: &str, ready: A
                 let topic = groundtruth_proto::topics::ack_topic(&info.site, &info.agent_id);
                 let c = client.clone();
                 tokio::spawn(async move {
-                    let _ = c.publish(topic, QoS::AtLeastOnce, false, ack.encode_to_vec()).await;
+                    let _ = c
+                        .publish(topic, QoS::AtLeastOnce, false, ack.encode_to_vec())
+                        .await;
                 });
             }
             Ok(_) => {}
@@ -319,7 +334,10 @@ async fn mqtt(
     let started = Instant::now();
     let mut acked = 0;
     for chunk in all.chunks(per_delivery) {
-        let acks = uplink.deliver(chunk.to_vec(), Duration::from_secs(120)).await.unwrap();
+        let acks = uplink
+            .deliver(chunk.to_vec(), Duration::from_secs(120))
+            .await
+            .unwrap();
         acked += acks.len();
     }
     report("mqtt", sink, started, acked, shape);

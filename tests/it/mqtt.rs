@@ -207,7 +207,10 @@ async fn mqtt5_batches_carry_expiry_and_content_type_and_are_acked_after_commit(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(stats.subscribed.load(Ordering::Relaxed) >= 2, "collector never subscribed");
+    assert!(
+        stats.subscribed.load(Ordering::Relaxed) >= 2,
+        "collector never subscribed"
+    );
     tokio::time::timeout(Duration::from_secs(5), subscribed.recv())
         .await
         .expect("observer never subscribed");
@@ -223,7 +226,10 @@ async fn mqtt5_batches_carry_expiry_and_content_type_and_are_acked_after_commit(
     let mut agent = Agent::new(AgentConfig::parse(&text, "mqtt5-agent.toml").unwrap()).unwrap();
     for round in 1..=3 {
         let s = agent.round().await.unwrap();
-        assert_eq!(s.pending_batches, 0, "round {round}: batch not acknowledged end to end");
+        assert_eq!(
+            s.pending_batches, 0,
+            "round {round}: batch not acknowledged end to end"
+        );
     }
     assert_eq!(store.batch_seq_span(&agent_id).await.unwrap(), (3, 3));
     // Other tests' agents publish on the same broker at the same time and every collector here

@@ -133,9 +133,10 @@ async fn modbus_telemetry_only_poll_reads_no_identity_registers() {
 /// and reads the same sensors.
 #[tokio::test]
 async fn ipmi_telemetry_only_poll_skips_fru_and_lan() {
-    let Some([addr, user, pass]) =
-        Peers::load().require("ipmi_telemetry_only", ["GT_IPMI_ADDR", "GT_IPMI_USER", "GT_IPMI_PASS"])
-    else {
+    let Some([addr, user, pass]) = Peers::load().require(
+        "ipmi_telemetry_only",
+        ["GT_IPMI_ADDR", "GT_IPMI_USER", "GT_IPMI_PASS"],
+    ) else {
         return;
     };
     let pass: String = url::form_urlencoded::byte_serialize(pass.as_bytes()).collect();
@@ -149,4 +150,48 @@ async fn ipmi_telemetry_only_poll_skips_fru_and_lan() {
     let tel_id = tel.identity.clone().unwrap();
     assert!(tel_id.serial_number.is_empty() && tel_id.macs.is_empty() && tel.components.is_empty());
     assert_eq!(metrics(&tel), metrics(&full));
+}
+
+/// Redfish (our sushy-tools BMC): the inventory cache follows the scheduler. A poll with
+/// identity due (`refresh`) re-reads the inventory even when the cache is young; a
+/// telemetry-only poll reads only the power/thermal resources, even when the cache is older
+/// than `?inventory_refresh=`.
+#[tokio::test]
+async fn redfish_inventory_is_reread_when_identity_is_due_and_reused_otherwise() {
+    let Some([url]) = Peers::load().require("redfish_scope", ["GT_REDFISH_URL"]) else {
+        return;
+    };
+    groundtruth_tests::init_tls();
+    // max_inflight=5 and a 0 s refresh: an endpoint (and cache) of this test's own.
+    let url = format!(
+        "{}?insecure&max_inflight=5&inventory_refresh=0s",
+        url.replace("https://", "redfish://")
+    );
+    let target = Target::parse(&url).unwrap();
+    let Target::Redfish(t) = &target else { panic!() };
+    let ep = driver::redfish::client::endpoint(t, &cx(PollScope::ALL)).unwrap();
+    let requests = || ep.requests.load(Ordering::Relaxed);
+    let due = PollScope {
+        refresh: true,
+        ..PollScope::ALL
+    };
+    let mut counts = Vec::new();
+    let mut identities = Vec::new();
+    for scope in [due, PollScope::TELEMETRY, PollScope::TELEMETRY, due] {
+        let before = requests();
+        let (reports, err) = driver::poll_all(&target, &cx(scope)).await;
+        assert!(err.is_none(), "{err:?}");
+        assert!(reports.iter().all(ok));
+        counts.push(requests() - before);
+        identities.push(reports[0].identity.clone().unwrap());
+    }
+    eprintln!("redfish requests per poll (due, telemetry, telemetry, due): {counts:?}");
+    assert!(counts[1] < counts[0] && counts[2] < counts[0], "{counts:?}");
+    assert_eq!(counts[1], counts[2]);
+    assert!(
+        counts[3] > counts[1],
+        "identity due: the inventory is read again: {counts:?}"
+    );
+    assert_eq!(identities[0].serial_number, "GTSRV0000001");
+    assert!(identities.iter().all(|i| i.serial_number == "GTSRV0000001"));
 }

@@ -122,7 +122,10 @@ fn discover_finds_and_identifies_every_peer_on_loopback() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8_lossy(&out.stdout);
     for secret in [&community, &sim_community, &ipmi_pass] {
-        assert!(!stdout.contains(secret.as_str()), "a credential leaked into the output");
+        assert!(
+            !stdout.contains(secret.as_str()),
+            "a credential leaked into the output"
+        );
     }
     let found: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
     let endpoints: Vec<&str> = found.iter().map(|f| f["endpoint"].as_str().unwrap()).collect();
@@ -134,7 +137,12 @@ fn discover_finds_and_identifies_every_peer_on_loopback() {
             .find(|f| f["endpoint"] == e.as_str())
             .unwrap_or_else(|| panic!("{e} not found in {endpoints:?}"))
     };
-    let serial = |e: String| by(e)["identity"]["serialNumber"].as_str().unwrap_or_default().to_owned();
+    let serial = |e: String| {
+        by(e)["identity"]["serialNumber"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
 
     // SNMP: snmpd (no serial: identified by sysName) and snmpsim's APC PDU.
     let d = by(format!("snmp://{snmpd}"));
@@ -150,7 +158,10 @@ fn discover_finds_and_identifies_every_peer_on_loopback() {
     assert_eq!(m["identity"]["serialNumber"], meter_serial.as_str());
     assert_eq!(m["credential"], "unit 1, map sdm630");
     // Redfish: our BMC; the sparse one (an OpenBMC-like service without a serial) by its MAC.
-    assert_eq!(serial(format!("redfish://127.0.0.1:{}", port(&redfish))), "GTSRV0000001");
+    assert_eq!(
+        serial(format!("redfish://127.0.0.1:{}", port(&redfish))),
+        "GTSRV0000001"
+    );
     let s = by(format!("redfish://127.0.0.1:{}", port(&sparse)));
     assert_eq!(s["identity"]["macs"][0]["address"], "02:47:54:30:00:01");
     // The shared mockups: each one answers, and every mockup that carries a serial number

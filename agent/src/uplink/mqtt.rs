@@ -249,7 +249,9 @@ impl MqttUplink {
                             Ok(ack) => {
                                 let _ = ack_tx.try_send(ack);
                             }
-                            Err(e) => tracing::warn!(topic = %ack_topic, error = %e, "Ignored a malformed ack."),
+                            Err(e) => {
+                                tracing::warn!(topic = %ack_topic, error = %e, "Ignored a malformed ack.")
+                            }
                         }
                     }
                     Ok(_) => {}
