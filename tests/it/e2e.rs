@@ -575,3 +575,69 @@ async fn telemetry_between_inventory_polls_lands_on_the_serial_keyed_devices() {
         .unwrap();
     assert!(power.len() >= 5, "{} power readings", power.len());
 }
+
+/// `defaults.replay_max_batches_per_second`: a 30-batch backlog drains in order and no faster
+/// than the ceiling (10/s in deliveries of 5: at least 2.5 s), while without a ceiling it drains
+/// at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_after_an_outage_follows_the_configured_rate_ceiling() {
+    async fn drain(limit: &str) -> Duration {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("agent-state");
+        std::fs::create_dir_all(&state).unwrap();
+        // The backlog an outage left: 30 sealed batches in the spool.
+        let mut seq = groundtruth_agent::uplink::sequence::Sequencer::open(&state).unwrap();
+        let (mut spool, _) =
+            groundtruth_agent::spool::Spool::open(&state.join("spool"), Default::default()).unwrap();
+        for _ in 0..30 {
+            let n = seq.next();
+            spool
+                .append(&groundtruth_proto::v1::Batch {
+                    schema_version: groundtruth_proto::v1::SCHEMA_VERSION,
+                    agent: Some(groundtruth_proto::v1::AgentInfo {
+                        agent_id: "replay".into(),
+                        site: "DC1".into(),
+                        ..Default::default()
+                    }),
+                    epoch: seq.epoch(),
+                    seq: n,
+                    kind: groundtruth_proto::v1::BatchKind::Telemetry as i32,
+                    ..Default::default()
+                })
+                .unwrap();
+            seq.commit(n).unwrap();
+        }
+        drop((seq, spool));
+        let (addr, store, _server) = start_collector(dir.path()).await;
+        wait_listening(addr).await;
+        let text = format!(
+            "[agent]\nid = \"replay\"\nsite = \"DC1\"\nmetrics_listen = \"off\"\nstate_dir = {state:?}\n\n\
+             [collector]\ngrpc = \"http://{addr}\"\n\n[defaults]\nreplay_batches_per_delivery = 5\n{limit}"
+        );
+        let agent = Agent::new(AgentConfig::parse(&text, "replay.toml").unwrap()).unwrap();
+        let (_reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let started = std::time::Instant::now();
+        let running = tokio::spawn(agent.run(reload_rx, async {
+            let _ = stop_rx.await;
+        }));
+        let mut span = (0, 0);
+        while started.elapsed() < Duration::from_secs(20) {
+            span = store.batch_seq_span("replay").await.unwrap();
+            if span == (30, 30) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let took = started.elapsed();
+        let _ = stop_tx.send(());
+        running.await.unwrap().unwrap();
+        assert_eq!(span, (30, 30), "every batch, in order, no gap");
+        took
+    }
+    let limited = drain("replay_max_batches_per_second = 10\n").await;
+    let free = drain("").await;
+    eprintln!("replay of 30 batches: ceiling 10/s {limited:?}, no ceiling {free:?}");
+    assert!(limited >= Duration::from_millis(2400), "{limited:?}");
+    assert!(free < limited / 2, "without a ceiling {free:?}, with {limited:?}");
+}
