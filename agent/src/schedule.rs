@@ -53,7 +53,12 @@ pub struct Stats {
     pub reports_dropped: AtomicU64,
     pub batches_sealed: AtomicU64,
     pub batches_acked: AtomicU64,
+    /// Polls that read each kind of data, indexed like [`KINDS`] (per-kind intervals at work).
+    pub polls_by_kind: [AtomicU64; 3],
 }
+
+/// The kinds of data a poll reads, in metric-label form (see [`crate::driver::Kind`]).
+pub const KINDS: [&str; 3] = ["identity", "telemetry", "topology"];
 
 /// Concurrency limits: a global cap and one per protocol.
 #[derive(Debug)]
@@ -377,6 +382,14 @@ async fn poll_loop(
         if missing_identity {
             last.identity = None;
         }
+        for (i, read) in [scope.identity, scope.telemetry, scope.topology]
+            .into_iter()
+            .enumerate()
+        {
+            if read {
+                stats.polls_by_kind[i].fetch_add(1, Ordering::Relaxed);
+            }
+        }
         let kind = batch_kind(scope);
         for report in reports {
             if tx
@@ -634,6 +647,15 @@ mod tests {
             "{kinds:?}"
         );
         assert_eq!(stats.polls_missed.load(Ordering::Relaxed), 0);
+        let by_kind: Vec<u64> = stats
+            .polls_by_kind
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .collect();
+        assert_eq!(
+            by_kind,
+            vec![identity.len() as u64, scopes.len() as u64, topology.len() as u64]
+        );
     }
 
     /// A failed inventory poll is retried at the next slot, not an inventory interval later.
