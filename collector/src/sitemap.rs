@@ -21,6 +21,13 @@
 //! site = "DC1"
 //! rack = "R07"
 //! u = 12
+//!
+//! [[outlet]]                    # PDU outlet -> where the device it feeds sits
+//! pdu = "3F3452A52295"          # the PDU's serial
+//! outlet = 7                    # the outlet's number as the PDU numbers it
+//! site = "DC1"
+//! rack = "R07"
+//! u = 12
 //! ```
 //! Every entry is validated at load: a device or port pointing at a rack the map does not list
 //! (when it lists racks for that site), or a U outside the rack's height, is an error naming the
@@ -72,6 +79,16 @@ pub struct PortEntry {
     pub u: Option<u32>,
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutletEntry {
+    pub pdu: String,
+    pub outlet: u32,
+    pub site: String,
+    pub rack: String,
+    pub u: u32,
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct File {
@@ -81,6 +98,8 @@ struct File {
     devices: Vec<DeviceEntry>,
     #[serde(default, rename = "port")]
     ports: Vec<PortEntry>,
+    #[serde(default, rename = "outlet")]
+    outlets: Vec<OutletEntry>,
 }
 
 /// The loaded, validated site map.
@@ -89,6 +108,7 @@ pub struct SiteMap {
     racks: Vec<RackEntry>,
     by_serial: HashMap<String, DeviceEntry>,
     by_port: HashMap<(String, String), PortEntry>,
+    by_outlet: HashMap<(String, u32), OutletEntry>,
 }
 
 fn key(s: &str) -> String {
@@ -155,6 +175,14 @@ impl SiteMap {
                 errors.push(format!("{origin}: {what}: port listed twice"));
             }
         }
+        let mut by_outlet = HashMap::new();
+        for (i, o) in file.outlets.iter().enumerate() {
+            let what = format!("outlet[{i}] ({} outlet {})", o.pdu, o.outlet);
+            errors.extend(check(&what, &o.site, &o.rack, Some(o.u)));
+            if by_outlet.insert((key(&o.pdu), o.outlet), o.clone()).is_some() {
+                errors.push(format!("{origin}: {what}: outlet listed twice"));
+            }
+        }
         let mut seen = std::collections::HashSet::new();
         for r in &file.racks {
             if !seen.insert((key(&r.site), key(&r.name))) {
@@ -177,6 +205,7 @@ impl SiteMap {
             racks: file.racks,
             by_serial,
             by_port,
+            by_outlet,
         })
     }
 
@@ -232,6 +261,12 @@ impl SiteMap {
         self.by_port.get(&(key(switch), key(port)))
     }
 
+    /// Where the device fed by outlet `outlet` of the PDU with serial `pdu` sits, if the map says.
+    #[must_use]
+    pub fn outlet(&self, pdu: &str, outlet: u32) -> Option<&OutletEntry> {
+        self.by_outlet.get(&(key(pdu), outlet))
+    }
+
     /// A rack by site and name.
     #[must_use]
     pub fn rack(&self, site: &str, name: &str) -> Option<&RackEntry> {
@@ -271,6 +306,13 @@ port = "Ethernet12"
 site = "DC1"
 rack = "R07"
 u = 12
+
+[[outlet]]
+pdu = "3f3452a52295"
+outlet = 7
+site = "DC1"
+rack = "R07"
+u = 20
 "#;
 
     #[test]
@@ -291,12 +333,15 @@ u = 12
         assert_eq!(m.port("jpe15151458", "ethernet12").unwrap().u, Some(12));
         assert!(m.evidence_for_serial("NOPE").is_none());
         assert_eq!(m.rack("dc1", "r07").unwrap().height, 42);
+        assert_eq!(m.outlet("3F3452A52295", 7).unwrap().u, 20);
+        assert!(m.outlet("3F3452A52295", 8).is_none());
     }
 
     #[test]
     fn bad_entries_are_all_reported_with_their_place() {
         let bad = MAP
             .replace("u = 12", "u = 43")
+            .replace("u = 20", "u = 0")
             .replace("rack = \"R07\"\nface", "rack = \"R99\"\nface")
             .replace("\"rear\"", "\"side\"");
         let errs = SiteMap::parse(&bad, "site-map.toml").unwrap_err();
@@ -310,6 +355,10 @@ u = 12
             "{all}"
         );
         assert!(all.contains("face must be"), "{all}");
+        assert!(
+            all.contains("outlet[0] (3f3452a52295 outlet 7): U0 is outside rack R07"),
+            "{all}"
+        );
         let typo = SiteMap::parse("[[rack]]\nsite = \"DC1\"\nnmae = \"R1\"\n", "m.toml").unwrap_err();
         assert!(
             typo[0].starts_with("m.toml: line") && typo[0].contains("nmae"),

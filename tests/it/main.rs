@@ -12,12 +12,16 @@
 
 mod cli;
 mod e2e;
+mod exceptions;
+mod faults;
 mod fuzz_replay;
 mod ipmi;
+mod locate;
 mod modbus;
 mod mqtt;
 mod netbox;
 mod outage;
+mod power;
 mod redfish;
 mod scale;
 mod scope;

@@ -97,6 +97,7 @@ async fn outage_with_replay(mqtt_extra: &str, agent_id: &str) {
             share_group: format!("outage-{agent_id}"),
             client_id: format!("outage-collector-{agent_id}-{}", std::process::id()),
             tls: None,
+            publish_power: None,
         },
         IngestService::new(store.clone(), tx),
         Arc::clone(&stats),
