@@ -296,6 +296,7 @@ async fn mqtt(
             share_group: unique("bench"),
             client_id: unique("bench-collector"),
             tls: None,
+            publish_power: None,
         };
         let s2 = Arc::clone(&stats);
         let r = Arc::clone(&ready);

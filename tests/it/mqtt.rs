@@ -167,6 +167,7 @@ async fn mqtt5_batches_carry_expiry_and_content_type_and_are_acked_after_commit(
         share_group: unique("g5"),
         client_id: unique("collector5"),
         tls: None,
+        publish_power: None,
     };
     let collector = tokio::spawn(run(
         settings,
