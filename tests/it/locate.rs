@@ -35,6 +35,7 @@ async fn ipmi_servers_bmc_mac_in_a_switch_fdb_plus_the_site_map_port_places_it()
             request_timeout: Duration::from_secs(2),
             ..Limits::default()
         },
+        ..Default::default()
     };
     let pass: String = url::form_urlencoded::byte_serialize(pass.as_bytes()).collect();
     let (server, err) = poll_all(

@@ -24,6 +24,8 @@ mod outage;
 mod power;
 mod redfish;
 mod scale;
+mod scope;
 mod snmp;
 mod snmp_profiles;
+mod sweep;
 mod tls;
