@@ -199,7 +199,7 @@ pub fn render(
     out
 }
 
-fn authorized(s: &HttpState, headers: &HeaderMap) -> bool {
+pub(crate) fn authorized(s: &HttpState, headers: &HeaderMap) -> bool {
     let Some(token) = &s.api_token else { return true };
     let given = headers
         .get(axum::http::header::AUTHORIZATION)
@@ -276,6 +276,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/api/devices", get(api_devices))
         .route("/api/exceptions", get(api_exceptions))
         .merge(crate::web::routes())
+        .merge(crate::context::routes())
         .with_state(Arc::new(state))
 }
 

@@ -7,6 +7,7 @@
 
 pub mod cmdb;
 pub mod config;
+pub mod context;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod http;

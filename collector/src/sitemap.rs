@@ -21,6 +21,18 @@
 //! site = "DC1"
 //! rack = "R07"
 //! u = 12
+//!
+//! [[outlet]]                    # PDU outlet -> the device plugged into it (physical context)
+//! pdu = "29347ZT536"            # the PDU's serial
+//! outlet = "A1"                 # the outlet as the PDU names it (label), or its index
+//! device = "437XR1138R2"        # the serial of the device plugged in (one per PSU cord)
+//! inlet = 1                     # optional: the PDU inlet behind this outlet (default 1)
+//!
+//! [[inlet]]                     # PDU inlet -> the feed and circuit behind it
+//! pdu = "29347ZT536"
+//! inlet = 1                     # optional (default 1)
+//! feed = "A"                    # optional: the power feed (A/B side, UPS name...)
+//! circuit = "RPP-A1/CB-12"      # optional: the breaker/circuit as the floor knows it
 //! ```
 //! Every entry is validated at load: a device or port pointing at a rack the map does not list
 //! (when it lists racks for that site), or a U outside the rack's height, is an error naming the
@@ -72,6 +84,34 @@ pub struct PortEntry {
     pub u: Option<u32>,
 }
 
+/// A PDU outlet and the device plugged into it.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutletEntry {
+    pub pdu: String,
+    pub outlet: String,
+    pub device: String,
+    #[serde(default = "default_inlet")]
+    pub inlet: u32,
+}
+
+/// A PDU inlet and the feed/circuit behind it.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct InletEntry {
+    pub pdu: String,
+    #[serde(default = "default_inlet")]
+    pub inlet: u32,
+    #[serde(default)]
+    pub feed: String,
+    #[serde(default)]
+    pub circuit: String,
+}
+
+const fn default_inlet() -> u32 {
+    1
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct File {
@@ -81,6 +121,10 @@ struct File {
     devices: Vec<DeviceEntry>,
     #[serde(default, rename = "port")]
     ports: Vec<PortEntry>,
+    #[serde(default, rename = "outlet")]
+    outlets: Vec<OutletEntry>,
+    #[serde(default, rename = "inlet")]
+    inlets: Vec<InletEntry>,
 }
 
 /// The loaded, validated site map.
@@ -89,6 +133,8 @@ pub struct SiteMap {
     racks: Vec<RackEntry>,
     by_serial: HashMap<String, DeviceEntry>,
     by_port: HashMap<(String, String), PortEntry>,
+    outlets: Vec<OutletEntry>,
+    inlets: Vec<InletEntry>,
 }
 
 fn key(s: &str) -> String {
@@ -155,6 +201,31 @@ impl SiteMap {
                 errors.push(format!("{origin}: {what}: port listed twice"));
             }
         }
+        let mut seen_outlets = std::collections::HashSet::new();
+        for (i, o) in file.outlets.iter().enumerate() {
+            let what = format!("outlet[{i}] (pdu {} outlet {})", o.pdu, o.outlet);
+            if o.pdu.trim().is_empty() || o.outlet.trim().is_empty() || o.device.trim().is_empty() {
+                errors.push(format!(
+                    "{origin}: {what}: pdu, outlet and device must not be empty"
+                ));
+            }
+            if !seen_outlets.insert((key(&o.pdu), key(&o.outlet))) {
+                errors.push(format!("{origin}: {what}: outlet listed twice"));
+            }
+        }
+        let mut seen_inlets = std::collections::HashSet::new();
+        for (i, n) in file.inlets.iter().enumerate() {
+            let what = format!("inlet[{i}] (pdu {} inlet {})", n.pdu, n.inlet);
+            if n.pdu.trim().is_empty() {
+                errors.push(format!("{origin}: {what}: pdu must not be empty"));
+            }
+            if n.feed.trim().is_empty() && n.circuit.trim().is_empty() {
+                errors.push(format!("{origin}: {what}: names neither a feed nor a circuit"));
+            }
+            if !seen_inlets.insert((key(&n.pdu), n.inlet)) {
+                errors.push(format!("{origin}: {what}: inlet listed twice"));
+            }
+        }
         let mut seen = std::collections::HashSet::new();
         for r in &file.racks {
             if !seen.insert((key(&r.site), key(&r.name))) {
@@ -177,6 +248,8 @@ impl SiteMap {
             racks: file.racks,
             by_serial,
             by_port,
+            outlets: file.outlets,
+            inlets: file.inlets,
         })
     }
 
@@ -240,6 +313,38 @@ impl SiteMap {
             .find(|r| key(&r.site) == key(site) && key(&r.name) == key(name))
     }
 
+    /// The PDU outlets a device (by serial) is plugged into, as listed.
+    #[must_use]
+    pub fn outlets_of(&self, device_serial: &str) -> Vec<&OutletEntry> {
+        self.outlets
+            .iter()
+            .filter(|o| key(&o.device) == key(device_serial))
+            .collect()
+    }
+
+    /// Every listed outlet of a PDU (by serial).
+    #[must_use]
+    pub fn outlets_on(&self, pdu_serial: &str) -> Vec<&OutletEntry> {
+        self.outlets
+            .iter()
+            .filter(|o| key(&o.pdu) == key(pdu_serial))
+            .collect()
+    }
+
+    /// All listed outlets.
+    #[must_use]
+    pub fn outlets(&self) -> &[OutletEntry] {
+        &self.outlets
+    }
+
+    /// The feed/circuit behind a PDU inlet, if the map says.
+    #[must_use]
+    pub fn inlet(&self, pdu_serial: &str, inlet: u32) -> Option<&InletEntry> {
+        self.inlets
+            .iter()
+            .find(|n| key(&n.pdu) == key(pdu_serial) && n.inlet == inlet)
+    }
+
     /// All racks, as listed.
     #[must_use]
     pub fn racks(&self) -> &[RackEntry] {
@@ -271,6 +376,23 @@ port = "Ethernet12"
 site = "DC1"
 rack = "R07"
 u = 12
+
+[[outlet]]
+pdu = "3f3452a52295"
+outlet = "A1"
+device = "SRV1"
+
+[[outlet]]
+pdu = "3F3452A52295"
+outlet = "B4"
+device = "srv1"
+inlet = 2
+
+[[inlet]]
+pdu = "3F3452A52295"
+inlet = 2
+feed = "B"
+circuit = "RPP-B/CB-07"
 "#;
 
     #[test]
@@ -291,6 +413,31 @@ u = 12
         assert_eq!(m.port("jpe15151458", "ethernet12").unwrap().u, Some(12));
         assert!(m.evidence_for_serial("NOPE").is_none());
         assert_eq!(m.rack("dc1", "r07").unwrap().height, 42);
+        let outlets: Vec<(&str, u32)> = m
+            .outlets_of("SRV1")
+            .iter()
+            .map(|o| (o.outlet.as_str(), o.inlet))
+            .collect();
+        assert_eq!(outlets, [("A1", 1), ("B4", 2)]);
+        assert_eq!(m.outlets_on("3f3452a52295").len(), 2);
+        assert_eq!(m.inlet("3f3452a52295", 2).unwrap().circuit, "RPP-B/CB-07");
+        assert!(m.inlet("3f3452a52295", 1).is_none());
+    }
+
+    #[test]
+    fn bad_outlets_and_inlets_are_named() {
+        let bad = format!(
+            "{MAP}\n[[outlet]]\npdu = \"3F3452A52295\"\noutlet = \"a1\"\ndevice = \"X\"\n\n[[inlet]]\npdu = \"P\"\n"
+        );
+        let all = SiteMap::parse(&bad, "m.toml").unwrap_err().join("\n");
+        assert!(
+            all.contains("outlet[2] (pdu 3F3452A52295 outlet a1): outlet listed twice"),
+            "{all}"
+        );
+        assert!(
+            all.contains("inlet[1] (pdu P inlet 1): names neither a feed nor a circuit"),
+            "{all}"
+        );
     }
 
     #[test]

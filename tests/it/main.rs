@@ -11,6 +11,7 @@
 )]
 
 mod cli;
+mod context;
 mod e2e;
 mod fuzz_replay;
 mod ipmi;
