@@ -55,6 +55,23 @@ struct Raw {
     mqtt: Option<RawMqtt>,
     #[serde(default)]
     location: RawLocation,
+    #[serde(default)]
+    health: RawHealth,
+}
+
+/// `[health]`: integration-health KPIs (see `crate::kpi`).
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawHealth {
+    /// How often the KPIs are computed and recorded ("60s").
+    #[serde(default)]
+    interval: Option<String>,
+    /// A device not seen for this long is stale ("7d").
+    #[serde(default)]
+    stale_after: Option<String>,
+    /// KPI history kept this long ("30d").
+    #[serde(default)]
+    history: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -251,6 +268,8 @@ pub struct Config {
     pub mqtt: Option<crate::ingest::mqtt::MqttIngestSettings>,
     /// Reconciliation rules: default site and location text patterns.
     pub rules: crate::reconcile::Rules,
+    /// Integration-health KPI settings (`[health]`).
+    pub health: crate::kpi::HealthSettings,
     pub warnings: Vec<String>,
 }
 
@@ -520,10 +539,34 @@ impl Config {
                 }
             },
         };
+        let health = {
+            let d = crate::kpi::HealthSettings::default();
+            let mut get = |key: &str, v: &Option<String>, default: Duration| match v
+                .as_deref()
+                .map(humantime::parse_duration)
+            {
+                None => default,
+                Some(Ok(x)) if !x.is_zero() => x,
+                Some(Ok(_)) => {
+                    errors.push(format!("{file}: health.{key}: must be more than zero"));
+                    default
+                }
+                Some(Err(e)) => {
+                    errors.push(format!("{file}: health.{key}: {e}"));
+                    default
+                }
+            };
+            crate::kpi::HealthSettings {
+                interval: get("interval", &raw.health.interval, d.interval),
+                stale_after: get("stale_after", &raw.health.stale_after, d.stale_after),
+                history: get("history", &raw.health.history, d.history),
+            }
+        };
         if !errors.is_empty() {
             return Err(errors);
         }
         Ok(Self {
+            health,
             listen_http,
             api_token,
             retention_raw,
@@ -655,7 +698,14 @@ mod tests {
             netbox,
             mqtt,
             location,
+            health,
         } = raw;
+        let RawHealth {
+            interval: h_interval,
+            stale_after: h_stale,
+            history: h_history,
+        } = health;
+        assert!(h_interval.is_some() && h_stale.is_some() && h_history.is_some());
         let RawCollector {
             listen_grpc: _,
             database: _,
@@ -725,6 +775,9 @@ mod tests {
             "collector.client_ca",
             "location.patterns",
             "location.site_map",
+            "health.interval",
+            "health.stale_after",
+            "health.history",
             "mqtt.url",
             "mqtt.username",
             "mqtt.password",

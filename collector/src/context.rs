@@ -533,6 +533,109 @@ pub fn build(snap: Snapshot<'_>, d: &DeviceRow) -> Context {
     }
 }
 
+/// Serials asked per NetBox request when refreshing CMDB links.
+const LINK_CHUNK: usize = 50;
+/// Largest NetBox answer read when refreshing links.
+const LINK_BODY_MAX: usize = 16 * 1024 * 1024;
+
+/// Refreshes the `cmdb_links` table (device key → NetBox device id) from NetBox, matching by
+/// serial as the sync does; a serial held by several NetBox devices links none of them (the sync
+/// raises `duplicate_serial_in_cmdb` for it). Returns (linked, unlinked).
+///
+/// # Errors
+/// A message naming NetBox and the cause; the table is left as it was for unread chunks.
+pub async fn refresh_cmdb_links(
+    store: &crate::store::Store,
+    nb: &crate::config::NetBoxSettings,
+) -> Result<(usize, usize), String> {
+    let shown = format!("NetBox {}", nb.url);
+    let mut b = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .redirect(reqwest::redirect::Policy::none())
+        .danger_accept_invalid_certs(!nb.tls_verify);
+    if let Some(path) = &nb.ca_file {
+        let pem = std::fs::read(path).map_err(|e| format!("{shown}: ca_file {}: {e}", path.display()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| format!("{shown}: ca_file {}: {e}", path.display()))?;
+        for c in certs {
+            b = b.add_root_certificate(c);
+        }
+    }
+    let client = b.build().map_err(|e| format!("{shown}: {e}"))?;
+    let scheme = if nb.token.trim().starts_with("nbt_") {
+        "Bearer"
+    } else {
+        "Token"
+    };
+    let auth = format!("{scheme} {}", nb.token.trim());
+    let base = nb.url.as_str().trim_end_matches('/').to_owned();
+    let devices = store.devices().await.map_err(|e| e.to_string())?;
+    let with_serial: Vec<&DeviceRow> = devices.iter().filter(|d| !d.serial.is_empty()).collect();
+    let (mut linked, mut unlinked) = (0, 0);
+    for chunk in with_serial.chunks(LINK_CHUNK) {
+        let mut url =
+            url::Url::parse(&format!("{base}/api/dcim/devices/")).map_err(|e| format!("{shown}: {e}"))?;
+        {
+            let mut q = url.query_pairs_mut();
+            for d in chunk {
+                q.append_pair("serial", &d.serial);
+            }
+            q.append_pair("limit", "1000");
+        }
+        let mut resp = client
+            .get(url)
+            .header(header::AUTHORIZATION, &auth)
+            .header(header::ACCEPT, "application/json")
+            .send()
+            .await
+            .map_err(|e| format!("{shown}: {e}"))?;
+        if !resp.status().is_success() {
+            return Err(format!("{shown}: device lookup answered {}", resp.status()));
+        }
+        let mut body = Vec::new();
+        while let Some(part) = resp.chunk().await.map_err(|e| format!("{shown}: {e}"))? {
+            if body.len() + part.len() > LINK_BODY_MAX {
+                return Err(format!(
+                    "{shown}: device lookup answer over {LINK_BODY_MAX} bytes"
+                ));
+            }
+            body.extend_from_slice(&part);
+        }
+        let v: serde_json::Value =
+            serde_json::from_slice(&body).map_err(|e| format!("{shown}: device lookup is not JSON: {e}"))?;
+        let mut ids: HashMap<String, Vec<String>> = HashMap::new();
+        for r in v["results"].as_array().into_iter().flatten() {
+            let (Some(serial), Some(id)) = (r["serial"].as_str(), r["id"].as_u64()) else {
+                continue;
+            };
+            if let Some(s) = crate::normalize::serial(serial) {
+                ids.entry(s).or_default().push(id.to_string());
+            }
+        }
+        for d in chunk {
+            match ids.get(&d.serial.to_ascii_uppercase()).map(Vec::as_slice) {
+                Some([one]) => {
+                    store
+                        .link_cmdb(&d.device_key, one)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    linked += 1;
+                }
+                _ => {
+                    if store
+                        .unlink_cmdb(&d.device_key)
+                        .await
+                        .map_err(|e| e.to_string())?
+                    {
+                        unlinked += 1;
+                    }
+                }
+            }
+        }
+    }
+    Ok((linked, unlinked))
+}
+
 fn problem(status: StatusCode, msg: &str) -> Response {
     (status, axum::Json(serde_json::json!({ "error": msg }))).into_response()
 }

@@ -245,7 +245,12 @@ async fn metrics(State(s): State<Arc<HttpState>>) -> Response {
         }),
         Err(e) => return internal(&e),
     };
-    render(&devices, &readings, &exceptions, &s).into_response()
+    let mut body = render(&devices, &readings, &exceptions, &s);
+    match crate::kpi::current_with(&s.store, &s.rules, crate::kpi::stale_after(), &devices).await {
+        Ok(k) => body.push_str(&crate::kpi::exposition(&k)),
+        Err(e) => return internal(&e),
+    }
+    body.into_response()
 }
 
 async fn api_devices(State(s): State<Arc<HttpState>>, headers: HeaderMap) -> Response {
@@ -277,6 +282,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/api/exceptions", get(api_exceptions))
         .merge(crate::web::routes())
         .merge(crate::context::routes())
+        .merge(crate::kpi::routes())
         .with_state(Arc::new(state))
 }
 

@@ -212,6 +212,34 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             }
         });
     }
+    {
+        // Integration health: link devices to their NetBox ids (at most every 5 minutes), then
+        // compute the KPIs and append them to their history, every `health.interval`.
+        let store = store.clone();
+        let rules = cfg.rules.clone();
+        let health = cfg.health;
+        let netbox = cfg.netbox.clone();
+        groundtruth_collector::kpi::set_stale_after(health.stale_after);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(health.interval);
+            let mut linked_at: Option<tokio::time::Instant> = None;
+            loop {
+                tick.tick().await;
+                if let Some(nb) = &netbox
+                    && linked_at.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(300))
+                {
+                    linked_at = Some(tokio::time::Instant::now());
+                    match groundtruth_collector::context::refresh_cmdb_links(&store, nb).await {
+                        Ok((linked, unlinked)) => tracing::debug!(linked, unlinked, "CMDB links refreshed."),
+                        Err(e) => tracing::warn!(error = %e, "Cannot refresh CMDB links; will retry."),
+                    }
+                }
+                if let Err(e) = groundtruth_collector::kpi::record(&store, &rules, &health).await {
+                    tracing::error!(error = %e, "KPI computation failed; will retry.");
+                }
+            }
+        });
+    }
     let events = tx.subscribe();
     let service = IngestService::new(store.clone(), tx);
     if let Some(listen) = cfg.listen_http {

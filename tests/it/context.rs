@@ -215,4 +215,75 @@ async fn context_api_answers_for_rackmount1_with_rack_outlet_and_neighbours() {
         .await
         .unwrap();
     assert!(doc["paths"]["/api/context"]["get"].is_object());
+
+    // The KPIs see the three devices: two placed by their own BMCs, the tower by the site map.
+    let (status, k) = {
+        let r = client
+            .get(format!("http://{http}/api/kpis"))
+            .bearer_auth("ctx-token")
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json::<Value>().await.unwrap())
+    };
+    assert_eq!(status, 200, "{k}");
+    assert_eq!(k["current"]["devices_seen"], 3, "{k}");
+    assert_eq!(k["current"]["located_by_source"]["SITE_MAP"], 1, "{k}");
+    assert_eq!(k["current"]["no_usable_identity"], 0, "{k}");
+
+    // With NetBox: a sync pass writes the servers, the CMDB links are read back by serial, and
+    // the context answers by NetBox's own device id.
+    let Some([nb_url, nb_token]) =
+        Peers::load().require("context_api_cmdb_id", ["GT_NETBOX_URL", "GT_NETBOX_TOKEN"])
+    else {
+        return;
+    };
+    let settings = groundtruth_collector::config::NetBoxSettings {
+        url: nb_url.parse().unwrap(),
+        token: nb_token.clone(),
+        device_role: "server".into(),
+        create_missing: true,
+        sync_interval: Duration::from_secs(1),
+        dry_run: false,
+        tls_verify: true,
+        ca_file: None,
+        ownership: groundtruth_collector::cmdb::Ownership::default(),
+        rate_limit: 0.0,
+        journal: false,
+    };
+    let mut rules = Rules::builtin("WEBDC");
+    rules.site_map = SiteMap::parse(SITE_MAP, "site-map.toml").unwrap();
+    let netbox = groundtruth_collector::netbox_client(&settings).unwrap();
+    let pass = groundtruth_collector::sync::run_pass(&store, &netbox, &rules, false)
+        .await
+        .unwrap();
+    assert!(pass.report.failures.is_empty(), "{:?}", pass.report.failures);
+    let (linked, _) = groundtruth_collector::context::refresh_cmdb_links(&store, &settings)
+        .await
+        .unwrap();
+    assert!(linked >= 2, "linked {linked}");
+    let auth = if nb_token.starts_with("nbt_") {
+        format!("Bearer {nb_token}")
+    } else {
+        format!("Token {nb_token}")
+    };
+    let nb: Value = client
+        .get(format!(
+            "{}/api/dcim/devices/?serial=437XR1138R2",
+            nb_url.trim_end_matches('/')
+        ))
+        .header("Authorization", auth)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(nb["count"], 1, "{nb}");
+    let id = nb["results"][0]["id"].as_u64().unwrap();
+    let (status, by_id) = get(&format!("cmdb_id={id}")).await;
+    assert_eq!(status, 200, "{by_id}");
+    assert_eq!(by_id["host"]["serial"], "437XR1138R2");
+    assert_eq!(by_id["host"]["cmdb_id"], id.to_string());
+    assert_eq!(by_id["location"]["rack"], "WEB43");
 }

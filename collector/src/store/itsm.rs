@@ -18,10 +18,8 @@ pub struct KpiPoint {
 /// Facts about the store the KPIs are computed from (one query each, no history scan).
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct SyncFacts {
-    /// Devices whose last CMDB sync ended "ok" or "blocked by exception" (matched or created).
-    pub synced_ok: u64,
-    /// Devices with a `cmdb_sync` row at all.
-    pub synced_any: u64,
+    /// (device key, result of its last CMDB sync: `ok`, `blocked by exception`, `failed: …`).
+    pub results: Vec<(String, String)>,
     /// (device key, last sync time) for every synced device.
     pub last_sync: Vec<(String, String)>,
     /// Open dead letters and the failed passes they count.
@@ -45,6 +43,19 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    /// Forgets a device's CMDB id; true when it had one.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub async fn unlink_cmdb(&self, device_key: &str) -> Result<bool, StoreError> {
+        Ok(sqlx::query("DELETE FROM cmdb_links WHERE device_key = $1")
+            .bind(device_key)
+            .execute(&self.pool)
+            .await?
+            .rows_affected()
+            > 0)
     }
 
     /// Every known CMDB link as (device key, CMDB id).
@@ -128,11 +139,7 @@ impl Store {
             .await?;
         let mut f = SyncFacts::default();
         for r in rows {
-            let result: String = r.get("result");
-            f.synced_any += 1;
-            if result == "ok" || result == "blocked by exception" {
-                f.synced_ok += 1;
-            }
+            f.results.push((r.get("device_key"), r.get("result")));
             f.last_sync.push((r.get("device_key"), r.get("last_sync")));
         }
         let dl = sqlx::query(
