@@ -760,7 +760,7 @@ mod tests {
         assert_eq!(k.located_by_source["REDFISH_PLACEMENT"], 2);
         assert_eq!(k.sync_pending, 0);
         let p50 = k.sync_latency_p50_seconds.unwrap();
-        assert!(p50 >= 0.0 && p50 < 60.0, "{p50}");
+        assert!((0.0..60.0).contains(&p50), "{p50}");
         assert_eq!(k.exceptions_open, 2);
         assert_eq!(k.exceptions_by_kind["duplicate_serial_in_cmdb"], 1);
         assert_eq!(k.exceptions_by_age["lt_1h"], 2);
