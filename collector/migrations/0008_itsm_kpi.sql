@@ -20,3 +20,47 @@ CREATE TABLE kpi_history (
     PRIMARY KEY (kpi, label, computed_at)
 );
 CREATE INDEX kpi_history_at ON kpi_history (computed_at);
+
+-- ITSM tickets raised by the rules engine (collector/src/itsm). One open ticket per condition
+-- (dedupe_key); it is updated while the condition lasts and resolved, with evidence, when it
+-- clears. A condition that returns later opens a new ticket.
+CREATE TABLE tickets (
+    id           INTEGER PRIMARY KEY,
+    dedupe_key   TEXT NOT NULL,
+    rule         TEXT NOT NULL,
+    kind         TEXT NOT NULL,
+    subject      TEXT NOT NULL,
+    summary      TEXT NOT NULL,
+    evidence     TEXT NOT NULL,
+    opened_at    TEXT NOT NULL,
+    updated_at   TEXT NOT NULL,
+    updates      INTEGER NOT NULL DEFAULT 0,
+    resolved_at  TEXT
+);
+CREATE UNIQUE INDEX tickets_open ON tickets (dedupe_key) WHERE resolved_at IS NULL;
+CREATE INDEX tickets_opened ON tickets (opened_at);
+
+-- The outbox: each ticket event (open, update, resolve) for each sink (webhook, rt), delivered
+-- in order per (ticket, sink), retried with backoff, dead-lettered after the last attempt.
+CREATE TABLE ticket_deliveries (
+    id               INTEGER PRIMARY KEY,
+    ticket_id        INTEGER NOT NULL REFERENCES tickets(id),
+    sink             TEXT NOT NULL,
+    action           TEXT NOT NULL,
+    payload          TEXT NOT NULL,
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    created_at       TEXT NOT NULL,
+    next_attempt_at  TEXT NOT NULL,
+    last_error       TEXT NOT NULL DEFAULT '',
+    delivered_at     TEXT,
+    dead_at          TEXT
+);
+CREATE INDEX ticket_deliveries_pending ON ticket_deliveries (next_attempt_at) WHERE delivered_at IS NULL AND dead_at IS NULL;
+
+-- The ticket's id in each external system (e.g. the Request Tracker ticket number).
+CREATE TABLE ticket_refs (
+    ticket_id    INTEGER NOT NULL REFERENCES tickets(id),
+    sink         TEXT NOT NULL,
+    external_id  TEXT NOT NULL,
+    PRIMARY KEY (ticket_id, sink)
+);
