@@ -549,6 +549,7 @@ pub async fn refresh_cmdb_links(
     nb: &crate::config::NetBoxSettings,
 ) -> Result<(usize, usize), String> {
     let shown = format!("NetBox {}", nb.url);
+    crate::install_crypto_provider();
     let mut b = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(30))
         .redirect(reqwest::redirect::Policy::none())

@@ -12,6 +12,7 @@ pub mod context;
 pub mod fuzz;
 pub mod http;
 pub mod ingest;
+pub mod itsm;
 pub mod kpi;
 pub mod locate;
 pub mod normalize;

@@ -240,6 +240,36 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             }
         });
     }
+    if let Some(itsm) = cfg.itsm.clone() {
+        // Tickets: evaluate the rules, then deliver due events, every `itsm.interval`.
+        let sinks = groundtruth_collector::itsm::Sinks::new(&itsm).map_err(|e| anyhow::anyhow!(e))?;
+        let store = store.clone();
+        let rules = cfg.rules.clone();
+        tracing::info!(rules = itsm.rules.len(), sinks = ?itsm.sinks(), "ITSM tickets on.");
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(itsm.interval);
+            loop {
+                tick.tick().await;
+                let now = std::time::SystemTime::now();
+                match groundtruth_collector::itsm::evaluate(&store, &rules, &itsm, now).await {
+                    Ok(r) if r.opened + r.updated + r.resolved > 0 => {
+                        tracing::info!(
+                            opened = r.opened,
+                            updated = r.updated,
+                            resolved = r.resolved,
+                            deferred = r.deferred,
+                            "ITSM pass."
+                        );
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::error!(error = %e, "ITSM evaluation failed; will retry."),
+                }
+                if let Err(e) = groundtruth_collector::itsm::deliver(&store, &sinks, &itsm, now).await {
+                    tracing::error!(error = %e, "ITSM delivery failed on the store; will retry.");
+                }
+            }
+        });
+    }
     let events = tx.subscribe();
     let service = IngestService::new(store.clone(), tx);
     if let Some(listen) = cfg.listen_http {

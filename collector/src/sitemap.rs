@@ -7,6 +7,7 @@
 //! row = "A"
 //! name = "R07"
 //! height = 42
+//! power_budget_w = 5000         # optional: for the ITSM rule rack_power
 //!
 //! [[device]]                    # devices pinned by serial: PDUs, switches, anything
 //! serial = "3F3452A52295"
@@ -55,6 +56,9 @@ pub struct RackEntry {
     pub name: String,
     #[serde(default = "default_height")]
     pub height: u32,
+    /// The rack's power budget in W (ITSM rule `rack_power` compares measured power with it).
+    #[serde(default)]
+    pub power_budget_w: Option<f64>,
 }
 
 const fn default_height() -> u32 {

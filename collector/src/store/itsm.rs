@@ -253,7 +253,7 @@ impl Store {
         &self,
         t: &TicketRow,
         sinks: &[&str],
-        payload: &dyn Fn(i64) -> String,
+        payload: &(dyn Fn(i64) -> String + Sync),
     ) -> Result<i64, StoreError> {
         let mut tx = self.pool.begin().await?;
         let id: i64 = sqlx::query_scalar(
