@@ -15,6 +15,7 @@ mod context;
 mod e2e;
 mod fuzz_replay;
 mod ipmi;
+mod itsm;
 mod modbus;
 mod mqtt;
 mod netbox;
