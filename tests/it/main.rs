@@ -16,6 +16,7 @@ mod e2e;
 mod fuzz_replay;
 mod ipmi;
 mod itsm;
+mod itsm_scenario;
 mod modbus;
 mod mqtt;
 mod netbox;
