@@ -172,17 +172,17 @@ pub fn rack_power(facts: &Facts<'_>) -> BTreeMap<(String, String), (f64, Vec<Str
             *outlets.entry(r.device_key.as_str()).or_default() += r.value;
         }
     }
-    let mut racks: BTreeMap<(String, String), (Vec<(&DeviceRow, bool)>, ())> = BTreeMap::new();
+    let mut racks: BTreeMap<(String, String), Vec<(&DeviceRow, bool)>> = BTreeMap::new();
     for d in facts.devices {
         let p = placement(d, facts.rules, &heights);
         if p.status == "located" && !p.rack.is_empty() {
             let is_pdu = outlets.contains_key(d.device_key.as_str());
-            racks.entry((p.site, p.rack)).or_default().0.push((d, is_pdu));
+            racks.entry((p.site, p.rack)).or_default().push((d, is_pdu));
         }
     }
     racks
         .into_iter()
-        .map(|(k, (devs, ()))| {
+        .map(|(k, devs)| {
             let pdus: Vec<&DeviceRow> = devs.iter().filter(|(_, p)| *p).map(|(d, _)| *d).collect();
             let (sum, from): (f64, Vec<String>) = if pdus.is_empty() {
                 (
@@ -421,15 +421,7 @@ pub async fn evaluate(
                     next.summary.clone_from(&f.summary);
                     next.evidence.clone_from(&evidence);
                     store
-                        .ticket_event(
-                            t.id,
-                            "update",
-                            &f.summary,
-                            &evidence,
-                            &at,
-                            &sinks,
-                            &payload("update", &next, t.id, &at),
-                        )
+                        .ticket_event(&next, "update", &at, &sinks, &payload("update", &next, t.id, &at))
                         .await?;
                     report.updated += 1;
                 }
@@ -489,10 +481,8 @@ pub async fn evaluate(
         next.evidence = evidence.to_string();
         store
             .ticket_event(
-                t.id,
+                &next,
                 "resolve",
-                &summary,
-                &next.evidence,
                 &at,
                 &sinks,
                 &payload("resolve", &next, t.id, &at),

@@ -276,16 +276,15 @@ impl Store {
         Ok(id)
     }
 
-    /// Records an update (new summary/evidence) or a resolution of a ticket and queues the event.
+    /// Records an update (the new summary/evidence in `t`) or a resolution of ticket `t.id` and
+    /// queues the event for every sink.
     ///
     /// # Errors
     /// On a database failure.
     pub async fn ticket_event(
         &self,
-        id: i64,
+        t: &TicketRow,
         action: &str,
-        summary: &str,
-        evidence: &str,
         at: &str,
         sinks: &[&str],
         payload: &str,
@@ -297,14 +296,14 @@ impl Store {
             "UPDATE tickets SET summary = $1, evidence = $2, updated_at = $3, updates = updates + 1 WHERE id = $4"
         };
         sqlx::query(sql)
-            .bind(summary)
-            .bind(evidence)
+            .bind(&t.summary)
+            .bind(&t.evidence)
             .bind(at)
-            .bind(id)
+            .bind(t.id)
             .execute(&mut *tx)
             .await?;
         for s in sinks {
-            queue(&mut tx, id, s, action, payload, at).await?;
+            queue(&mut tx, t.id, s, action, payload, at).await?;
         }
         tx.commit().await?;
         Ok(())
