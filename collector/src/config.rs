@@ -17,6 +17,21 @@
 //! patterns = "/etc/groundtruth/location-patterns.toml"   # the site's sysLocation/asset-tag formats
 //! site_map = "/etc/groundtruth/site-map.toml"            # racks, devices by serial, switch ports
 //!
+//! [health]                       # integration-health KPIs (crate::kpi)
+//! interval = "60s"
+//! stale_after = "7d"
+//! history = "30d"
+//!
+//! [itsm]                         # optional: rules that raise tickets (crate::itsm)
+//! interval = "30s"
+//! [itsm.rt]
+//! url = "https://rt.example.com"
+//! token = { file = "/etc/groundtruth/secrets/rt.token" }
+//! [[itsm.rule]]
+//! name = "duplicates"
+//! when = "exception"
+//! exception_kinds = ["duplicate_serial_in_cmdb"]
+//!
 //! [netbox]                       # optional: without it nothing is written to a CMDB
 //! url = "https://netbox.example.com"
 //! token = { file = "/etc/groundtruth/secrets/netbox.token" }   # or { env = "GT_NETBOX_TOKEN" }
