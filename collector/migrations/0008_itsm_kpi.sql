@@ -64,3 +64,14 @@ CREATE TABLE ticket_refs (
     external_id  TEXT NOT NULL,
     PRIMARY KEY (ticket_id, sink)
 );
+
+-- What each device last said about itself beyond identity (DeviceIdentity.attributes, e.g.
+-- output_status = on_battery from a UPS profile): replaced as a whole by each report that
+-- carries attributes. Read by the ITSM rule ups_on_battery.
+CREATE TABLE device_attributes (
+    device_key   TEXT NOT NULL,
+    name         TEXT NOT NULL,
+    value        TEXT NOT NULL,
+    observed_at  TEXT NOT NULL,
+    PRIMARY KEY (device_key, name)
+);

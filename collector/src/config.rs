@@ -118,7 +118,7 @@ struct RawRt {
 #[serde(deny_unknown_fields)]
 struct RawRule {
     name: String,
-    /// exception | device_missing | rack_power | environment
+    /// exception | device_missing | rack_power | environment | ups_on_battery
     when: String,
     #[serde(default)]
     exception_kinds: Vec<String>,
@@ -760,6 +760,7 @@ fn itsm_settings(r: RawItsm, file: &str, errors: &mut Vec<String>) -> crate::its
                     threshold_percent,
                 })
             }
+            "ups_on_battery" => Some(Watch::UpsOnBattery),
             "environment" => match raw.metric {
                 Some(metric) if raw.above.is_some() || raw.below.is_some() => Some(Watch::Environment {
                     metric,
@@ -773,7 +774,7 @@ fn itsm_settings(r: RawItsm, file: &str, errors: &mut Vec<String>) -> crate::its
             },
             other => {
                 errors.push(format!(
-                    "{what}: when = {other:?}; expected exception, device_missing, rack_power or environment"
+                    "{what}: when = {other:?}; expected exception, device_missing, rack_power, environment or ups_on_battery"
                 ));
                 None
             }

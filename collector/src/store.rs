@@ -1149,4 +1149,4 @@ mod tests {
 
 /// Issue #13's queries (physical context, KPIs, tickets), in their own file.
 mod itsm;
-pub use itsm::{DeliveryRow, KpiPoint, SyncFacts, TicketRow};
+pub use itsm::{Attributes, DeliveryRow, KpiPoint, SyncFacts, TicketRow};

@@ -168,3 +168,53 @@ async fn exception_ticket_opens_updates_and_resolves_in_request_tracker() {
         "{history:?}"
     );
 }
+
+/// A real UPS recording (APC Smart-UPS, snmpsim) polled by the agent and committed through the
+/// collector's ingest: its power source reaches the `ups_on_battery` rule, which observes it
+/// on line (no ticket). The on-battery transition itself is unit-tested in `itsm::tests`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ups_power_source_from_a_real_poll_reaches_the_rules() {
+    let Some([addr, shared]) =
+        Peers::load().require("itsm_ups", ["GT_SNMPSIM_ADDR", "GT_SNMPSIM_SHARED_DATA"])
+    else {
+        return;
+    };
+    if shared != "1" {
+        eprintln!("SKIP: itsm_ups: ../shared recordings not served by snmpsim");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("s.db")).await.unwrap();
+    let target = groundtruth_agent::target::Target::parse(&format!("snmp://ups-apc-smt750x@{addr}")).unwrap();
+    let cx = groundtruth_agent::driver::PollCx::default();
+    let (report, err) = groundtruth_agent::driver::poll(&target, &cx).await;
+    assert!(err.is_none(), "{err:?}");
+    let batch = groundtruth_proto::v1::Batch {
+        agent: Some(groundtruth_proto::v1::AgentInfo {
+            agent_id: "itsm-ups".into(),
+            ..Default::default()
+        }),
+        epoch: 1,
+        seq: 1,
+        devices: vec![report],
+        ..Default::default()
+    };
+    let (tx, _rx) = tokio::sync::watch::channel(0);
+    let ingest = groundtruth_collector::ingest::IngestService::new(store.clone(), tx);
+    ingest.handle(&batch).await.unwrap();
+    let attrs = store.device_attributes().await.unwrap();
+    let ups = &attrs["serial:AS1907242163"];
+    assert_eq!(ups["output_status"].0, "on_line", "{ups:?}");
+
+    let s = ItsmSettings {
+        rules: vec![Rule {
+            name: "ups".into(),
+            watch: Watch::UpsOnBattery,
+        }],
+        ..ItsmSettings::default()
+    };
+    let r = itsm::evaluate(&store, &Rules::builtin("DC1"), &s, SystemTime::now())
+        .await
+        .unwrap();
+    assert_eq!((r.active, r.opened), (0, 0), "{r:?}");
+}

@@ -23,7 +23,11 @@ use serde_json::json;
 
 use crate::context::placement;
 use crate::reconcile::Rules;
-use crate::store::{DeviceRow, ExceptionRow, LatestReading, Store, StoreError, TicketRow};
+use crate::store::{Attributes, DeviceRow, ExceptionRow, LatestReading, Store, StoreError, TicketRow};
+
+/// Identity attributes that name a UPS's power source (SNMP profiles: APC `output_status`,
+/// UPS-MIB `output_source`).
+pub const POWER_SOURCE_ATTRIBUTES: [&str; 3] = ["output_status", "output_source", "power_source"];
 
 /// What a rule watches.
 #[derive(Debug, Clone, PartialEq)]
@@ -38,6 +42,8 @@ pub enum Watch {
         budget_watts: Option<f64>,
         threshold_percent: f64,
     },
+    /// A UPS reporting that it runs on battery (a power-source attribute = `on_battery`).
+    UpsOnBattery,
     /// A reading of `metric` above `above` or below `below`.
     Environment {
         metric: String,
@@ -150,6 +156,7 @@ pub struct Facts<'a> {
     pub devices: &'a [DeviceRow],
     pub readings: &'a [LatestReading],
     pub exceptions: &'a [ExceptionRow],
+    pub attributes: &'a Attributes,
     pub rules: &'a Rules,
 }
 
@@ -295,6 +302,40 @@ pub fn conditions(rules: &[Rule], facts: &Facts<'_>, now: SystemTime) -> Vec<Fou
                     });
                 }
             }
+            Watch::UpsOnBattery => {
+                let mut keys: Vec<&String> = facts.attributes.keys().collect();
+                keys.sort();
+                for key in keys {
+                    let attrs = &facts.attributes[key];
+                    let sources: Vec<(&String, &(String, String))> = attrs
+                        .iter()
+                        .filter(|(n, _)| POWER_SOURCE_ATTRIBUTES.contains(&n.as_str()))
+                        .collect();
+                    let Some((name, (value, at))) = sources
+                        .iter()
+                        .find(|(_, (v, _))| v == "on_battery")
+                        .or_else(|| sources.first())
+                        .copied()
+                    else {
+                        continue;
+                    };
+                    let active = value == "on_battery";
+                    out.push(Found {
+                        key: format!("{}:ups_on_battery:{key}", rule.name),
+                        rule: rule.name.clone(),
+                        kind: "ups_on_battery",
+                        subject: key.clone(),
+                        summary: if active {
+                            format!("UPS {key} is on battery ({name} = {value})")
+                        } else {
+                            format!("UPS {key} is back on {value} ({name})")
+                        },
+                        evidence: json!({"device": key, "attribute": name, "value": value, "observed_at": at,
+                            "attributes": attrs.iter().map(|(n, (v, _))| (n.clone(), v.clone())).collect::<BTreeMap<_, _>>()}),
+                        active,
+                    });
+                }
+            }
             Watch::Environment { metric, above, below } => {
                 for r in facts.readings.iter().filter(|r| &r.metric == metric) {
                     let high = above.is_some_and(|a| r.value > a);
@@ -386,10 +427,12 @@ pub async fn evaluate(
     let devices = store.devices().await?;
     let readings = store.latest_readings().await?;
     let exceptions = store.open_exceptions().await?;
+    let attributes = store.device_attributes().await?;
     let facts = Facts {
         devices: &devices,
         readings: &readings,
         exceptions: &exceptions,
+        attributes: &attributes,
         rules,
     };
     let found = conditions(&s.rules, &facts, now);
@@ -858,6 +901,73 @@ mod tests {
         assert_eq!(store.delivery_counts().await.unwrap(), (1, 0, 2));
     }
 
+    #[tokio::test]
+    async fn ups_on_battery_from_reported_attributes_opens_and_resolves() {
+        use groundtruth_proto::v1::{AgentInfo, Batch, DeviceIdentity, DeviceReport};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db")).await.unwrap();
+        let batch = |seq: u64, state: &str| Batch {
+            agent: Some(AgentInfo {
+                agent_id: "a1".into(),
+                ..Default::default()
+            }),
+            epoch: 1,
+            seq,
+            devices: vec![DeviceReport {
+                identity: Some(DeviceIdentity {
+                    serial_number: "GTUPS000001".into(),
+                    endpoint_key: "snmp://10.0.0.5".into(),
+                    attributes: [("output_source".to_owned(), state.to_owned())].into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let (url, got, _) = receiver("s3cret", 0).await;
+        let s = settings(
+            url,
+            vec![Rule {
+                name: "ups".into(),
+                watch: Watch::UpsOnBattery,
+            }],
+        );
+        let sinks = Sinks::new(&s).unwrap();
+        let rules = Rules::builtin("DC1");
+        let now = SystemTime::now();
+        for (seq, state, opened, resolved) in [
+            (1, "on_line", 0, 0),
+            (2, "on_battery", 1, 0),
+            (3, "on_battery", 0, 0),
+            (4, "on_line", 0, 1),
+        ] {
+            let b = batch(seq, state);
+            store.commit_batch(&b).await.unwrap();
+            store.record_attributes(&b).await.unwrap();
+            let r = evaluate(&store, &rules, &s, now).await.unwrap();
+            assert_eq!((r.opened, r.resolved), (opened, resolved), "{state}: {r:?}");
+        }
+        deliver(&store, &sinks, &s, now).await.unwrap();
+        let got = got.lock().unwrap().clone();
+        assert_eq!(got.len(), 2);
+        let open: serde_json::Value = serde_json::from_str(&got[0].2).unwrap();
+        assert!(
+            open["ticket"]["summary"]
+                .as_str()
+                .unwrap()
+                .starts_with("UPS serial:GTUPS000001 is on battery (output_source = on_battery"),
+            "{open}"
+        );
+        let resolve: serde_json::Value = serde_json::from_str(&got[1].2).unwrap();
+        assert!(
+            resolve["ticket"]["summary"]
+                .as_str()
+                .unwrap()
+                .starts_with("cleared: UPS serial:GTUPS000001 is back on on_line"),
+            "{resolve}"
+        );
+    }
+
     #[test]
     fn rack_power_environment_and_missing_conditions() {
         let map = crate::sitemap::SiteMap::parse(
@@ -904,10 +1014,12 @@ mod tests {
             ..outlet(1, 0.0)
         };
         let readings = vec![outlet(1, 450.0), outlet(2, 400.0), temp];
+        let attributes = Attributes::new();
         let facts = Facts {
             devices: &devices,
             readings: &readings,
             exceptions: &[],
+            attributes: &attributes,
             rules: &rules,
         };
         let rules_cfg = vec![

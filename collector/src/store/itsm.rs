@@ -464,3 +464,75 @@ async fn queue(
     .await?;
     Ok(())
 }
+
+/// Device key → attribute name → (value, observed at).
+pub type Attributes = std::collections::HashMap<String, std::collections::BTreeMap<String, (String, String)>>;
+
+/// Most attributes kept per device (a device cannot grow the table without bound).
+const MAX_ATTRIBUTES: usize = 256;
+/// Longest attribute name or value kept, in bytes.
+const MAX_ATTRIBUTE_LEN: usize = 1024;
+
+impl Store {
+    /// Records the identity attributes of a committed batch's devices: each report carrying
+    /// attributes replaces its device's set (at most 256, names and values at most 1 KiB).
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub async fn record_attributes(&self, batch: &groundtruth_proto::v1::Batch) -> Result<(), StoreError> {
+        let agent_id = batch
+            .agent
+            .as_ref()
+            .map(|a| a.agent_id.as_str())
+            .unwrap_or_default();
+        let at = now();
+        let mut tx = self.pool.begin().await?;
+        for report in &batch.devices {
+            let Some(id) = &report.identity else { continue };
+            if id.attributes.is_empty() {
+                continue;
+            }
+            let key = super::device_key(report, agent_id);
+            sqlx::query("DELETE FROM device_attributes WHERE device_key = $1")
+                .bind(&key)
+                .execute(&mut *tx)
+                .await?;
+            let mut attrs: Vec<(&String, &String)> = id.attributes.iter().collect();
+            attrs.sort();
+            for (name, value) in attrs
+                .into_iter()
+                .filter(|(n, v)| n.len() <= MAX_ATTRIBUTE_LEN && v.len() <= MAX_ATTRIBUTE_LEN)
+                .take(MAX_ATTRIBUTES)
+            {
+                sqlx::query("INSERT INTO device_attributes (device_key, name, value, observed_at) VALUES ($1, $2, $3, $4)")
+                    .bind(&key)
+                    .bind(name)
+                    .bind(value)
+                    .bind(&at)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Every device's attributes: device key → name → (value, observed at).
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub async fn device_attributes(&self) -> Result<Attributes, StoreError> {
+        let mut out = Attributes::new();
+        for r in sqlx::query(
+            "SELECT device_key, name, value, observed_at FROM device_attributes ORDER BY device_key, name",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        {
+            out.entry(r.get("device_key"))
+                .or_default()
+                .insert(r.get("name"), (r.get("value"), r.get("observed_at")));
+        }
+        Ok(out)
+    }
+}
