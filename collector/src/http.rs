@@ -283,6 +283,7 @@ pub fn router(state: HttpState) -> Router {
         .merge(crate::web::routes())
         .merge(crate::context::routes())
         .merge(crate::kpi::routes())
+        .merge(crate::itsm::routes())
         .with_state(Arc::new(state))
 }
 

@@ -635,6 +635,62 @@ pub async fn deliver(
     Ok(report)
 }
 
+async fn api_tickets(
+    axum::extract::State(s): axum::extract::State<std::sync::Arc<crate::http::HttpState>>,
+    headers: axum::http::HeaderMap,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    if !crate::http::authorized(&s, &headers) {
+        return (
+            axum::http::StatusCode::UNAUTHORIZED,
+            axum::Json(json!({"error": "missing or wrong bearer token"})),
+        )
+            .into_response();
+    }
+    let res = async {
+        let mut out = Vec::new();
+        for t in s.store.all_tickets().await? {
+            let mut refs = serde_json::Map::new();
+            for sink in ["rt"] {
+                if let Some(x) = s.store.ticket_ref(t.id, sink).await? {
+                    refs.insert(sink.to_owned(), json!(x));
+                }
+            }
+            let mut v = serde_json::to_value(&t).unwrap_or_default();
+            if let Some(o) = v.as_object_mut() {
+                o.insert("external_ids".into(), serde_json::Value::Object(refs));
+                o.insert(
+                    "evidence".into(),
+                    serde_json::from_str(&t.evidence).unwrap_or(serde_json::Value::Null),
+                );
+            }
+            out.push(v);
+        }
+        let (delivered, pending, dead) = s.store.delivery_counts().await?;
+        Ok::<_, StoreError>(json!({
+            "tickets": out,
+            "deliveries": {"delivered": delivered, "pending": pending, "dead": dead},
+        }))
+    }
+    .await;
+    match res {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "Ticket list failed on the store.");
+            (
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                "store error; see the collector log\n",
+            )
+                .into_response()
+        }
+    }
+}
+
+/// The ticket routes, merged into [`crate::http::router`].
+pub fn routes() -> axum::Router<std::sync::Arc<crate::http::HttpState>> {
+    axum::Router::new().route("/api/tickets", axum::routing::get(api_tickets))
+}
+
 /// Human text of an event for ticketing systems (summary, then the evidence as indented JSON).
 #[must_use]
 pub fn event_text(payload: &str) -> (String, String) {
@@ -821,6 +877,34 @@ mod tests {
         assert_eq!(all.len(), 1);
         assert!(all[0].resolved_at.is_some());
         assert_eq!(all[0].updates, 1);
+
+        // The API lists it with its evidence, behind the token.
+        let router = crate::http::router(crate::http::HttpState {
+            store: store.clone(),
+            ingest: Arc::default(),
+            rules: Rules::builtin("DC1"),
+            api_token: Some("tok".into()),
+            events: tokio::sync::watch::channel(0).1,
+            cmdb_configured: false,
+        });
+        let call = |auth: Option<&str>| {
+            let mut req = axum::http::Request::get("/api/tickets");
+            if let Some(a) = auth {
+                req = req.header("authorization", a);
+            }
+            tower::ServiceExt::oneshot(router.clone(), req.body(axum::body::Body::empty()).unwrap())
+        };
+        assert_eq!(call(None).await.unwrap().status(), 401);
+        let resp = call(Some("Bearer tok")).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["tickets"][0]["rule"], "dups", "{v}");
+        assert_eq!(
+            v["tickets"][0]["evidence"]["previous"]["kind"], "duplicate_serial_in_cmdb",
+            "{v}"
+        );
+        assert_eq!(v["deliveries"]["delivered"], 3, "{v}");
 
         // The condition returns: a new ticket.
         store
