@@ -529,12 +529,9 @@ pub fn page_body(k: &Kpis, history: &[KpiPoint]) -> String {
         );
     }
     b.push_str("</table>\n<h2>Open exceptions by age</h2>\n<table><tr><th>age</th><th>open</th></tr>");
-    for (age, n) in &k.exceptions_by_age {
-        let _ = write!(
-            b,
-            "<tr><td>{}</td><td>{n}</td></tr>",
-            crate::web::render::esc(age)
-        );
+    for (age, _) in AGE_BUCKETS {
+        let n = k.exceptions_by_age.get(age).copied().unwrap_or(0);
+        let _ = write!(b, "<tr><td>{age}</td><td>{n}</td></tr>");
     }
     b.push_str("</table>\n<h2>Located devices by strongest source</h2>\n<table><tr><th>source</th><th>devices</th></tr>");
     for (src, n) in &k.located_by_source {
