@@ -18,7 +18,7 @@
 //! site_map = "/etc/groundtruth/site-map.toml"            # racks, devices by serial, switch ports
 //!
 //! [health]                       # integration-health KPIs (crate::kpi)
-//! interval = "60s"
+//! interval = "5m"
 //! stale_after = "7d"
 //! history = "30d"
 //!
@@ -140,7 +140,7 @@ struct RawRule {
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawHealth {
-    /// How often the KPIs are computed and recorded ("60s").
+    /// How often the KPIs are computed and recorded ("5m").
     #[serde(default)]
     interval: Option<String>,
     /// A device not seen for this long is stale ("7d").

@@ -45,7 +45,7 @@ pub struct HealthSettings {
 impl Default for HealthSettings {
     fn default() -> Self {
         Self {
-            interval: Duration::from_secs(60),
+            interval: Duration::from_secs(300),
             stale_after: Duration::from_secs(7 * 86_400),
             history: Duration::from_secs(30 * 86_400),
         }
