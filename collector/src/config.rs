@@ -181,6 +181,9 @@ struct RawMqtt {
     client_cert: Option<PathBuf>,
     #[serde(default)]
     client_key: Option<PathBuf>,
+    /// How often rack and room power totals are published (`"off"` disables).
+    #[serde(default)]
+    publish_power: Option<String>,
 }
 
 fn default_share_group() -> String {
@@ -505,9 +508,27 @@ impl Config {
                     groundtruth_proto::topics::level(host.trim())
                 )
             });
+            let publish_power = match m.publish_power.as_deref().map(str::trim) {
+                None => Some(std::time::Duration::from_secs(60)),
+                Some("off") => None,
+                Some(t) => match humantime::parse_duration(t) {
+                    Ok(d) if d >= std::time::Duration::from_secs(1) => Some(d),
+                    Ok(_) => {
+                        errors.push(format!("{file}: mqtt.publish_power: under one second"));
+                        return None;
+                    }
+                    Err(e) => {
+                        errors.push(format!(
+                            "{file}: mqtt.publish_power: expected a duration like \"60s\" or \"off\": {e}"
+                        ));
+                        return None;
+                    }
+                },
+            };
             Some(crate::ingest::mqtt::MqttIngestSettings {
                 host,
                 port: url.port,
+                publish_power,
                 tls,
                 username: m.username,
                 password,
@@ -988,8 +1009,10 @@ mod tests {
             ca_file: mqtt_ca,
             client_cert,
             client_key,
+            publish_power,
         } = mqtt.expect("[mqtt] in the example");
         assert!(mqtt_ca.is_some() && client_cert.is_some() && client_key.is_some());
+        assert!(publish_power.is_some());
         let RawNetBox {
             url: _,
             token: _,
@@ -1053,6 +1076,7 @@ mod tests {
             "mqtt.ca_file",
             "mqtt.client_cert",
             "mqtt.client_key",
+            "mqtt.publish_power",
             "netbox.url",
             "netbox.token",
             "netbox.device_role",

@@ -158,7 +158,8 @@ pub struct Inlet {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Outlet {
     pub pdu: Host,
-    pub outlet: String,
+    /// The outlet's number as the PDU numbers it (the site map's `outlet`).
+    pub outlet: u32,
     #[serde(flatten)]
     pub readings: Electrical,
     pub inlet: Inlet,
@@ -333,6 +334,24 @@ impl<'a> Index<'a> {
         }
     }
 
+    /// The stored devices placed where an outlet's fed position is (the U it names inside their
+    /// U range).
+    fn fed_by(&self, o: &crate::sitemap::OutletEntry) -> Vec<&'a DeviceRow> {
+        self.snap
+            .devices
+            .iter()
+            .filter(|d| {
+                self.placements.get(d.device_key.as_str()).is_some_and(|p| {
+                    let h = self.snap.heights.get(&d.device_key).copied().unwrap_or(1).max(1);
+                    p.status == "located"
+                        && eq(&p.site, &o.site)
+                        && eq(&p.rack, &o.rack)
+                        && p.u.is_some_and(|u| (u..u + h).contains(&o.u))
+                })
+            })
+            .collect()
+    }
+
     /// A host by serial: the stored device, or just the serial the site map names.
     fn host_by_serial(&self, serial: &str) -> Host {
         self.device_by_serial(serial).map_or_else(
@@ -413,10 +432,14 @@ pub fn build(snap: Snapshot<'_>, d: &DeviceRow) -> Context {
         .unwrap_or_default();
     let power = ix.electrical(&d.device_key, |r| r.component_kind.is_empty());
 
-    let my_outlets = if d.serial.is_empty() {
-        Vec::new()
-    } else {
-        map.outlets_of(&d.serial)
+    // The outlets feeding the U range the device occupies (the site map lists outlets by the
+    // position of what they feed).
+    let my_outlets: Vec<&crate::sitemap::OutletEntry> = match (location.status, location.u) {
+        ("located", Some(u)) => {
+            let h = snap.heights.get(&d.device_key).copied().unwrap_or(1).max(1);
+            map.outlets_at(&location.site, &location.rack, u, u + h - 1)
+        }
+        _ => Vec::new(),
     };
     let outlets: Vec<Outlet> = my_outlets
         .iter()
@@ -424,9 +447,7 @@ pub fn build(snap: Snapshot<'_>, d: &DeviceRow) -> Context {
             let pdu_dev = ix.device_by_serial(&o.pdu);
             let readings = pdu_dev.map_or_else(Electrical::default, |p| {
                 ix.electrical(&p.device_key, |r| {
-                    r.component_kind == "COMPONENT_KIND_OUTLET"
-                        && (eq(&r.component_label, &o.outlet)
-                            || r.component_index.to_string() == o.outlet.trim())
+                    r.component_kind == "COMPONENT_KIND_OUTLET" && r.component_index == i64::from(o.outlet)
                 })
             });
             let inlet_readings = pdu_dev.map_or_else(Electrical::default, |p| {
@@ -437,7 +458,7 @@ pub fn build(snap: Snapshot<'_>, d: &DeviceRow) -> Context {
             let c = ix.circuit_of(&o.pdu, o.inlet);
             Outlet {
                 pdu: ix.host_by_serial(&o.pdu),
-                outlet: o.outlet.clone(),
+                outlet: o.outlet,
                 readings,
                 inlet: Inlet {
                     inlet: o.inlet,
@@ -456,7 +477,6 @@ pub fn build(snap: Snapshot<'_>, d: &DeviceRow) -> Context {
     circuits.sort();
     circuits.dedup();
 
-    let is_me = |serial: &str| !d.serial.is_empty() && eq(serial, &d.serial);
     // Hosts in the same rack (located there by the engine), ordered by U then key.
     let mut shares_rack: Vec<Neighbour> = Vec::new();
     if location.status == "located" && !location.rack.is_empty() {
@@ -486,27 +506,32 @@ pub fn build(snap: Snapshot<'_>, d: &DeviceRow) -> Context {
     let mut circuit_shares: BTreeMap<(String, String), Neighbour> = BTreeMap::new();
     let my_circuits: Vec<String> = circuits.iter().filter_map(circuit_label).collect();
     for o in map.outlets() {
-        if is_me(&o.device) {
+        let shares_pdu = my_outlets.iter().any(|m| eq(&m.pdu, &o.pdu));
+        let circuit = circuit_label(&ix.circuit_of(&o.pdu, o.inlet)).filter(|l| my_circuits.contains(l));
+        if !shares_pdu && circuit.is_none() {
             continue;
         }
-        if my_outlets.iter().any(|m| eq(&m.pdu, &o.pdu)) {
-            let via = format!("PDU {}", o.pdu);
-            pdu_shares
-                .entry((o.device.to_ascii_uppercase(), via.clone()))
-                .or_insert_with(|| Neighbour {
-                    host: ix.host_by_serial(&o.device),
-                    via,
-                });
-        }
-        if let Some(label) = circuit_label(&ix.circuit_of(&o.pdu, o.inlet))
-            && my_circuits.contains(&label)
-        {
-            circuit_shares
-                .entry((o.device.to_ascii_uppercase(), label.clone()))
-                .or_insert_with(|| Neighbour {
-                    host: ix.host_by_serial(&o.device),
-                    via: label,
-                });
+        for other in ix.fed_by(o) {
+            if other.device_key == d.device_key {
+                continue;
+            }
+            if shares_pdu {
+                let via = format!("PDU {}", o.pdu);
+                pdu_shares
+                    .entry((other.device_key.clone(), via.clone()))
+                    .or_insert_with(|| Neighbour {
+                        host: ix.host(other),
+                        via,
+                    });
+            }
+            if let Some(label) = &circuit {
+                circuit_shares
+                    .entry((other.device_key.clone(), label.clone()))
+                    .or_insert_with(|| Neighbour {
+                        host: ix.host(other),
+                        via: label.clone(),
+                    });
+            }
         }
     }
     let serves = if d.serial.is_empty() {
@@ -514,9 +539,10 @@ pub fn build(snap: Snapshot<'_>, d: &DeviceRow) -> Context {
     } else {
         map.outlets_on(&d.serial)
             .into_iter()
-            .map(|o| Neighbour {
-                host: ix.host_by_serial(&o.device),
-                via: format!("outlet {}", o.outlet),
+            .flat_map(|o| ix.fed_by(o).into_iter().map(move |other| (o.outlet, other)))
+            .map(|(outlet, other)| Neighbour {
+                host: ix.host(other),
+                via: format!("outlet {outlet}"),
             })
             .collect()
     };
@@ -716,32 +742,45 @@ site = "WEBDC"
 room = "35"
 name = "WEB43"
 
+[[rack]]
+site = "WEBDC"
+name = "WEB44"
+
 [[device]]
 serial = "TOWER1"
 site = "WEBDC"
 rack = "WEB43"
 u = 20
 
+# SRV1 (2U at U12): one cord on PDU1 outlet 1, one on PDU2 outlet 3 (inlet 2).
 [[outlet]]
 pdu = "PDU1"
-outlet = "A1"
-device = "SRV1"
+outlet = 1
+site = "WEBDC"
+rack = "WEB43"
+u = 12
 
 [[outlet]]
 pdu = "PDU2"
-outlet = "3"
-device = "SRV1"
+outlet = 3
+site = "WEBDC"
+rack = "WEB43"
+u = 13
 inlet = 2
 
 [[outlet]]
 pdu = "PDU1"
-outlet = "A2"
-device = "TOWER1"
+outlet = 2
+site = "WEBDC"
+rack = "WEB43"
+u = 20
 
 [[outlet]]
 pdu = "PDU3"
-outlet = "1"
-device = "FAR1"
+outlet = 1
+site = "WEBDC"
+rack = "WEB44"
+u = 5
 
 [[inlet]]
 pdu = "PDU1"
@@ -806,7 +845,17 @@ circuit = "RPP-B/CB-03"
             srv,
             dev("TOWER1", "tower1", "aa:bb:cc:00:00:02", Some(926.0)),
             dev("PDU1", "", "aa:bb:cc:00:00:03", Some(6438.0)),
-            dev("FAR1", "far1", "aa:bb:cc:00:00:04", None),
+            {
+                let mut far = dev("FAR1", "far1", "aa:bb:cc:00:00:04", None);
+                far.locations.push(EvidenceRow {
+                    source: "LOCATION_SOURCE_REDFISH_PLACEMENT".into(),
+                    rack: "WEB44".into(),
+                    u_position: Some(5),
+                    confidence: 0.9,
+                    ..Default::default()
+                });
+                far
+            },
             dev("DUP1", "twin", "aa:bb:cc:00:00:05", None),
             dev("DUP2", "twin", "aa:bb:cc:00:00:06", None),
         ];
@@ -906,11 +955,11 @@ circuit = "RPP-B/CB-03"
         assert_eq!(
             (
                 a1.pdu.serial.as_str(),
-                a1.outlet.as_str(),
+                a1.outlet,
                 a1.readings.power_watts,
                 a1.readings.current_amps
             ),
-            ("PDU1", "A1", Some(197.4), Some(0.9))
+            ("PDU1", 1, Some(197.4), Some(0.9))
         );
         assert_eq!(
             (
@@ -1006,7 +1055,7 @@ circuit = "RPP-B/CB-03"
         );
         assert!(Query::parse(Some("serial=")).unwrap_err().contains("empty"));
         // A device with no location evidence is "unknown" and shares no rack.
-        let c = build(snap, &devices[3]);
+        let c = build(snap, &devices[4]);
         assert_eq!(c.location.status, "unknown");
         assert!(c.shares_rack.is_empty());
     }
@@ -1028,9 +1077,11 @@ circuit = "RPP-B/CB-03"
                     stack.push(path);
                 } else if path.extension().is_some_and(|x| x == "rs") {
                     let text = std::fs::read_to_string(&path).unwrap();
-                    for part in text.split(".route(\"").skip(1) {
-                        let route = part.split('"').next().unwrap();
-                        routes.push(route.to_owned());
+                    // `.route("/x", …)`, also when rustfmt breaks the line after `(`.
+                    for part in text.split(".route(").skip(1) {
+                        if let Some(rest) = part.trim_start().strip_prefix('"') {
+                            routes.push(rest.split('"').next().unwrap().to_owned());
+                        }
                     }
                 }
             }

@@ -23,14 +23,16 @@
 //! rack = "R07"
 //! u = 12
 //!
-//! [[outlet]]                    # PDU outlet -> the device plugged into it (physical context)
-//! pdu = "29347ZT536"            # the PDU's serial
-//! outlet = "A1"                 # the outlet as the PDU names it (label), or its index
-//! device = "437XR1138R2"        # the serial of the device plugged in (one per PSU cord)
+//! [[outlet]]                    # PDU outlet -> where the device it feeds sits
+//! pdu = "3F3452A52295"          # the PDU's serial
+//! outlet = 7                    # the outlet's number as the PDU numbers it
+//! site = "DC1"
+//! rack = "R07"
+//! u = 12
 //! inlet = 1                     # optional: the PDU inlet behind this outlet (default 1)
 //!
 //! [[inlet]]                     # PDU inlet -> the feed and circuit behind it
-//! pdu = "29347ZT536"
+//! pdu = "3F3452A52295"
 //! inlet = 1                     # optional (default 1)
 //! feed = "A"                    # optional: the power feed (A/B side, UPS name...)
 //! circuit = "RPP-A1/CB-12"      # optional: the breaker/circuit as the floor knows it
@@ -88,13 +90,15 @@ pub struct PortEntry {
     pub u: Option<u32>,
 }
 
-/// A PDU outlet and the device plugged into it.
-#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OutletEntry {
     pub pdu: String,
-    pub outlet: String,
-    pub device: String,
+    pub outlet: u32,
+    pub site: String,
+    pub rack: String,
+    pub u: u32,
+    /// The PDU inlet feeding this outlet (physical-context API; default 1).
     #[serde(default = "default_inlet")]
     pub inlet: u32,
 }
@@ -137,6 +141,7 @@ pub struct SiteMap {
     racks: Vec<RackEntry>,
     by_serial: HashMap<String, DeviceEntry>,
     by_port: HashMap<(String, String), PortEntry>,
+    by_outlet: HashMap<(String, u32), OutletEntry>,
     outlets: Vec<OutletEntry>,
     inlets: Vec<InletEntry>,
 }
@@ -205,15 +210,11 @@ impl SiteMap {
                 errors.push(format!("{origin}: {what}: port listed twice"));
             }
         }
-        let mut seen_outlets = std::collections::HashSet::new();
+        let mut by_outlet = HashMap::new();
         for (i, o) in file.outlets.iter().enumerate() {
-            let what = format!("outlet[{i}] (pdu {} outlet {})", o.pdu, o.outlet);
-            if o.pdu.trim().is_empty() || o.outlet.trim().is_empty() || o.device.trim().is_empty() {
-                errors.push(format!(
-                    "{origin}: {what}: pdu, outlet and device must not be empty"
-                ));
-            }
-            if !seen_outlets.insert((key(&o.pdu), key(&o.outlet))) {
+            let what = format!("outlet[{i}] ({} outlet {})", o.pdu, o.outlet);
+            errors.extend(check(&what, &o.site, &o.rack, Some(o.u)));
+            if by_outlet.insert((key(&o.pdu), o.outlet), o.clone()).is_some() {
                 errors.push(format!("{origin}: {what}: outlet listed twice"));
             }
         }
@@ -252,6 +253,7 @@ impl SiteMap {
             racks: file.racks,
             by_serial,
             by_port,
+            by_outlet,
             outlets: file.outlets,
             inlets: file.inlets,
         })
@@ -309,20 +311,18 @@ impl SiteMap {
         self.by_port.get(&(key(switch), key(port)))
     }
 
-    /// A rack by site and name.
+    /// Where the device fed by outlet `outlet` of the PDU with serial `pdu` sits, if the map says.
     #[must_use]
-    pub fn rack(&self, site: &str, name: &str) -> Option<&RackEntry> {
-        self.racks
-            .iter()
-            .find(|r| key(&r.site) == key(site) && key(&r.name) == key(name))
+    pub fn outlet(&self, pdu: &str, outlet: u32) -> Option<&OutletEntry> {
+        self.by_outlet.get(&(key(pdu), outlet))
     }
 
-    /// The PDU outlets a device (by serial) is plugged into, as listed.
+    /// The listed outlets feeding a device placed in `site`/`rack` over U `lo..=hi`.
     #[must_use]
-    pub fn outlets_of(&self, device_serial: &str) -> Vec<&OutletEntry> {
+    pub fn outlets_at(&self, site: &str, rack: &str, lo: u32, hi: u32) -> Vec<&OutletEntry> {
         self.outlets
             .iter()
-            .filter(|o| key(&o.device) == key(device_serial))
+            .filter(|o| key(&o.site) == key(site) && key(&o.rack) == key(rack) && (lo..=hi).contains(&o.u))
             .collect()
     }
 
@@ -335,7 +335,7 @@ impl SiteMap {
             .collect()
     }
 
-    /// All listed outlets.
+    /// All listed outlets, in file order.
     #[must_use]
     pub fn outlets(&self) -> &[OutletEntry] {
         &self.outlets
@@ -347,6 +347,14 @@ impl SiteMap {
         self.inlets
             .iter()
             .find(|n| key(&n.pdu) == key(pdu_serial) && n.inlet == inlet)
+    }
+
+    /// A rack by site and name.
+    #[must_use]
+    pub fn rack(&self, site: &str, name: &str) -> Option<&RackEntry> {
+        self.racks
+            .iter()
+            .find(|r| key(&r.site) == key(site) && key(&r.name) == key(name))
     }
 
     /// All racks, as listed.
@@ -383,20 +391,10 @@ u = 12
 
 [[outlet]]
 pdu = "3f3452a52295"
-outlet = "A1"
-device = "SRV1"
-
-[[outlet]]
-pdu = "3F3452A52295"
-outlet = "B4"
-device = "srv1"
-inlet = 2
-
-[[inlet]]
-pdu = "3F3452A52295"
-inlet = 2
-feed = "B"
-circuit = "RPP-B/CB-07"
+outlet = 7
+site = "DC1"
+rack = "R07"
+u = 20
 "#;
 
     #[test]
@@ -417,37 +415,15 @@ circuit = "RPP-B/CB-07"
         assert_eq!(m.port("jpe15151458", "ethernet12").unwrap().u, Some(12));
         assert!(m.evidence_for_serial("NOPE").is_none());
         assert_eq!(m.rack("dc1", "r07").unwrap().height, 42);
-        let outlets: Vec<(&str, u32)> = m
-            .outlets_of("SRV1")
-            .iter()
-            .map(|o| (o.outlet.as_str(), o.inlet))
-            .collect();
-        assert_eq!(outlets, [("A1", 1), ("B4", 2)]);
-        assert_eq!(m.outlets_on("3f3452a52295").len(), 2);
-        assert_eq!(m.inlet("3f3452a52295", 2).unwrap().circuit, "RPP-B/CB-07");
-        assert!(m.inlet("3f3452a52295", 1).is_none());
-    }
-
-    #[test]
-    fn bad_outlets_and_inlets_are_named() {
-        let bad = format!(
-            "{MAP}\n[[outlet]]\npdu = \"3F3452A52295\"\noutlet = \"a1\"\ndevice = \"X\"\n\n[[inlet]]\npdu = \"P\"\n"
-        );
-        let all = SiteMap::parse(&bad, "m.toml").unwrap_err().join("\n");
-        assert!(
-            all.contains("outlet[2] (pdu 3F3452A52295 outlet a1): outlet listed twice"),
-            "{all}"
-        );
-        assert!(
-            all.contains("inlet[1] (pdu P inlet 1): names neither a feed nor a circuit"),
-            "{all}"
-        );
+        assert_eq!(m.outlet("3F3452A52295", 7).unwrap().u, 20);
+        assert!(m.outlet("3F3452A52295", 8).is_none());
     }
 
     #[test]
     fn bad_entries_are_all_reported_with_their_place() {
         let bad = MAP
             .replace("u = 12", "u = 43")
+            .replace("u = 20", "u = 0")
             .replace("rack = \"R07\"\nface", "rack = \"R99\"\nface")
             .replace("\"rear\"", "\"side\"");
         let errs = SiteMap::parse(&bad, "site-map.toml").unwrap_err();
@@ -461,10 +437,51 @@ circuit = "RPP-B/CB-07"
             "{all}"
         );
         assert!(all.contains("face must be"), "{all}");
+        assert!(
+            all.contains("outlet[0] (3f3452a52295 outlet 7): U0 is outside rack R07"),
+            "{all}"
+        );
         let typo = SiteMap::parse("[[rack]]\nsite = \"DC1\"\nnmae = \"R1\"\n", "m.toml").unwrap_err();
         assert!(
             typo[0].starts_with("m.toml: line") && typo[0].contains("nmae"),
             "{typo:?}"
+        );
+    }
+
+    #[test]
+    fn outlets_by_position_and_inlets_with_their_circuits() {
+        let m = SiteMap::parse(
+            "[[rack]]\nsite = \"DC1\"\nname = \"R07\"\npower_budget_w = 5000\n\n\
+             [[outlet]]\npdu = \"P1\"\noutlet = 1\nsite = \"DC1\"\nrack = \"R07\"\nu = 12\n\n\
+             [[outlet]]\npdu = \"p1\"\noutlet = 9\nsite = \"DC1\"\nrack = \"R07\"\nu = 13\ninlet = 2\n\n\
+             [[inlet]]\npdu = \"P1\"\ninlet = 2\nfeed = \"B\"\ncircuit = \"RPP-B/CB-07\"\n",
+            "m.toml",
+        )
+        .unwrap();
+        let at: Vec<(u32, u32)> = m
+            .outlets_at("dc1", "r07", 12, 13)
+            .iter()
+            .map(|o| (o.outlet, o.inlet))
+            .collect();
+        assert_eq!(at, [(1, 1), (9, 2)]);
+        assert_eq!(m.outlets_at("DC1", "R07", 14, 20).len(), 0);
+        assert_eq!(m.outlets_on("P1").len(), 2);
+        assert_eq!(m.inlet("p1", 2).unwrap().circuit, "RPP-B/CB-07");
+        assert!(m.inlet("P1", 1).is_none());
+        assert_eq!(m.rack("DC1", "R07").unwrap().power_budget_w, Some(5000.0));
+        let bad = SiteMap::parse(
+            "[[inlet]]\npdu = \"P\"\n\n[[inlet]]\npdu = \"P\"\nfeed = \"A\"\n",
+            "m.toml",
+        )
+        .unwrap_err();
+        let all = bad.join("\n");
+        assert!(
+            all.contains("inlet[0] (pdu P inlet 1): names neither a feed nor a circuit"),
+            "{all}"
+        );
+        assert!(
+            all.contains("inlet[1] (pdu P inlet 1): inlet listed twice"),
+            "{all}"
         );
     }
 }

@@ -26,7 +26,13 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (5, include_str!("../migrations/0005_topology.sql")),
     (6, include_str!("../migrations/0006_dead_letters.sql")),
     (8, include_str!("../migrations/0008_itsm_kpi.sql")),
+    (9, include_str!("../migrations/0009_exception_actions.sql")),
 ];
+
+// Operator actions on exceptions (accept / ignore / pin) and their audit trail.
+#[path = "store_actions.rs"]
+mod actions;
+pub use actions::{AuditRow, Pin};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -36,6 +42,9 @@ pub enum StoreError {
     Query(#[from] sqlx::Error),
     #[error("batch rejected: {0}")]
     Invalid(String),
+    /// An operator action that cannot be taken as asked (no actor, incomplete pin).
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// What happened to a batch.
@@ -524,10 +533,12 @@ impl Store {
                 locations,
             });
         }
+        self.add_pins(&mut out).await?;
         Ok(out)
     }
 
-    /// Opens (or refreshes) an exception; one open row per (device, kind).
+    /// Opens (or refreshes) an exception; one open row per (device, kind). A pair an operator
+    /// ignored is not raised.
     ///
     /// # Errors
     /// On a database failure.
@@ -537,6 +548,9 @@ impl Store {
         kind: &str,
         detail: &str,
     ) -> Result<(), StoreError> {
+        if self.is_ignored(device_key, kind).await? {
+            return Ok(());
+        }
         let t = now();
         sqlx::query(
             "INSERT INTO exceptions (device_key, kind, detail, first_seen, last_seen) VALUES (?, ?, ?, ?, ?)
@@ -601,16 +615,7 @@ impl Store {
     /// # Errors
     /// On a database failure.
     pub async fn resolve_exception(&self, id: i64, by: &str) -> Result<bool, StoreError> {
-        Ok(sqlx::query(
-            "UPDATE exceptions SET resolved_at = ?, resolved_by = ? WHERE id = ? AND resolved_at IS NULL",
-        )
-        .bind(now())
-        .bind(by)
-        .bind(id)
-        .execute(&self.pool)
-        .await?
-        .rows_affected()
-            == 1)
+        self.accept_exception(id, by, "").await
     }
 
     /// The last CMDB sync outcome of a device, if it was ever synced.

@@ -33,13 +33,17 @@ u = 20
 
 [[outlet]]
 pdu = "29347ZT536"
-outlet = "A1"
-device = "437XR1138R2"
+outlet = 1
+site = "WEBDC"
+rack = "WEB43"
+u = 12
 
 [[outlet]]
 pdu = "29347ZT536"
-outlet = "A2"
-device = "437XR1238R2"
+outlet = 2
+site = "WEBDC"
+rack = "WEB43"
+u = 20
 
 [[inlet]]
 pdu = "29347ZT536"
@@ -153,7 +157,7 @@ async fn context_api_answers_for_rackmount1_with_rack_outlet_and_neighbours() {
     let a1 = &outlets[0];
     assert_eq!(a1["pdu"]["serial"], "29347ZT536");
     assert_eq!(a1["pdu"]["device_key"], "serial:29347ZT536");
-    assert_eq!(a1["outlet"], "A1");
+    assert_eq!(a1["outlet"], 1);
     assert_eq!(a1["power_watts"].as_f64(), Some(197.4), "{a1}");
     assert_eq!(
         (a1["inlet"]["feed"].as_str(), a1["inlet"]["circuit"].as_str()),

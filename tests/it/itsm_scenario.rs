@@ -46,13 +46,17 @@ rack = "WEB43"
 
 [[outlet]]
 pdu = "29347ZT536"
-outlet = "A1"
-device = "437XR1138R2"
+outlet = 1
+site = "WEBDC"
+rack = "WEB43"
+u = 12
 
 [[outlet]]
 pdu = "29347ZT536"
-outlet = "A2"
-device = "437XR1238R2"
+outlet = 2
+site = "WEBDC"
+rack = "WEB43"
+u = 20
 "#;
 
 /// A private sushy-static serving a copy of a mockup; killed on drop.

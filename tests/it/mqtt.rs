@@ -61,6 +61,7 @@ async fn batches_flow_through_mosquitto_and_are_acked_after_commit() {
         share_group: unique("g"),
         client_id: unique("collector"),
         tls: None,
+        publish_power: None,
     };
     let collector = tokio::spawn(run(
         settings,

@@ -86,6 +86,7 @@ async fn broker_killed_for_20s_then_every_batch_arrives_in_order() {
             share_group: "outage".into(),
             client_id: format!("outage-collector-{}", std::process::id()),
             tls: None,
+            publish_power: None,
         },
         IngestService::new(store.clone(), tx),
         Arc::clone(&stats),
