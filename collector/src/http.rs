@@ -210,7 +210,7 @@ pub fn render(
     out
 }
 
-fn authorized(s: &HttpState, headers: &HeaderMap) -> bool {
+pub(crate) fn authorized(s: &HttpState, headers: &HeaderMap) -> bool {
     let Some(token) = &s.api_token else { return true };
     let given = headers
         .get(axum::http::header::AUTHORIZATION)
@@ -264,6 +264,10 @@ async fn metrics(State(s): State<Arc<HttpState>>) -> Response {
     let power = crate::power::compute(&inv, &readings, &s.rules);
     let mut text = render(&devices, &readings, &exceptions, &s);
     text.push_str(&render_power(&power));
+    match crate::kpi::current_with(&s.store, &s.rules, crate::kpi::stale_after(), &devices).await {
+        Ok(k) => text.push_str(&crate::kpi::exposition(&k)),
+        Err(e) => return internal(&e),
+    }
     text.into_response()
 }
 
@@ -484,6 +488,9 @@ pub fn router(state: HttpState) -> Router {
             axum::routing::post(|State(s), h, b| api_pin(s, "ignores/remove", h, b)),
         )
         .merge(crate::web::routes())
+        .merge(crate::context::routes())
+        .merge(crate::kpi::routes())
+        .merge(crate::itsm::routes())
         .with_state(Arc::new(state))
 }
 

@@ -7,10 +7,13 @@
 
 pub mod cmdb;
 pub mod config;
+pub mod context;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod http;
 pub mod ingest;
+pub mod itsm;
+pub mod kpi;
 pub mod locate;
 pub mod normalize;
 pub mod power;

@@ -309,6 +309,64 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             }
         });
     }
+    {
+        // Integration health: link devices to their NetBox ids (at most every 5 minutes), then
+        // compute the KPIs and append them to their history, every `health.interval`.
+        let store = store.clone();
+        let rules = cfg.rules.clone();
+        let health = cfg.health;
+        let netbox = cfg.netbox.clone();
+        groundtruth_collector::kpi::set_stale_after(health.stale_after);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(health.interval);
+            let mut linked_at: Option<tokio::time::Instant> = None;
+            loop {
+                tick.tick().await;
+                if let Some(nb) = &netbox
+                    && linked_at.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(300))
+                {
+                    linked_at = Some(tokio::time::Instant::now());
+                    match groundtruth_collector::context::refresh_cmdb_links(&store, nb).await {
+                        Ok((linked, unlinked)) => tracing::debug!(linked, unlinked, "CMDB links refreshed."),
+                        Err(e) => tracing::warn!(error = %e, "Cannot refresh CMDB links; will retry."),
+                    }
+                }
+                if let Err(e) = groundtruth_collector::kpi::record(&store, &rules, &health).await {
+                    tracing::error!(error = %e, "KPI computation failed; will retry.");
+                }
+            }
+        });
+    }
+    if let Some(itsm) = cfg.itsm.clone() {
+        // Tickets: evaluate the rules, then deliver due events, every `itsm.interval`.
+        let sinks = groundtruth_collector::itsm::Sinks::new(&itsm).map_err(|e| anyhow::anyhow!(e))?;
+        let store = store.clone();
+        let rules = cfg.rules.clone();
+        tracing::info!(rules = itsm.rules.len(), sinks = ?itsm.sinks(), "ITSM tickets on.");
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(itsm.interval);
+            loop {
+                tick.tick().await;
+                let now = std::time::SystemTime::now();
+                match groundtruth_collector::itsm::evaluate(&store, &rules, &itsm, now).await {
+                    Ok(r) if r.opened + r.updated + r.resolved > 0 => {
+                        tracing::info!(
+                            opened = r.opened,
+                            updated = r.updated,
+                            resolved = r.resolved,
+                            deferred = r.deferred,
+                            "ITSM pass."
+                        );
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::error!(error = %e, "ITSM evaluation failed; will retry."),
+                }
+                if let Err(e) = groundtruth_collector::itsm::deliver(&store, &sinks, &itsm, now).await {
+                    tracing::error!(error = %e, "ITSM delivery failed on the store; will retry.");
+                }
+            }
+        });
+    }
     let events = tx.subscribe();
     let service = IngestService::new(store.clone(), tx);
     if let Some(listen) = cfg.listen_http {

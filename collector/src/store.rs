@@ -25,6 +25,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("../migrations/0004_exception_resolution.sql")),
     (5, include_str!("../migrations/0005_topology.sql")),
     (6, include_str!("../migrations/0006_dead_letters.sql")),
+    (8, include_str!("../migrations/0008_itsm_kpi.sql")),
     (9, include_str!("../migrations/0009_exception_actions.sql")),
 ];
 
@@ -1150,3 +1151,7 @@ mod tests {
         assert_eq!(store.dead_letters().await.unwrap().len(), 2);
     }
 }
+
+/// Issue #13's queries (physical context, KPIs, tickets), in their own file.
+mod itsm;
+pub use itsm::{Attributes, DeliveryRow, KpiPoint, SyncFacts, TicketRow};

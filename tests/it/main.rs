@@ -11,11 +11,14 @@
 )]
 
 mod cli;
+mod context;
 mod e2e;
 mod exceptions;
 mod faults;
 mod fuzz_replay;
 mod ipmi;
+mod itsm;
+mod itsm_scenario;
 mod locate;
 mod modbus;
 mod mqtt;

@@ -271,7 +271,7 @@ pub fn page(title: &str, body: &str, live: bool, logged_in: bool) -> String {
 <link rel="stylesheet" href="/static/app.css">
 <script src="/static/app.js" defer></script>
 </head><body>
-<header><a href="/" class="brand">groundtruth</a> <nav><a href="/">Racks</a> <a href="/exceptions">Exceptions</a></nav> <span id="live-status" class="muted"></span> {logout}</header>
+<header><a href="/" class="brand">groundtruth</a> <nav><a href="/">Racks</a> <a href="/exceptions">Exceptions</a> <a href="/health">Health</a></nav> <span id="live-status" class="muted"></span> {logout}</header>
 <main id="live" data-live="{live}">
 {body}
 </main>
