@@ -14,8 +14,8 @@
 //!
 //! The soak (R12) runs the same processes with 1,000 devices (5 % dead, 1 % slow, 0.5 % garbage)
 //! every 10 s and samples the agent's and the collector's RSS and open files every 5 s: after a
-//! warm-up third, the agent's RSS must stay within 16 MiB of its warm level and its open files
-//! flat; the accounting identity must hold at the end. CI runs it for 2 minutes; the documented
+//! warm-up third, the agent's RSS must show no trend (the last third peaks within 16 MiB of the
+//! middle third) and its open files neither; the accounting identity must hold at the end. CI runs it for 2 minutes; the documented
 //! one-hour run, with the collector down for 60 s every 15 minutes:
 //!   GT_SOAK_SECONDS=3600 GT_SOAK_OUTAGE_EVERY_S=900 cargo test --release -p groundtruth-tests \
 //!     --test it faults::soak -- --nocapture
@@ -410,10 +410,22 @@ async fn soak_memory_stays_flat_and_nothing_is_lost() {
     let (a, _) = rig.accounting().await;
     let polls = metric_sum(&agent_metrics, "groundtruth_agent_polls_total");
 
-    let warm = samples.len() / 3;
-    let (warm_kib, warm_fds) = (samples[warm].agent_kib, samples[warm].agent_fds);
-    let peak = samples[warm..].iter().map(|s| s.agent_kib).max().unwrap_or(0);
-    let peak_fds = samples[warm..].iter().map(|s| s.agent_fds).max().unwrap_or(0);
+    // Flat = no trend: the last third of the run peaks no higher than the middle third (the
+    // first third is warm-up, and with outages the first replay burst sets the high-water mark:
+    // up to `replay_batches_per_delivery` batches are held in memory while they are sent). Open
+    // files swing with the polls in flight (bounded by the concurrency limits); their median
+    // must not climb.
+    let third = samples.len() / 3;
+    let (mid, last) = (&samples[third..2 * third], &samples[2 * third..]);
+    let peak = |v: &[Sample]| v.iter().map(|s| s.agent_kib).max().unwrap_or(0);
+    let median_fds = |v: &[Sample]| {
+        let mut f: Vec<usize> = v.iter().map(|s| s.agent_fds).collect();
+        f.sort_unstable();
+        f.get(f.len() / 2).copied().unwrap_or(0)
+    };
+    let (mid_kib, last_kib) = (peak(mid), peak(last));
+    let (mid_fds, last_fds) = (median_fds(mid), median_fds(last));
+    let max_fds = samples.iter().map(|s| s.agent_fds).max().unwrap_or(0);
     for s in samples.iter().step_by((samples.len() / 12).max(1)) {
         eprintln!(
             "soak: t={:>5} s  agent {:>6} KiB {:>3} fds  collector {:>6} KiB",
@@ -421,19 +433,19 @@ async fn soak_memory_stays_flat_and_nothing_is_lost() {
         );
     }
     eprintln!(
-        "soak: {devices} devices for {seconds} s: agent RSS warm {warm_kib} KiB, peak after warm-up {peak} KiB; \
-         fds warm {warm_fds}, peak {peak_fds}; polls {polls}; batches sealed {}, delivered {}, still spooled {}, lost {}",
+        "soak: {devices} devices for {seconds} s: agent RSS peak {mid_kib} KiB in the middle third, {last_kib} KiB in the last; \
+         open files median {mid_fds} then {last_fds} (max {max_fds}); polls {polls}; batches sealed {}, delivered {}, still spooled {}, lost {}",
         a.sealed,
         a.stored,
         a.spooled,
         a.lost.len()
     );
     assert!(
-        peak <= warm_kib + 16 * 1024,
-        "agent RSS grew from {warm_kib} KiB to {peak} KiB after warm-up"
+        last_kib <= mid_kib + 16 * 1024,
+        "agent RSS still growing: peak {mid_kib} KiB in the middle third, {last_kib} KiB in the last"
     );
     assert!(
-        peak_fds <= warm_fds + 8,
-        "agent open files grew from {warm_fds} to {peak_fds}"
+        last_fds <= mid_fds + 8,
+        "agent open files growing: median {mid_fds} in the middle third, {last_fds} in the last"
     );
 }
