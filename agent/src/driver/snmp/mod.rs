@@ -25,6 +25,7 @@ mod walk;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
+use async_snmp::transport::UdpTransport;
 use async_snmp::v3::{DesSaltState, EngineCache, PersistedDesSaltState};
 use async_snmp::{Auth, Client, ErrorKind, Retry, UsmConfig, Value};
 use groundtruth_proto::v1::{
@@ -166,7 +167,28 @@ async fn connect(t: &SnmpTarget, cx: &PollCx) -> Result<Client, DriverError> {
     if matches!(t.privacy, Some((PrivProtocol::Des, _))) {
         b = b.des_salt_state(des_salt_state()?);
     }
-    b.connect().await.map_err(|e| map_err(t, "connect", &e, cx))
+    // async-snmp advertises an SNMPv3 msgMaxSize of 1472 by default. net-snmp answers a GETBULK
+    // whose v3 response would not fit with genErr instead of fewer varbinds, which ends any
+    // walk of a table with long rows (ipNetToMedia, hrSWRun): advertise a full UDP datagram,
+    // as net-snmp's own tools do. The socket reads full datagrams either way.
+    let connect_err = |e: &dyn std::fmt::Display| DriverError::Connect {
+        endpoint: format!("{}:{}", t.host, t.port),
+        detail: e.to_string(),
+    };
+    let v6 = tokio::net::lookup_host((t.host.as_str(), t.port))
+        .await
+        .map_err(|e| connect_err(&e))?
+        .next()
+        .is_some_and(|a| a.is_ipv6());
+    let transport = UdpTransport::builder()
+        .bind(if v6 { "[::]:0" } else { "0.0.0.0:0" })
+        .receive_capacity(async_snmp::MAX_UDP_PAYLOAD)
+        .build()
+        .await
+        .map_err(|e| connect_err(&e))?;
+    b.build_with(&transport)
+        .await
+        .map_err(|e| map_err(t, "connect", &e, cx))
 }
 
 /// sysObjectID as dotted text. Some agents send it as an OCTET STRING holding the dotted OID,
