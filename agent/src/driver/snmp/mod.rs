@@ -86,9 +86,12 @@ fn priv_proto(p: PrivProtocol) -> async_snmp::PrivProtocol {
     match p {
         PrivProtocol::Des => P::Des,
         PrivProtocol::Aes128 => P::Aes128,
-        // net-snmp's AES192/AES256 use the Blumenthal key extension.
+        // net-snmp's AES-192/AES-256 use the Blumenthal key extension, its AES-192-C/AES-256-C
+        // (Cisco's OIDs) the Reeder one; tests/it/snmp_v3.rs checks both against snmpd.
         PrivProtocol::Aes192 => P::Aes192Blumenthal,
         PrivProtocol::Aes256 => P::Aes256Blumenthal,
+        PrivProtocol::Aes192Cisco => P::Aes192Reeder,
+        PrivProtocol::Aes256Cisco => P::Aes256Reeder,
     }
 }
 
