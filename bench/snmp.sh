@@ -16,8 +16,9 @@
 # Needs the test peers (tests/peers/start-all.sh; reads $GT_PEERS_RUN/peers.env): net-snmp snmpd
 # (GT_SNMPD_*), snmpbulkwalk, curl, python3, and prometheus-snmp-exporter (Debian package, 0.21
 # here). The exporter's module is generated from one snmpbulkwalk of the same subtree with
-# numeric OIDs: one metric per parent OID (the last arc as its `idx` label), typed from the
-# walk (counter, gauge, or OctetString: a hex label), so every walked varbind becomes one sample; the
+# numeric OIDs: a metric per table column (its cells' parent OID, the last arc as the `idx`
+# label), a metric per cell of multi-arc indexes (its shortest unique prefix), typed from the walk
+# (counter, gauge, or OctetString: a hex label), so every walked varbind becomes one sample; the
 # exporter runs on a free loopback port and is timed by `curl` scrapes, in series.
 # groundtruth's side is tests/examples/gt-bench-drv.rs (`walk_count`, the code path of polls:
 # bounded walk, OID ordering checks), one client per walk, in one process.
