@@ -414,3 +414,28 @@ async fn snmpv3_auth_priv_whole_tree_walk_matches_snmpbulkwalk() {
         "groundtruth {ours} varbinds, snmpbulkwalk {reference}"
     );
 }
+
+/// A new engine ID behind a known address (the device was replaced, or its SNMP state reset)
+/// while the agent caches the old engine: snmpd ignores the request (keys localized for another
+/// engine ID) and its unknownEngineID Report is unauthenticated; the poll forgets the cached
+/// engine, rediscovers and succeeds, in the same poll.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snmpv3_new_engine_id_at_a_cached_address_is_rediscovered() {
+    let Some(mut d) = PrivateSnmpd::start("snmpv3_new_engine_id") else {
+        return;
+    };
+    let u = url(
+        &d.addr(),
+        ("SHA-384", "sha384"),
+        Some(("AES-192", "aes192")),
+        "AES-192",
+    );
+    assert_eq!(poll(&u).await.unwrap(), SYSNAME);
+    let engine_id = |d: &PrivateSnmpd| d.get_v2c("1.3.6.1.6.3.10.2.1.1.0").unwrap();
+    let before = engine_id(&d);
+    d.stop();
+    std::fs::remove_file(d.dir.path().join("persist/snmpd.conf")).unwrap();
+    d.spawn();
+    assert_ne!(engine_id(&d), before, "snmpd kept its engine ID");
+    assert_eq!(poll(&u).await.unwrap(), SYSNAME);
+}

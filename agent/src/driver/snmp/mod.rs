@@ -291,19 +291,39 @@ fn map_err(t: &SnmpTarget, what: &str, e: &async_snmp::Error, cx: &PollCx) -> Dr
 
 /// Polls identity (system group, interface MACs, profile identity), readings and topology.
 pub async fn poll(t: &SnmpTarget, cx: &PollCx) -> Result<DeviceReport, DriverError> {
-    let client = connect(t, cx).await?;
+    let mut client = connect(t, cx).await?;
+    let v3 = t.version == SnmpVersion::V3;
+    let cached = v3 && engine_cache().get(&client.peer_addr()).is_some();
+    let system = [SYS_DESCR, SYS_OBJECT_ID, SYS_UPTIME, SYS_NAME, SYS_LOCATION].map(oid);
+    let what = "GET of the system group";
+    let resp = match client.get_many(&system).await {
+        Ok(r) => r,
+        Err(e) => {
+            let err = map_err(t, what, &e, cx);
+            if !v3 {
+                return Err(err);
+            }
+            // A failed v3 exchange forgets the engine, so the next poll rediscovers it.
+            engine_cache().remove(&client.peer_addr());
+            // The cached engine may be gone: a replaced device or a reset SNMP state has a new
+            // engine ID, to which the keys localized for the old one do not apply, and its
+            // unknownEngineID Report is unauthenticated, so async-snmp ignores it. Rediscover
+            // once. A device that is simply down pays this once: its engine is no longer cached.
+            if !(cached && matches!(err, DriverError::Timeout { .. })) {
+                return Err(err);
+            }
+            client = connect(t, cx).await?;
+            client
+                .get_many(&system)
+                .await
+                .map_err(|e| map_err(t, what, &e, cx))?
+        }
+    };
     let s = Session {
         client,
         target: t,
         cx,
     };
-
-    let system = [SYS_DESCR, SYS_OBJECT_ID, SYS_UPTIME, SYS_NAME, SYS_LOCATION].map(oid);
-    let resp = s
-        .client
-        .get_many(&system)
-        .await
-        .map_err(|e| map_err(t, "GET of the system group", &e, cx))?;
     let mut by_oid = std::collections::HashMap::new();
     for vb in resp.varbinds {
         by_oid.insert(vb.oid.to_string(), vb.value);
