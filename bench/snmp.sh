@@ -42,9 +42,12 @@ gt=target/release/examples/gt-bench-drv
 out=bench/results-snmp.json
 work=$(mktemp -d)
 exp_pid=""
-cleanup() { [ -n "$exp_pid" ] && kill "$exp_pid" 2>/dev/null; rm -rf "$work"; }
+# GT_BENCH_KEEP=1 keeps the work dir (generated snmp.yml, last scrape) for a look afterwards.
+cleanup() {
+  [ -n "$exp_pid" ] && kill "$exp_pid" 2>/dev/null
+  if [ -n "${GT_BENCH_KEEP:-}" ]; then echo "kept $work" >&2; else rm -rf "$work"; fi
+}
 trap cleanup EXIT
-[ -n "${GT_BENCH_KEEP:-}" ] && trap - EXIT
 now() { date +%s.%N; }
 
 host=${GT_SNMPD_ADDR%:*}; port=${GT_SNMPD_ADDR##*:}
