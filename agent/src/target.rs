@@ -52,8 +52,12 @@ pub enum AuthProtocol {
 pub enum PrivProtocol {
     Des,
     Aes128,
+    /// AES-192/256 of draft-blumenthal-aes-usm-04 (net-snmp `AES-192`/`AES-256`).
     Aes192,
     Aes256,
+    /// AES-192/256 with the Reeder key extension under Cisco's OIDs (net-snmp `AES-192-C`).
+    Aes192Cisco,
+    Aes256Cisco,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -584,7 +588,14 @@ fn parse_priv(v: &str) -> Result<PrivProtocol, TargetError> {
         "aes" | "aes128" => PrivProtocol::Aes128,
         "aes192" => PrivProtocol::Aes192,
         "aes256" => PrivProtocol::Aes256,
-        _ => return Err(param_err("priv", "expected des, aes, aes192 or aes256")),
+        "aes192c" => PrivProtocol::Aes192Cisco,
+        "aes256c" => PrivProtocol::Aes256Cisco,
+        _ => {
+            return Err(param_err(
+                "priv",
+                "expected des, aes, aes192, aes256, aes192c or aes256c",
+            ));
+        }
     })
 }
 

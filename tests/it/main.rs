@@ -30,5 +30,6 @@ mod scale;
 mod scope;
 mod snmp;
 mod snmp_profiles;
+mod snmp_v3;
 mod sweep;
 mod tls;

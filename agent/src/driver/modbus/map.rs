@@ -246,6 +246,7 @@ pub struct RegisterMap {
 /// The reading vocabulary of docs/ARCHITECTURE.md: metric → the one unit it is reported in.
 pub const VOCABULARY: &[(&str, &str)] = &[
     ("power", "W"),
+    ("apparent_power", "VA"),
     ("energy", "kW.h"),
     ("voltage", "V"),
     ("current", "A"),

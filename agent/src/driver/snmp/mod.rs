@@ -22,8 +22,11 @@ pub mod profile;
 mod topology;
 mod walk;
 
-use std::time::SystemTime;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime};
 
+use async_snmp::transport::UdpTransport;
+use async_snmp::v3::{DesSaltState, EngineCache, PersistedDesSaltState};
 use async_snmp::{Auth, Client, ErrorKind, Retry, UsmConfig, Value};
 use groundtruth_proto::v1::{
     DeviceClass, DeviceIdentity, DeviceReport, LocationEvidence, LocationSource, MacAddress, MacRole,
@@ -83,9 +86,12 @@ fn priv_proto(p: PrivProtocol) -> async_snmp::PrivProtocol {
     match p {
         PrivProtocol::Des => P::Des,
         PrivProtocol::Aes128 => P::Aes128,
-        // net-snmp's AES192/AES256 use the Blumenthal key extension.
+        // net-snmp's AES-192/AES-256 use the Blumenthal key extension, its AES-192-C/AES-256-C
+        // (Cisco's OIDs) the Reeder one; tests/it/snmp_v3.rs checks both against snmpd.
         PrivProtocol::Aes192 => P::Aes192Blumenthal,
         PrivProtocol::Aes256 => P::Aes256Blumenthal,
+        PrivProtocol::Aes192Cisco => P::Aes192Reeder,
+        PrivProtocol::Aes256Cisco => P::Aes256Reeder,
     }
 }
 
@@ -93,14 +99,8 @@ fn priv_proto(p: PrivProtocol) -> async_snmp::PrivProtocol {
 /// max-repetitions, GETNEXT for v1, bounded by `max_walk_varbinds`) and returns the number of
 /// varbinds. For measurements (`tests/it/snmp_profiles.rs` compares it with `snmpbulkwalk`).
 pub async fn walk_count(t: &SnmpTarget, cx: &PollCx, base: &str) -> Result<usize, DriverError> {
-    let client = Client::builder((t.host.as_str(), t.port), auth_of(t)?)
-        .request_timeout(cx.limits.request_timeout)
-        .allow_unauthenticated_v3_time_correction(true)
-        .connect()
-        .await
-        .map_err(|e| map_err(t, "connect", &e, cx))?;
     let s = Session {
-        client,
+        client: connect(t, cx).await?,
         target: t,
         cx,
     };
@@ -109,6 +109,89 @@ pub async fn walk_count(t: &SnmpTarget, cx: &PollCx, base: &str) -> Result<usize
         detail: e.to_string(),
     })?;
     Ok(s.walk(&base, cx.limits.max_walk_varbinds).await?.len())
+}
+
+/// SNMPv3 engines (engine ID, boots, time) learnt by any poll, keyed by address: a v3 poll
+/// skips the discovery round trip when the device is already known. After a device reboot
+/// (engineBoots up) the first request gets an authenticated notInTimeWindow Report, async-snmp
+/// takes the new boots/time from it and resends once; a device that keeps answering
+/// notInTimeWindow fails with "not in time window". Bounded: the oldest entry goes first.
+fn engine_cache() -> Arc<EngineCache> {
+    static CACHE: OnceLock<Arc<EngineCache>> = OnceLock::new();
+    CACHE
+        .get_or_init(|| {
+            Arc::new(
+                EngineCache::new()
+                    .with_max_capacity(200_000)
+                    .with_ttl(Duration::from_secs(6 * 3600)),
+            )
+        })
+        .clone()
+}
+
+/// DES privacy (RFC 3414 §8.1.1.1) needs a salt that never repeats under one key: the sender's
+/// engineBoots followed by a counter. async-snmp asks the caller for that boots epoch and for
+/// durable storage of it; the agent keeps no per-key state file, so the epoch is the Unix time
+/// in seconds when the process first uses DES. A later agent start has a larger epoch as long as
+/// the clock does not go back by more than the previous run lasted. Shared by all DES targets
+/// of the process (the counter is one atomic).
+fn des_salt_state() -> Result<DesSaltState, DriverError> {
+    static STATE: OnceLock<Result<DesSaltState, String>> = OnceLock::new();
+    STATE
+        .get_or_init(|| {
+            let secs = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_err(|e| e.to_string())?
+                .as_secs();
+            // Epochs live in 1..=2^31-1 (engineBoots); clamp into it, past 2038 too.
+            let previous = u32::try_from(secs.clamp(1, 0x7fff_fffe)).unwrap_or(1);
+            let previous = PersistedDesSaltState::new(previous).map_err(|e| e.to_string())?;
+            DesSaltState::restart(previous, |_| Ok::<(), std::convert::Infallible>(()))
+                .map_err(|e| e.to_string())
+        })
+        .clone()
+        .map_err(|e| DriverError::Auth {
+            detail: format!("DES privacy unavailable: {e}"),
+        })
+}
+
+/// One async-snmp client for one poll: the target's credentials, the poll's timeout and
+/// retries, the shared engine cache.
+async fn connect(t: &SnmpTarget, cx: &PollCx) -> Result<Client, DriverError> {
+    let mut b = Client::builder((t.host.as_str(), t.port), auth_of(t)?)
+        .request_timeout(cx.limits.request_timeout)
+        .retry(
+            Retry::fixed(cx.limits.retries, Duration::ZERO)
+                .map_err(|_| DriverError::Unsupported("a retry count this high"))?,
+        )
+        // Turns usmStats* Reports into typed errors instead of timeouts (module docs).
+        .allow_unauthenticated_v3_time_correction(true)
+        .engine_cache(engine_cache());
+    if matches!(t.privacy, Some((PrivProtocol::Des, _))) {
+        b = b.des_salt_state(des_salt_state()?);
+    }
+    // async-snmp advertises an SNMPv3 msgMaxSize of 1472 by default. net-snmp answers a GETBULK
+    // whose v3 response would not fit with genErr instead of fewer varbinds, which ends any
+    // walk of a table with long rows (ipNetToMedia, hrSWRun): advertise a full UDP datagram,
+    // as net-snmp's own tools do. The socket reads full datagrams either way.
+    let connect_err = |e: &dyn std::fmt::Display| DriverError::Connect {
+        endpoint: format!("{}:{}", t.host, t.port),
+        detail: e.to_string(),
+    };
+    let v6 = tokio::net::lookup_host((t.host.as_str(), t.port))
+        .await
+        .map_err(|e| connect_err(&e))?
+        .next()
+        .is_some_and(|a| a.is_ipv6());
+    let transport = UdpTransport::builder()
+        .bind(if v6 { "[::]:0" } else { "0.0.0.0:0" })
+        .receive_capacity(async_snmp::MAX_UDP_PAYLOAD)
+        .build()
+        .await
+        .map_err(|e| connect_err(&e))?;
+    b.build_with(&transport)
+        .await
+        .map_err(|e| map_err(t, "connect", &e, cx))
 }
 
 /// sysObjectID as dotted text. Some agents send it as an OCTET STRING holding the dotted OID,
@@ -165,13 +248,19 @@ fn map_err(t: &SnmpTarget, what: &str, e: &async_snmp::Error, cx: &PollCx) -> Dr
                     format!("{what} (device down, or wrong community: SNMP agents ignore a wrong community)")
                 }
                 // A wrong privacy password gives no Report: the agent cannot decrypt the
-                // request, so it cannot answer it (net-snmp drops it silently).
+                // request, so it cannot answer it (net-snmp drops it silently). An engine
+                // whose engineBoots is latched at 2^31-1 is outside every time window for good
+                // (RFC 3414 §2.2.3): its notInTimeWindow Reports are discarded (Step 7b), so
+                // that too ends in a timeout, as with net-snmp's own snmpget.
                 (SnmpVersion::V3, Some(_)) => {
                     format!(
-                        "{what} (device down, or wrong privacy password or protocol: agents drop what they cannot decrypt)"
+                        "{what} (device down, or wrong privacy password or protocol: agents drop what they cannot decrypt; \
+                         or an engine latched out of the time window, engineBoots 2^31-1)"
                     )
                 }
-                (SnmpVersion::V3, None) => what.to_owned(),
+                (SnmpVersion::V3, None) => format!(
+                    "{what} (device down, or an engine latched out of the time window, engineBoots 2^31-1)"
+                ),
             },
             after: cx.limits.request_timeout * (cx.limits.retries + 1),
         },
@@ -202,30 +291,39 @@ fn map_err(t: &SnmpTarget, what: &str, e: &async_snmp::Error, cx: &PollCx) -> Dr
 
 /// Polls identity (system group, interface MACs, profile identity), readings and topology.
 pub async fn poll(t: &SnmpTarget, cx: &PollCx) -> Result<DeviceReport, DriverError> {
-    let auth = auth_of(t)?;
-    let client = Client::builder((t.host.as_str(), t.port), auth)
-        .request_timeout(cx.limits.request_timeout)
-        .retry(
-            Retry::fixed(cx.limits.retries, std::time::Duration::ZERO)
-                .map_err(|_| DriverError::Unsupported("a retry count this high"))?,
-        )
-        // Turns usmStats* Reports into typed errors instead of timeouts (module docs).
-        .allow_unauthenticated_v3_time_correction(true)
-        .connect()
-        .await
-        .map_err(|e| map_err(t, "connect", &e, cx))?;
+    let mut client = connect(t, cx).await?;
+    let v3 = t.version == SnmpVersion::V3;
+    let cached = v3 && engine_cache().get(&client.peer_addr()).is_some();
+    let system = [SYS_DESCR, SYS_OBJECT_ID, SYS_UPTIME, SYS_NAME, SYS_LOCATION].map(oid);
+    let what = "GET of the system group";
+    let resp = match client.get_many(&system).await {
+        Ok(r) => r,
+        Err(e) => {
+            let err = map_err(t, what, &e, cx);
+            if !v3 {
+                return Err(err);
+            }
+            // A failed v3 exchange forgets the engine, so the next poll rediscovers it.
+            engine_cache().remove(&client.peer_addr());
+            // The cached engine may be gone: a replaced device or a reset SNMP state has a new
+            // engine ID, to which the keys localized for the old one do not apply, and its
+            // unknownEngineID Report is unauthenticated, so async-snmp ignores it. Rediscover
+            // once. A device that is simply down pays this once: its engine is no longer cached.
+            if !(cached && matches!(err, DriverError::Timeout { .. })) {
+                return Err(err);
+            }
+            client = connect(t, cx).await?;
+            client
+                .get_many(&system)
+                .await
+                .map_err(|e| map_err(t, what, &e, cx))?
+        }
+    };
     let s = Session {
         client,
         target: t,
         cx,
     };
-
-    let system = [SYS_DESCR, SYS_OBJECT_ID, SYS_UPTIME, SYS_NAME, SYS_LOCATION].map(oid);
-    let resp = s
-        .client
-        .get_many(&system)
-        .await
-        .map_err(|e| map_err(t, "GET of the system group", &e, cx))?;
     let mut by_oid = std::collections::HashMap::new();
     for vb in resp.varbinds {
         by_oid.insert(vb.oid.to_string(), vb.value);
