@@ -58,8 +58,10 @@ pub struct RackPower {
     pub device_watts: Option<f64>,
     /// Devices placed in the rack, PDUs included.
     pub devices: usize,
-    /// PDUs in the rack that report inlet power.
+    /// PDUs in the rack that report their input power.
     pub pdus: usize,
+    /// The devices whose readings make up `watts` (the PDUs, or the devices).
+    pub from: Vec<String>,
     pub outlets: Vec<OutletFeed>,
 }
 
@@ -83,13 +85,33 @@ fn is_power(r: &LatestReading) -> bool {
     r.metric == "power" && r.unit == "W" && r.value.is_finite()
 }
 
-/// A PDU's inlet power: the sum of its INLET power readings; else its own device-level power
+/// Whether a placed device is a PDU: it reports inlet, per-line or outlet power.
+fn is_pdu(p: &Placed<'_>, readings: &[LatestReading]) -> bool {
+    !p.inlets.is_empty()
+        || readings.iter().any(|r| {
+            r.device_key == p.device.device_key && r.component_kind == "COMPONENT_KIND_OUTLET" && is_power(r)
+        })
+}
+
+/// A PDU's input power: the sum of its INLET power readings; else its own device-level power
 /// (a Redfish rack PDU's `Metrics.PowerWatts`, the whole PDU's input); else the sum of its
-/// per-line (PHASE) readings. `None` for a device with none of these (not a PDU).
-fn inlet_watts(p: &Placed<'_>) -> Option<f64> {
-    if p.inlets.is_empty() {
+/// per-line (PHASE) readings; else the sum of its outlets. `None` for a device that is no PDU.
+fn inlet_watts(p: &Placed<'_>, readings: &[LatestReading]) -> Option<f64> {
+    if !is_pdu(p, readings) {
         return None;
     }
+    let outlets = || {
+        let v: Vec<f64> = readings
+            .iter()
+            .filter(|r| {
+                r.device_key == p.device.device_key
+                    && r.component_kind == "COMPONENT_KIND_OUTLET"
+                    && is_power(r)
+            })
+            .map(|r| r.value)
+            .collect();
+        (!v.is_empty()).then(|| v.iter().sum())
+    };
     let sum = |kind: &str| {
         let v: Vec<f64> = p
             .inlets
@@ -102,6 +124,7 @@ fn inlet_watts(p: &Placed<'_>) -> Option<f64> {
     sum("COMPONENT_KIND_INLET")
         .or(p.watts.filter(|w| w.is_finite()))
         .or_else(|| sum("COMPONENT_KIND_PHASE"))
+        .or_else(outlets)
 }
 
 /// The rack and room totals and the outlet feeds of an [`Inventory`].
@@ -110,14 +133,30 @@ pub fn compute(inv: &Inventory<'_>, readings: &[LatestReading], rules: &Rules) -
     let map = &rules.site_map;
     let mut racks = Vec::with_capacity(inv.racks.len());
     for r in &inv.racks {
-        let inlets: Vec<f64> = r.devices.iter().filter_map(inlet_watts).collect();
-        let inlet = (!inlets.is_empty()).then(|| inlets.iter().sum::<f64>());
-        let measured = r.devices.iter().any(|p| p.inlets.is_empty() && p.watts.is_some());
-        let device = measured.then(|| r.total_watts());
-        let (watts, source) = match (inlet, device) {
-            (Some(w), _) => (w, Source::Inlets),
-            (None, Some(w)) => (w, Source::Devices),
-            (None, None) => (0.0, Source::None),
+        let pdus: Vec<(&str, f64)> = r
+            .devices
+            .iter()
+            .filter_map(|p| inlet_watts(p, readings).map(|w| (p.device.device_key.as_str(), w)))
+            .collect();
+        let inlet = (!pdus.is_empty()).then(|| pdus.iter().map(|(_, w)| w).sum::<f64>());
+        let servers: Vec<&Placed<'_>> = r
+            .devices
+            .iter()
+            .filter(|p| !is_pdu(p, readings) && p.watts.is_some_and(f64::is_finite))
+            .collect();
+        let device = (!servers.is_empty()).then(|| servers.iter().filter_map(|p| p.watts).sum::<f64>());
+        let (watts, source, from) = match (inlet, device) {
+            (Some(w), _) => (
+                w,
+                Source::Inlets,
+                pdus.iter().map(|(k, _)| (*k).to_owned()).collect(),
+            ),
+            (None, Some(w)) => (
+                w,
+                Source::Devices,
+                servers.iter().map(|p| p.device.device_key.clone()).collect(),
+            ),
+            (None, None) => (0.0, Source::None, Vec::new()),
         };
         // Outlet feeds of the PDUs placed in this rack (the fed device may sit in another rack).
         let mut outlets = Vec::new();
@@ -138,7 +177,7 @@ pub fn compute(inv: &Inventory<'_>, readings: &[LatestReading], rules: &Rules) -
                     .iter()
                     .filter(|x| same(&x.site, &e.site) && same(&x.name, &e.rack))
                     .flat_map(|x| &x.devices)
-                    .find(|p| p.inlets.is_empty() && p.u.is_some_and(|u| (u..u + p.height).contains(&e.u)));
+                    .find(|p| !is_pdu(p, readings) && p.u.is_some_and(|u| (u..u + p.height).contains(&e.u)));
                 outlets.push(OutletFeed {
                     pdu: pdu.device.serial.clone(),
                     outlet: e.outlet,
@@ -160,7 +199,8 @@ pub fn compute(inv: &Inventory<'_>, readings: &[LatestReading], rules: &Rules) -
             inlet_watts: inlet,
             device_watts: device,
             devices: r.devices.len(),
-            pdus: inlets.len(),
+            pdus: pdus.len(),
+            from,
             outlets,
         });
     }
@@ -424,6 +464,7 @@ mod tests {
             device_watts: Some(1.5),
             devices: 1,
             pdus: 0,
+            from: vec!["serial:X".into()],
             outlets: Vec::new(),
         };
         assert_eq!(rack_topic(&rack), "groundtruth/racks/DC1/_/R_7/power");

@@ -21,7 +21,6 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::json;
 
-use crate::context::placement;
 use crate::reconcile::Rules;
 use crate::store::{Attributes, DeviceRow, ExceptionRow, LatestReading, Store, StoreError, TicketRow};
 
@@ -168,50 +167,16 @@ fn fmt_ts(t: SystemTime) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
-/// Measured power per rack (site, rack): the PDUs located there (device power, else the sum of
-/// their outlets), or when the rack has no PDU the sum of its devices' power.
+/// Measured power per rack (site, rack) and the devices it comes from: the rack totals of
+/// [`crate::power`] (PDU input power where PDUs report it, else the devices' own power).
 #[must_use]
 pub fn rack_power(facts: &Facts<'_>) -> BTreeMap<(String, String), (f64, Vec<String>)> {
-    let heights = HashMap::new();
-    let mut outlets: HashMap<&str, f64> = HashMap::new();
-    for r in facts.readings {
-        if r.component_kind == "COMPONENT_KIND_OUTLET" && r.metric == "power" && r.unit == "W" {
-            *outlets.entry(r.device_key.as_str()).or_default() += r.value;
-        }
-    }
-    let mut racks: BTreeMap<(String, String), Vec<(&DeviceRow, bool)>> = BTreeMap::new();
-    for d in facts.devices {
-        let p = placement(d, facts.rules, &heights);
-        if p.status == "located" && !p.rack.is_empty() {
-            let is_pdu = outlets.contains_key(d.device_key.as_str());
-            racks.entry((p.site, p.rack)).or_default().push((d, is_pdu));
-        }
-    }
-    racks
+    let inv = crate::web::render::inventory(facts.devices, facts.readings, &HashMap::new(), facts.rules);
+    crate::power::compute(&inv, facts.readings, facts.rules)
+        .racks
         .into_iter()
-        .map(|(k, devs)| {
-            let pdus: Vec<&DeviceRow> = devs.iter().filter(|(_, p)| *p).map(|(d, _)| *d).collect();
-            let (sum, from): (f64, Vec<String>) = if pdus.is_empty() {
-                (
-                    devs.iter().filter_map(|(d, _)| d.power_watts).sum(),
-                    devs.iter()
-                        .filter(|(d, _)| d.power_watts.is_some())
-                        .map(|(d, _)| d.device_key.clone())
-                        .collect(),
-                )
-            } else {
-                (
-                    pdus.iter()
-                        .map(|d| {
-                            d.power_watts
-                                .unwrap_or_else(|| outlets.get(d.device_key.as_str()).copied().unwrap_or(0.0))
-                        })
-                        .sum(),
-                    pdus.iter().map(|d| d.device_key.clone()).collect(),
-                )
-            };
-            (k, (sum, from))
-        })
+        .filter(|r| r.source != crate::power::Source::None)
+        .map(|r| ((r.site, r.rack), (r.watts, r.from)))
         .collect()
 }
 
