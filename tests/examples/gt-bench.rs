@@ -1,10 +1,6 @@
-//! The groundtruth side of the benchmarks in `bench/` (driven by `bench/run.sh`, which runs the
-//! reference tools side by side). Subcommands print one JSON object on stdout:
+//! The fleet benchmark of `bench/run.sh` (the per-protocol sides are `gt-bench-drv.rs` and
+//! `gt-uplink.rs`). Prints one JSON object on stdout:
 //!
-//! * `snmp-walk <addr> <community> <reps>` — the agent's own GETBULK walk (`walk_count`, the
-//!   code path of every poll) of the whole tree (`1.3.6.1`), `reps` times.
-//! * `mqtt <addr> <user> <pass-file> <n>` — publishes `n` 200-byte QoS 1 messages with rumqttc
-//!   (the agent's MQTT library, same options) and waits for every PUBACK.
 //! * `fleet <devices> <seconds> <interval-s> <agent-binary>` — serves a simulated SNMP fleet and
 //!   an in-process collector, runs the real agent binary against them, and samples the agent
 //!   process's CPU and RSS from /proc; poll jitter from the simulator's per-device poll gaps.
@@ -27,8 +23,6 @@ use groundtruth_tests::sim::snmprec::Recording;
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
-        Some("snmp-walk") => snmp_walk(&args[1], &args[2], args[3].parse().unwrap()).await,
-        Some("mqtt") => mqtt(&args[1], &args[2], &args[3], args[4].parse().unwrap()).await,
         Some("fleet") => {
             fleet(
                 args[1].parse().unwrap(),
@@ -39,86 +33,19 @@ async fn main() {
             .await
         }
         _ => {
-            eprintln!("usage: gt-bench snmp-walk|mqtt|fleet ... (see the source)");
+            eprintln!("usage: gt-bench fleet DEVICES SECONDS INTERVAL_S AGENT_BIN");
             std::process::exit(2);
         }
     }
 }
 
-async fn snmp_walk(addr: &str, community: &str, reps: u32) {
-    let groundtruth_agent::target::Target::Snmp(t) =
-        groundtruth_agent::target::Target::parse(&format!("snmp://{community}@{addr}")).unwrap()
-    else {
-        unreachable!()
-    };
-    let mut cx = groundtruth_agent::driver::PollCx::default();
-    cx.limits.max_walk_varbinds = 1_000_000;
-    let t0 = Instant::now();
-    let mut n = 0;
-    for _ in 0..reps {
-        n = groundtruth_agent::driver::snmp::walk_count(&t, &cx, "1.3.6.1")
-            .await
-            .unwrap();
-    }
-    let s = t0.elapsed().as_secs_f64();
-    println!("{{\"varbinds\":{n},\"reps\":{reps},\"seconds\":{s:.4}}}");
-}
-
-async fn mqtt(addr: &str, user: &str, pass_file: &str, n: u32) {
-    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
-    let (host, port) = addr.rsplit_once(':').unwrap();
-    let pass = std::fs::read_to_string(pass_file).unwrap();
-    let mut opts = MqttOptions::new(
-        format!("gt-bench-{}", std::process::id()),
-        host,
-        port.parse().unwrap(),
-    );
-    opts.set_credentials(user, pass.trim());
-    opts.set_keep_alive(Duration::from_secs(30));
-    opts.set_inflight(100);
-    let (client, mut ev) = AsyncClient::new(opts, 1000);
-    let payload = vec![b'x'; 200];
-    let t0 = Instant::now();
-    let publisher = tokio::spawn(async move {
-        for _ in 0..n {
-            client
-                .publish("groundtruth/bench/gt", QoS::AtLeastOnce, false, payload.clone())
-                .await
-                .unwrap();
-        }
-        client
-    });
-    let mut acked = 0;
-    while acked < n {
-        if let Event::Incoming(Packet::PubAck(_)) = ev.poll().await.unwrap() {
-            acked += 1;
-        }
-    }
-    let s = t0.elapsed().as_secs_f64();
-    let _client = publisher.await.unwrap();
-    println!(
-        "{{\"messages\":{n},\"seconds\":{s:.4},\"per_second\":{:.0}}}",
-        f64::from(n) / s
-    );
-}
-
+/// CPU seconds and RSS (KiB) of a process.
 fn proc_sample(pid: u32) -> (f64, u64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let f: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|x| x.1)
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let ticks: u64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
-        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let rss = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0);
-    (ticks as f64 / 100.0, rss)
+    let pid = pid.to_string();
+    (
+        groundtruth_tests::proc::cpu_time_of(&pid).map_or(0.0, |d| d.as_secs_f64()),
+        groundtruth_tests::proc::rss_kib_of(&pid).unwrap_or(0),
+    )
 }
 
 async fn fleet(devices: usize, seconds: u64, interval_s: u64, agent_bin: &str) {
