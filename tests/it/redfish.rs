@@ -715,3 +715,166 @@ async fn twenty_megabyte_document_is_refused_at_the_cap() {
         "every session opened is deleted"
     );
 }
+
+/// A CA and a leaf for 127.0.0.1 made with the `openssl` CLI in `dir`: (ca.crt, leaf.crt,
+/// leaf.key). `None` (skipped loudly) where the CLI is missing.
+fn make_ca_and_leaf(dir: &std::path::Path) -> Option<[std::path::PathBuf; 3]> {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output();
+        match out {
+            Ok(o) if o.status.success() => true,
+            Ok(o) => panic!("openssl {args:?}: {}", String::from_utf8_lossy(&o.stderr)),
+            Err(_) => false,
+        }
+    };
+    std::fs::write(
+        dir.join("leaf.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    let ok = run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=groundtruth test CA",
+    ]) && run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "leaf.key",
+        "-out",
+        "leaf.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]) && run(&[
+        "x509",
+        "-req",
+        "-in",
+        "leaf.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "leaf.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "leaf.ext",
+    ]);
+    if !ok {
+        eprintln!("######## SKIP: no openssl CLI to make test certificates ########");
+        return None;
+    }
+    Some([dir.join("ca.crt"), dir.join("leaf.crt"), dir.join("leaf.key")])
+}
+
+/// An old BMC: TLS 1.0 and 1.1 only, at OpenSSL security level 0 (as iLO 3/4, iDRAC 7 and IMM2
+/// firmware of their day). rustls cannot talk to it and says which option to use; `?tls=openssl`
+/// can, with verification still on (the test's own CA), or a pin, or `?insecure`.
+#[tokio::test]
+async fn tls10_only_bmc_needs_tls_openssl_and_is_still_verified() {
+    use openssl::ssl::{SslAcceptor, SslFiletype, SslMethod, SslVersion};
+    init_tls();
+    let dir = tempfile::tempdir().unwrap();
+    let Some([ca, leaf, key]) = make_ca_and_leaf(dir.path()) else {
+        return;
+    };
+    let mut acc = SslAcceptor::mozilla_intermediate(SslMethod::tls_server()).unwrap();
+    acc.set_security_level(0);
+    acc.set_min_proto_version(Some(SslVersion::TLS1)).unwrap();
+    acc.set_max_proto_version(Some(SslVersion::TLS1_1)).unwrap();
+    acc.set_cipher_list("ALL:@SECLEVEL=0").unwrap();
+    acc.set_certificate_chain_file(&leaf).unwrap();
+    acc.set_private_key_file(&key, SslFiletype::PEM).unwrap();
+    let f = Fake::start_tls(Mode::Normal, acc.build()).await;
+    let hp = format!("127.0.0.1:{}", f.port);
+    let url = |q: &str| format!("redfish://{}:{}@{hp}{q}", fake::USER, fake::PASS);
+    let poll_ca = |u: String, ca: Option<std::path::PathBuf>| async move {
+        let mut target = Target::parse(&u).unwrap();
+        if let Target::Redfish(t) = &mut target {
+            t.ca_file = ca;
+        }
+        driver::poll_all(&target, &PollCx::default()).await
+    };
+
+    // rustls (the default), even with the right CA: refused, naming the target and the option.
+    let (_, err) = poll_ca(url(""), Some(ca.clone())).await;
+    let err = err.expect("rustls cannot speak TLS 1.0/1.1");
+    assert!(matches!(err, DriverError::Tls(_)), "{err:?}");
+    let msg = err.to_string();
+    assert!(msg.contains("?tls=openssl") && msg.contains(&hp), "{msg}");
+    assert!(
+        f.tls_versions.lock().unwrap().is_empty(),
+        "no handshake completed"
+    );
+
+    // OpenSSL, verified against the test CA.
+    let (rs, err) = poll_ca(url("?tls=openssl"), Some(ca.clone())).await;
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(rs[0].identity.as_ref().unwrap().serial_number, "FAKE0001");
+    assert_eq!(device_power(&rs[0]), Some(123.0));
+    let versions = f.tls_versions.lock().unwrap().clone();
+    assert!(
+        !versions.is_empty() && versions.iter().all(|v| v == "TLSv1" || v == "TLSv1.1"),
+        "{versions:?}"
+    );
+    {
+        let Target::Redfish(mut t) = Target::parse(&url("?tls=openssl")).unwrap() else {
+            panic!()
+        };
+        t.ca_file = Some(ca.clone());
+        driver::redfish::client::endpoint(&t, &PollCx::default())
+            .unwrap()
+            .close()
+            .await;
+    }
+
+    // Verification stays on: the system roots do not know the test CA.
+    let (_, err) = poll_ca(url("?tls=openssl"), None).await;
+    let err = err.expect("an unknown issuer must be refused on the OpenSSL path too");
+    assert!(matches!(err, DriverError::Tls(_)), "{err:?}");
+    assert!(err.to_string().contains("certificate verify failed"), "{err}");
+
+    // A pin on the leaf replaces the CA; a wrong pin is refused.
+    let der = openssl::x509::X509::from_pem(&std::fs::read(&leaf).unwrap())
+        .unwrap()
+        .to_der()
+        .unwrap();
+    let pin: String = sha2::Digest::finalize(sha2::Digest::chain_update(
+        <sha2::Sha256 as sha2::Digest>::new(),
+        &der,
+    ))
+    .iter()
+    .map(|b| format!("{b:02x}"))
+    .collect();
+    let (rs, err) = poll_ca(url(&format!("?tls=openssl&pin=sha256:{pin}")), None).await;
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(rs[0].identity.as_ref().unwrap().serial_number, "FAKE0001");
+    close(&url(&format!("?tls=openssl&pin=sha256:{pin}"))).await;
+    let (_, err) = poll_ca(url(&format!("?tls=openssl&pin=sha256:{}", "0".repeat(64))), None).await;
+    assert!(matches!(err, Some(DriverError::Tls(_))), "{err:?}");
+
+    // ?insecure: no verification at all, explicitly.
+    let (rs, err) = poll_ca(url("?tls=openssl&insecure"), None).await;
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(rs[0].identity.as_ref().unwrap().serial_number, "FAKE0001");
+    close(&url("?tls=openssl&insecure")).await;
+    wait_no_sessions(&f).await;
+    assert_eq!(f.live_sessions(), 0, "no session leaked");
+}

@@ -24,7 +24,8 @@ declare -A APT=(
     [snmpd]="snmpd snmp" [snmpsim]="snmp" [modbus]="socat mbpoll" [redfish]="openssl curl"
     [ipmi]="openipmi ipmitool" [mqtt]="mosquitto mosquitto-clients" [netbox]="postgresql redis-server curl"
 )
-pkgs=(iproute2 procps)
+# libssl-dev + pkg-config: the agent links OpenSSL for Redfish ?tls=openssl (openssl-sys).
+pkgs=(iproute2 procps libssl-dev pkg-config)
 for p in "${peers[@]}"; do read -r -a more <<<"${APT[$p]}"; pkgs+=("${more[@]}"); done
 need_apt "${pkgs[@]}"
 

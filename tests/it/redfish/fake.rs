@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -40,6 +40,8 @@ pub struct Fake {
     next: AtomicUsize,
     busy_sent: AtomicUsize,
     mode: Mode,
+    /// The TLS versions the handshakes negotiated (TLS mode).
+    pub tls_versions: Mutex<Vec<String>>,
 }
 
 const CHASSIS_1: &str = r#"{"@odata.id":"/redfish/v1/Chassis/1","ChassisType":"RackMount","SerialNumber":"FAKE0001",
@@ -51,6 +53,15 @@ pub const PASS: &str = "s3cret";
 
 impl Fake {
     pub async fn start(mode: Mode) -> Arc<Self> {
+        Self::start_with(mode, None).await
+    }
+
+    /// Serves HTTPS through this OpenSSL acceptor (e.g. one limited to TLS 1.0/1.1).
+    pub async fn start_tls(mode: Mode, tls: openssl::ssl::SslAcceptor) -> Arc<Self> {
+        Self::start_with(mode, Some(Arc::new(tls))).await
+    }
+
+    async fn start_with(mode: Mode, tls: Option<Arc<openssl::ssl::SslAcceptor>>) -> Arc<Self> {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let fake = Arc::new(Self {
             port: listener.local_addr().unwrap().port(),
@@ -62,6 +73,7 @@ impl Fake {
             next: AtomicUsize::new(1),
             busy_sent: AtomicUsize::new(0),
             mode,
+            tls_versions: Mutex::new(Vec::new()),
         });
         let f = Arc::clone(&fake);
         tokio::spawn(async move {
@@ -70,8 +82,26 @@ impl Fake {
                     return;
                 };
                 let f = Arc::clone(&f);
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    let _ = f.serve(sock).await;
+                    let Some(acc) = tls else {
+                        let _ = f.serve(sock).await;
+                        return;
+                    };
+                    let Ok(ssl) = openssl::ssl::Ssl::new(acc.context()) else {
+                        return;
+                    };
+                    let Ok(mut s) = tokio_openssl::SslStream::new(ssl, sock) else {
+                        return;
+                    };
+                    // A client that cannot agree on a version (rustls here) ends at the handshake.
+                    if std::pin::Pin::new(&mut s).accept().await.is_ok() {
+                        f.tls_versions
+                            .lock()
+                            .unwrap()
+                            .push(s.ssl().version_str().to_owned());
+                        let _ = f.serve(s).await;
+                    }
                 });
             }
         });
@@ -92,7 +122,7 @@ impl Fake {
         self.live.lock().unwrap().len()
     }
 
-    async fn serve(&self, mut sock: TcpStream) -> std::io::Result<()> {
+    async fn serve<S: AsyncRead + AsyncWrite + Unpin>(&self, mut sock: S) -> std::io::Result<()> {
         loop {
             let mut buf = Vec::new();
             let head_end = loop {
@@ -144,6 +174,7 @@ impl Fake {
             );
             sock.write_all(resp.as_bytes()).await?;
             sock.write_all(out.as_bytes()).await?;
+            sock.flush().await?;
         }
     }
 
