@@ -601,11 +601,12 @@ async fn session_is_reused_across_polls_and_deleted_at_close() {
 /// and its members cost one request; where it answers 404 (sushy-static), plain GETs follow.
 #[tokio::test]
 async fn expand_is_used_where_supported_and_falls_back_on_404() {
-    let f = Fake::start(Mode::Expand).await;
+    let f = Fake::start(Mode::Queries).await;
     let (rs, err) = poll_all(&f.url("")).await;
     assert!(err.is_none(), "{err:?}");
     assert_eq!(rs[0].identity.as_ref().unwrap().serial_number, "FAKE0001");
-    assert_eq!(f.expanded.load(Relaxed), 1);
+    // Chassis and Sensors, each one request with its members.
+    assert_eq!(f.expanded.load(Relaxed), 2);
     let expanded_gets = f.gets.load(Relaxed);
     close(&f.url("")).await;
 
@@ -614,9 +615,66 @@ async fn expand_is_used_where_supported_and_falls_back_on_404() {
     assert!(err.is_none(), "{err:?}");
     assert_eq!(rs[0].identity.as_ref().unwrap().serial_number, "FAKE0001");
     assert_eq!(g.expanded.load(Relaxed), 0);
-    // The refused expand, then the collection and its member one by one.
-    assert_eq!(g.gets.load(Relaxed), expanded_gets + 2);
+    // The refused expand (once: remembered), then the two collections' members one by one.
+    assert_eq!(g.gets.load(Relaxed), expanded_gets + 1 + 1 + 2);
     close(&g.url("")).await;
+}
+
+/// Steady state where the service offers `$select` and `$expand`: Power with only the properties
+/// the readings need, the Sensors collection in one request. Same readings as plain GETs, fewer
+/// requests and bytes; a service that advertises `$select` but refuses it gets plain GETs from
+/// then on.
+#[tokio::test]
+async fn select_and_expand_cut_the_steady_state_poll() {
+    async fn steady(f: &Fake) -> (Vec<(String, f64)>, usize, usize) {
+        let (_, err) = poll_all(&f.url("")).await;
+        assert!(err.is_none(), "{err:?}");
+        let (gets, bytes) = (f.gets.load(Relaxed), f.get_bytes.load(Relaxed));
+        let (rs, err) = poll_all(&f.url("")).await;
+        assert!(err.is_none(), "{err:?}");
+        let readings = rs[0]
+            .readings
+            .iter()
+            .map(|r| (r.metric.clone(), r.value))
+            .collect();
+        (
+            readings,
+            f.gets.load(Relaxed) - gets,
+            f.get_bytes.load(Relaxed) - bytes,
+        )
+    }
+    let plain = Fake::start(Mode::Normal).await;
+    let (r_plain, gets_plain, bytes_plain) = steady(&plain).await;
+    close(&plain.url("")).await;
+    let q = Fake::start(Mode::Queries).await;
+    let (r_q, gets_q, bytes_q) = steady(&q).await;
+    close(&q.url("")).await;
+    eprintln!(
+        "steady-state poll: plain {gets_plain} GETs {bytes_plain} B; $select/$expand {gets_q} GETs {bytes_q} B"
+    );
+    assert_eq!(r_q, r_plain, "same readings either way");
+    assert_eq!(
+        r_q,
+        [("power".to_owned(), 123.0), ("temperature".to_owned(), 21.5)]
+    );
+    // Plain: Power + Sensors + 2 sensors. Queries: Power?$select + Sensors?$expand.
+    assert_eq!((gets_plain, gets_q), (4, 2));
+    assert_eq!(
+        q.selected.load(Relaxed),
+        1,
+        "only the steady-state Power read is selected"
+    );
+    assert!(bytes_q * 4 < bytes_plain, "{bytes_q} vs {bytes_plain}");
+
+    let r = Fake::start(Mode::SelectRefused).await;
+    let (r_r, gets_r, _) = steady(&r).await;
+    assert_eq!(r_r, r_plain);
+    assert_eq!(gets_r, 3, "refused $select, then plain Power; Sensors expanded");
+    let before = r.gets.load(Relaxed);
+    let (_, err) = poll_all(&r.url("")).await;
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(r.gets.load(Relaxed) - before, 2, "the refusal is remembered");
+    close(&r.url("")).await;
 }
 
 #[tokio::test]

@@ -112,6 +112,8 @@ struct ServiceRoot {
 struct ProtocolFeatures {
     #[serde(deserialize_with = "nullable")]
     expand_query: ExpandQuery,
+    #[serde(deserialize_with = "nullable")]
+    select_query: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -487,6 +489,9 @@ pub struct Inventory {
     devices: Vec<DeviceInventory>,
     /// Resources that could not be read while building it.
     partial: Vec<String>,
+    /// The service root advertised `$expand` / `$select` (ProtocolFeaturesSupported).
+    expand: bool,
+    select: bool,
 }
 
 /// Polls a Redfish service once: one report per device it holds.
@@ -513,7 +518,8 @@ pub async fn poll(t: &RedfishTarget, cx: &PollCx) -> Result<Vec<DeviceReport>, D
     for d in &inventory.devices {
         let mut report = d.template.clone();
         let mut partial = if fresh { inventory.partial.clone() } else { vec![] };
-        let results = futures::future::join_all(d.sources.iter().map(|s| read_source(&p, s, now))).await;
+        let results =
+            futures::future::join_all(d.sources.iter().map(|s| read_source(&p, &inventory, s, now))).await;
         for r in results {
             match r {
                 Ok(rs) => report.readings.extend(rs),
@@ -828,6 +834,8 @@ async fn build_inventory(p: &Poller) -> Result<Inventory, DriverError> {
     Ok(Inventory {
         devices: out,
         partial,
+        expand,
+        select: root.protocol_features_supported.select_query,
     })
 }
 
@@ -1188,18 +1196,61 @@ fn reading(
     }
 }
 
+/// GETs a resource for its readings: with `?$select=<fields>` where the service advertised
+/// `SelectQuery` (the properties the readings need, not the Oem/Redundancy/Voltages bulk), plainly
+/// where it did not, where the document was already read in this poll, or once the service has
+/// refused a `$select` (remembered for the endpoint's life).
+async fn get_selected<T: DeserializeOwned>(
+    p: &Poller,
+    inv: &Inventory,
+    path: &str,
+    fields: &str,
+) -> Result<T, DriverError> {
+    use std::sync::atomic::Ordering::Relaxed;
+    if inv.select && !p.endpoint.no_select.load(Relaxed) && !p.has_read(path) {
+        match p.get_raw(&format!("{path}?$select={fields}")).await? {
+            client::Got::Json(v) => {
+                return serde_json::from_value(v).map_err(|e| DriverError::Malformed {
+                    what: format!("JSON document at {path}"),
+                    detail: e.to_string(),
+                });
+            }
+            client::Got::Status(s) => {
+                tracing::debug!(%s, path, "Redfish $select refused; using plain GETs.");
+                p.endpoint.no_select.store(true, Relaxed);
+            }
+        }
+    }
+    p.get(path).await
+}
+
+/// Properties the readings need, per resource type (`$select`).
+const SELECT_POWER: &str = "PowerControl,PowerSupplies";
+const SELECT_THERMAL: &str = "Temperatures,Fans";
+const SELECT_METERED: &str = "Id,Name,PowerWatts,EnergykWh,Voltage,CurrentAmps,TemperatureCelsius,PolyPhasePowerWatts,PolyPhaseCurrentAmps,PolyPhaseVoltage";
+const SELECT_PSU_METRICS: &str = "InputPowerWatts,OutputPowerWatts";
+
 /// Reads one source into readings; the error names the resource.
-async fn read_source(p: &Poller, s: &Source, now: SystemTime) -> Result<Vec<Reading>, String> {
+async fn read_source(
+    p: &Poller,
+    inv: &Inventory,
+    s: &Source,
+    now: SystemTime,
+) -> Result<Vec<Reading>, String> {
     let mut out = Vec::new();
     match s {
         Source::Power(path) => {
-            let pw: Power = p.get(path).await.map_err(|e| format!("{path}: {e}"))?;
+            let pw: Power = get_selected(p, inv, path, SELECT_POWER)
+                .await
+                .map_err(|e| format!("{path}: {e}"))?;
             let mut r = DeviceReport::default();
             power_readings(&pw, path, now, &mut r);
             out = r.readings;
         }
         Source::Thermal(path) => {
-            let th: Thermal = p.get(path).await.map_err(|e| format!("{path}: {e}"))?;
+            let th: Thermal = get_selected(p, inv, path, SELECT_THERMAL)
+                .await
+                .map_err(|e| format!("{path}: {e}"))?;
             for (i, t) in th.temperatures.iter().enumerate() {
                 // A null reading is "not reported", not zero.
                 if let Some(v) = t.reading_celsius {
@@ -1246,22 +1297,36 @@ async fn read_source(p: &Poller, s: &Source, now: SystemTime) -> Result<Vec<Read
             }
         }
         Source::Sensors(path) => {
-            let c: Collection = p.get(path).await.map_err(|e| format!("{path}: {e}"))?;
-            let paths: Vec<String> = c.members.into_iter().filter_map(|m| m.id).collect();
-            let docs = futures::future::join_all(paths.iter().map(|m| p.get::<SensorDoc>(m))).await;
-            for (i, (mpath, d)) in paths.iter().zip(docs).enumerate() {
-                let d = d.map_err(|e| format!("{mpath}: {e}"))?;
-                if let Some(r) = sensor_reading(&d, mpath, u32::try_from(i + 1).unwrap_or(u32::MAX), now) {
+            // One `$expand` request for the collection and its members where offered, else one
+            // GET each.
+            let mut failed = Vec::new();
+            let link = Link {
+                id: Some(path.clone()),
+            };
+            let docs = members_docs(p, Some(&link), inv.expand, &mut failed)
+                .await
+                .map_err(|e| format!("{path}: {e}"))?;
+            if !failed.is_empty() {
+                return Err(failed.join("; "));
+            }
+            for (i, (mpath, v)) in docs.into_iter().enumerate() {
+                let d: SensorDoc =
+                    serde_json::from_value(v).map_err(|e| format!("{mpath}: malformed: {e}"))?;
+                if let Some(r) = sensor_reading(&d, &mpath, u32::try_from(i + 1).unwrap_or(u32::MAX), now) {
                     out.push(r);
                 }
             }
         }
         Source::Environment(path) | Source::PduMetrics(path) => {
-            let m: Metered = p.get(path).await.map_err(|e| format!("{path}: {e}"))?;
+            let m: Metered = get_selected(p, inv, path, SELECT_METERED)
+                .await
+                .map_err(|e| format!("{path}: {e}"))?;
             metered_readings(&m, path, now, None, &mut out);
         }
         Source::Metered(path, kind, index, label) => {
-            let m: Metered = p.get(path).await.map_err(|e| format!("{path}: {e}"))?;
+            let m: Metered = get_selected(p, inv, path, SELECT_METERED)
+                .await
+                .map_err(|e| format!("{path}: {e}"))?;
             let label = clean(m.id.as_deref().or(Some(label.as_str())));
             // Per-line values of a polyphase mains circuit: PHASE components, index = inlet
             // index × 100 + position, label "<inlet> <line>". Outlets are single-phase and say
@@ -1308,7 +1373,9 @@ async fn read_source(p: &Poller, s: &Source, now: SystemTime) -> Result<Vec<Read
             );
         }
         Source::PsuMetrics(path, index, label) => {
-            let m: PowerSupplyMetrics = p.get(path).await.map_err(|e| format!("{path}: {e}"))?;
+            let m: PowerSupplyMetrics = get_selected(p, inv, path, SELECT_PSU_METRICS)
+                .await
+                .map_err(|e| format!("{path}: {e}"))?;
             let component = Component {
                 kind: ComponentKind::Psu as i32,
                 index: *index,

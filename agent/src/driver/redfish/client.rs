@@ -55,6 +55,8 @@ pub struct Endpoint {
     no_sessions: AtomicBool,
     /// `$expand` was refused once: plain GETs from now on.
     pub(super) no_expand: AtomicBool,
+    /// `$select` was refused once: plain GETs from now on.
+    pub(super) no_select: AtomicBool,
     pub(super) inventory: Mutex<Option<(Instant, Arc<Inventory>)>>,
     /// Counters for tests and benchmarks: requests sent, sessions created and deleted.
     pub requests: AtomicUsize,
@@ -124,6 +126,7 @@ pub fn endpoint(t: &RedfishTarget, cx: &PollCx) -> Result<Arc<Endpoint>, DriverE
         idle_session: Mutex::new(None),
         no_sessions: AtomicBool::new(false),
         no_expand: AtomicBool::new(false),
+        no_select: AtomicBool::new(false),
         inventory: Mutex::new(None),
         requests: AtomicUsize::new(0),
         logins: AtomicUsize::new(0),
@@ -620,6 +623,11 @@ impl Poller {
                 self.endpoint.logout(&p).await;
             }
         }
+    }
+
+    /// This document was already read in this poll (a GET of it costs nothing).
+    pub(super) fn has_read(&self, path: &str) -> bool {
+        lock(&self.memo).contains_key(path)
     }
 
     /// GETs and parses one resource; any non-2xx status is an error.
