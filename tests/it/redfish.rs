@@ -51,6 +51,24 @@ async fn fixture_server_identity_power_macs_and_placement_with_ca() {
         ("GTR1K-PN-01", "GTR1K-SKU-01", "DC1-R07-U12")
     );
     assert_eq!(id.hostname, "gt-web-01");
+    // The system's and the BMC's own identities, besides the device's.
+    for (k, v) in [
+        ("system_serial", "GTSRV0000001"),
+        ("system_part_number", "GTR1K-PN-01"),
+        ("system_asset_tag", "DC1-R07-U12"),
+        ("bios_version", "GT1.4.2"),
+        ("bmc_vendor", "Groundtruth Labs"),
+        ("bmc_model", "GT-BMC"),
+        ("bmc_serial", "GTBMC0000001"),
+        ("bmc_firmware", "1.2.3"),
+    ] {
+        assert_eq!(
+            id.attributes.get(k).map(String::as_str),
+            Some(v),
+            "{k}: {:?}",
+            id.attributes
+        );
+    }
     let host: Vec<_> = id
         .macs
         .iter()
@@ -373,6 +391,16 @@ async fn shared_mockups_every_device_identity_placement_and_power() {
     // HPE DL325: 97 W, 2 PSUs at 51 + 46 W, iLO MACs, an inlet temperature.
     let rs = all("hpe-proliant-dl325-gen10plus").await;
     assert_eq!(serials(&rs), ["MXQ019020B"]);
+    let attrs = &rs[0].identity.as_ref().unwrap().attributes;
+    for (k, v) in [
+        ("system_sku", "P18606-B21"),
+        ("bios_version", "A43 v2.52 (10/29/2021)"),
+        ("bmc_model", "iLO 5"),
+        ("bmc_firmware", "iLO 5 v2.46"),
+    ] {
+        assert_eq!(attrs.get(k).map(String::as_str), Some(v), "{k}: {attrs:?}");
+    }
+    assert!(!attrs.contains_key("bmc_serial"), "a null serial is not reported");
     assert_eq!(device_power(&rs[0]), Some(97.0));
     let psu: Vec<f64> = rs[0]
         .readings

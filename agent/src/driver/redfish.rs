@@ -410,6 +410,8 @@ struct System {
     common: Common,
     #[serde(deserialize_with = "lenient_string")]
     host_name: Option<String>,
+    #[serde(deserialize_with = "lenient_string")]
+    bios_version: Option<String>,
     ethernet_interfaces: Option<Link>,
 }
 
@@ -1066,16 +1068,26 @@ async fn add_systems_and_managers(
             identity.hostname = clean(s.host_name.as_deref());
         }
         // A chassis without its own serial (common on white-box BMCs) borrows the system's.
+        // The asset tag is usually kept on the ComputerSystem (it is the writable one).
         for (field, value) in [
             (&mut identity.serial_number, &s.common.serial_number),
             (&mut identity.model, &s.common.model),
             (&mut identity.vendor, &s.common.manufacturer),
             (&mut identity.sku, &s.common.sku),
+            (&mut identity.part_number, &s.common.part_number),
+            (&mut identity.asset_tag, &s.common.asset_tag),
         ] {
             if field.is_empty() {
                 *field = clean(value.as_deref());
             }
         }
+        // The system's own identity as reported, whatever the chassis said (first system wins).
+        identity_attributes(
+            &mut identity.attributes,
+            "system",
+            &s.common,
+            &[("bios_version", &s.bios_version)],
+        );
         if let Some(u) = s.common.uuid.as_deref().filter(|u| !u.trim().is_empty()) {
             identity.uuid = u.trim().to_ascii_lowercase();
         }
@@ -1100,12 +1112,12 @@ async fn add_systems_and_managers(
         if identity.firmware_version.is_empty() {
             identity.firmware_version = clean(m.firmware_version.as_deref());
         }
-        if let Some(model) = m.common.model.as_deref().filter(|s| !s.trim().is_empty()) {
-            identity
-                .attributes
-                .entry("bmc_model".into())
-                .or_insert_with(|| model.trim().to_owned());
-        }
+        identity_attributes(
+            &mut identity.attributes,
+            "bmc",
+            &m.common,
+            &[("bmc_firmware", &m.firmware_version)],
+        );
         collect_macs(
             p,
             m.ethernet_interfaces.as_ref(),
@@ -1114,6 +1126,35 @@ async fn add_systems_and_managers(
             partial,
         )
         .await;
+    }
+}
+
+/// `<prefix>_vendor`, `_model`, `_serial`, `_part_number`, `_sku`, `_asset_tag` (and `extra`) of
+/// a system or manager into the device's attributes; empty values are left out, and a key already
+/// set (by an earlier system or manager) is kept.
+fn identity_attributes(
+    attributes: &mut std::collections::HashMap<String, String>,
+    prefix: &str,
+    c: &Common,
+    extra: &[(&str, &Option<String>)],
+) {
+    let fields = [
+        ("vendor", &c.manufacturer),
+        ("model", &c.model),
+        ("serial", &c.serial_number),
+        ("part_number", &c.part_number),
+        ("sku", &c.sku),
+        ("asset_tag", &c.asset_tag),
+    ];
+    let named = fields
+        .iter()
+        .map(|(k, v)| (format!("{prefix}_{k}"), *v))
+        .chain(extra.iter().map(|(k, v)| ((*k).to_owned(), *v)));
+    for (key, value) in named {
+        let v = clean(value.as_deref());
+        if !v.is_empty() {
+            attributes.entry(key).or_insert(v);
+        }
     }
 }
 
