@@ -16,7 +16,9 @@
 //! polls: its HTTP client (keep-alive), a semaphore bounding requests in flight (`?max_inflight=`,
 //! default 2), the idle SessionService session for reuse, and the inventory cache (identity and
 //! the list of power/thermal resources, refreshed every `?inventory_refresh=` (default 1 h); between
-//! refreshes a poll reads only those resources).
+//! refreshes a poll reads only those resources, with `$select` and `$expand` where the service
+//! root advertises them). TLS is rustls, or OpenSSL at security level 0 with `?tls=openssl` for
+//! BMCs that speak only TLS 1.0/1.1 or legacy ciphers.
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};

@@ -156,7 +156,7 @@ enum Http {
         /// Builds the requests (headers, JSON, Basic auth) exactly as the rustls path does; never
         /// sends (it has no TLS backend configured for use).
         builder: reqwest::Client,
-        client: OpenSslClient,
+        client: Box<OpenSslClient>,
         timeout: Duration,
     },
 }
@@ -323,7 +323,7 @@ fn openssl_client(t: &RedfishTarget, cx: &PollCx) -> Result<Http, DriverError> {
         .map_err(|e| DriverError::Tls(format!("building the HTTP client: {e}")))?;
     Ok(Http::OpenSsl {
         builder,
-        client,
+        client: Box::new(client),
         timeout: cx.limits.request_timeout,
     })
 }
