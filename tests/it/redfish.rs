@@ -888,6 +888,16 @@ async fn tls10_only_bmc_needs_tls_openssl_and_is_still_verified() {
     acc.set_cipher_list("ALL:@SECLEVEL=0").unwrap();
     acc.set_certificate_chain_file(&leaf).unwrap();
     acc.set_private_key_file(&key, SslFiletype::PEM).unwrap();
+    let acc2 = {
+        let mut a = SslAcceptor::mozilla_intermediate(SslMethod::tls_server()).unwrap();
+        a.set_security_level(0);
+        a.set_min_proto_version(Some(SslVersion::TLS1)).unwrap();
+        a.set_max_proto_version(Some(SslVersion::TLS1)).unwrap();
+        a.set_cipher_list("ALL:@SECLEVEL=0").unwrap();
+        a.set_certificate_chain_file(&leaf).unwrap();
+        a.set_private_key_file(&key, SslFiletype::PEM).unwrap();
+        a
+    };
     let f = Fake::start_tls(Mode::Normal, acc.build()).await;
     let hp = format!("127.0.0.1:{}", f.port);
     let url = |q: &str| format!("redfish://{}:{}@{hp}{q}", fake::USER, fake::PASS);
@@ -963,4 +973,16 @@ async fn tls10_only_bmc_needs_tls_openssl_and_is_still_verified() {
     close(&url("?tls=openssl&insecure")).await;
     wait_no_sessions(&f).await;
     assert_eq!(f.live_sessions(), 0, "no session leaked");
+
+    // Its web server of the day: HTTP/1.0, bodies ended by a close without close_notify.
+    let g = Fake::start_tls(Mode::Http10Close, acc2.build()).await;
+    let u = format!(
+        "redfish://{}:{}@127.0.0.1:{}?tls=openssl",
+        fake::USER,
+        fake::PASS,
+        g.port
+    );
+    let (rs, err) = poll_ca(u.clone(), Some(ca.clone())).await;
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(device_power(&rs[0]), Some(123.0));
 }

@@ -31,6 +31,9 @@ pub enum Mode {
     Queries,
     /// As `Queries`, but `$select` is refused with 400 (advertised, not implemented).
     SelectRefused,
+    /// An old BMC's web server: HTTP/1.0 answers without Content-Length, ended by closing the
+    /// connection (under TLS, without close_notify).
+    Http10Close,
 }
 
 #[derive(Debug)]
@@ -196,6 +199,14 @@ impl Fake {
                     header("authorization"),
                 )
                 .await;
+            if self.mode == Mode::Http10Close {
+                let head = format!("HTTP/1.0 {status}\r\nContent-Type: application/json\r\n{extra}\r\n");
+                sock.write_all(head.as_bytes()).await?;
+                sock.write_all(out.as_bytes()).await?;
+                sock.flush().await?;
+                // Dropped without a TLS shutdown: no close_notify.
+                return Ok(());
+            }
             let resp = format!(
                 "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{extra}\r\n",
                 out.len()
