@@ -914,6 +914,7 @@ async fn tls10_only_bmc_needs_tls_openssl_and_is_still_verified() {
     let err = err.expect("rustls cannot speak TLS 1.0/1.1");
     assert!(matches!(err, DriverError::Tls(_)), "{err:?}");
     let msg = err.to_string();
+    eprintln!("rustls against the TLS 1.0/1.1 BMC: {msg}");
     assert!(msg.contains("?tls=openssl") && msg.contains(&hp), "{msg}");
     assert!(
         f.tls_versions.lock().unwrap().is_empty(),
