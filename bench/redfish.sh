@@ -55,7 +55,7 @@ for _ in $(seq "$runs"); do
   crawl_s+=("$(echo "$t1 - $t0" | bc -l)"); crawl_n+=("$((c1 - c0))")
 
   c0=$(served); t0=$(now)
-  "$agent" poll "$target" --json > "$run/redfish-bench-poll.json"
+  "$agent" poll "$target" --json --log off > "$run/redfish-bench-poll.json"
   t1=$(now); c1=$(served)
   cli_s+=("$(echo "$t1 - $t0" | bc -l)"); cli_n+=("$((c1 - c0))")
 done
@@ -72,19 +72,20 @@ cold_n=$(field cold requests); cold_s=$(field cold seconds)
 ref_n=$(field refresh requests); ref_s=$(field refresh median_seconds)
 st_n=$(field steady requests); st_s=$(field steady median_seconds)
 # Cross-check: the in-process run's own count against the server's.
-# (The steady phase starts with its own cold inventory: another endpoint, no inventory_refresh=0s.)
-own_total=$(echo "2 * $cold_n + $ref_n * $refreshes + $st_n * $steady" | bc -l)
+# (The steady phase reuses the warm endpoint and its last inventory: its first poll is a steady
+# one too, hence steady + 1.)
+own_total=$(echo "$cold_n + $ref_n * $refreshes + $st_n * ($steady + 1)" | bc -l)
 
 ratio() { echo "$1 / $2" | bc -l; }
 printf '\nRedfish, HPE DL325 Gen10 Plus mockup (sushy-static %s), release build, %s run(s)\n' "$base" "$runs"
 printf '%s\n' "crawl.py: $crawl_out"
-printf '| %-44s | %-26s | %-30s | %-14s |\n' "measure" "crawl.py (sequential)" "groundtruth" "ratio"
-printf '|%s|%s|%s|%s|\n' "----------------------------------------------" "----------------------------" "--------------------------------" "----------------"
-printf '| %-44s | %-26s | %-30s | %-14s |\n' "full inventory, process exec→exit: requests" "$crawl_n_med" "$cli_n_med (CLI poll --json)" "$(printf '%.1fx fewer' "$(ratio "$crawl_n_med" "$cli_n_med")")"
-printf '| %-44s | %-26s | %-30s | %-14s |\n' "full inventory, process exec→exit: wall" "$(printf '%.3f s' "$crawl_s_med")" "$(printf '%.3f s' "$cli_s_med")" "$(printf '%.1fx faster' "$(ratio "$crawl_s_med" "$cli_s_med")")"
-printf '| %-44s | %-26s | %-30s | %-14s |\n' "full inventory in process, cold endpoint" "" "$(printf '%s req, %.3f s' "$cold_n" "$cold_s")" ""
-printf '| %-44s | %-26s | %-30s | %-14s |\n' "full inventory refresh, warm (median of $refreshes)" "" "$(printf '%s req, %.3f s' "$ref_n" "$ref_s")" "$(printf '%.1fx faster' "$(ratio "$crawl_s_med" "$ref_s")")"
-printf '| %-44s | %-26s | %-30s | %-14s |\n' "steady-state power poll (median of $steady)" "$(printf '%s req, %.3f s (recrawl)' "$crawl_n_med" "$crawl_s_med")" "$(printf '%s req, %.1f ms' "$st_n" "$(echo "$st_s * 1000" | bc -l)")" "$(printf '%.0fx req, %.0fx time' "$(ratio "$crawl_n_med" "$st_n")" "$(ratio "$crawl_s_med" "$st_s")")"
+printf '| %-48s | %-26s | %-30s | %-14s |\n' "measure" "crawl.py (sequential)" "groundtruth" "ratio"
+printf '|%s|%s|%s|%s|\n' "--------------------------------------------------" "----------------------------" "--------------------------------" "----------------"
+printf '| %-48s | %-26s | %-30s | %-14s |\n' "full inventory, process exec to exit: requests" "$crawl_n_med" "$cli_n_med (CLI poll --json)" "$(printf '%.1fx fewer' "$(ratio "$crawl_n_med" "$cli_n_med")")"
+printf '| %-48s | %-26s | %-30s | %-14s |\n' "full inventory, process exec to exit: wall" "$(printf '%.3f s' "$crawl_s_med")" "$(printf '%.3f s' "$cli_s_med")" "$(printf '%.1fx faster' "$(ratio "$crawl_s_med" "$cli_s_med")")"
+printf '| %-48s | %-26s | %-30s | %-14s |\n' "full inventory in process, cold endpoint" "" "$(printf '%s req, %.3f s' "$cold_n" "$cold_s")" ""
+printf '| %-48s | %-26s | %-30s | %-14s |\n' "full inventory refresh, warm (median of $refreshes)" "" "$(printf '%s req, %.3f s' "$ref_n" "$ref_s")" "$(printf '%.1fx faster' "$(ratio "$crawl_s_med" "$ref_s")")"
+printf '| %-48s | %-26s | %-30s | %-14s |\n' "steady-state power poll (median of $steady)" "$(printf '%s req, %.3f s (recrawl)' "$crawl_n_med" "$crawl_s_med")" "$(printf '%s req, %.1f ms' "$st_n" "$(echo "$st_s * 1000" | bc -l)")" "$(printf '%.0fx req, %.0fx time' "$(ratio "$crawl_n_med" "$st_n")" "$(ratio "$crawl_s_med" "$st_s")")"
 printf 'in-process requests: %s by its own count, %s in the server log\n' "$(printf '%.0f' "$own_total")" "$((c1 - c0))"
 
 machine=$(printf '{"nproc":%s,"cpu":"%s","loadavg":"%s"}' "$(nproc)" \

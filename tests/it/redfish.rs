@@ -633,8 +633,17 @@ async fn expand_is_used_where_supported_and_falls_back_on_404() {
     let (rs, err) = poll_all(&f.url("")).await;
     assert!(err.is_none(), "{err:?}");
     assert_eq!(rs[0].identity.as_ref().unwrap().serial_number, "FAKE0001");
-    // Chassis and Sensors, each one request with its members.
-    assert_eq!(f.expanded.load(Relaxed), 2);
+    // Chassis, the system's EthernetInterfaces and Sensors, each one request with its members.
+    assert_eq!(f.expanded.load(Relaxed), 3);
+    let macs: Vec<&str> = rs[0]
+        .identity
+        .as_ref()
+        .unwrap()
+        .macs
+        .iter()
+        .map(|m| m.address.as_str())
+        .collect();
+    assert_eq!(macs, ["02:00:00:00:00:01", "02:00:00:00:00:02"]);
     let expanded_gets = f.gets.load(Relaxed);
     close(&f.url("")).await;
 
@@ -643,8 +652,17 @@ async fn expand_is_used_where_supported_and_falls_back_on_404() {
     assert!(err.is_none(), "{err:?}");
     assert_eq!(rs[0].identity.as_ref().unwrap().serial_number, "FAKE0001");
     assert_eq!(g.expanded.load(Relaxed), 0);
-    // The refused expand (once: remembered), then the two collections' members one by one.
-    assert_eq!(g.gets.load(Relaxed), expanded_gets + 1 + 1 + 2);
+    // The refused expand (once: remembered), then the three collections' members one by one.
+    assert_eq!(g.gets.load(Relaxed), expanded_gets + 1 + 1 + 2 + 2);
+    let macs: Vec<&str> = rs[0]
+        .identity
+        .as_ref()
+        .unwrap()
+        .macs
+        .iter()
+        .map(|m| m.address.as_str())
+        .collect();
+    assert_eq!(macs, ["02:00:00:00:00:01", "02:00:00:00:00:02"]);
     close(&g.url("")).await;
 }
 

@@ -662,6 +662,9 @@ async fn build_inventory(p: &Poller) -> Result<Inventory, DriverError> {
     let root: ServiceRoot = p.get("/redfish/v1/").await?;
     let eq = &root.protocol_features_supported.expand_query;
     let expand = eq.levels || eq.expand_all || eq.no_links;
+    p.endpoint
+        .expand_offered
+        .store(expand, std::sync::atomic::Ordering::Relaxed);
     let mut partial = Vec::new();
     let uuid = clean(root.uuid.as_deref()).to_ascii_lowercase();
 
@@ -925,11 +928,12 @@ async fn chassis_device(
         // otherwise).
         match p.get::<PowerSubsystem>(&ps).await {
             Ok(sub) => {
-                for (i, (mpath, v)) in members_docs(p, sub.power_supplies.as_ref(), false, partial)
-                    .await
-                    .unwrap_or_default()
-                    .into_iter()
-                    .enumerate()
+                for (i, (mpath, v)) in
+                    members_docs(p, sub.power_supplies.as_ref(), expand_offered(p), partial)
+                        .await
+                        .unwrap_or_default()
+                        .into_iter()
+                        .enumerate()
                 {
                     let psu: NewPowerSupply = parse(&mpath, v, partial);
                     let index = u32::try_from(i + 1).unwrap_or(u32::MAX);
@@ -991,7 +995,7 @@ async fn network_adapters(
         Some(&Link {
             id: Some(link.to_owned()),
         }),
-        false,
+        expand_offered(p),
         partial,
     )
     .await
@@ -1026,7 +1030,7 @@ async fn network_adapters(
             continue;
         }
         let ports = nic.ports.or(nic.network_ports);
-        let Ok(port_docs) = members_docs(p, ports.as_ref(), false, partial).await else {
+        let Ok(port_docs) = members_docs(p, ports.as_ref(), expand_offered(p), partial).await else {
             continue;
         };
         for (ppath, pv) in port_docs {
@@ -1506,10 +1510,16 @@ async fn collect_macs(
     identity: &mut DeviceIdentity,
     partial: &mut Vec<String>,
 ) {
-    let paths = members_paths(p, link, partial).await;
-    let docs = futures::future::join_all(paths.iter().map(|m| p.get::<EthernetInterface>(m))).await;
-    for (path, nic) in paths.iter().zip(docs) {
-        match nic {
+    let docs = match members_docs(p, link, expand_offered(p), partial).await {
+        Ok(d) => d,
+        Err(e) => {
+            let path = link.and_then(|l| l.id.as_deref()).unwrap_or("EthernetInterfaces");
+            partial.push(format!("{path}: {e}"));
+            return;
+        }
+    };
+    for (path, v) in docs {
+        match serde_json::from_value::<EthernetInterface>(v) {
             Ok(nic) => {
                 let mac = nic
                     .permanent_mac_address
@@ -1530,9 +1540,16 @@ async fn collect_macs(
                     });
                 }
             }
-            Err(e) => partial.push(format!("{path}: {e}")),
+            Err(e) => partial.push(format!("{path}: malformed: {e}")),
         }
     }
+}
+
+/// The service root offered `$expand` (read by the inventory being built).
+fn expand_offered(p: &Poller) -> bool {
+    p.endpoint
+        .expand_offered
+        .load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Fuzzing entry point (`fuzz/` workspace and the corpus replay test): one HTTP body as a BMC

@@ -58,7 +58,8 @@ pub struct Fake {
 
 const CHASSIS_1: &str = r#"{"@odata.id":"/redfish/v1/Chassis/1","ChassisType":"RackMount","SerialNumber":"FAKE0001",
     "Manufacturer":"Fake","Model":"F1","Power":{"@odata.id":"/redfish/v1/Chassis/1/Power"},
-    "Sensors":{"@odata.id":"/redfish/v1/Chassis/1/Sensors"}}"#;
+    "Sensors":{"@odata.id":"/redfish/v1/Chassis/1/Sensors"},
+    "Links":{"ComputerSystems":[{"@odata.id":"/redfish/v1/Systems/1"}]}}"#;
 
 /// The Power resource: the readings, plus the bulk real ones carry (Voltages, Redundancy, Oem)
 /// that `$select` leaves out.
@@ -346,6 +347,10 @@ impl Fake {
             "/redfish/v1/Chassis" => r#"{"@odata.id":"/redfish/v1/Chassis","Members":[{"@odata.id":"/redfish/v1/Chassis/1"}]}"#.into(),
             "/redfish/v1/Chassis/1" => CHASSIS_1.into(),
             "/redfish/v1/Chassis/1/Power" => power_doc(),
+            "/redfish/v1/Systems/1" => r#"{"@odata.id":"/redfish/v1/Systems/1","Id":"1","BiosVersion":"F1.0","EthernetInterfaces":{"@odata.id":"/redfish/v1/Systems/1/EthernetInterfaces"}}"#.into(),
+            "/redfish/v1/Systems/1/EthernetInterfaces" => r#"{"@odata.id":"/redfish/v1/Systems/1/EthernetInterfaces","Members":[{"@odata.id":"/redfish/v1/Systems/1/EthernetInterfaces/1"},{"@odata.id":"/redfish/v1/Systems/1/EthernetInterfaces/2"}]}"#.into(),
+            "/redfish/v1/Systems/1/EthernetInterfaces/1" => r#"{"@odata.id":"/redfish/v1/Systems/1/EthernetInterfaces/1","Id":"1","MACAddress":"02-00-00-00-00-01"}"#.into(),
+            "/redfish/v1/Systems/1/EthernetInterfaces/2" => r#"{"@odata.id":"/redfish/v1/Systems/1/EthernetInterfaces/2","Id":"2","MACAddress":"0200.0000.0002"}"#.into(),
             "/redfish/v1/Chassis/1/Sensors" => r#"{"@odata.id":"/redfish/v1/Chassis/1/Sensors","Members":[{"@odata.id":"/redfish/v1/Chassis/1/Sensors/Inlet"},{"@odata.id":"/redfish/v1/Chassis/1/Sensors/Off"}]}"#.into(),
             "/redfish/v1/Chassis/1/Sensors/Inlet" => r#"{"@odata.id":"/redfish/v1/Chassis/1/Sensors/Inlet","Id":"Inlet","Name":"Inlet Temp","ReadingType":"Temperature","Reading":21.5}"#.into(),
             "/redfish/v1/Chassis/1/Sensors/Off" => r#"{"@odata.id":"/redfish/v1/Chassis/1/Sensors/Off","Id":"Off","ReadingType":"Temperature","Reading":null}"#.into(),

@@ -55,6 +55,8 @@ pub struct Endpoint {
     no_sessions: AtomicBool,
     /// `$expand` was refused once: plain GETs from now on.
     pub(super) no_expand: AtomicBool,
+    /// The service root offers `$expand` (ProtocolFeaturesSupported), as last read.
+    pub(super) expand_offered: AtomicBool,
     /// `$select` was refused once: plain GETs from now on.
     pub(super) no_select: AtomicBool,
     pub(super) inventory: Mutex<Option<(Instant, Arc<Inventory>)>>,
@@ -127,6 +129,7 @@ pub fn endpoint(t: &RedfishTarget, cx: &PollCx) -> Result<Arc<Endpoint>, DriverE
         no_sessions: AtomicBool::new(false),
         no_expand: AtomicBool::new(false),
         no_select: AtomicBool::new(false),
+        expand_offered: AtomicBool::new(false),
         inventory: Mutex::new(None),
         requests: AtomicUsize::new(0),
         logins: AtomicUsize::new(0),
