@@ -4,7 +4,7 @@
 //! snmp://COMMUNITY@HOST[:PORT][?max_repetitions=N]   SNMP v2c (port 161)
 //! snmp+v1://COMMUNITY@HOST[:PORT]         SNMP v1
 //! snmpv3://USER@HOST[:PORT]?auth=sha256&priv=aes&context=NAME[&auth_pass=..&priv_pass=..][&max_repetitions=N]
-//! redfish://[USER:PASS@]HOST[:PORT][?insecure]   Redfish over HTTPS (port 443)
+//! redfish://[USER:PASS@]HOST[:PORT][?insecure]   Redfish over HTTPS (port 443; ?tls=openssl for old BMCs)
 //! redfish+http://[USER:PASS@]HOST[:PORT]          Redfish over plain HTTP (port 80; tests, labs)
 //! modbus+tcp://HOST[:PORT]?unit=1&map=NAME
 //! modbus+rtu:///dev/ttyX?baud=9600&unit=1&map=NAME[&parity=none|even|odd&data_bits=8&stop_bits=1&frame_gap_ms=4]
@@ -105,6 +105,9 @@ pub struct RedfishTarget {
     /// `?inventory_refresh=1h`: how long the inventory (identity, resource list) is reused;
     /// polls in between read only power and thermal resources.
     pub inventory_refresh: std::time::Duration,
+    /// `?tls=openssl`: TLS through OpenSSL at security level 0 (TLS 1.0/1.1, RSA key exchange,
+    /// CBC) for old BMCs rustls cannot talk to; verification rules unchanged. Default `rustls`.
+    pub tls_openssl: bool,
 }
 
 fn parse_pin(v: &str) -> Result<[u8; 32], TargetError> {
@@ -334,9 +337,17 @@ impl Target {
                 let mut pin_sha256 = None;
                 let mut max_inflight = 2;
                 let mut inventory_refresh = std::time::Duration::from_secs(3600);
+                let mut tls_openssl = false;
                 for (k, v) in &params {
                     match k.as_str() {
                         "pin" => pin_sha256 = Some(parse_pin(v)?),
+                        "tls" => {
+                            tls_openssl = match v.as_str() {
+                                "openssl" => true,
+                                "rustls" => false,
+                                _ => return Err(param_err("tls", "expected rustls or openssl")),
+                            }
+                        }
                         "max_inflight" => {
                             max_inflight = match v.parse::<usize>() {
                                 Ok(n @ 1..=16) => n,
@@ -376,6 +387,7 @@ impl Target {
                     pin_sha256,
                     max_inflight,
                     inventory_refresh,
+                    tls_openssl,
                 }))
             }
             "modbus+tcp" | "modbus+rtu" => {
@@ -668,6 +680,12 @@ mod tests {
             panic!()
         };
         assert!(!t.verify_tls);
+        assert!(!t.tls_openssl, "rustls is the default");
+        let Target::Redfish(t) = Target::parse("redfish://h?tls=openssl").unwrap() else {
+            panic!()
+        };
+        assert!(t.tls_openssl && t.verify_tls, "OpenSSL keeps verification on");
+        assert!(Target::parse("redfish://h?tls=gnutls").is_err());
     }
 
     #[test]

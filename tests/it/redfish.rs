@@ -51,6 +51,24 @@ async fn fixture_server_identity_power_macs_and_placement_with_ca() {
         ("GTR1K-PN-01", "GTR1K-SKU-01", "DC1-R07-U12")
     );
     assert_eq!(id.hostname, "gt-web-01");
+    // The system's and the BMC's own identities, besides the device's.
+    for (k, v) in [
+        ("system_serial", "GTSRV0000001"),
+        ("system_part_number", "GTR1K-PN-01"),
+        ("system_asset_tag", "DC1-R07-U12"),
+        ("bios_version", "GT1.4.2"),
+        ("bmc_vendor", "Groundtruth Labs"),
+        ("bmc_model", "GT-BMC"),
+        ("bmc_serial", "GTBMC0000001"),
+        ("bmc_firmware", "1.2.3"),
+    ] {
+        assert_eq!(
+            id.attributes.get(k).map(String::as_str),
+            Some(v),
+            "{k}: {:?}",
+            id.attributes
+        );
+    }
     let host: Vec<_> = id
         .macs
         .iter()
@@ -373,6 +391,16 @@ async fn shared_mockups_every_device_identity_placement_and_power() {
     // HPE DL325: 97 W, 2 PSUs at 51 + 46 W, iLO MACs, an inlet temperature.
     let rs = all("hpe-proliant-dl325-gen10plus").await;
     assert_eq!(serials(&rs), ["MXQ019020B"]);
+    let attrs = &rs[0].identity.as_ref().unwrap().attributes;
+    for (k, v) in [
+        ("system_sku", "P18606-B21"),
+        ("bios_version", "A43 v2.52 (10/29/2021)"),
+        ("bmc_model", "iLO 5"),
+        ("bmc_firmware", "iLO 5 v2.46"),
+    ] {
+        assert_eq!(attrs.get(k).map(String::as_str), Some(v), "{k}: {attrs:?}");
+    }
+    assert!(!attrs.contains_key("bmc_serial"), "a null serial is not reported");
     assert_eq!(device_power(&rs[0]), Some(97.0));
     let psu: Vec<f64> = rs[0]
         .readings
@@ -601,11 +629,21 @@ async fn session_is_reused_across_polls_and_deleted_at_close() {
 /// and its members cost one request; where it answers 404 (sushy-static), plain GETs follow.
 #[tokio::test]
 async fn expand_is_used_where_supported_and_falls_back_on_404() {
-    let f = Fake::start(Mode::Expand).await;
+    let f = Fake::start(Mode::Queries).await;
     let (rs, err) = poll_all(&f.url("")).await;
     assert!(err.is_none(), "{err:?}");
     assert_eq!(rs[0].identity.as_ref().unwrap().serial_number, "FAKE0001");
-    assert_eq!(f.expanded.load(Relaxed), 1);
+    // Chassis, the system's EthernetInterfaces and Sensors, each one request with its members.
+    assert_eq!(f.expanded.load(Relaxed), 3);
+    let macs: Vec<&str> = rs[0]
+        .identity
+        .as_ref()
+        .unwrap()
+        .macs
+        .iter()
+        .map(|m| m.address.as_str())
+        .collect();
+    assert_eq!(macs, ["02:00:00:00:00:01", "02:00:00:00:00:02"]);
     let expanded_gets = f.gets.load(Relaxed);
     close(&f.url("")).await;
 
@@ -614,9 +652,75 @@ async fn expand_is_used_where_supported_and_falls_back_on_404() {
     assert!(err.is_none(), "{err:?}");
     assert_eq!(rs[0].identity.as_ref().unwrap().serial_number, "FAKE0001");
     assert_eq!(g.expanded.load(Relaxed), 0);
-    // The refused expand, then the collection and its member one by one.
-    assert_eq!(g.gets.load(Relaxed), expanded_gets + 2);
+    // The refused expand (once: remembered), then the three collections' members one by one.
+    assert_eq!(g.gets.load(Relaxed), expanded_gets + 1 + 1 + 2 + 2);
+    let macs: Vec<&str> = rs[0]
+        .identity
+        .as_ref()
+        .unwrap()
+        .macs
+        .iter()
+        .map(|m| m.address.as_str())
+        .collect();
+    assert_eq!(macs, ["02:00:00:00:00:01", "02:00:00:00:00:02"]);
     close(&g.url("")).await;
+}
+
+/// Steady state where the service offers `$select` and `$expand`: Power with only the properties
+/// the readings need, the Sensors collection in one request. Same readings as plain GETs, fewer
+/// requests and bytes; a service that advertises `$select` but refuses it gets plain GETs from
+/// then on.
+#[tokio::test]
+async fn select_and_expand_cut_the_steady_state_poll() {
+    async fn steady(f: &Fake) -> (Vec<(String, f64)>, usize, usize) {
+        let (_, err) = poll_all(&f.url("")).await;
+        assert!(err.is_none(), "{err:?}");
+        let (gets, bytes) = (f.gets.load(Relaxed), f.get_bytes.load(Relaxed));
+        let (rs, err) = poll_all(&f.url("")).await;
+        assert!(err.is_none(), "{err:?}");
+        let readings = rs[0]
+            .readings
+            .iter()
+            .map(|r| (r.metric.clone(), r.value))
+            .collect();
+        (
+            readings,
+            f.gets.load(Relaxed) - gets,
+            f.get_bytes.load(Relaxed) - bytes,
+        )
+    }
+    let plain = Fake::start(Mode::Normal).await;
+    let (r_plain, gets_plain, bytes_plain) = steady(&plain).await;
+    close(&plain.url("")).await;
+    let q = Fake::start(Mode::Queries).await;
+    let (r_q, gets_q, bytes_q) = steady(&q).await;
+    close(&q.url("")).await;
+    eprintln!(
+        "steady-state poll: plain {gets_plain} GETs {bytes_plain} B; $select/$expand {gets_q} GETs {bytes_q} B"
+    );
+    assert_eq!(r_q, r_plain, "same readings either way");
+    assert_eq!(
+        r_q,
+        [("power".to_owned(), 123.0), ("temperature".to_owned(), 21.5)]
+    );
+    // Plain: Power + Sensors + 2 sensors. Queries: Power?$select + Sensors?$expand.
+    assert_eq!((gets_plain, gets_q), (4, 2));
+    assert_eq!(
+        q.selected.load(Relaxed),
+        1,
+        "only the steady-state Power read is selected"
+    );
+    assert!(bytes_q * 4 < bytes_plain, "{bytes_q} vs {bytes_plain}");
+
+    let r = Fake::start(Mode::SelectRefused).await;
+    let (r_r, gets_r, _) = steady(&r).await;
+    assert_eq!(r_r, r_plain);
+    assert_eq!(gets_r, 3, "refused $select, then plain Power; Sensors expanded");
+    let before = r.gets.load(Relaxed);
+    let (_, err) = poll_all(&r.url("")).await;
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(r.gets.load(Relaxed) - before, 2, "the refusal is remembered");
+    close(&r.url("")).await;
 }
 
 #[tokio::test]
@@ -714,4 +818,190 @@ async fn twenty_megabyte_document_is_refused_at_the_cap() {
         f.deletes.load(Relaxed),
         "every session opened is deleted"
     );
+}
+
+/// A CA and a leaf for 127.0.0.1 made with the `openssl` CLI in `dir`: (ca.crt, leaf.crt,
+/// leaf.key). `None` (skipped loudly) where the CLI is missing.
+fn make_ca_and_leaf(dir: &std::path::Path) -> Option<[std::path::PathBuf; 3]> {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output();
+        match out {
+            Ok(o) if o.status.success() => true,
+            Ok(o) => panic!("openssl {args:?}: {}", String::from_utf8_lossy(&o.stderr)),
+            Err(_) => false,
+        }
+    };
+    std::fs::write(
+        dir.join("leaf.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    let ok = run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=groundtruth test CA",
+    ]) && run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "leaf.key",
+        "-out",
+        "leaf.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]) && run(&[
+        "x509",
+        "-req",
+        "-in",
+        "leaf.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "leaf.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "leaf.ext",
+    ]);
+    if !ok {
+        eprintln!("######## SKIP: no openssl CLI to make test certificates ########");
+        return None;
+    }
+    Some([dir.join("ca.crt"), dir.join("leaf.crt"), dir.join("leaf.key")])
+}
+
+/// An old BMC: TLS 1.0 and 1.1 only, at OpenSSL security level 0 (as iLO 3/4, iDRAC 7 and IMM2
+/// firmware of their day). rustls cannot talk to it and says which option to use; `?tls=openssl`
+/// can, with verification still on (the test's own CA), or a pin, or `?insecure`.
+#[tokio::test]
+async fn tls10_only_bmc_needs_tls_openssl_and_is_still_verified() {
+    use openssl::ssl::{SslAcceptor, SslFiletype, SslMethod, SslVersion};
+    init_tls();
+    let dir = tempfile::tempdir().unwrap();
+    let Some([ca, leaf, key]) = make_ca_and_leaf(dir.path()) else {
+        return;
+    };
+    let mut acc = SslAcceptor::mozilla_intermediate(SslMethod::tls_server()).unwrap();
+    acc.set_security_level(0);
+    acc.set_min_proto_version(Some(SslVersion::TLS1)).unwrap();
+    acc.set_max_proto_version(Some(SslVersion::TLS1_1)).unwrap();
+    acc.set_cipher_list("ALL:@SECLEVEL=0").unwrap();
+    acc.set_certificate_chain_file(&leaf).unwrap();
+    acc.set_private_key_file(&key, SslFiletype::PEM).unwrap();
+    let acc2 = {
+        let mut a = SslAcceptor::mozilla_intermediate(SslMethod::tls_server()).unwrap();
+        a.set_security_level(0);
+        a.set_min_proto_version(Some(SslVersion::TLS1)).unwrap();
+        a.set_max_proto_version(Some(SslVersion::TLS1)).unwrap();
+        a.set_cipher_list("ALL:@SECLEVEL=0").unwrap();
+        a.set_certificate_chain_file(&leaf).unwrap();
+        a.set_private_key_file(&key, SslFiletype::PEM).unwrap();
+        a
+    };
+    let f = Fake::start_tls(Mode::Normal, acc.build()).await;
+    let hp = format!("127.0.0.1:{}", f.port);
+    let url = |q: &str| format!("redfish://{}:{}@{hp}{q}", fake::USER, fake::PASS);
+    let poll_ca = |u: String, ca: Option<std::path::PathBuf>| async move {
+        let mut target = Target::parse(&u).unwrap();
+        if let Target::Redfish(t) = &mut target {
+            t.ca_file = ca;
+        }
+        driver::poll_all(&target, &PollCx::default()).await
+    };
+
+    // rustls (the default), even with the right CA: refused, naming the target and the option.
+    let (_, err) = poll_ca(url(""), Some(ca.clone())).await;
+    let err = err.expect("rustls cannot speak TLS 1.0/1.1");
+    assert!(matches!(err, DriverError::Tls(_)), "{err:?}");
+    let msg = err.to_string();
+    eprintln!("rustls against the TLS 1.0/1.1 BMC: {msg}");
+    assert!(msg.contains("?tls=openssl") && msg.contains(&hp), "{msg}");
+    assert!(
+        f.tls_versions.lock().unwrap().is_empty(),
+        "no handshake completed"
+    );
+
+    // OpenSSL, verified against the test CA.
+    let (rs, err) = poll_ca(url("?tls=openssl"), Some(ca.clone())).await;
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(rs[0].identity.as_ref().unwrap().serial_number, "FAKE0001");
+    assert_eq!(device_power(&rs[0]), Some(123.0));
+    let versions = f.tls_versions.lock().unwrap().clone();
+    assert!(
+        !versions.is_empty() && versions.iter().all(|v| v == "TLSv1" || v == "TLSv1.1"),
+        "{versions:?}"
+    );
+    {
+        let Target::Redfish(mut t) = Target::parse(&url("?tls=openssl")).unwrap() else {
+            panic!()
+        };
+        t.ca_file = Some(ca.clone());
+        driver::redfish::client::endpoint(&t, &PollCx::default())
+            .unwrap()
+            .close()
+            .await;
+    }
+
+    // Verification stays on: the system roots do not know the test CA.
+    let (_, err) = poll_ca(url("?tls=openssl"), None).await;
+    let err = err.expect("an unknown issuer must be refused on the OpenSSL path too");
+    assert!(matches!(err, DriverError::Tls(_)), "{err:?}");
+    assert!(err.to_string().contains("certificate verify failed"), "{err}");
+
+    // A pin on the leaf replaces the CA; a wrong pin is refused.
+    let der = openssl::x509::X509::from_pem(&std::fs::read(&leaf).unwrap())
+        .unwrap()
+        .to_der()
+        .unwrap();
+    let pin: String = sha2::Digest::finalize(sha2::Digest::chain_update(
+        <sha2::Sha256 as sha2::Digest>::new(),
+        &der,
+    ))
+    .iter()
+    .map(|b| format!("{b:02x}"))
+    .collect();
+    let (rs, err) = poll_ca(url(&format!("?tls=openssl&pin=sha256:{pin}")), None).await;
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(rs[0].identity.as_ref().unwrap().serial_number, "FAKE0001");
+    close(&url(&format!("?tls=openssl&pin=sha256:{pin}"))).await;
+    let (_, err) = poll_ca(url(&format!("?tls=openssl&pin=sha256:{}", "0".repeat(64))), None).await;
+    assert!(matches!(err, Some(DriverError::Tls(_))), "{err:?}");
+
+    // ?insecure: no verification at all, explicitly.
+    let (rs, err) = poll_ca(url("?tls=openssl&insecure"), None).await;
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(rs[0].identity.as_ref().unwrap().serial_number, "FAKE0001");
+    close(&url("?tls=openssl&insecure")).await;
+    wait_no_sessions(&f).await;
+    assert_eq!(f.live_sessions(), 0, "no session leaked");
+
+    // Its web server of the day: HTTP/1.0, bodies ended by a close without close_notify.
+    let g = Fake::start_tls(Mode::Http10Close, acc2.build()).await;
+    let u = format!(
+        "redfish://{}:{}@127.0.0.1:{}?tls=openssl",
+        fake::USER,
+        fake::PASS,
+        g.port
+    );
+    let (rs, err) = poll_ca(u.clone(), Some(ca.clone())).await;
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(device_power(&rs[0]), Some(123.0));
 }

@@ -27,7 +27,8 @@ declare -A APT=(
     [ipmi]="openipmi ipmitool" [mqtt]="mosquitto mosquitto-clients" [netbox]="postgresql redis-server curl"
     [rt]="curl"   # request-tracker5 itself: rt/start.sh (it preseeds debconf first)
 )
-pkgs=(iproute2 procps)
+# libssl-dev + pkg-config: the agent links OpenSSL for Redfish ?tls=openssl (openssl-sys).
+pkgs=(iproute2 procps libssl-dev pkg-config)
 for p in "${peers[@]}"; do read -r -a more <<<"${APT[$p]}"; pkgs+=("${more[@]}"); done
 need_apt "${pkgs[@]}"
 

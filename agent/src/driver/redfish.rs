@@ -16,7 +16,9 @@
 //! polls: its HTTP client (keep-alive), a semaphore bounding requests in flight (`?max_inflight=`,
 //! default 2), the idle SessionService session for reuse, and the inventory cache (identity and
 //! the list of power/thermal resources, refreshed every `?inventory_refresh=` (default 1 h); between
-//! refreshes a poll reads only those resources).
+//! refreshes a poll reads only those resources, with `$select` and `$expand` where the service
+//! root advertises them). TLS is rustls, or OpenSSL at security level 0 with `?tls=openssl` for
+//! BMCs that speak only TLS 1.0/1.1 or legacy ciphers.
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -112,6 +114,8 @@ struct ServiceRoot {
 struct ProtocolFeatures {
     #[serde(deserialize_with = "nullable")]
     expand_query: ExpandQuery,
+    #[serde(deserialize_with = "nullable")]
+    select_query: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -408,6 +412,8 @@ struct System {
     common: Common,
     #[serde(deserialize_with = "lenient_string")]
     host_name: Option<String>,
+    #[serde(deserialize_with = "lenient_string")]
+    bios_version: Option<String>,
     ethernet_interfaces: Option<Link>,
 }
 
@@ -487,6 +493,9 @@ pub struct Inventory {
     devices: Vec<DeviceInventory>,
     /// Resources that could not be read while building it.
     partial: Vec<String>,
+    /// The service root advertised `$expand` / `$select` (ProtocolFeaturesSupported).
+    expand: bool,
+    select: bool,
 }
 
 /// Polls a Redfish service once: one report per device it holds.
@@ -520,7 +529,8 @@ pub async fn poll(t: &RedfishTarget, cx: &PollCx) -> Result<Vec<DeviceReport>, D
     for d in &inventory.devices {
         let mut report = d.template.clone();
         let mut partial = if fresh { inventory.partial.clone() } else { vec![] };
-        let results = futures::future::join_all(d.sources.iter().map(|s| read_source(&p, s, now))).await;
+        let results =
+            futures::future::join_all(d.sources.iter().map(|s| read_source(&p, &inventory, s, now))).await;
         for r in results {
             match r {
                 Ok(rs) => report.readings.extend(rs),
@@ -659,6 +669,9 @@ async fn build_inventory(p: &Poller) -> Result<Inventory, DriverError> {
     let root: ServiceRoot = p.get("/redfish/v1/").await?;
     let eq = &root.protocol_features_supported.expand_query;
     let expand = eq.levels || eq.expand_all || eq.no_links;
+    p.endpoint
+        .expand_offered
+        .store(expand, std::sync::atomic::Ordering::Relaxed);
     let mut partial = Vec::new();
     let uuid = clean(root.uuid.as_deref()).to_ascii_lowercase();
 
@@ -835,6 +848,8 @@ async fn build_inventory(p: &Poller) -> Result<Inventory, DriverError> {
     Ok(Inventory {
         devices: out,
         partial,
+        expand,
+        select: root.protocol_features_supported.select_query,
     })
 }
 
@@ -920,11 +935,12 @@ async fn chassis_device(
         // otherwise).
         match p.get::<PowerSubsystem>(&ps).await {
             Ok(sub) => {
-                for (i, (mpath, v)) in members_docs(p, sub.power_supplies.as_ref(), false, partial)
-                    .await
-                    .unwrap_or_default()
-                    .into_iter()
-                    .enumerate()
+                for (i, (mpath, v)) in
+                    members_docs(p, sub.power_supplies.as_ref(), expand_offered(p), partial)
+                        .await
+                        .unwrap_or_default()
+                        .into_iter()
+                        .enumerate()
                 {
                     let psu: NewPowerSupply = parse(&mpath, v, partial);
                     let index = u32::try_from(i + 1).unwrap_or(u32::MAX);
@@ -986,7 +1002,7 @@ async fn network_adapters(
         Some(&Link {
             id: Some(link.to_owned()),
         }),
-        false,
+        expand_offered(p),
         partial,
     )
     .await
@@ -1021,7 +1037,7 @@ async fn network_adapters(
             continue;
         }
         let ports = nic.ports.or(nic.network_ports);
-        let Ok(port_docs) = members_docs(p, ports.as_ref(), false, partial).await else {
+        let Ok(port_docs) = members_docs(p, ports.as_ref(), expand_offered(p), partial).await else {
             continue;
         };
         for (ppath, pv) in port_docs {
@@ -1065,16 +1081,26 @@ async fn add_systems_and_managers(
             identity.hostname = clean(s.host_name.as_deref());
         }
         // A chassis without its own serial (common on white-box BMCs) borrows the system's.
+        // The asset tag is usually kept on the ComputerSystem (it is the writable one).
         for (field, value) in [
             (&mut identity.serial_number, &s.common.serial_number),
             (&mut identity.model, &s.common.model),
             (&mut identity.vendor, &s.common.manufacturer),
             (&mut identity.sku, &s.common.sku),
+            (&mut identity.part_number, &s.common.part_number),
+            (&mut identity.asset_tag, &s.common.asset_tag),
         ] {
             if field.is_empty() {
                 *field = clean(value.as_deref());
             }
         }
+        // The system's own identity as reported, whatever the chassis said (first system wins).
+        identity_attributes(
+            &mut identity.attributes,
+            "system",
+            &s.common,
+            &[("bios_version", &s.bios_version)],
+        );
         if let Some(u) = s.common.uuid.as_deref().filter(|u| !u.trim().is_empty()) {
             identity.uuid = u.trim().to_ascii_lowercase();
         }
@@ -1099,12 +1125,12 @@ async fn add_systems_and_managers(
         if identity.firmware_version.is_empty() {
             identity.firmware_version = clean(m.firmware_version.as_deref());
         }
-        if let Some(model) = m.common.model.as_deref().filter(|s| !s.trim().is_empty()) {
-            identity
-                .attributes
-                .entry("bmc_model".into())
-                .or_insert_with(|| model.trim().to_owned());
-        }
+        identity_attributes(
+            &mut identity.attributes,
+            "bmc",
+            &m.common,
+            &[("bmc_firmware", &m.firmware_version)],
+        );
         collect_macs(
             p,
             m.ethernet_interfaces.as_ref(),
@@ -1113,6 +1139,35 @@ async fn add_systems_and_managers(
             partial,
         )
         .await;
+    }
+}
+
+/// `<prefix>_vendor`, `_model`, `_serial`, `_part_number`, `_sku`, `_asset_tag` (and `extra`) of
+/// a system or manager into the device's attributes; empty values are left out, and a key already
+/// set (by an earlier system or manager) is kept.
+fn identity_attributes(
+    attributes: &mut std::collections::HashMap<String, String>,
+    prefix: &str,
+    c: &Common,
+    extra: &[(&str, &Option<String>)],
+) {
+    let fields = [
+        ("vendor", &c.manufacturer),
+        ("model", &c.model),
+        ("serial", &c.serial_number),
+        ("part_number", &c.part_number),
+        ("sku", &c.sku),
+        ("asset_tag", &c.asset_tag),
+    ];
+    let named = fields
+        .iter()
+        .map(|(k, v)| (format!("{prefix}_{k}"), *v))
+        .chain(extra.iter().map(|(k, v)| ((*k).to_owned(), *v)));
+    for (key, value) in named {
+        let v = clean(value.as_deref());
+        if !v.is_empty() {
+            attributes.entry(key).or_insert(v);
+        }
     }
 }
 
@@ -1195,18 +1250,61 @@ fn reading(
     }
 }
 
+/// GETs a resource for its readings: with `?$select=<fields>` where the service advertised
+/// `SelectQuery` (the properties the readings need, not the Oem/Redundancy/Voltages bulk), plainly
+/// where it did not, where the document was already read in this poll, or once the service has
+/// refused a `$select` (remembered for the endpoint's life).
+async fn get_selected<T: DeserializeOwned>(
+    p: &Poller,
+    inv: &Inventory,
+    path: &str,
+    fields: &str,
+) -> Result<T, DriverError> {
+    use std::sync::atomic::Ordering::Relaxed;
+    if inv.select && !p.endpoint.no_select.load(Relaxed) && !p.has_read(path) {
+        match p.get_raw(&format!("{path}?$select={fields}")).await? {
+            client::Got::Json(v) => {
+                return serde_json::from_value(v).map_err(|e| DriverError::Malformed {
+                    what: format!("JSON document at {path}"),
+                    detail: e.to_string(),
+                });
+            }
+            client::Got::Status(s) => {
+                tracing::debug!(%s, path, "Redfish $select refused; using plain GETs.");
+                p.endpoint.no_select.store(true, Relaxed);
+            }
+        }
+    }
+    p.get(path).await
+}
+
+/// Properties the readings need, per resource type (`$select`).
+const SELECT_POWER: &str = "PowerControl,PowerSupplies";
+const SELECT_THERMAL: &str = "Temperatures,Fans";
+const SELECT_METERED: &str = "Id,Name,PowerWatts,EnergykWh,Voltage,CurrentAmps,TemperatureCelsius,PolyPhasePowerWatts,PolyPhaseCurrentAmps,PolyPhaseVoltage";
+const SELECT_PSU_METRICS: &str = "InputPowerWatts,OutputPowerWatts";
+
 /// Reads one source into readings; the error names the resource.
-async fn read_source(p: &Poller, s: &Source, now: SystemTime) -> Result<Vec<Reading>, String> {
+async fn read_source(
+    p: &Poller,
+    inv: &Inventory,
+    s: &Source,
+    now: SystemTime,
+) -> Result<Vec<Reading>, String> {
     let mut out = Vec::new();
     match s {
         Source::Power(path) => {
-            let pw: Power = p.get(path).await.map_err(|e| format!("{path}: {e}"))?;
+            let pw: Power = get_selected(p, inv, path, SELECT_POWER)
+                .await
+                .map_err(|e| format!("{path}: {e}"))?;
             let mut r = DeviceReport::default();
             power_readings(&pw, path, now, &mut r);
             out = r.readings;
         }
         Source::Thermal(path) => {
-            let th: Thermal = p.get(path).await.map_err(|e| format!("{path}: {e}"))?;
+            let th: Thermal = get_selected(p, inv, path, SELECT_THERMAL)
+                .await
+                .map_err(|e| format!("{path}: {e}"))?;
             for (i, t) in th.temperatures.iter().enumerate() {
                 // A null reading is "not reported", not zero.
                 if let Some(v) = t.reading_celsius {
@@ -1253,22 +1351,36 @@ async fn read_source(p: &Poller, s: &Source, now: SystemTime) -> Result<Vec<Read
             }
         }
         Source::Sensors(path) => {
-            let c: Collection = p.get(path).await.map_err(|e| format!("{path}: {e}"))?;
-            let paths: Vec<String> = c.members.into_iter().filter_map(|m| m.id).collect();
-            let docs = futures::future::join_all(paths.iter().map(|m| p.get::<SensorDoc>(m))).await;
-            for (i, (mpath, d)) in paths.iter().zip(docs).enumerate() {
-                let d = d.map_err(|e| format!("{mpath}: {e}"))?;
-                if let Some(r) = sensor_reading(&d, mpath, u32::try_from(i + 1).unwrap_or(u32::MAX), now) {
+            // One `$expand` request for the collection and its members where offered, else one
+            // GET each.
+            let mut failed = Vec::new();
+            let link = Link {
+                id: Some(path.clone()),
+            };
+            let docs = members_docs(p, Some(&link), inv.expand, &mut failed)
+                .await
+                .map_err(|e| format!("{path}: {e}"))?;
+            if !failed.is_empty() {
+                return Err(failed.join("; "));
+            }
+            for (i, (mpath, v)) in docs.into_iter().enumerate() {
+                let d: SensorDoc =
+                    serde_json::from_value(v).map_err(|e| format!("{mpath}: malformed: {e}"))?;
+                if let Some(r) = sensor_reading(&d, &mpath, u32::try_from(i + 1).unwrap_or(u32::MAX), now) {
                     out.push(r);
                 }
             }
         }
         Source::Environment(path) | Source::PduMetrics(path) => {
-            let m: Metered = p.get(path).await.map_err(|e| format!("{path}: {e}"))?;
+            let m: Metered = get_selected(p, inv, path, SELECT_METERED)
+                .await
+                .map_err(|e| format!("{path}: {e}"))?;
             metered_readings(&m, path, now, None, &mut out);
         }
         Source::Metered(path, kind, index, label) => {
-            let m: Metered = p.get(path).await.map_err(|e| format!("{path}: {e}"))?;
+            let m: Metered = get_selected(p, inv, path, SELECT_METERED)
+                .await
+                .map_err(|e| format!("{path}: {e}"))?;
             let label = clean(m.id.as_deref().or(Some(label.as_str())));
             // Per-line values of a polyphase mains circuit: PHASE components, index = inlet
             // index × 100 + position, label "<inlet> <line>". Outlets are single-phase and say
@@ -1315,7 +1427,9 @@ async fn read_source(p: &Poller, s: &Source, now: SystemTime) -> Result<Vec<Read
             );
         }
         Source::PsuMetrics(path, index, label) => {
-            let m: PowerSupplyMetrics = p.get(path).await.map_err(|e| format!("{path}: {e}"))?;
+            let m: PowerSupplyMetrics = get_selected(p, inv, path, SELECT_PSU_METRICS)
+                .await
+                .map_err(|e| format!("{path}: {e}"))?;
             let component = Component {
                 kind: ComponentKind::Psu as i32,
                 index: *index,
@@ -1403,10 +1517,16 @@ async fn collect_macs(
     identity: &mut DeviceIdentity,
     partial: &mut Vec<String>,
 ) {
-    let paths = members_paths(p, link, partial).await;
-    let docs = futures::future::join_all(paths.iter().map(|m| p.get::<EthernetInterface>(m))).await;
-    for (path, nic) in paths.iter().zip(docs) {
-        match nic {
+    let docs = match members_docs(p, link, expand_offered(p), partial).await {
+        Ok(d) => d,
+        Err(e) => {
+            let path = link.and_then(|l| l.id.as_deref()).unwrap_or("EthernetInterfaces");
+            partial.push(format!("{path}: {e}"));
+            return;
+        }
+    };
+    for (path, v) in docs {
+        match serde_json::from_value::<EthernetInterface>(v) {
             Ok(nic) => {
                 let mac = nic
                     .permanent_mac_address
@@ -1427,9 +1547,16 @@ async fn collect_macs(
                     });
                 }
             }
-            Err(e) => partial.push(format!("{path}: {e}")),
+            Err(e) => partial.push(format!("{path}: malformed: {e}")),
         }
     }
+}
+
+/// The service root offered `$expand` (read by the inventory being built).
+fn expand_offered(p: &Poller) -> bool {
+    p.endpoint
+        .expand_offered
+        .load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Fuzzing entry point (`fuzz/` workspace and the corpus replay test): one HTTP body as a BMC

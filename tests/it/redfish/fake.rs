@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -24,8 +24,16 @@ pub enum Mode {
     Slow(Duration),
     /// The root is a 20 MB document.
     Huge,
-    /// Collections answer `$expand=.($levels=1)` with their members inline.
-    Expand,
+    /// The root advertises `ExpandQuery` and `SelectQuery`, and the service honours both:
+    /// `$expand=.($levels=1)` inlines any collection's members, `$select=A,B` keeps only those
+    /// top-level properties (and the `@odata` ones). Other modes answer 404 to any query string,
+    /// as sushy-tools does (it implements neither).
+    Queries,
+    /// As `Queries`, but `$select` is refused with 400 (advertised, not implemented).
+    SelectRefused,
+    /// An old BMC's web server: HTTP/1.0 answers without Content-Length, ended by closing the
+    /// connection (under TLS, without close_notify).
+    Http10Close,
 }
 
 #[derive(Debug)]
@@ -36,21 +44,54 @@ pub struct Fake {
     pub gets: AtomicUsize,
     /// `$expand` requests answered inline.
     pub expanded: AtomicUsize,
+    /// `$select` requests answered.
+    pub selected: AtomicUsize,
+    /// Bytes of GET response bodies sent.
+    pub get_bytes: AtomicUsize,
     live: Mutex<HashSet<String>>,
     next: AtomicUsize,
     busy_sent: AtomicUsize,
     mode: Mode,
+    /// The TLS versions the handshakes negotiated (TLS mode).
+    pub tls_versions: Mutex<Vec<String>>,
 }
 
 const CHASSIS_1: &str = r#"{"@odata.id":"/redfish/v1/Chassis/1","ChassisType":"RackMount","SerialNumber":"FAKE0001",
     "Manufacturer":"Fake","Model":"F1","Power":{"@odata.id":"/redfish/v1/Chassis/1/Power"},
-    "Sensors":{"@odata.id":"/redfish/v1/Chassis/1/Sensors"}}"#;
+    "Sensors":{"@odata.id":"/redfish/v1/Chassis/1/Sensors"},
+    "Links":{"ComputerSystems":[{"@odata.id":"/redfish/v1/Systems/1"}]}}"#;
+
+/// The Power resource: the readings, plus the bulk real ones carry (Voltages, Redundancy, Oem)
+/// that `$select` leaves out.
+fn power_doc() -> String {
+    let voltages: Vec<String> = (1..=24)
+        .map(|i| {
+            format!(
+                r#"{{"@odata.id":"/redfish/v1/Chassis/1/Power#/Voltages/{i}","MemberId":"{i}","Name":"VR {i}","ReadingVolts":1.2,"UpperThresholdCritical":1.4,"LowerThresholdCritical":1.0,"Status":{{"State":"Enabled","Health":"OK"}},"PhysicalContext":"VoltageRegulator"}}"#
+            )
+        })
+        .collect();
+    format!(
+        r#"{{"@odata.id":"/redfish/v1/Chassis/1/Power","Id":"Power","PowerControl":[{{"PowerConsumedWatts":123}}],"PowerSupplies":[{{"Name":"PS1","LastPowerOutputWatts":null}}],"Voltages":[{}],"Redundancy":[{{"Mode":"N+1","Status":{{"State":"Enabled"}}}}],"Oem":{{"Fake":{{"Pad":"{}"}}}}}}"#,
+        voltages.join(","),
+        "x".repeat(2048)
+    )
+}
 
 pub const USER: &str = "admin";
 pub const PASS: &str = "s3cret";
 
 impl Fake {
     pub async fn start(mode: Mode) -> Arc<Self> {
+        Self::start_with(mode, None).await
+    }
+
+    /// Serves HTTPS through this OpenSSL acceptor (e.g. one limited to TLS 1.0/1.1).
+    pub async fn start_tls(mode: Mode, tls: openssl::ssl::SslAcceptor) -> Arc<Self> {
+        Self::start_with(mode, Some(Arc::new(tls))).await
+    }
+
+    async fn start_with(mode: Mode, tls: Option<Arc<openssl::ssl::SslAcceptor>>) -> Arc<Self> {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let fake = Arc::new(Self {
             port: listener.local_addr().unwrap().port(),
@@ -58,10 +99,13 @@ impl Fake {
             deletes: AtomicUsize::new(0),
             gets: AtomicUsize::new(0),
             expanded: AtomicUsize::new(0),
+            selected: AtomicUsize::new(0),
+            get_bytes: AtomicUsize::new(0),
             live: Mutex::new(HashSet::new()),
             next: AtomicUsize::new(1),
             busy_sent: AtomicUsize::new(0),
             mode,
+            tls_versions: Mutex::new(Vec::new()),
         });
         let f = Arc::clone(&fake);
         tokio::spawn(async move {
@@ -70,8 +114,26 @@ impl Fake {
                     return;
                 };
                 let f = Arc::clone(&f);
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    let _ = f.serve(sock).await;
+                    let Some(acc) = tls else {
+                        let _ = f.serve(sock).await;
+                        return;
+                    };
+                    let Ok(ssl) = openssl::ssl::Ssl::new(acc.context()) else {
+                        return;
+                    };
+                    let Ok(mut s) = tokio_openssl::SslStream::new(ssl, sock) else {
+                        return;
+                    };
+                    // A client that cannot agree on a version (rustls here) ends at the handshake.
+                    if std::pin::Pin::new(&mut s).accept().await.is_ok() {
+                        f.tls_versions
+                            .lock()
+                            .unwrap()
+                            .push(s.ssl().version_str().to_owned());
+                        let _ = f.serve(s).await;
+                    }
                 });
             }
         });
@@ -92,7 +154,7 @@ impl Fake {
         self.live.lock().unwrap().len()
     }
 
-    async fn serve(&self, mut sock: TcpStream) -> std::io::Result<()> {
+    async fn serve<S: AsyncRead + AsyncWrite + Unpin>(&self, mut sock: S) -> std::io::Result<()> {
         loop {
             let mut buf = Vec::new();
             let head_end = loop {
@@ -138,12 +200,21 @@ impl Fake {
                     header("authorization"),
                 )
                 .await;
+            if self.mode == Mode::Http10Close {
+                let head = format!("HTTP/1.0 {status}\r\nContent-Type: application/json\r\n{extra}\r\n");
+                sock.write_all(head.as_bytes()).await?;
+                sock.write_all(out.as_bytes()).await?;
+                sock.flush().await?;
+                // Dropped without a TLS shutdown: no close_notify.
+                return Ok(());
+            }
             let resp = format!(
                 "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{extra}\r\n",
                 out.len()
             );
             sock.write_all(resp.as_bytes()).await?;
             sock.write_all(out.as_bytes()).await?;
+            sock.flush().await?;
         }
     }
 
@@ -213,65 +284,78 @@ impl Fake {
                         "{}".into(),
                     );
                 }
-                if self.mode == Mode::Expand && p.starts_with("/redfish/v1/Chassis?") {
-                    self.expanded.fetch_add(1, Ordering::Relaxed);
-                    return (
-                        "200 OK",
-                        String::new(),
-                        format!(r#"{{"Members":[{}]}}"#, CHASSIS_1),
-                    );
+                let (plain, query) = p.split_once('?').unwrap_or((p, ""));
+                if self.mode == Mode::Huge && plain == "/redfish/v1/" {
+                    let pad = "x".repeat(20 * 1024 * 1024);
+                    return ("200 OK", String::new(), format!(r#"{{"Pad":"{pad}"}}"#));
                 }
-                if p.contains('?') {
+                let Some(doc) = self.doc(plain) else {
+                    return ("404 Not Found", String::new(), "{}".into());
+                };
+                if query.is_empty() {
+                    self.get_bytes.fetch_add(doc.len(), Ordering::Relaxed);
+                    return ("200 OK", String::new(), doc);
+                }
+                if !matches!(self.mode, Mode::Queries | Mode::SelectRefused) {
                     return ("404 Not Found", String::new(), "{}".into());
                 }
-                match p {
-                    "/redfish/v1/" => {
-                        if self.mode == Mode::Huge {
-                            let pad = "x".repeat(20 * 1024 * 1024);
-                            return ("200 OK", String::new(), format!(r#"{{"Pad":"{pad}"}}"#));
+                let mut v: serde_json::Value = serde_json::from_str(&doc).unwrap();
+                for q in query.split('&') {
+                    if q == "$expand=.($levels=1)" {
+                        let Some(members) = v.get_mut("Members").and_then(|m| m.as_array_mut()) else {
+                            return ("400 Bad Request", String::new(), "{}".into());
+                        };
+                        for m in members.iter_mut() {
+                            let id = m["@odata.id"].as_str().unwrap_or_default().to_owned();
+                            if let Some(d) = self.doc(&id) {
+                                *m = serde_json::from_str(&d).unwrap();
+                            }
                         }
-                        (
-                            "200 OK",
-                            String::new(),
-                            r#"{"@odata.id":"/redfish/v1/","Chassis":{"@odata.id":"/redfish/v1/Chassis"},
-                               "SessionService":{"@odata.id":"/redfish/v1/SessionService"},
-                               "ProtocolFeaturesSupported":{"ExpandQuery":{"Levels":true,"MaxLevels":1}}}"#
-                                .into(),
-                        )
+                        self.expanded.fetch_add(1, Ordering::Relaxed);
+                    } else if let Some(fields) = q.strip_prefix("$select=") {
+                        if self.mode == Mode::SelectRefused {
+                            return ("400 Bad Request", String::new(), "{}".into());
+                        }
+                        let keep: Vec<&str> = fields.split(',').collect();
+                        if let Some(o) = v.as_object_mut() {
+                            o.retain(|k, _| k.starts_with("@odata") || keep.contains(&k.as_str()));
+                        }
+                        self.selected.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        return ("400 Bad Request", String::new(), "{}".into());
                     }
-                    "/redfish/v1/Chassis" => (
-                        "200 OK",
-                        String::new(),
-                        r#"{"Members":[{"@odata.id":"/redfish/v1/Chassis/1"}]}"#.into(),
-                    ),
-                    "/redfish/v1/Chassis/1" => ("200 OK", String::new(), CHASSIS_1.into()),
-                    "/redfish/v1/Chassis/1/Power" => (
-                        "200 OK",
-                        String::new(),
-                        r#"{"PowerControl":[{"PowerConsumedWatts":123}],"PowerSupplies":[{"Name":"PS1","LastPowerOutputWatts":null}]}"#
-                            .into(),
-                    ),
-                    "/redfish/v1/Chassis/1/Sensors" => (
-                        "200 OK",
-                        String::new(),
-                        r#"{"Members":[{"@odata.id":"/redfish/v1/Chassis/1/Sensors/Inlet"},{"@odata.id":"/redfish/v1/Chassis/1/Sensors/Off"}]}"#
-                            .into(),
-                    ),
-                    "/redfish/v1/Chassis/1/Sensors/Inlet" => (
-                        "200 OK",
-                        String::new(),
-                        r#"{"Id":"Inlet","Name":"Inlet Temp","ReadingType":"Temperature","Reading":21.5}"#.into(),
-                    ),
-                    "/redfish/v1/Chassis/1/Sensors/Off" => (
-                        "200 OK",
-                        String::new(),
-                        r#"{"Id":"Off","ReadingType":"Temperature","Reading":null}"#.into(),
-                    ),
-                    _ => ("404 Not Found", String::new(), "{}".into()),
                 }
+                let out = v.to_string();
+                self.get_bytes.fetch_add(out.len(), Ordering::Relaxed);
+                ("200 OK", String::new(), out)
             }
             _ => ("405 Method Not Allowed", String::new(), "{}".into()),
         }
+    }
+}
+
+impl Fake {
+    /// The document at a plain path.
+    fn doc(&self, p: &str) -> Option<String> {
+        let queries = matches!(self.mode, Mode::Queries | Mode::SelectRefused);
+        Some(match p {
+            "/redfish/v1/" => format!(
+                r#"{{"@odata.id":"/redfish/v1/","Chassis":{{"@odata.id":"/redfish/v1/Chassis"}},
+                   "SessionService":{{"@odata.id":"/redfish/v1/SessionService"}},
+                   "ProtocolFeaturesSupported":{{"ExpandQuery":{{"Levels":true,"MaxLevels":1}},"SelectQuery":{queries}}}}}"#
+            ),
+            "/redfish/v1/Chassis" => r#"{"@odata.id":"/redfish/v1/Chassis","Members":[{"@odata.id":"/redfish/v1/Chassis/1"}]}"#.into(),
+            "/redfish/v1/Chassis/1" => CHASSIS_1.into(),
+            "/redfish/v1/Chassis/1/Power" => power_doc(),
+            "/redfish/v1/Systems/1" => r#"{"@odata.id":"/redfish/v1/Systems/1","Id":"1","BiosVersion":"F1.0","EthernetInterfaces":{"@odata.id":"/redfish/v1/Systems/1/EthernetInterfaces"}}"#.into(),
+            "/redfish/v1/Systems/1/EthernetInterfaces" => r#"{"@odata.id":"/redfish/v1/Systems/1/EthernetInterfaces","Members":[{"@odata.id":"/redfish/v1/Systems/1/EthernetInterfaces/1"},{"@odata.id":"/redfish/v1/Systems/1/EthernetInterfaces/2"}]}"#.into(),
+            "/redfish/v1/Systems/1/EthernetInterfaces/1" => r#"{"@odata.id":"/redfish/v1/Systems/1/EthernetInterfaces/1","Id":"1","MACAddress":"02-00-00-00-00-01"}"#.into(),
+            "/redfish/v1/Systems/1/EthernetInterfaces/2" => r#"{"@odata.id":"/redfish/v1/Systems/1/EthernetInterfaces/2","Id":"2","MACAddress":"0200.0000.0002"}"#.into(),
+            "/redfish/v1/Chassis/1/Sensors" => r#"{"@odata.id":"/redfish/v1/Chassis/1/Sensors","Members":[{"@odata.id":"/redfish/v1/Chassis/1/Sensors/Inlet"},{"@odata.id":"/redfish/v1/Chassis/1/Sensors/Off"}]}"#.into(),
+            "/redfish/v1/Chassis/1/Sensors/Inlet" => r#"{"@odata.id":"/redfish/v1/Chassis/1/Sensors/Inlet","Id":"Inlet","Name":"Inlet Temp","ReadingType":"Temperature","Reading":21.5}"#.into(),
+            "/redfish/v1/Chassis/1/Sensors/Off" => r#"{"@odata.id":"/redfish/v1/Chassis/1/Sensors/Off","Id":"Off","ReadingType":"Temperature","Reading":null}"#.into(),
+            _ => return None,
+        })
     }
 }
 

@@ -2,6 +2,11 @@
 //! Basic fallback, session reuse across polls, bounded requests in flight, Retry-After, bounded
 //! bodies.
 //!
+//! TLS is rustls (through reqwest) unless the target says `?tls=openssl`: then requests go through
+//! hyper-util over OpenSSL at security level 0, for BMCs that speak only TLS 1.0/1.1 or need RSA
+//! key exchange / CBC suites (rustls has none of these). Requests are built with reqwest either
+//! way and answers come back as `reqwest::Response`, so the rest of the driver is the same.
+//!
 //! Sessions are never leaked: a poll leases the endpoint's idle session (or logs in); a poll that
 //! ends normally hands it back for the next poll, and a lease dropped any other way (error path,
 //! deadline, cancellation) spawns the `DELETE` of its session. [`close_all_sessions`] logs every
@@ -21,6 +26,8 @@ use crate::driver::{DriverError, PollCx};
 use crate::secret::Secret;
 use crate::target::RedfishTarget;
 
+const USER_AGENT: &str = concat!("groundtruth-agent/", env!("CARGO_PKG_VERSION"));
+
 /// Longest `Retry-After` a poll waits for (once) before giving up on a busy BMC.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(10);
 /// An idle session older than this is logged out rather than reused (BMC session timeouts are
@@ -37,7 +44,7 @@ struct Session {
 
 /// State kept per endpoint + user + TLS settings across polls.
 pub struct Endpoint {
-    http: reqwest::Client,
+    http: Http,
     base: url::Url,
     user: Option<String>,
     password: Option<Secret>,
@@ -48,6 +55,10 @@ pub struct Endpoint {
     no_sessions: AtomicBool,
     /// `$expand` was refused once: plain GETs from now on.
     pub(super) no_expand: AtomicBool,
+    /// The service root offers `$expand` (ProtocolFeaturesSupported), as last read.
+    pub(super) expand_offered: AtomicBool,
+    /// `$select` was refused once: plain GETs from now on.
+    pub(super) no_select: AtomicBool,
     pub(super) inventory: Mutex<Option<(Instant, Arc<Inventory>)>>,
     /// Counters for tests and benchmarks: requests sent, sessions created and deleted.
     pub requests: AtomicUsize,
@@ -75,7 +86,7 @@ fn cache_key(t: &RedfishTarget, cx: &PollCx) -> String {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     t.password.as_ref().map(Secret::expose).hash(&mut h);
     format!(
-        "{}|{}|{:x}|{}|{:?}|{:?}|{}|{:?}",
+        "{}|{}|{:x}|{}|{:?}|{:?}|{}|{:?}|{}",
         t.base,
         t.user.as_deref().unwrap_or_default(),
         h.finish(),
@@ -84,7 +95,8 @@ fn cache_key(t: &RedfishTarget, cx: &PollCx) -> String {
         t.pin_sha256,
         t.max_inflight,
         // The HTTP client carries the request timeout.
-        cx.limits.request_timeout
+        cx.limits.request_timeout,
+        t.tls_openssl
     )
 }
 
@@ -97,9 +109,14 @@ pub fn endpoint(t: &RedfishTarget, cx: &PollCx) -> Result<Arc<Endpoint>, DriverE
     if let Some(e) = lock(&ENDPOINTS).get(&key) {
         return Ok(Arc::clone(e));
     }
-    let http = http_client(t, cx)?;
-    if !t.verify_tls {
+    let http = if t.tls_openssl && t.base.scheme() == "https" {
         // Logged once per endpoint (the cache lives as long as the process), not every poll.
+        tracing::warn!(endpoint = %t.base, "Redfish target uses OpenSSL at security level 0 (?tls=openssl): TLS 1.0/1.1 and legacy ciphers are accepted for this target only.");
+        openssl_client(t, cx)?
+    } else {
+        Http::Rustls(http_client(t, cx)?)
+    };
+    if !t.verify_tls {
         tracing::warn!(endpoint = %t.base, "TLS certificate verification is OFF for this Redfish target (?insecure).");
     }
     let e = Arc::new(Endpoint {
@@ -111,6 +128,8 @@ pub fn endpoint(t: &RedfishTarget, cx: &PollCx) -> Result<Arc<Endpoint>, DriverE
         idle_session: Mutex::new(None),
         no_sessions: AtomicBool::new(false),
         no_expand: AtomicBool::new(false),
+        no_select: AtomicBool::new(false),
+        expand_offered: AtomicBool::new(false),
         inventory: Mutex::new(None),
         requests: AtomicUsize::new(0),
         logins: AtomicUsize::new(0),
@@ -128,13 +147,197 @@ pub async fn close_all_sessions() {
     }
 }
 
+type OpenSslClient = hyper_util::client::legacy::Client<
+    hyper_openssl::client::legacy::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    reqwest::Body,
+>;
+
+/// The HTTP side of an endpoint.
+enum Http {
+    Rustls(reqwest::Client),
+    OpenSsl {
+        /// Builds the requests (headers, JSON, Basic auth) exactly as the rustls path does; never
+        /// sends (it has no TLS backend configured for use).
+        builder: reqwest::Client,
+        client: Box<OpenSslClient>,
+        timeout: Duration,
+    },
+}
+
+/// Why a request got no answer.
+#[derive(Debug)]
+enum SendError {
+    Reqwest(reqwest::Error),
+    /// The OpenSSL path (hyper-util); `timeout` when the request timeout ran out.
+    OpenSsl {
+        timeout: bool,
+        detail: String,
+    },
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Reqwest(e) => f.write_str(&crate::io::error_chain(e)),
+            Self::OpenSsl { timeout: true, .. } => f.write_str("no answer within the request timeout"),
+            Self::OpenSsl { detail, .. } => f.write_str(detail),
+        }
+    }
+}
+
+impl Http {
+    fn builder(&self) -> &reqwest::Client {
+        match self {
+            Self::Rustls(c) | Self::OpenSsl { builder: c, .. } => c,
+        }
+    }
+
+    async fn send(&self, rb: reqwest::RequestBuilder) -> Result<reqwest::Response, SendError> {
+        match self {
+            Self::Rustls(_) => rb.send().await.map_err(SendError::Reqwest),
+            Self::OpenSsl { client, timeout, .. } => {
+                let mut req = rb.build().map_err(SendError::Reqwest)?;
+                req.headers_mut()
+                    .entry(reqwest::header::USER_AGENT)
+                    .or_insert(reqwest::header::HeaderValue::from_static(USER_AGENT));
+                let req = req.try_into().map_err(SendError::Reqwest)?;
+                let deadline = tokio::time::Instant::now() + *timeout;
+                let resp = match tokio::time::timeout_at(deadline, client.request(req)).await {
+                    Err(_) => {
+                        return Err(SendError::OpenSsl {
+                            timeout: true,
+                            detail: String::new(),
+                        });
+                    }
+                    Ok(Err(e)) => {
+                        return Err(SendError::OpenSsl {
+                            timeout: false,
+                            detail: crate::io::error_chain(&e),
+                        });
+                    }
+                    Ok(Ok(r)) => r,
+                };
+                // The request timeout covers the body too, as reqwest's does.
+                let resp = resp.map(|b| {
+                    reqwest::Body::wrap(Deadline {
+                        inner: b,
+                        sleep: Box::pin(tokio::time::sleep_until(deadline)),
+                    })
+                });
+                Ok(reqwest::Response::from(resp))
+            }
+        }
+    }
+}
+
+/// A response body that fails once the request's deadline has passed.
+struct Deadline<B> {
+    inner: B,
+    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl<B> http_body::Body for Deadline<B>
+where
+    B: http_body::Body + Unpin,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Data = B::Data;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        use std::future::Future;
+        if self.sleep.as_mut().poll(cx).is_ready() {
+            return std::task::Poll::Ready(Some(Err("body not complete within the request timeout".into())));
+        }
+        std::pin::Pin::new(&mut self.inner)
+            .poll_frame(cx)
+            .map(|f| f.map(|r| r.map_err(Into::into)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// `?tls=openssl`: hyper-util over OpenSSL at security level 0 (TLS 1.0+, RSA key exchange, CBC,
+/// SHA-1 handshake signatures, 1024-bit keys), with the same verification rules as rustls:
+/// verified against the system roots or the CA file, or the pin, or off with `?insecure`.
+fn openssl_client(t: &RedfishTarget, cx: &PollCx) -> Result<Http, DriverError> {
+    use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode, SslVersion};
+    let tls =
+        |what: &str, e: &dyn std::error::Error| DriverError::Tls(format!("OpenSSL setup ({what}): {e}"));
+    let mut ssl = SslConnector::builder(SslMethod::tls_client()).map_err(|e| tls("context", &e))?;
+    ssl.set_security_level(0);
+    ssl.set_min_proto_version(Some(SslVersion::TLS1))
+        .map_err(|e| tls("protocol versions", &e))?;
+    ssl.set_cipher_list("ALL:!aNULL:!eNULL:@SECLEVEL=0")
+        .map_err(|e| tls("ciphers", &e))?;
+    ssl.set_alpn_protos(b"\x08http/1.1")
+        .map_err(|e| tls("ALPN", &e))?;
+    if let Some(pin) = t.pin_sha256 {
+        // The leaf's SHA-256 decides; chain and name are not checked (as with rustls).
+        ssl.set_verify_callback(SslVerifyMode::PEER, move |_, ctx| {
+            use sha2::{Digest, Sha256};
+            if ctx.error_depth() != 0 {
+                return true;
+            }
+            ctx.current_cert()
+                .and_then(|c| c.to_der().ok())
+                .is_some_and(|der| Sha256::digest(&der).as_slice() == pin.as_slice())
+        });
+    } else if !t.verify_tls {
+        ssl.set_verify(SslVerifyMode::NONE);
+    } else if let Some(ca) = &t.ca_file {
+        let pem = std::fs::read(ca)
+            .map_err(|e| DriverError::Tls(format!("cannot read CA file {}: {e}", ca.display())))?;
+        let certs = openssl::x509::X509::stack_from_pem(&pem)
+            .map_err(|e| DriverError::Tls(format!("CA file {} is not PEM: {e}", ca.display())))?;
+        let mut store = openssl::x509::store::X509StoreBuilder::new().map_err(|e| tls("store", &e))?;
+        for c in certs {
+            store.add_cert(c).map_err(|e| tls("CA file", &e))?;
+        }
+        // Only this CA, as the rustls path (tls_certs_only).
+        ssl.set_cert_store(store.build());
+    }
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(cx.limits.request_timeout));
+    let mut https = hyper_openssl::client::legacy::HttpsConnector::with_connector(http, ssl)
+        .map_err(|e| tls("connector", &e))?;
+    let check_name = t.verify_tls && t.pin_sha256.is_none();
+    https.set_callback(move |cfg, _| {
+        cfg.set_verify_hostname(check_name);
+        Ok(())
+    });
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .pool_timer(hyper_util::rt::TokioTimer::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .build(https);
+    crate::install_crypto_provider();
+    let builder = reqwest::Client::builder()
+        .build()
+        .map_err(|e| DriverError::Tls(format!("building the HTTP client: {e}")))?;
+    Ok(Http::OpenSsl {
+        builder,
+        client: Box::new(client),
+        timeout: cx.limits.request_timeout,
+    })
+}
+
 fn http_client(t: &RedfishTarget, cx: &PollCx) -> Result<reqwest::Client, DriverError> {
     crate::install_crypto_provider();
     let b = reqwest::Client::builder()
         .timeout(cx.limits.request_timeout)
         .connect_timeout(cx.limits.request_timeout)
         .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("groundtruth-agent/", env!("CARGO_PKG_VERSION")));
+        .user_agent(USER_AGENT);
     let b = if let Some(pin) = &t.pin_sha256 {
         b.tls_backend_preconfigured(pin::client_config(*pin))
     } else if !t.verify_tls {
@@ -255,9 +458,12 @@ impl Endpoint {
         self.requests.fetch_add(1, Ordering::Relaxed);
         match self
             .http
-            .delete(url)
-            .header("X-Auth-Token", s.token.expose())
-            .send()
+            .send(
+                self.http
+                    .builder()
+                    .delete(url)
+                    .header("X-Auth-Token", s.token.expose()),
+            )
             .await
         {
             Ok(r) if r.status().is_success() || r.status() == StatusCode::NOT_FOUND => {
@@ -267,7 +473,7 @@ impl Endpoint {
                 tracing::warn!(endpoint = %self.base, status = %r.status(), "Redfish logout refused; the BMC will expire the session.");
             }
             Err(e) => {
-                tracing::warn!(endpoint = %self.base, error = %crate::io::error_chain(&e), "Redfish logout failed; the BMC will expire the session.");
+                tracing::warn!(endpoint = %self.base, error = %e, "Redfish logout failed; the BMC will expire the session.");
             }
         }
     }
@@ -291,10 +497,13 @@ impl Endpoint {
             let _permit = self.inflight.acquire().await;
             self.requests.fetch_add(1, Ordering::Relaxed);
             self.http
-                .post(url)
-                .header("Accept", "application/json")
-                .json(&serde_json::json!({"UserName": user, "Password": pass.expose()}))
-                .send()
+                .send(
+                    self.http
+                        .builder()
+                        .post(url)
+                        .header("Accept", "application/json")
+                        .json(&serde_json::json!({"UserName": user, "Password": pass.expose()})),
+                )
                 .await
                 .map_err(|e| request_error(&self.base, "POST SessionService/Sessions", &e, cx))?
         };
@@ -419,6 +628,11 @@ impl Poller {
         }
     }
 
+    /// This document was already read in this poll (a GET of it costs nothing).
+    pub(super) fn has_read(&self, path: &str) -> bool {
+        lock(&self.memo).contains_key(path)
+    }
+
     /// GETs and parses one resource; any non-2xx status is an error.
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, DriverError> {
         match self.get_raw(path).await? {
@@ -468,15 +682,20 @@ impl Poller {
                 .as_ref()
                 .map(|s| s.token.expose().to_owned());
             let permit = e.inflight.acquire().await;
-            let mut req = e.http.get(url.clone()).header("Accept", "application/json");
+            let mut req = e
+                .http
+                .builder()
+                .get(url.clone())
+                .header("Accept", "application/json");
             if let Some(t) = &token {
                 req = req.header("X-Auth-Token", t);
             } else if let Some(user) = &e.user {
                 req = req.basic_auth(user, e.password.as_ref().map(|p| p.expose().to_owned()));
             }
             e.requests.fetch_add(1, Ordering::Relaxed);
-            let resp = req
-                .send()
+            let resp = e
+                .http
+                .send(req)
                 .await
                 .map_err(|err| request_error(&e.base, &format!("GET {path}"), &err, &self.cx))?;
             let status = resp.status();
@@ -551,18 +770,30 @@ impl Poller {
     }
 }
 
-fn request_error(base: &url::Url, what: &str, e: &reqwest::Error, cx: &PollCx) -> DriverError {
-    let detail = crate::io::error_chain(e);
-    if e.is_timeout() {
+fn request_error(base: &url::Url, what: &str, e: &SendError, cx: &PollCx) -> DriverError {
+    let (timeout, detail, openssl) = match e {
+        SendError::Reqwest(e) => (e.is_timeout(), crate::io::error_chain(e), false),
+        SendError::OpenSsl { timeout, detail } => (*timeout, detail.clone(), true),
+    };
+    if timeout {
         DriverError::Timeout {
             what: what.to_owned(),
             after: cx.limits.request_timeout,
         }
     } else if detail.contains("pin mismatch") {
         DriverError::Tls(detail)
-    } else if detail.contains("certificate") || detail.contains("UnknownIssuer") || detail.contains("tls") {
+    } else if !openssl && is_legacy_tls_refusal(&detail) {
+        // rustls speaks TLS 1.2/1.3 with modern suites only; old BMCs refuse the hello.
         DriverError::Tls(format!(
-            "{detail} (give the BMC's CA with --ca-file, pin it with ?pin=sha256:<hex>, or ?insecure to skip verification)"
+            "{base}: TLS handshake failed ({detail}); the BMC may speak only TLS 1.0/1.1 or legacy ciphers, which rustls refuses: add ?tls=openssl to this target"
+        ))
+    } else if detail.contains("certificate")
+        || detail.contains("UnknownIssuer")
+        || detail.contains("tls")
+        || detail.contains("SSL")
+    {
+        DriverError::Tls(format!(
+            "{base}: {detail} (give the BMC's CA with --ca-file, pin it with ?pin=sha256:<hex>, or ?insecure to skip verification)"
         ))
     } else {
         DriverError::Connect {
@@ -570,4 +801,18 @@ fn request_error(base: &url::Url, what: &str, e: &reqwest::Error, cx: &PollCx) -
             detail,
         }
     }
+}
+
+/// rustls' errors when the server will not negotiate anything rustls offers.
+fn is_legacy_tls_refusal(detail: &str) -> bool {
+    [
+        "ProtocolVersion",
+        "HandshakeFailure",
+        "InsufficientSecurity",
+        "peer is incompatible",
+        "PeerIncompatible",
+        "IllegalParameter",
+    ]
+    .iter()
+    .any(|k| detail.contains(k))
 }
