@@ -13,7 +13,6 @@ use groundtruth_collector::locate::{Located, locate};
 use groundtruth_collector::reconcile::{Rules, evidence_for};
 use groundtruth_collector::sitemap::SiteMap;
 use groundtruth_collector::store::Store;
-use groundtruth_proto::v1::{AgentInfo, Batch, BatchKind};
 use groundtruth_tests::Peers;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -73,22 +72,13 @@ async fn ipmi_servers_bmc_mac_in_a_switch_fdb_plus_the_site_map_port_places_it()
 
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("state.db")).await.unwrap();
-    store
-        .commit_batch(&Batch {
-            schema_version: 1,
-            agent: Some(AgentInfo {
-                agent_id: "locate-agent".into(),
-                site: "PLC".into(),
-                ..AgentInfo::default()
-            }),
-            epoch: 1,
-            seq: 1,
-            kind: BatchKind::Mixed as i32,
-            devices: server.into_iter().chain(switch).collect(),
-            ..Batch::default()
-        })
-        .await
-        .unwrap();
+    groundtruth_tests::commit_reports(
+        &store,
+        "locate-agent",
+        "PLC",
+        server.into_iter().chain(switch).collect(),
+    )
+    .await;
     let rules = Rules {
         site_map: SiteMap::parse(
             "[[rack]]\nsite = \"PLC\"\nroom = \"H2\"\nname = \"R12\"\n\n\

@@ -14,7 +14,6 @@ use groundtruth_collector::power;
 use groundtruth_collector::reconcile::Rules;
 use groundtruth_collector::sitemap::SiteMap;
 use groundtruth_collector::store::Store;
-use groundtruth_proto::v1::{AgentInfo, Batch, BatchKind};
 use groundtruth_tests::{Peers, init_tls};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
@@ -71,22 +70,7 @@ async fn rack_and_room_power_is_published_on_mqtt_with_outlet_feeds() {
 
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("state.db")).await.unwrap();
-    store
-        .commit_batch(&Batch {
-            schema_version: 1,
-            agent: Some(AgentInfo {
-                agent_id: "power-agent".into(),
-                site: "PWR".into(),
-                ..AgentInfo::default()
-            }),
-            epoch: 1,
-            seq: 1,
-            kind: BatchKind::Mixed as i32,
-            devices: reports,
-            ..Batch::default()
-        })
-        .await
-        .unwrap();
+    groundtruth_tests::commit_reports(&store, "power-agent", "PWR", reports).await;
     let map = SiteMap::parse(
         &format!(
             "[[rack]]\nsite = \"PWR\"\nroom = \"Hall 2\"\nname = \"WEB43\"\n\n\

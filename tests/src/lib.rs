@@ -180,3 +180,33 @@ impl PrivateSnmpsim {
         })
     }
 }
+
+/// Commits `reports` to `store` as batch 1 of agent `agent_id` at `site` (what an agent's first
+/// batch would carry), for tests that poll devices in-process and check the collector's view.
+///
+/// # Panics
+/// If the store refuses the batch.
+pub async fn commit_reports(
+    store: &groundtruth_collector::store::Store,
+    agent_id: &str,
+    site: &str,
+    reports: Vec<groundtruth_proto::v1::DeviceReport>,
+) {
+    use groundtruth_proto::v1::{AgentInfo, Batch, BatchKind};
+    store
+        .commit_batch(&Batch {
+            schema_version: 1,
+            agent: Some(AgentInfo {
+                agent_id: agent_id.into(),
+                site: site.into(),
+                ..AgentInfo::default()
+            }),
+            epoch: 1,
+            seq: 1,
+            kind: BatchKind::Mixed as i32,
+            devices: reports,
+            ..Batch::default()
+        })
+        .await
+        .expect("committing the test batch");
+}
