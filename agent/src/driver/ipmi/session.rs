@@ -644,16 +644,10 @@ impl Session {
                 link.retries,
                 || r1_pkt.clone(),
                 |b| {
-                    let d = match presession_payload(b, payload::RAKP2, tag) {
+                    let d = match rakp_reply(b, payload::RAKP2, "RAKP 2", tag, console_sid) {
                         Ok(d) => d,
-                        Err(e) => return Verdict::Ignore(e),
+                        Err(v) => return v,
                     };
-                    if d[1] != 0 {
-                        return Verdict::Done(Err(rakp_status("RAKP 2", d[1])));
-                    }
-                    if rmcp::u32le(d, 4) != Some(console_sid) {
-                        return Verdict::Ignore(malformed("RAKP 2", "remote console session id is not ours"));
-                    }
                     if d.len() < 40 + hash.len() {
                         return Verdict::Ignore(malformed(
                             "RAKP 2",
@@ -708,16 +702,10 @@ impl Session {
                 link.retries,
                 || r3_pkt.clone(),
                 |b| {
-                    let d = match presession_payload(b, payload::RAKP4, tag) {
+                    let d = match rakp_reply(b, payload::RAKP4, "RAKP 4", tag, console_sid) {
                         Ok(d) => d,
-                        Err(e) => return Verdict::Ignore(e),
+                        Err(v) => return v,
                     };
-                    if d[1] != 0 {
-                        return Verdict::Done(Err(rakp_status("RAKP 4", d[1])));
-                    }
-                    if rmcp::u32le(d, 4) != Some(console_sid) {
-                        return Verdict::Ignore(malformed("RAKP 4", "remote console session id is not ours"));
-                    }
                     match d.get(8..8 + hash.icv_len()) {
                         Some(v) => Verdict::Done(Ok(v.to_vec())),
                         None => Verdict::Ignore(malformed("RAKP 4", format!("{} bytes", d.len()))),
@@ -1129,6 +1117,29 @@ fn presession(payload_type: u8, body: &[u8]) -> Vec<u8> {
 
 /// The payload of an unauthenticated pre-session RMCP+ answer of `payload_type` with message
 /// tag `tag`; at least 8 bytes (tag, status, reserved, console session id).
+/// A RAKP 2 or 4 answer to our message `tag`: its payload when the status is 0 and it names our
+/// session; a refusal ends the exchange (the BMC's status, explained); anything else is not
+/// the awaited answer.
+fn rakp_reply<'a, T>(
+    b: &'a [u8],
+    payload_type: u8,
+    name: &str,
+    tag: u8,
+    console_sid: u32,
+) -> Result<&'a [u8], Verdict<T>> {
+    let d = presession_payload(b, payload_type, tag).map_err(Verdict::Ignore)?;
+    if d[1] != 0 {
+        return Err(Verdict::Done(Err(rakp_status(name, d[1]))));
+    }
+    if rmcp::u32le(d, 4) != Some(console_sid) {
+        return Err(Verdict::Ignore(malformed(
+            name,
+            "remote console session id is not ours",
+        )));
+    }
+    Ok(d)
+}
+
 pub(super) fn presession_payload(b: &[u8], payload_type: u8, tag: u8) -> Result<&[u8], DriverError> {
     let Packet::V2(p) = decode_packet(b, 0)? else {
         return Err(malformed("RMCP+ packet", "IPMI 1.5 answer during session setup"));
