@@ -80,6 +80,8 @@ pub enum StoreError {
     Query(#[from] sqlx::Error),
     #[error("batch rejected: {0}")]
     Invalid(String),
+    #[error("database migration {version} failed: {source}")]
+    Migration { version: i64, source: sqlx::Error },
 }
 
 /// Where the state lives: the `collector.database` setting.
@@ -333,6 +335,12 @@ impl Store {
                 )
             }
         };
+        // PostgreSQL: connect once directly first, so a refused connection or a bad password is
+        // reported as such (a pool only says it timed out); that connection then migrates.
+        let first = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(sqlx::AnyConnection::connect_with(&opts).await.map_err(open_err)?),
+        };
         let pool = AnyPoolOptions::new()
             .max_connections(if backend == Backend::Sqlite { SQLITE_POOL } else { POSTGRES_POOL })
             .acquire_timeout(std::time::Duration::from_secs(15))
@@ -354,7 +362,7 @@ impl Store {
             .await
             .map_err(open_err)?;
         let store = Self { pool, backend };
-        store.migrate(&opts).await?;
+        store.migrate(first).await?;
         Ok(store)
     }
 
@@ -367,18 +375,13 @@ impl Store {
     /// Applies pending migrations. On PostgreSQL this runs on its own connection holding an
     /// advisory lock, so collectors starting together do not race; the lock goes with the
     /// connection even when a migration fails.
-    async fn migrate(&self, opts: &AnyConnectOptions) -> Result<(), StoreError> {
-        let mut conn = match self.backend {
-            Backend::Sqlite => None,
-            Backend::Postgres => {
-                let mut c = sqlx::AnyConnection::connect_with(opts).await?;
-                sqlx::query("SELECT pg_advisory_lock($1)")
-                    .bind(MIGRATION_LOCK)
-                    .execute(&mut c)
-                    .await?;
-                Some(c)
-            }
-        };
+    async fn migrate(&self, mut conn: Option<sqlx::AnyConnection>) -> Result<(), StoreError> {
+        if let Some(c) = conn.as_mut() {
+            sqlx::query("SELECT pg_advisory_lock($1)")
+                .bind(MIGRATION_LOCK)
+                .execute(&mut *c)
+                .await?;
+        }
         let mut pooled;
         let conn: &mut sqlx::AnyConnection = match conn.as_mut() {
             Some(c) => c,
@@ -405,7 +408,13 @@ impl Store {
                 postgres
             };
             let mut tx = conn.begin().await?;
-            sqlx::raw_sql(sql).execute(&mut *tx).await?;
+            sqlx::raw_sql(sql)
+                .execute(&mut *tx)
+                .await
+                .map_err(|source| StoreError::Migration {
+                    version: *version,
+                    source,
+                })?;
             sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)")
                 .bind(version)
                 .bind(now())
