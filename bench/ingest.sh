@@ -61,7 +61,7 @@ start_collector() {
     grpc="127.0.0.1:$(free_port)"; http="127.0.0.1:$(free_port)"
     {
         printf '[collector]\nlisten_grpc = "%s"\nlisten_http = "%s"\ndatabase = "%s"\n' "$grpc" "$http" "$2"
-        [ -n "${3:-}" ] && printf 'database_password = { file = "%s" }\n' "$3"
+        if [ -n "${3:-}" ]; then printf 'database_password = { file = "%s" }\n' "$3"; fi
     } > "$work/$1.toml"
     "$collector" --log warn serve --config "$work/$1.toml" 2> "$work/$1.log" &
     cpid=$!

@@ -658,40 +658,47 @@ impl Store {
     /// # Errors
     /// On a database failure.
     pub async fn devices(&self) -> Result<Vec<DeviceRow>, StoreError> {
+        use std::collections::HashMap;
+        // Five queries in all, not five per device: on PostgreSQL every query is a round trip,
+        // and the web UI lists every device.
         let rows = sqlx::query(
             "SELECT id, device_key, serial, vendor, model, part_number, asset_tag, hostname, protocol, agent_id, agent_site,
                     endpoint_key, last_outcome, last_seen FROM devices ORDER BY device_key",
         )
         .fetch_all(&self.pool)
         .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for r in rows {
-            let id: i64 = r.get("id");
-            let macs = sqlx::query(
-                "SELECT address, interface_name, role FROM device_macs WHERE device_id = $1 ORDER BY address",
-            )
-            .bind(id)
-            .fetch_all(&self.pool)
-            .await?
-            .into_iter()
-            .map(|m| (m.get("address"), m.get("interface_name"), m.get("role")))
-            .collect();
-            let power_watts: Option<f64> = sqlx::query_scalar(
-                "SELECT value FROM readings WHERE device_id = $1 AND metric = 'power' AND unit = 'W' AND component_kind = ''
-                 ORDER BY observed_at DESC LIMIT 1",
-            )
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-            let locations: Vec<EvidenceRow> = sqlx::query(
-                "SELECT source, site, room, row_name, rack, u_position, confidence, raw FROM location_evidence WHERE device_id = $1
-                 ORDER BY confidence DESC",
-            )
-            .bind(id)
-            .fetch_all(&self.pool)
-            .await?
-            .into_iter()
-            .map(|l| EvidenceRow {
+        let mut macs: HashMap<i64, Vec<(String, String, String)>> = HashMap::new();
+        for m in sqlx::query(
+            "SELECT device_id, address, interface_name, role FROM device_macs ORDER BY device_id, address",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        {
+            macs.entry(m.get("device_id")).or_default().push((
+                m.get("address"),
+                m.get("interface_name"),
+                m.get("role"),
+            ));
+        }
+        // The newest device-level power (the series `latest_readings` keeps at ingest).
+        let power: HashMap<i64, f64> = sqlx::query(
+            "SELECT device_id, value FROM latest_readings
+             WHERE metric = 'power' AND unit = 'W' AND component_kind = '' AND component_index = 0",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(|r| (r.get("device_id"), r.get("value")))
+        .collect();
+        let mut locations: HashMap<i64, Vec<EvidenceRow>> = HashMap::new();
+        for l in sqlx::query(
+            "SELECT device_id, source, site, room, row_name, rack, u_position, confidence, raw FROM location_evidence
+             ORDER BY device_id, confidence DESC, source",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        {
+            locations.entry(l.get("device_id")).or_default().push(EvidenceRow {
                 via: String::new(),
                 source: l.get("source"),
                 site: l.get("site"),
@@ -701,57 +708,58 @@ impl Store {
                 u_position: l.get::<Option<i64>, _>("u_position").and_then(|u| u32::try_from(u).ok()),
                 confidence: l.get("confidence"),
                 raw: l.get("raw"),
-            })
-            .collect();
-            let mut locations = locations;
-            // Where the switches saw this device's MACs (FDB rows, or LLDP chassis ids).
-            let seen_on = sqlx::query(
-                "SELECT DISTINCT sw.serial AS switch_serial, sw.hostname AS switch_name, t.local_port, t.source
-                 FROM device_macs m
-                 JOIN topology t ON (t.remote_mac = m.address OR t.remote_chassis_id = m.address)
-                 JOIN devices sw ON sw.id = t.switch_device_id
-                 WHERE m.device_id = $1 AND sw.id != $2 AND t.local_port != ''",
-            )
-            .bind(id)
-            .bind(id)
-            .fetch_all(&self.pool)
-            .await?;
-            for t in seen_on {
-                let (serial, name, port): (String, String, String) =
-                    (t.get("switch_serial"), t.get("switch_name"), t.get("local_port"));
-                locations.push(EvidenceRow {
-                    source: "LOCATION_SOURCE_TOPOLOGY".into(),
-                    raw: format!(
-                        "{} on switch {} port {port}",
-                        t.get::<String, _>("source")
-                            .trim_start_matches("TOPOLOGY_SOURCE_"),
-                        if serial.is_empty() { &name } else { &serial }
-                    ),
-                    via: format!("{serial}|{name}|{port}"),
-                    confidence: 0.7,
-                    ..Default::default()
-                });
-            }
-            out.push(DeviceRow {
-                device_key: r.get("device_key"),
-                serial: r.get("serial"),
-                vendor: r.get("vendor"),
-                model: r.get("model"),
-                part_number: r.get("part_number"),
-                asset_tag: r.get("asset_tag"),
-                hostname: r.get("hostname"),
-                protocol: r.get("protocol"),
-                agent_id: r.get("agent_id"),
-                agent_site: r.get("agent_site"),
-                endpoint_key: r.get("endpoint_key"),
-                last_outcome: r.get("last_outcome"),
-                last_seen: r.get("last_seen"),
-                macs,
-                power_watts,
-                locations,
             });
         }
-        Ok(out)
+        // Where the switches saw each device's MACs (FDB rows, or LLDP chassis ids).
+        for t in sqlx::query(
+            "SELECT DISTINCT m.device_id, sw.serial AS switch_serial, sw.hostname AS switch_name, t.local_port, t.source
+             FROM device_macs m
+             JOIN topology t ON (t.remote_mac = m.address OR t.remote_chassis_id = m.address)
+             JOIN devices sw ON sw.id = t.switch_device_id
+             WHERE sw.id != m.device_id AND t.local_port != ''
+             ORDER BY m.device_id, sw.serial, sw.hostname, t.local_port, t.source",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        {
+            let (serial, name, port): (String, String, String) =
+                (t.get("switch_serial"), t.get("switch_name"), t.get("local_port"));
+            locations.entry(t.get("device_id")).or_default().push(EvidenceRow {
+                source: "LOCATION_SOURCE_TOPOLOGY".into(),
+                raw: format!(
+                    "{} on switch {} port {port}",
+                    t.get::<String, _>("source").trim_start_matches("TOPOLOGY_SOURCE_"),
+                    if serial.is_empty() { &name } else { &serial }
+                ),
+                via: format!("{serial}|{name}|{port}"),
+                confidence: 0.7,
+                ..Default::default()
+            });
+        }
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let id: i64 = r.get("id");
+                DeviceRow {
+                    device_key: r.get("device_key"),
+                    serial: r.get("serial"),
+                    vendor: r.get("vendor"),
+                    model: r.get("model"),
+                    part_number: r.get("part_number"),
+                    asset_tag: r.get("asset_tag"),
+                    hostname: r.get("hostname"),
+                    protocol: r.get("protocol"),
+                    agent_id: r.get("agent_id"),
+                    agent_site: r.get("agent_site"),
+                    endpoint_key: r.get("endpoint_key"),
+                    last_outcome: r.get("last_outcome"),
+                    last_seen: r.get("last_seen"),
+                    macs: macs.remove(&id).unwrap_or_default(),
+                    power_watts: power.get(&id).copied(),
+                    locations: locations.remove(&id).unwrap_or_default(),
+                }
+            })
+            .collect())
     }
 
     /// Opens (or refreshes) an exception; one open row per (device, kind).
@@ -1294,6 +1302,7 @@ mod tests {
 
     both!(
         duplicate_batch_is_recognised_and_stored_once,
+        devices_carry_newest_power_and_switch_sightings,
         reopening_keeps_data_and_does_not_rerun_migrations,
         junk_serial_keys_by_endpoint_and_batch_without_agent_is_rejected,
         compaction_rolls_old_readings_into_hourly_aggregates,
@@ -1367,6 +1376,48 @@ mod tests {
         assert_eq!(d.macs[0].0, "a4:bf:01:28:90:aa");
         assert_eq!(d.locations[0].u_position, Some(12));
         assert_eq!(store.batch_count().await.unwrap(), 2);
+    }
+
+    /// `devices()` joins MACs, newest power, evidence and switch-port sightings per device
+    /// (in bulk, not per device); out-of-order readings do not roll the power back.
+    async fn devices_carry_newest_power_and_switch_sightings(t: TestDb) {
+        use groundtruth_proto::v1::{TopologyEntry, TopologySource};
+        let store = t.store().await.unwrap();
+        let now = std::time::SystemTime::now();
+        let mut b = batch(1, "sn1", 300.0);
+        b.devices[0].readings[0].observed_at = Some(now.into());
+        store.commit_batch(&b).await.unwrap();
+        let mut late = batch(2, "sn1", 100.0);
+        late.devices[0].readings[0].observed_at = Some((now - std::time::Duration::from_secs(60)).into());
+        store.commit_batch(&late).await.unwrap();
+        let mut sw = batch(3, "SW9", 50.0);
+        let id = sw.devices[0].identity.as_mut().unwrap();
+        id.endpoint_key = "snmp://10.0.0.2:161".into();
+        id.hostname = "tor-1".into();
+        id.macs.clear();
+        sw.devices[0].locations.clear();
+        sw.devices[0].topology = vec![TopologyEntry {
+            source: TopologySource::Fdb as i32,
+            local_port: "Ethernet7".into(),
+            remote_mac: "a4:bf:01:28:90:aa".into(),
+            ..Default::default()
+        }];
+        store.commit_batch(&sw).await.unwrap();
+        let devices = store.devices().await.unwrap();
+        let keys: Vec<&str> = devices.iter().map(|d| d.device_key.as_str()).collect();
+        assert_eq!(keys, ["serial:SN1", "serial:SW9"]);
+        let server = &devices[0];
+        assert_eq!(server.power_watts, Some(300.0));
+        assert_eq!(server.macs.len(), 1);
+        let sources: Vec<&str> = server.locations.iter().map(|l| l.source.as_str()).collect();
+        assert_eq!(
+            sources,
+            ["LOCATION_SOURCE_REDFISH_PLACEMENT", "LOCATION_SOURCE_TOPOLOGY"]
+        );
+        assert_eq!(server.locations[1].via, "SW9|tor-1|Ethernet7");
+        assert_eq!(server.locations[1].raw, "FDB on switch SW9 port Ethernet7");
+        assert!(devices[1].macs.is_empty() && devices[1].locations.is_empty());
+        assert_eq!(devices[1].power_watts, Some(50.0));
     }
 
     async fn reopening_keeps_data_and_does_not_rerun_migrations(t: TestDb) {

@@ -136,7 +136,7 @@ async fn main() {
         .map(|i| {
             tokio::spawn(agent(
                 a[0].clone(),
-                format!("a{i}"),
+                format!("{tag}-a{i}"),
                 batches,
                 devices,
                 readings,
