@@ -22,4 +22,5 @@ mod redfish;
 mod scale;
 mod snmp;
 mod snmp_profiles;
+mod store_pg;
 mod tls;
