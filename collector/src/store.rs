@@ -1670,6 +1670,73 @@ mod tests {
         );
     }
 
+    /// PostgreSQL going away (here: an in-process TCP proxy in front of the real server that
+    /// drops every connection) makes `commit_batch` fail with an error, so the batch is not
+    /// acknowledged; when the server is back the pool reconnects and the batch commits once.
+    #[tokio::test]
+    async fn postgres_outage_is_an_error_then_the_pool_reconnects() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let Some(url) = testdb::pg_url("store::postgres_outage") else {
+            return;
+        };
+        let t = TestDb::postgres(&url).await.unwrap();
+        let Database::Postgres { url: pg, password } = &t.db else {
+            unreachable!()
+        };
+        let upstream = format!("{}:{}", pg.host_str().unwrap(), pg.port().unwrap_or(5432));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = Arc::new(AtomicBool::new(true));
+        let conns: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
+        let (up2, conns2) = (Arc::clone(&up), Arc::clone(&conns));
+        let proxy = tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    return;
+                };
+                if !up2.load(Ordering::SeqCst) {
+                    continue; // dropped: connection closed at once
+                }
+                let upstream = upstream.clone();
+                let task = tokio::spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+                conns2.lock().unwrap().push(task.abort_handle());
+            }
+        });
+        let mut via = pg.clone();
+        via.set_port(Some(port)).unwrap();
+        let db = Database::Postgres {
+            url: via,
+            password: password.clone(),
+        };
+        let store = Store::connect(&db).await.unwrap();
+        assert_eq!(
+            store.commit_batch(&batch(1, "sn1", 1.0)).await.unwrap(),
+            Commit::Committed
+        );
+        up.store(false, Ordering::SeqCst);
+        for c in conns.lock().unwrap().drain(..) {
+            c.abort();
+        }
+        let err = store.commit_batch(&batch(2, "sn1", 2.0)).await.unwrap_err();
+        assert!(matches!(err, StoreError::Query(_)), "{err}");
+        up.store(true, Ordering::SeqCst);
+        assert_eq!(
+            store.commit_batch(&batch(2, "sn1", 2.0)).await.unwrap(),
+            Commit::Committed
+        );
+        assert_eq!(
+            store.commit_batch(&batch(2, "sn1", 2.0)).await.unwrap(),
+            Commit::Duplicate
+        );
+        assert_eq!(store.batch_count().await.unwrap(), 2);
+        proxy.abort();
+    }
+
     #[test]
     fn database_setting_parses_paths_and_urls_and_hides_the_password() {
         assert_eq!(
