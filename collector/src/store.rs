@@ -259,6 +259,38 @@ pub struct DeadLetterRow {
     pub last_failed: String,
 }
 
+/// Rows per multi-row INSERT: 8 parameters a row stays far below SQLite's 32,766 and
+/// PostgreSQL's 65,535 bind parameters per statement.
+const ROWS_PER_STATEMENT: usize = 500;
+
+/// One reading as stored (`readings` and `latest_readings` columns).
+struct ReadingRow<'a> {
+    metric: &'a str,
+    unit: &'a str,
+    value: f64,
+    at: String,
+    kind: String,
+    index: i64,
+    label: String,
+}
+
+/// `prefix` + `($1, …, $cols), ($cols+1, …)` for `rows` rows + `suffix`: only placeholders are
+/// generated, every value is bound.
+fn values_sql(prefix: &str, rows: usize, cols: usize, suffix: &str) -> String {
+    use std::fmt::Write as _;
+    let mut sql = String::with_capacity(prefix.len() + suffix.len() + rows * cols * 6);
+    sql.push_str(prefix);
+    for r in 0..rows {
+        sql.push_str(if r == 0 { "(" } else { ", (" });
+        for c in 0..cols {
+            let _ = write!(sql, "{}${}", if c == 0 { "" } else { ", " }, r * cols + c + 1);
+        }
+        sql.push(')');
+    }
+    sql.push_str(suffix);
+    sql
+}
+
 fn now() -> String {
     humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
 }
@@ -564,42 +596,86 @@ impl Store {
             .execute(&mut **tx)
             .await?;
         }
-        for r in &report.readings {
-            if !r.value.is_finite() {
-                continue;
+        // Multi-row statements, a chunk at a time: one round trip per chunk instead of two per
+        // reading (each statement is a round trip on PostgreSQL).
+        let readings: Vec<ReadingRow<'_>> = report
+            .readings
+            .iter()
+            .filter(|r| r.value.is_finite())
+            .map(|r| {
+                let c = r.component.clone().unwrap_or_default();
+                ReadingRow {
+                    metric: &r.metric,
+                    unit: &r.unit,
+                    value: r.value,
+                    at: ts(r.observed_at.as_ref()),
+                    kind: if r.component.is_some() {
+                        enum_name(c.kind, ComponentKind::as_str_name)
+                    } else {
+                        String::new()
+                    },
+                    index: i64::from(c.index),
+                    label: c.label,
+                }
+            })
+            .collect();
+        for chunk in readings.chunks(ROWS_PER_STATEMENT) {
+            let sql = values_sql(
+                "INSERT INTO readings (device_id, metric, unit, value, observed_at, component_kind, component_index, component_label) VALUES ",
+                chunk.len(),
+                8,
+                "",
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for r in chunk {
+                q = q
+                    .bind(device_id)
+                    .bind(r.metric)
+                    .bind(r.unit)
+                    .bind(r.value)
+                    .bind(&r.at);
+                q = q.bind(&r.kind).bind(r.index).bind(&r.label);
             }
-            let c = r.component.clone().unwrap_or_default();
-            sqlx::query(
-                "INSERT INTO readings (device_id, metric, unit, value, observed_at, component_kind, component_index, component_label)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            )
-            .bind(device_id)
-            .bind(&r.metric)
-            .bind(&r.unit)
-            .bind(r.value)
-            .bind(ts(r.observed_at.as_ref()))
-            .bind(if r.component.is_some() { enum_name(c.kind, ComponentKind::as_str_name) } else { String::new() })
-            .bind(i64::from(c.index))
-            .bind(&c.label)
-            .execute(&mut **tx)
-            .await?;
-            sqlx::query(
-                "INSERT INTO latest_readings (device_id, metric, unit, component_kind, component_index, component_label, value, observed_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-                 ON CONFLICT (device_id, metric, unit, component_kind, component_index) DO UPDATE SET
+            q.execute(&mut **tx).await?;
+        }
+        // One row per series for `latest_readings` (an upsert may not touch a row twice): the
+        // newest, a later one winning a tie — what one upsert per reading would leave.
+        let mut latest: Vec<&ReadingRow<'_>> = Vec::new();
+        let mut slot: std::collections::HashMap<(&str, &str, &str, i64), usize> =
+            std::collections::HashMap::new();
+        for r in &readings {
+            match slot.entry((r.metric, r.unit, r.kind.as_str(), r.index)) {
+                std::collections::hash_map::Entry::Occupied(e) => {
+                    if r.at >= latest[*e.get()].at {
+                        latest[*e.get()] = r;
+                    }
+                }
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(latest.len());
+                    latest.push(r);
+                }
+            }
+        }
+        for chunk in latest.chunks(ROWS_PER_STATEMENT) {
+            let sql = values_sql(
+                "INSERT INTO latest_readings (device_id, metric, unit, component_kind, component_index, component_label, value, observed_at) VALUES ",
+                chunk.len(),
+                8,
+                " ON CONFLICT (device_id, metric, unit, component_kind, component_index) DO UPDATE SET
                     component_label = excluded.component_label, value = excluded.value, observed_at = excluded.observed_at
                  WHERE excluded.observed_at >= latest_readings.observed_at",
-            )
-            .bind(device_id)
-            .bind(&r.metric)
-            .bind(&r.unit)
-            .bind(if r.component.is_some() { enum_name(c.kind, ComponentKind::as_str_name) } else { String::new() })
-            .bind(i64::from(c.index))
-            .bind(&c.label)
-            .bind(r.value)
-            .bind(ts(r.observed_at.as_ref()))
-            .execute(&mut **tx)
-            .await?;
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for r in chunk {
+                q = q
+                    .bind(device_id)
+                    .bind(r.metric)
+                    .bind(r.unit)
+                    .bind(&r.kind)
+                    .bind(r.index);
+                q = q.bind(&r.label).bind(r.value).bind(&r.at);
+            }
+            q.execute(&mut **tx).await?;
         }
         if !report.topology.is_empty() {
             use groundtruth_proto::v1::TopologySource;
@@ -1303,6 +1379,7 @@ mod tests {
     both!(
         duplicate_batch_is_recognised_and_stored_once,
         devices_carry_newest_power_and_switch_sightings,
+        readings_beyond_one_statement_are_all_stored,
         reopening_keeps_data_and_does_not_rerun_migrations,
         junk_serial_keys_by_endpoint_and_batch_without_agent_is_rejected,
         compaction_rolls_old_readings_into_hourly_aggregates,
@@ -1386,6 +1463,11 @@ mod tests {
         let now = std::time::SystemTime::now();
         let mut b = batch(1, "sn1", 300.0);
         b.devices[0].readings[0].observed_at = Some(now.into());
+        // The same series twice in one report, the second one older: it is history only.
+        let mut older = b.devices[0].readings[0].clone();
+        older.value = 999.0;
+        older.observed_at = Some((now - std::time::Duration::from_secs(30)).into());
+        b.devices[0].readings.push(older);
         store.commit_batch(&b).await.unwrap();
         let mut late = batch(2, "sn1", 100.0);
         late.devices[0].readings[0].observed_at = Some((now - std::time::Duration::from_secs(60)).into());
@@ -1418,6 +1500,61 @@ mod tests {
         assert_eq!(server.locations[1].raw, "FDB on switch SW9 port Ethernet7");
         assert!(devices[1].macs.is_empty() && devices[1].locations.is_empty());
         assert_eq!(devices[1].power_watts, Some(50.0));
+        let history = store
+            .readings_since("serial:SN1", "power", now - std::time::Duration::from_secs(3600))
+            .await
+            .unwrap();
+        let values: Vec<f64> = history.iter().map(|r| r.1).collect();
+        assert_eq!(values, [100.0, 999.0, 300.0]);
+        let latest: Vec<(String, f64)> = store
+            .latest_readings()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|l| (l.device_key, l.value))
+            .collect();
+        assert_eq!(
+            latest,
+            [("serial:SN1".to_owned(), 300.0), ("serial:SW9".to_owned(), 50.0)]
+        );
+    }
+
+    #[test]
+    fn multi_row_placeholders_are_numbered_across_rows() {
+        assert_eq!(
+            values_sql("INSERT INTO t VALUES ", 2, 3, ";"),
+            "INSERT INTO t VALUES ($1, $2, $3), ($4, $5, $6);"
+        );
+    }
+
+    /// A report with more readings than one statement takes (outlet-heavy PDUs) is stored whole.
+    async fn readings_beyond_one_statement_are_all_stored(t: TestDb) {
+        let store = t.store().await.unwrap();
+        let mut b = batch(1, "sn1", 1.0);
+        let n = ROWS_PER_STATEMENT * 2 + 7;
+        b.devices[0].readings = (0..n)
+            .map(|i| Reading {
+                metric: "current".into(),
+                unit: "A".into(),
+                value: i as f64,
+                component: Some(groundtruth_proto::v1::Component {
+                    kind: groundtruth_proto::v1::ComponentKind::Outlet as i32,
+                    index: u32::try_from(i).unwrap(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .collect();
+        store.commit_batch(&b).await.unwrap();
+        let raw: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM readings")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(raw, n as i64);
+        let latest = store.latest_readings().await.unwrap();
+        assert_eq!(latest.len(), n);
+        let sum: f64 = latest.iter().map(|l| l.value).sum();
+        assert!((sum - (0..n).map(|i| i as f64).sum::<f64>()).abs() < 1e-6);
     }
 
     async fn reopening_keeps_data_and_does_not_rerun_migrations(t: TestDb) {
