@@ -17,7 +17,8 @@
 //! password = { file = "/etc/groundtruth/secrets/mqtt.pass" }
 //!
 //! [defaults]
-//! interval = "60s"             # per target: interval = "30s" in its [[targets]] entry
+//! interval = "60s"             # telemetry (readings); per target: interval = "30s"
+//! intervals = { inventory = "1h", topology = "15m" }   # identity walks, switch tables
 //! timeout = "3s"
 //! retries = 1
 //! max_concurrent_polls = 256
@@ -68,9 +69,12 @@ struct RawSweep {
     /// How often to sweep again ("1h").
     #[serde(default, with = "humantime_serde_opt")]
     every: Option<Duration>,
-    /// Poll interval of the targets found (default: defaults.interval).
+    /// Telemetry interval of the targets found (default: defaults.interval).
     #[serde(default, with = "humantime_serde_opt")]
     interval: Option<Duration>,
+    /// Per-kind intervals of the targets found, overriding the defaults.
+    #[serde(default)]
+    intervals: IntervalOverrides,
     #[serde(default)]
     snmp_ports: Option<Vec<u16>>,
     #[serde(default)]
@@ -105,7 +109,8 @@ pub struct SweepConfig {
     pub name: String,
     pub spec: crate::discover::SweepSpec,
     pub every: Duration,
-    pub interval: Option<Duration>,
+    /// Per-kind intervals of what it finds (unset kinds: `defaults`).
+    pub intervals: IntervalOverrides,
 }
 
 #[derive(Debug, Deserialize)]
@@ -160,13 +165,28 @@ struct RawMqtt {
     /// "protobuf" (default) or "json" (the canonical JSON mapping).
     #[serde(default)]
     payload: Option<String>,
+    /// "3.1.1" (default) or "5".
+    #[serde(default)]
+    protocol: Option<String>,
+    /// MQTT 5: how long the broker keeps the agent's session while it is away ("1d").
+    #[serde(default, with = "humantime_serde_opt")]
+    session_expiry: Option<Duration>,
 }
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawDefaults {
+    /// The telemetry interval (same as `intervals.telemetry`; kept because it is the common case).
     #[serde(default, with = "humantime_serde_opt")]
     interval: Option<Duration>,
+    #[serde(default)]
+    intervals: IntervalOverrides,
+    /// Most spooled batches sent in one delivery while replaying a backlog.
+    #[serde(default)]
+    replay_batches_per_delivery: Option<usize>,
+    /// Ceiling on the replay rate after an outage, in batches per second (0: unlimited).
+    #[serde(default)]
+    replay_max_batches_per_second: Option<u32>,
     #[serde(default, with = "humantime_serde_opt")]
     timeout: Option<Duration>,
     #[serde(default)]
@@ -193,9 +213,84 @@ struct RawTarget {
     secret: Option<SecretRef>,
     #[serde(default)]
     ca_file: Option<PathBuf>,
-    /// Poll interval of this target, overriding `defaults.interval`.
+    /// Telemetry interval of this target, overriding `defaults.interval`.
     #[serde(default, with = "humantime_serde_opt")]
     interval: Option<Duration>,
+    /// Per-kind intervals of this target, overriding `defaults.intervals`.
+    #[serde(default)]
+    intervals: IntervalOverrides,
+}
+
+/// How often each kind of data is read; see [`crate::driver::PollScope`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Intervals {
+    /// Identity (serials, MACs, FRU, ENTITY-MIB parts): rarely changes, costs most requests.
+    pub inventory: Duration,
+    /// Readings (power, environment, status).
+    pub telemetry: Duration,
+    /// Switch FDB/LLDP tables (also read with every inventory poll).
+    pub topology: Duration,
+}
+
+impl Default for Intervals {
+    fn default() -> Self {
+        Self {
+            inventory: Duration::from_secs(3600),
+            telemetry: Duration::from_secs(60),
+            topology: Duration::from_secs(900),
+        }
+    }
+}
+
+/// `intervals = { inventory = "1h", telemetry = "60s", topology = "15m" }`: any subset; what is
+/// not set comes from the level above (target or sweep → `[defaults]` → built-in defaults).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntervalOverrides {
+    #[serde(default, with = "humantime_serde_opt")]
+    pub inventory: Option<Duration>,
+    #[serde(default, with = "humantime_serde_opt")]
+    pub telemetry: Option<Duration>,
+    #[serde(default, with = "humantime_serde_opt")]
+    pub topology: Option<Duration>,
+}
+
+impl IntervalOverrides {
+    /// `base` with the kinds set here replaced.
+    #[must_use]
+    pub fn over(self, base: Intervals) -> Intervals {
+        Intervals {
+            inventory: self.inventory.unwrap_or(base.inventory),
+            telemetry: self.telemetry.unwrap_or(base.telemetry),
+            topology: self.topology.unwrap_or(base.topology),
+        }
+    }
+
+    /// Folds the legacy `interval` key in as the telemetry interval; both at once is an error.
+    fn with_interval(mut self, interval: Option<Duration>, at: &str) -> Result<Self, String> {
+        match (interval, self.telemetry) {
+            (Some(_), Some(_)) => Err(format!(
+                "{at}: interval and intervals.telemetry are the same setting; keep one"
+            )),
+            (Some(iv), None) => {
+                self.telemetry = Some(iv);
+                Ok(self)
+            }
+            _ => Ok(self),
+        }
+    }
+
+    fn check(&self, at: &str, errors: &mut Vec<String>) {
+        for (k, v) in [
+            ("inventory", self.inventory),
+            ("telemetry", self.telemetry),
+            ("topology", self.topology),
+        ] {
+            if v == Some(Duration::ZERO) {
+                errors.push(format!("{at}.intervals.{k}: must be longer than zero"));
+            }
+        }
+    }
 }
 
 /// Where a secret comes from.
@@ -238,8 +333,8 @@ mod humantime_serde_opt {
 pub struct TargetConfig {
     pub name: String,
     pub target: Target,
-    /// Per-target interval; `None` = `defaults.interval`.
-    pub interval: Option<Duration>,
+    /// Per-kind intervals of this target; unset kinds come from `defaults`.
+    pub intervals: IntervalOverrides,
 }
 
 /// The validated configuration.
@@ -258,7 +353,8 @@ pub struct Config {
     pub grpc_tls: crate::uplink::grpc::GrpcTls,
     /// MQTT broker (`[mqtt]`), if that uplink is used; it wins over gRPC when both are set.
     pub mqtt: Option<crate::uplink::mqtt::MqttSettings>,
-    pub interval: Duration,
+    /// Per-kind poll intervals (`defaults.interval(s)`).
+    pub intervals: Intervals,
     pub timeout: Duration,
     pub retries: u32,
     /// How long one delivery to the collector (connect, send, acks) may take.
@@ -266,6 +362,10 @@ pub struct Config {
     pub max_concurrent_polls: usize,
     pub batch_max_devices: usize,
     pub batch_max_delay: Duration,
+    /// Most spooled batches sent in one delivery (`defaults.replay_batches_per_delivery`).
+    pub replay_batches_per_delivery: usize,
+    /// Replay ceiling in batches per second; `None` = unlimited.
+    pub replay_max_batches_per_second: Option<u32>,
     pub targets: Vec<TargetConfig>,
     pub sweeps: Vec<SweepConfig>,
     /// Non-fatal findings, logged at start.
@@ -426,6 +526,24 @@ impl Config {
                 agent_id: raw.agent.id.clone(),
                 keep_alive: Duration::from_secs(30),
                 tls,
+                v5_session_expiry: match m.protocol.as_deref() {
+                    None | Some("3.1.1" | "3") => {
+                        if m.session_expiry.is_some() {
+                            errors.push(err(
+                                "mqtt.session_expiry: only MQTT 5 has a session expiry; set protocol = \"5\""
+                                    .into(),
+                            ));
+                        }
+                        None
+                    }
+                    Some("5") => Some(m.session_expiry.unwrap_or(Duration::from_secs(86_400))),
+                    Some(other) => {
+                        errors.push(err(format!(
+                            "mqtt.protocol: expected \"3.1.1\" or \"5\", got {other:?}"
+                        )));
+                        None
+                    }
+                },
                 json: match m.payload.as_deref() {
                     None | Some("protobuf") => false,
                     Some("json") => true,
@@ -475,6 +593,16 @@ impl Config {
             if t.interval.is_some_and(|iv| iv < Duration::from_secs(1)) {
                 warnings.push(format!("{file}: {at}.interval is under one second"));
             }
+            let intervals = match t.intervals.with_interval(t.interval, &at) {
+                Ok(iv) => iv,
+                Err(e) => {
+                    errors.push(err(e));
+                    IntervalOverrides::default()
+                }
+            };
+            let mut problems = Vec::new();
+            intervals.check(&at, &mut problems);
+            errors.extend(problems.into_iter().map(&err));
             if let Target::Modbus(m) = &target
                 && let Err(e) = crate::driver::modbus::map::load(&m.map)
             {
@@ -483,7 +611,7 @@ impl Config {
             targets.push(TargetConfig {
                 name: t.name.clone(),
                 target,
-                interval: t.interval,
+                intervals,
             });
         }
         let spool_max_bytes = match raw.agent.spool_max.as_deref().map(parse_size) {
@@ -580,14 +708,46 @@ impl Config {
                 name: sw.name.clone(),
                 spec,
                 every: sw.every.unwrap_or(Duration::from_secs(3600)),
-                interval: sw.interval,
+                intervals: match sw.intervals.with_interval(sw.interval, &at) {
+                    Ok(iv) => {
+                        let mut problems = Vec::new();
+                        iv.check(&at, &mut problems);
+                        errors.extend(problems.into_iter().map(&err));
+                        iv
+                    }
+                    Err(e) => {
+                        errors.push(err(e));
+                        IntervalOverrides::default()
+                    }
+                },
             });
         }
-        let interval = raw.defaults.interval.unwrap_or(Duration::from_secs(60));
+        let intervals = match raw
+            .defaults
+            .intervals
+            .with_interval(raw.defaults.interval, "defaults")
+        {
+            Ok(iv) => {
+                let mut problems = Vec::new();
+                iv.check("defaults", &mut problems);
+                errors.extend(problems.into_iter().map(&err));
+                iv.over(Intervals::default())
+            }
+            Err(e) => {
+                errors.push(err(e));
+                Intervals::default()
+            }
+        };
+        let interval = intervals.telemetry;
         let timeout = raw.defaults.timeout.unwrap_or(Duration::from_secs(3));
         if timeout >= interval {
             warnings.push(format!(
-                "{file}: defaults.timeout ({timeout:?}) is not shorter than defaults.interval ({interval:?})"
+                "{file}: defaults.timeout ({timeout:?}) is not shorter than the telemetry interval ({interval:?})"
+            ));
+        }
+        if raw.defaults.replay_batches_per_delivery == Some(0) {
+            errors.push(err(
+                "defaults.replay_batches_per_delivery: must be at least 1".into()
             ));
         }
         if !errors.is_empty() {
@@ -605,13 +765,15 @@ impl Config {
             collector_grpc: raw.collector.map(|c| c.grpc),
             grpc_tls,
             mqtt,
-            interval,
+            intervals,
             timeout,
             retries: raw.defaults.retries.unwrap_or(1),
             delivery_timeout: raw.defaults.delivery_timeout.unwrap_or(Duration::from_secs(30)),
             max_concurrent_polls: raw.defaults.max_concurrent_polls.unwrap_or(256).max(1),
             batch_max_devices: raw.defaults.batch_max_devices.unwrap_or(500).max(1),
             batch_max_delay: raw.defaults.batch_max_delay.unwrap_or(Duration::from_secs(1)),
+            replay_batches_per_delivery: raw.defaults.replay_batches_per_delivery.unwrap_or(100),
+            replay_max_batches_per_second: raw.defaults.replay_max_batches_per_second.filter(|n| *n > 0),
             targets,
             sweeps,
             warnings,
@@ -695,7 +857,8 @@ secret = { file = "SECRET_FILE" }
         let text = GOOD.replace("SECRET_FILE", secret.to_str().unwrap());
         let c = Config::parse(&text, "agent.toml").unwrap();
         assert_eq!(c.targets.len(), 2);
-        assert_eq!(c.interval, Duration::from_secs(30));
+        assert_eq!(c.intervals.telemetry, Duration::from_secs(30));
+        assert_eq!(c.intervals.inventory, Duration::from_secs(3600));
         assert!(
             c.warnings
                 .iter()
@@ -759,6 +922,53 @@ secret = { file = "SECRET_FILE" }
         let bad = GOOD.replace("\"30s\"", "\"thirty\"");
         let msg = Config::parse(&bad, "agent.toml").unwrap_err()[0].to_string();
         assert!(msg.contains("thirty") && msg.contains("line 11"), "{msg}");
+    }
+
+    /// Per-kind intervals: defaults, the `interval` alias, per-target and per-sweep overrides,
+    /// and the alias given together with `intervals.telemetry` is an error naming the place.
+    #[test]
+    fn intervals_per_kind_layer_and_conflicts_are_named() {
+        let base = "[agent]\nid = \"a\"\n[collector]\ngrpc = \"http://127.0.0.1:1\"\n";
+        let c = Config::parse(base, "a.toml").unwrap();
+        assert_eq!(c.intervals, Intervals::default());
+        assert_eq!(c.replay_batches_per_delivery, 100);
+        assert_eq!(c.replay_max_batches_per_second, None);
+        let text = format!(
+            "{base}[defaults]\ninterval = \"30s\"\nintervals = {{ inventory = \"2h\" }}\nreplay_max_batches_per_second = 50\n\
+             [[targets]]\nname = \"t\"\nurl = \"snmp://c@127.0.0.1\"\nintervals = {{ topology = \"5m\", telemetry = \"10s\" }}\n"
+        );
+        let c = Config::parse(&text, "a.toml").unwrap();
+        assert_eq!(c.replay_max_batches_per_second, Some(50));
+        assert_eq!(
+            c.intervals,
+            Intervals {
+                inventory: Duration::from_secs(7200),
+                telemetry: Duration::from_secs(30),
+                topology: Duration::from_secs(900),
+            }
+        );
+        assert_eq!(
+            c.targets[0].intervals.over(c.intervals),
+            Intervals {
+                inventory: Duration::from_secs(7200),
+                telemetry: Duration::from_secs(10),
+                topology: Duration::from_secs(300),
+            }
+        );
+        let both = format!(
+            "{base}[[targets]]\nname = \"t\"\nurl = \"snmp://c@127.0.0.1\"\ninterval = \"5s\"\nintervals = {{ telemetry = \"10s\" }}\n"
+        );
+        let e = Config::parse(&both, "a.toml").unwrap_err()[0].to_string();
+        assert!(
+            e.contains("targets[0] (t)") && e.contains("intervals.telemetry"),
+            "{e}"
+        );
+        let typo = format!("{base}[defaults]\nintervals = {{ inventroy = \"1h\" }}\n");
+        let e = Config::parse(&typo, "a.toml").unwrap_err()[0].to_string();
+        assert!(e.contains("inventroy"), "{e}");
+        let zero = format!("{base}[defaults]\nintervals = {{ topology = \"0s\" }}\n");
+        let e = Config::parse(&zero, "a.toml").unwrap_err()[0].to_string();
+        assert!(e.contains("defaults.intervals.topology"), "{e}");
     }
 
     /// The part of docs/configuration.md between `## {start}` and the next `## ` heading.
@@ -840,6 +1050,7 @@ secret = { file = "SECRET_FILE" }
             ranges: _,
             every,
             interval: sweep_interval,
+            intervals: sweep_intervals,
             snmp_ports,
             snmp_communities,
             redfish_ports,
@@ -859,6 +1070,9 @@ secret = { file = "SECRET_FILE" }
             redfish_credentials.into_iter().next().expect("a credential");
         let RawDefaults {
             interval,
+            intervals: default_intervals,
+            replay_batches_per_delivery,
+            replay_max_batches_per_second,
             timeout,
             retries,
             delivery_timeout,
@@ -872,7 +1086,17 @@ secret = { file = "SECRET_FILE" }
             secret,
             ca_file,
             interval: target_interval,
+            intervals: target_intervals,
         } = targets.into_iter().next().expect("a [[targets]] entry");
+        // Every kind appears in the example at some level.
+        let super::IntervalOverrides {
+            inventory,
+            telemetry,
+            topology,
+        } = default_intervals;
+        assert!(inventory.is_some() && topology.is_some() && telemetry.is_none());
+        assert!(target_intervals.inventory.is_some() && sweep_intervals.topology.is_some());
+        assert!(replay_batches_per_delivery.is_some() && replay_max_batches_per_second.is_some());
         assert!(state_dir.is_some() && spool_max.is_some() && metrics_listen.is_some());
         assert!(interval.is_some() && timeout.is_some() && retries.is_some());
         assert!(delivery_timeout.is_some() && max_concurrent_polls.is_some());
@@ -882,7 +1106,8 @@ secret = { file = "SECRET_FILE" }
         assert!(mqtt.is_none());
         let with_mqtt = format!(
             "{example}\n[mqtt]\nurl = \"mqtts://b:8883\"\nusername = \"u\"\npassword = {{ env = \"P\" }}\n\
-             ca_file = \"/c\"\nclient_cert = \"/c\"\nclient_key = \"/k\"\npayload = \"json\"\n"
+             ca_file = \"/c\"\nclient_cert = \"/c\"\nclient_key = \"/k\"\npayload = \"json\"\n\
+             protocol = \"5\"\nsession_expiry = \"1d\"\n"
         );
         let RawMqtt {
             url: _,
@@ -892,8 +1117,11 @@ secret = { file = "SECRET_FILE" }
             client_cert: mqtt_cert,
             client_key: mqtt_key,
             payload,
+            protocol,
+            session_expiry,
         } = toml::from_str::<RawConfig>(&with_mqtt).unwrap().mqtt.unwrap();
         assert!(username.is_some() && password.is_some() && payload.is_some());
+        assert!(protocol.is_some() && session_expiry.is_some());
         assert!(mqtt_ca.is_some() && mqtt_cert.is_some() && mqtt_key.is_some());
         let accepted: std::collections::BTreeSet<String> = [
             "agent.id",
@@ -907,6 +1135,9 @@ secret = { file = "SECRET_FILE" }
             "collector.client_key",
             "collector.server_name",
             "defaults.interval",
+            "defaults.intervals",
+            "defaults.replay_batches_per_delivery",
+            "defaults.replay_max_batches_per_second",
             "defaults.timeout",
             "defaults.retries",
             "defaults.delivery_timeout",
@@ -918,10 +1149,12 @@ secret = { file = "SECRET_FILE" }
             "targets.secret",
             "targets.ca_file",
             "targets.interval",
+            "targets.intervals",
             "sweeps.name",
             "sweeps.ranges",
             "sweeps.every",
             "sweeps.interval",
+            "sweeps.intervals",
             "sweeps.snmp_ports",
             "sweeps.snmp_communities",
             "sweeps.redfish_ports",
@@ -946,6 +1179,11 @@ secret = { file = "SECRET_FILE" }
                 "mqtt.client_cert",
                 "mqtt.client_key",
                 "mqtt.payload",
+                "mqtt.protocol",
+                "mqtt.session_expiry",
+                "defaults.intervals.inventory",
+                "defaults.intervals.telemetry",
+                "defaults.intervals.topology",
             ]
             .map(str::to_owned),
         );

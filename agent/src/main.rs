@@ -213,6 +213,7 @@ async fn discover(args: DiscoverArgs) -> anyhow::Result<ExitCode> {
             poll_timeout: args.timeout * 10,
             ..Limits::default()
         },
+        ..Default::default()
     };
     let progress = std::sync::Arc::new(Progress::default());
     let ticker = std::io::IsTerminal::is_terminal(&std::io::stderr()).then(|| {
@@ -446,6 +447,7 @@ async fn poll(args: PollArgs) -> ExitCode {
             retries: args.retries,
             ..Limits::default()
         },
+        ..Default::default()
     };
     let (reports, error) = driver::poll_all(&target, &cx).await;
     // A one-shot poll leaves no Redfish session behind.

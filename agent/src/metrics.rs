@@ -71,6 +71,21 @@ pub fn render(e: &Exposed) -> String {
         &one(&s.polls_missed),
     );
     metric(
+        "groundtruth_agent_poll_kinds_total",
+        "counter",
+        "Polls that read each kind of data (identity, telemetry, topology: per-kind intervals).",
+        &crate::schedule::KINDS
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                (
+                    format!("{{kind=\"{k}\"}}"),
+                    s.polls_by_kind[i].load(Ordering::Relaxed),
+                )
+            })
+            .collect::<Vec<_>>(),
+    );
+    metric(
         "groundtruth_agent_readings_dropped_total",
         "counter",
         "Reports dropped before reaching the spool.",
@@ -131,6 +146,9 @@ pub fn status(e: &Exposed) -> serde_json::Value {
         "polls_ok": l(&s.polls_ok),
         "polls_failed": l(&s.polls_failed),
         "polls_missed": l(&s.polls_missed),
+        "polls_identity": l(&s.polls_by_kind[0]),
+        "polls_telemetry": l(&s.polls_by_kind[1]),
+        "polls_topology": l(&s.polls_by_kind[2]),
         "reports_dropped": l(&s.reports_dropped),
         "batches_sealed": l(&s.batches_sealed),
         "batches_acked": l(&s.batches_acked),
@@ -169,6 +187,7 @@ mod tests {
         let stats = Arc::new(Stats::default());
         stats.by_protocol[2].ok.fetch_add(3, Ordering::Relaxed);
         stats.spool_bytes.store(4096, Ordering::Relaxed);
+        stats.polls_by_kind[0].fetch_add(2, Ordering::Relaxed);
         let e = Exposed {
             stats,
             agent_id: "a".into(),
@@ -178,6 +197,7 @@ mod tests {
         assert!(text.contains("# TYPE groundtruth_agent_polls_total counter"));
         assert!(text.contains("groundtruth_agent_polls_total{protocol=\"redfish\",outcome=\"ok\"} 3"));
         assert!(text.contains("groundtruth_agent_spool_bytes 4096"));
+        assert!(text.contains("groundtruth_agent_poll_kinds_total{kind=\"identity\"} 2"));
         // Every sample line is "name{labels} value" or "name value".
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let (_, v) = line.rsplit_once(' ').unwrap();

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use groundtruth_proto::v1::{AgentInfo, Batch, BatchKind, DeviceReport, PollOutcome};
 
-use crate::config::Config;
+use crate::config::{Config, Intervals};
 use crate::discover::Found;
 use crate::driver::{self, Limits, PollCx};
 use crate::schedule::{self, Polled, Scheduler, Stats};
@@ -44,9 +44,6 @@ enum Uplink {
     Grpc(String, grpc::GrpcTls),
     Mqtt(Box<MqttUplink>),
 }
-
-/// Most spooled batches sent in one delivery (the replay rate limit: one such burst per round).
-const MAX_BATCHES_PER_DELIVERY: usize = 100;
 
 impl Agent {
     /// # Errors
@@ -129,8 +126,9 @@ impl Agent {
             &mut self.sequencer,
             &mut self.spool,
             reports.into_iter().map(|(_, r)| r).collect(),
+            BatchKind::Mixed,
         )?;
-        let outgoing = self.spool.pending(MAX_BATCHES_PER_DELIVERY)?;
+        let outgoing = self.spool.pending(self.config.replay_batches_per_delivery)?;
         let timeout = self.config.delivery_timeout;
         let delivered = match &mut self.uplink {
             Uplink::Grpc(endpoint, tls) => grpc::deliver(endpoint, tls, outgoing, timeout).await,
@@ -167,14 +165,15 @@ fn cx_of(config: &Config) -> PollCx {
             retries: config.retries,
             ..Limits::default()
         },
+        ..Default::default()
     }
 }
 
-fn targets_of(config: &Config) -> Vec<(crate::config::TargetConfig, Duration)> {
+fn targets_of(config: &Config) -> Vec<(crate::config::TargetConfig, Intervals)> {
     config
         .targets
         .iter()
-        .map(|t| (t.clone(), t.interval.unwrap_or(config.interval)))
+        .map(|t| (t.clone(), t.intervals.over(config.intervals)))
         .collect()
 }
 
@@ -185,6 +184,7 @@ fn seal(
     sequencer: &mut Sequencer,
     spool: &mut Spool,
     devices: Vec<DeviceReport>,
+    kind: BatchKind,
 ) -> anyhow::Result<()> {
     let seq = sequencer.next();
     let batch = Batch {
@@ -198,7 +198,7 @@ fn seal(
         epoch: sequencer.epoch(),
         seq,
         created_at: Some(SystemTime::now().into()),
-        kind: BatchKind::Mixed as i32,
+        kind: kind as i32,
         devices,
     };
     spool.append(&batch)?;
@@ -266,12 +266,16 @@ impl Agent {
             uplink,
             Arc::clone(&wake),
             Arc::clone(&stats),
-            config.delivery_timeout,
+            Replay {
+                timeout: config.delivery_timeout,
+                per_delivery: config.replay_batches_per_delivery,
+                max_per_second: config.replay_max_batches_per_second,
+            },
         ));
         // Start by replaying whatever the spool holds from before.
         wake.notify_one();
 
-        let mut buffer: Vec<DeviceReport> = Vec::new();
+        let mut buffer = Buffer::default();
         let mut oldest: Option<tokio::time::Instant> = None;
         tokio::pin!(shutdown);
         loop {
@@ -281,7 +285,7 @@ impl Agent {
                     if buffer.is_empty() {
                         oldest = Some(tokio::time::Instant::now());
                     }
-                    buffer.push(p.report);
+                    buffer.push(p.kind, p.report);
                     if buffer.len() >= config.batch_max_devices {
                         flush(&config, &durable, &mut buffer, &mut oldest, &stats, &wake);
                     }
@@ -290,17 +294,18 @@ impl Agent {
                     flush(&config, &durable, &mut buffer, &mut oldest, &stats, &wake);
                 }
                 Some((sweep, found)) = sweep_rx.recv() => {
-                    let interval = config.sweeps.iter().find(|s| s.name == sweep).and_then(|s| s.interval);
+                    let intervals = config.sweeps.iter().find(|s| s.name == sweep).map(|s| s.intervals).unwrap_or_default();
                     let n = found.len();
                     for f in &found {
                         if buffer.is_empty() {
                             oldest = Some(tokio::time::Instant::now());
                         }
-                        buffer.push(f.report.clone());
+                        // A sweep's identification is a full poll.
+                        buffer.push(BatchKind::Mixed, f.report.clone());
                     }
-                    discovered.merge(&sweep, found, interval);
+                    discovered.merge(&sweep, found, intervals);
                     let mut all = targets_of(&config);
-                    all.extend(discovered.targets(config.interval));
+                    all.extend(discovered.targets(config.intervals));
                     scheduler.apply(&all, &cx_of(&config));
                     tracing::info!(sweep = %sweep, found = n, targets = scheduler.len(), "Sweep done; targets updated.");
                 }
@@ -315,7 +320,7 @@ impl Agent {
                         tracing::warn!("Reloaded config changes the agent's identity, state or uplink; those take effect after a restart.");
                     }
                     let mut all = targets_of(&new);
-                    all.extend(discovered.targets(new.interval));
+                    all.extend(discovered.targets(new.intervals));
                     scheduler.apply(&all, &cx_of(&new));
                     tracing::info!(targets = scheduler.len(), "Config reloaded.");
                     let keep = (config.agent_id.clone(), config.site.clone());
@@ -354,7 +359,7 @@ struct Discovered {
 const MISSES_BEFORE_DROP: u32 = 3;
 
 impl Discovered {
-    fn merge(&mut self, sweep: &str, found: Vec<Found>, interval: Option<Duration>) {
+    fn merge(&mut self, sweep: &str, found: Vec<Found>, intervals: crate::config::IntervalOverrides) {
         let mut seen = std::collections::HashSet::new();
         for f in found {
             let key = format!("{sweep}:{}", f.endpoint_key);
@@ -362,7 +367,7 @@ impl Discovered {
             let t = crate::config::TargetConfig {
                 name: key.clone(),
                 target: f.target,
-                interval,
+                intervals,
             };
             self.by_key.insert(key, (sweep.to_owned(), t, 0));
         }
@@ -384,10 +389,10 @@ impl Discovered {
             .retain(|_, (s, _, _)| config.sweeps.iter().any(|c| &c.name == s));
     }
 
-    fn targets(&self, default: Duration) -> Vec<(crate::config::TargetConfig, Duration)> {
+    fn targets(&self, defaults: Intervals) -> Vec<(crate::config::TargetConfig, Intervals)> {
         self.by_key
             .values()
-            .map(|(_, t, _)| (t.clone(), t.interval.unwrap_or(default)))
+            .map(|(_, t, _)| (t.clone(), t.intervals.over(defaults)))
             .collect()
     }
 }
@@ -408,6 +413,7 @@ fn start_sweeps(
                     retries: 0,
                     ..Limits::default()
                 },
+                ..Default::default()
             };
             tokio::spawn(async move {
                 loop {
@@ -435,45 +441,88 @@ fn gauges(stats: &Stats, spool: &Spool) {
 /// Seals the buffered reports into a batch. On a write failure (disk full, I/O error) the
 /// reports stay buffered for the next attempt, bounded: past 10 batches' worth the oldest are
 /// dropped and counted.
+/// Reports waiting to be sealed, one list per batch kind, so telemetry-only reports travel in
+/// TELEMETRY batches (their own MQTT topic) and the rest in INVENTORY/MIXED ones.
+#[derive(Debug, Default)]
+struct Buffer {
+    by_kind: Vec<(BatchKind, Vec<DeviceReport>)>,
+}
+
+impl Buffer {
+    fn push(&mut self, kind: BatchKind, report: DeviceReport) {
+        match self.by_kind.iter_mut().find(|(k, _)| *k == kind) {
+            Some((_, list)) => list.push(report),
+            None => self.by_kind.push((kind, vec![report])),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.by_kind.iter().map(|(_, l)| l.len()).sum()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Seals the buffered reports into batches (one per kind). On a write failure (disk full, I/O
+/// error) the reports stay buffered for the next attempt, bounded: past 10 batches' worth the
+/// oldest are dropped and counted.
 fn flush(
     config: &Config,
     durable: &Durable,
-    buffer: &mut Vec<DeviceReport>,
+    buffer: &mut Buffer,
     oldest: &mut Option<tokio::time::Instant>,
     stats: &Stats,
     wake: &tokio::sync::Notify,
 ) {
-    if buffer.is_empty() {
-        *oldest = None;
-        return;
-    }
     let mut guard = lock(durable);
     let (sequencer, spool) = &mut *guard;
-    match seal(config, sequencer, spool, buffer.clone()) {
-        Ok(()) => {
-            buffer.clear();
-            *oldest = None;
-            stats.batches_sealed.fetch_add(1, Ordering::Relaxed);
-            gauges(stats, spool);
-            wake.notify_one();
+    for (kind, list) in &mut buffer.by_kind {
+        if list.is_empty() {
+            continue;
         }
-        Err(e) => {
-            tracing::error!(state_dir = %config.state_dir.display(), error = %format!("{e:#}"), "Cannot write to the spool; keeping reports in memory and retrying.");
-            *oldest = Some(tokio::time::Instant::now());
-            let cap = config.batch_max_devices.saturating_mul(10);
-            if buffer.len() > cap {
-                let n = buffer.len() - cap;
-                buffer.drain(..n);
-                let total = stats.reports_dropped.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
-                tracing::error!(
-                    dropped = n,
-                    dropped_total = total,
-                    reason = "spool_unwritable",
-                    "Dropped the oldest reports."
-                );
+        match seal(config, sequencer, spool, list.clone(), *kind) {
+            Ok(()) => {
+                list.clear();
+                stats.batches_sealed.fetch_add(1, Ordering::Relaxed);
+                gauges(stats, spool);
+                wake.notify_one();
+            }
+            Err(e) => {
+                tracing::error!(state_dir = %config.state_dir.display(), error = %format!("{e:#}"), "Cannot write to the spool; keeping reports in memory and retrying.");
+                let cap = config.batch_max_devices.saturating_mul(10);
+                if list.len() > cap {
+                    let n = list.len() - cap;
+                    list.drain(..n);
+                    let total = stats.reports_dropped.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
+                    tracing::error!(
+                        dropped = n,
+                        dropped_total = total,
+                        reason = "spool_unwritable",
+                        "Dropped the oldest reports."
+                    );
+                }
             }
         }
     }
+    buffer.by_kind.retain(|(_, l)| !l.is_empty());
+    *oldest = if buffer.is_empty() {
+        None
+    } else {
+        Some(tokio::time::Instant::now())
+    };
+}
+
+/// How the sender replays a backlog.
+#[derive(Debug, Clone, Copy)]
+struct Replay {
+    /// How long one delivery may take.
+    timeout: Duration,
+    /// Most batches per delivery.
+    per_delivery: usize,
+    /// Ceiling on batches per second while a backlog drains; `None` = unlimited.
+    max_per_second: Option<u32>,
 }
 
 /// Delivers the spool's oldest batches whenever woken (new batch) or when the retry timer fires;
@@ -483,8 +532,9 @@ async fn send_loop(
     mut uplink: Uplink,
     wake: Arc<tokio::sync::Notify>,
     stats: Arc<Stats>,
-    timeout: Duration,
+    replay: Replay,
 ) {
+    let timeout = replay.timeout;
     let mut backoff = Duration::from_secs(1);
     let mut retry_at: Option<tokio::time::Instant> = None;
     loop {
@@ -494,7 +544,8 @@ async fn send_loop(
         }
         retry_at = None;
         loop {
-            let outgoing = match lock(&durable).1.pending(MAX_BATCHES_PER_DELIVERY) {
+            let started = tokio::time::Instant::now();
+            let outgoing = match lock(&durable).1.pending(replay.per_delivery) {
                 Ok(b) => b,
                 Err(e) => {
                     tracing::error!(error = %e, "Cannot read the spool.");
@@ -533,6 +584,12 @@ async fn send_loop(
                 break;
             }
             backoff = Duration::from_secs(1);
+            // The replay ceiling: a delivery of n batches takes at least n / rate seconds, so a
+            // long outage's backlog drains at a bounded pace.
+            if let Some(rate) = replay.max_per_second {
+                let floor = Duration::from_secs_f64(acked as f64 / f64::from(rate));
+                tokio::time::sleep_until(started + floor).await;
+            }
         }
     }
 }

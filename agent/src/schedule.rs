@@ -1,5 +1,9 @@
 //! The poll scheduler: one task per target, each on its own jittered interval, so a slow or dead
-//! target delays nobody else. Concurrency is bounded globally and per protocol (semaphores). A
+//! target delays nobody else. Each target has one interval per kind of data (inventory,
+//! telemetry, topology: [`Intervals`]); it ticks at the shortest and every poll asks the driver
+//! only for the kinds that are due ([`PollScope`]). Between inventory polls the task attaches the
+//! identity it last read to the readings, so the collector can key them (it keys devices by
+//! serial, and a report without one would land on another device row). Concurrency is bounded globally and per protocol (semaphores). A
 //! poll that overruns its interval makes the ticker skip: the missed polls are *counted*, never
 //! queued up and fired in a burst. Reports go to the batcher over a bounded channel; when it is
 //! full (the batcher is stuck, e.g. on a full disk) the report is dropped and counted rather than
@@ -13,12 +17,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use groundtruth_proto::v1::{DeviceReport, PollOutcome};
+use groundtruth_proto::v1::{BatchKind, DeviceIdentity, DeviceReport, PollOutcome};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Instant;
 
-use crate::config::TargetConfig;
-use crate::driver::{self, PollCx};
+use crate::config::{Intervals, TargetConfig};
+use crate::driver::{self, PollCx, PollScope};
 
 /// Poll counters of one protocol.
 #[derive(Debug, Default)]
@@ -49,7 +53,12 @@ pub struct Stats {
     pub reports_dropped: AtomicU64,
     pub batches_sealed: AtomicU64,
     pub batches_acked: AtomicU64,
+    /// Polls that read each kind of data, indexed like [`KINDS`] (per-kind intervals at work).
+    pub polls_by_kind: [AtomicU64; 3],
 }
+
+/// The kinds of data a poll reads, in metric-label form (see [`crate::driver::Kind`]).
+pub const KINDS: [&str; 3] = ["identity", "telemetry", "topology"];
 
 /// Concurrency limits: a global cap and one per protocol.
 #[derive(Debug)]
@@ -79,6 +88,18 @@ impl Limits {
 pub struct Polled {
     pub target: String,
     pub report: DeviceReport,
+    /// The batch kind it belongs in (from the poll's scope); routes MQTT topics.
+    pub kind: BatchKind,
+}
+
+/// The batch kind of reports from a poll of `scope`.
+#[must_use]
+pub fn batch_kind(scope: PollScope) -> BatchKind {
+    match (scope.identity || scope.topology, scope.telemetry) {
+        (true, true) => BatchKind::Mixed,
+        (true, false) => BatchKind::Inventory,
+        (false, _) => BatchKind::Telemetry,
+    }
 }
 
 /// How a target is polled: [`driver::poll_all`] in production (one report per device behind the
@@ -101,7 +122,7 @@ pub fn driver_poll() -> PollFn {
 
 /// Identifies a target's configuration, secrets included (hashed, never stored or printed), so a
 /// reload restarts exactly the targets whose settings changed.
-fn fingerprint(t: &TargetConfig, interval: Duration, cx: &PollCx) -> u64 {
+fn fingerprint(t: &TargetConfig, interval: Intervals, cx: &PollCx) -> u64 {
     let mut h = DefaultHasher::new();
     format!("{t:?} {interval:?} {cx:?}").hash(&mut h);
     if let crate::target::Target::Snmp(s) = &t.target {
@@ -166,8 +187,8 @@ impl Scheduler {
 
     /// Makes the running set equal `targets`: starts new ones, restarts changed ones, stops
     /// removed ones; unchanged targets keep their schedule.
-    pub fn apply(&mut self, targets: &[(TargetConfig, Duration)], cx: &PollCx) {
-        let wanted: HashMap<&str, (&TargetConfig, Duration, u64)> = targets
+    pub fn apply(&mut self, targets: &[(TargetConfig, Intervals)], cx: &PollCx) {
+        let wanted: HashMap<&str, (&TargetConfig, Intervals, u64)> = targets
             .iter()
             .map(|(t, iv)| (t.name.as_str(), (t, *iv, fingerprint(t, *iv, cx))))
             .collect();
@@ -212,19 +233,94 @@ impl Scheduler {
     }
 }
 
+/// When each kind was last read successfully, on the target's tick grid.
+#[derive(Debug, Default)]
+struct LastDone {
+    identity: Option<Instant>,
+    telemetry: Option<Instant>,
+    topology: Option<Instant>,
+}
+
+impl LastDone {
+    /// The kinds due at the slot `at`. A kind is due when its interval has passed since it was
+    /// last read, give or take half a tick (slots are on a grid, polls end a bit after their
+    /// slot). An inventory poll reads topology too: a switch's device class comes from its
+    /// tables.
+    fn due(&self, at: Instant, iv: Intervals, tick: Duration) -> PollScope {
+        let due = |last: Option<Instant>, every: Duration| last.is_none_or(|t| at + tick / 2 >= t + every);
+        let identity = due(self.identity, iv.inventory);
+        PollScope {
+            identity,
+            telemetry: due(self.telemetry, iv.telemetry),
+            topology: identity || due(self.topology, iv.topology),
+            refresh: true,
+        }
+    }
+
+    fn done(&mut self, scope: PollScope, at: Instant) {
+        if scope.identity {
+            self.identity = Some(at);
+        }
+        if scope.telemetry {
+            self.telemetry = Some(at);
+        }
+        if scope.topology {
+            self.topology = Some(at);
+        }
+    }
+}
+
+/// Gives a telemetry-only report the identity last read for its device (by endpoint key), with
+/// the fresh status attributes on top. Returns false when there is none (a device new behind a
+/// Redfish service): the next slot then reads identity.
+fn attach_identity(report: &mut DeviceReport, known: &HashMap<String, DeviceIdentity>) -> bool {
+    let fresh = report.identity.take().unwrap_or_default();
+    match known.get(&fresh.endpoint_key) {
+        Some(cached) => {
+            let mut id = cached.clone();
+            id.attributes.extend(fresh.attributes);
+            report.identity = Some(id);
+            true
+        }
+        None => {
+            report.identity = Some(fresh);
+            false
+        }
+    }
+}
+
+#[allow(clippy::too_many_lines)]
 async fn poll_loop(
     t: TargetConfig,
-    interval: Duration,
+    intervals: Intervals,
     cx: PollCx,
     tx: mpsc::Sender<Polled>,
     limits: Arc<Limits>,
     stats: Arc<Stats>,
     poll: PollFn,
 ) {
-    let mut next = Instant::now() + initial_offset(&t.name, interval);
+    let tick = intervals
+        .telemetry
+        .min(intervals.inventory)
+        .min(intervals.topology)
+        .max(Duration::from_millis(1));
+    let mut next = Instant::now() + initial_offset(&t.name, tick);
     let protocol = t.target.protocol();
+    let mut last = LastDone::default();
+    // The identity last read per device behind this target (endpoint key → identity).
+    let mut identities: HashMap<String, DeviceIdentity> = HashMap::new();
     loop {
         tokio::time::sleep_until(next).await;
+        let slot = next;
+        let mut scope = last.due(slot, intervals, tick);
+        if identities.is_empty() {
+            scope.identity = true;
+            scope.topology = true;
+        }
+        if !scope.identity && !scope.telemetry && !scope.topology {
+            next += tick;
+            continue;
+        }
         let Ok(_global) = limits.global.acquire().await else {
             return;
         };
@@ -232,23 +328,26 @@ async fn poll_loop(
             Some(s) => s.acquire().await.ok(),
             None => None,
         };
+        let mut pcx = cx.clone();
+        pcx.scope = scope;
         // A panic in a driver must cost one poll of one target, never the target's schedule.
         let polled =
-            futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(poll(t.clone(), cx.clone()))).await;
-        let (reports, err) = match polled {
+            futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(poll(t.clone(), pcx))).await;
+        let (mut reports, err) = match polled {
             Ok(r) => r,
             Err(_) => {
                 stats.polls_failed.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(target_name = %t.name, endpoint = %t.target.endpoint_key(), "The driver panicked while polling this target (a bug); the target stays scheduled.");
-                next += interval;
+                next += tick;
                 continue;
             }
         };
-        let ok = reports.iter().all(|report| {
+        let ok_report = |report: &DeviceReport| {
             report.status.as_ref().is_some_and(|s| {
                 s.outcome == PollOutcome::Ok as i32 || s.outcome == PollOutcome::Partial as i32
             })
-        });
+        };
+        let ok = reports.iter().all(ok_report);
         let duration_ms = reports.first().map_or(0, |r| r.poll_duration_ms);
         if ok {
             stats.polls_ok.fetch_add(1, Ordering::Relaxed);
@@ -264,11 +363,40 @@ async fn poll_loop(
         if let Some(e) = err {
             tracing::warn!(target_name = %t.name, endpoint = %t.target.endpoint_key(), error = %e, "Poll failed.");
         }
+        let mut missing_identity = false;
+        for report in &mut reports {
+            if scope.identity && ok_report(report) {
+                if let Some(id) = &report.identity {
+                    identities.insert(id.endpoint_key.clone(), id.clone());
+                }
+            } else if !attach_identity(report, &identities) && ok_report(report) {
+                missing_identity = true;
+            }
+        }
+        // A failed poll is retried whole at the next slot; a successful one marks what it read.
+        if ok {
+            last.done(scope, slot);
+        } else {
+            last.telemetry = Some(slot);
+        }
+        if missing_identity {
+            last.identity = None;
+        }
+        for (i, read) in [scope.identity, scope.telemetry, scope.topology]
+            .into_iter()
+            .enumerate()
+        {
+            if read {
+                stats.polls_by_kind[i].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let kind = batch_kind(scope);
         for report in reports {
             if tx
                 .try_send(Polled {
                     target: t.name.clone(),
                     report,
+                    kind,
                 })
                 .is_err()
             {
@@ -278,14 +406,14 @@ async fn poll_loop(
         }
         // The next slot on this target's grid; slots that passed while the poll ran (or waited
         // for a concurrency permit) are skipped and counted.
-        next += interval;
+        next += tick;
         let now = Instant::now();
         if now > next {
-            let behind = (now - next).as_nanos() / interval.as_nanos().max(1) + 1;
+            let behind = (now - next).as_nanos() / tick.as_nanos().max(1) + 1;
             let n = u64::try_from(behind).unwrap_or(u64::MAX);
             stats.polls_missed.fetch_add(n, Ordering::Relaxed);
             tracing::warn!(target_name = %t.name, missed = n, "Poll overran its interval; skipped slots are counted, not queued.");
-            next += interval * u32::try_from(behind).unwrap_or(u32::MAX);
+            next += tick * u32::try_from(behind).unwrap_or(u32::MAX);
         }
     }
 }
@@ -299,7 +427,17 @@ mod tests {
         TargetConfig {
             name: name.into(),
             target: Target::parse(url).unwrap(),
-            interval: None,
+            intervals: Default::default(),
+        }
+    }
+
+    /// One interval for every kind: every poll is a full poll.
+    fn every(secs: u64) -> Intervals {
+        let d = Duration::from_secs(secs);
+        Intervals {
+            inventory: d,
+            telemetry: d,
+            topology: d,
         }
     }
 
@@ -315,14 +453,14 @@ mod tests {
     #[test]
     fn fingerprint_changes_with_the_secret_but_never_contains_it() {
         let cx = PollCx::default();
-        let iv = Duration::from_secs(60);
+        let iv = every(60);
         let a = fingerprint(&target("x", "snmp://one@10.0.0.1"), iv, &cx);
         let b = fingerprint(&target("x", "snmp://two@10.0.0.1"), iv, &cx);
         assert_ne!(a, b);
         assert_eq!(a, fingerprint(&target("x", "snmp://one@10.0.0.1"), iv, &cx));
         assert_ne!(
             a,
-            fingerprint(&target("x", "snmp://one@10.0.0.1"), Duration::from_secs(30), &cx)
+            fingerprint(&target("x", "snmp://one@10.0.0.1"), every(30), &cx)
         );
     }
 
@@ -361,7 +499,7 @@ mod tests {
         let stats = Arc::new(Stats::default());
         let mut s = Scheduler::new(tx, Limits::new(4), Arc::clone(&stats), fake_poll());
         let cx = PollCx::default();
-        let iv = Duration::from_secs(10);
+        let iv = every(10);
         let a = target("a", "snmp://c@127.0.0.1:1");
         let slow = target("slow", "snmp://c@127.0.0.1:2");
         s.apply(&[(a.clone(), iv), (slow.clone(), iv)], &cx);
@@ -397,10 +535,7 @@ mod tests {
             })
         });
         let mut s = Scheduler::new(tx, Limits::new(4), Arc::clone(&stats), poll);
-        s.apply(
-            &[(target("p", "snmp://c@h"), Duration::from_secs(10))],
-            &PollCx::default(),
-        );
+        s.apply(&[(target("p", "snmp://c@h"), every(10))], &PollCx::default());
         tokio::time::sleep(Duration::from_secs(100)).await;
         assert!(calls.load(Ordering::Relaxed) >= 9);
         assert!(stats.polls_failed.load(Ordering::Relaxed) >= 4);
@@ -414,7 +549,7 @@ mod tests {
         let (tx, mut rx) = mpsc::channel(1024);
         let stats = Arc::new(Stats::default());
         let mut s = Scheduler::new(tx, Limits::new(1), Arc::clone(&stats), fake_poll());
-        let iv = Duration::from_secs(60);
+        let iv = every(60);
         s.apply(
             &[
                 (target("slow", "snmp://c@h"), iv),
@@ -426,5 +561,146 @@ mod tests {
         let per = count(&mut rx);
         assert_eq!(per.get("a"), Some(&1), "{per:?}");
         assert_eq!(per.get("slow"), Some(&1), "{per:?}");
+    }
+
+    /// Per-kind intervals: identity is read once per inventory interval, topology once per
+    /// topology interval (and with every identity read), readings every telemetry interval;
+    /// every report still carries the identity (serial) the collector keys readings by, and
+    /// its batch kind follows what the poll read.
+    #[tokio::test(start_paused = true)]
+    async fn identity_once_per_inventory_interval_and_readings_every_telemetry_interval() {
+        let scopes = Arc::new(std::sync::Mutex::new(Vec::<PollScope>::new()));
+        let seen = Arc::clone(&scopes);
+        let poll: PollFn = Arc::new(move |_t, cx: PollCx| {
+            seen.lock().unwrap().push(cx.scope);
+            Box::pin(async move {
+                let mut identity = DeviceIdentity {
+                    endpoint_key: "snmp://h:161".into(),
+                    ..Default::default()
+                };
+                if cx.scope.identity {
+                    identity.serial_number = "SN-1".into();
+                    identity.model = "PDU".into();
+                }
+                identity.attributes.insert("status.outlet".into(), "on".into());
+                let report = DeviceReport {
+                    identity: Some(identity),
+                    readings: vec![groundtruth_proto::v1::Reading {
+                        metric: "power".into(),
+                        value: 1.0,
+                        ..Default::default()
+                    }],
+                    status: Some(groundtruth_proto::v1::PollStatus {
+                        outcome: PollOutcome::Ok as i32,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                };
+                (vec![report], None)
+            })
+        });
+        let (tx, mut rx) = mpsc::channel(4096);
+        let stats = Arc::new(Stats::default());
+        let mut s = Scheduler::new(tx, Limits::new(4), Arc::clone(&stats), poll);
+        let iv = Intervals {
+            inventory: Duration::from_secs(3600),
+            telemetry: Duration::from_secs(60),
+            topology: Duration::from_secs(900),
+        };
+        s.apply(&[(target("pdu", "snmp://c@h"), iv)], &PollCx::default());
+        // Two hours and a bit: slots at offset + k·60 s, k = 0..=120.
+        tokio::time::sleep(Duration::from_secs(2 * 3600 + 59)).await;
+        let scopes = scopes.lock().unwrap().clone();
+        assert!((120..=121).contains(&scopes.len()), "{} polls", scopes.len());
+        assert!(scopes.iter().all(|sc| sc.telemetry), "readings every slot");
+        let identity: Vec<usize> = (0..scopes.len()).filter(|&i| scopes[i].identity).collect();
+        assert_eq!(
+            identity,
+            vec![0, 60, 120]
+                .into_iter()
+                .filter(|&i| i < scopes.len())
+                .collect::<Vec<_>>()
+        );
+        assert!(
+            scopes.iter().all(|sc| !sc.identity || sc.refresh),
+            "a due identity is re-read"
+        );
+        let topology: Vec<usize> = (0..scopes.len()).filter(|&i| scopes[i].topology).collect();
+        assert_eq!(topology, (0..scopes.len()).step_by(15).collect::<Vec<_>>());
+        let mut kinds = HashMap::new();
+        while let Ok(p) = rx.try_recv() {
+            let id = p.report.identity.unwrap();
+            assert_eq!(
+                id.serial_number, "SN-1",
+                "every report is keyed by the device's serial"
+            );
+            assert_eq!(id.model, "PDU");
+            assert_eq!(id.attributes["status.outlet"], "on");
+            *kinds.entry(p.kind).or_insert(0) += 1;
+        }
+        // Full polls at every topology slot (identity or topology + readings), telemetry between.
+        let mixed = topology.len();
+        assert_eq!(kinds.get(&BatchKind::Mixed), Some(&mixed), "{kinds:?}");
+        assert_eq!(
+            kinds.get(&BatchKind::Telemetry),
+            Some(&(scopes.len() - mixed)),
+            "{kinds:?}"
+        );
+        assert_eq!(stats.polls_missed.load(Ordering::Relaxed), 0);
+        let by_kind: Vec<u64> = stats
+            .polls_by_kind
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .collect();
+        assert_eq!(
+            by_kind,
+            vec![identity.len() as u64, scopes.len() as u64, topology.len() as u64]
+        );
+    }
+
+    /// A failed inventory poll is retried at the next slot, not an inventory interval later.
+    #[tokio::test(start_paused = true)]
+    async fn failed_identity_poll_is_retried_at_the_next_slot() {
+        let scopes = Arc::new(std::sync::Mutex::new(Vec::<PollScope>::new()));
+        let seen = Arc::clone(&scopes);
+        let poll: PollFn = Arc::new(move |_t, cx: PollCx| {
+            let n = {
+                let mut v = seen.lock().unwrap();
+                v.push(cx.scope);
+                v.len()
+            };
+            Box::pin(async move {
+                let outcome = if n == 1 {
+                    PollOutcome::Timeout
+                } else {
+                    PollOutcome::Ok
+                };
+                let report = DeviceReport {
+                    identity: Some(DeviceIdentity {
+                        endpoint_key: "k".into(),
+                        serial_number: "S".into(),
+                        ..Default::default()
+                    }),
+                    status: Some(groundtruth_proto::v1::PollStatus {
+                        outcome: outcome as i32,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                };
+                (vec![report], None)
+            })
+        });
+        let (tx, _rx) = mpsc::channel(4096);
+        let mut s = Scheduler::new(tx, Limits::new(4), Arc::new(Stats::default()), poll);
+        let iv = Intervals {
+            inventory: Duration::from_secs(3600),
+            telemetry: Duration::from_secs(60),
+            topology: Duration::from_secs(900),
+        };
+        s.apply(&[(target("bmc", "snmp://c@h"), iv)], &PollCx::default());
+        tokio::time::sleep(Duration::from_secs(5 * 60 + 59)).await;
+        let scopes = scopes.lock().unwrap().clone();
+        assert!(scopes[0].identity && scopes[1].identity, "{scopes:?}");
+        assert!(scopes[2..].iter().all(|sc| !sc.identity), "{scopes:?}");
     }
 }

@@ -18,6 +18,21 @@
 //! patterns = "/etc/groundtruth/location-patterns.toml"   # the site's sysLocation/asset-tag formats
 //! site_map = "/etc/groundtruth/site-map.toml"            # racks, devices by serial, switch ports
 //!
+//! [health]                       # integration-health KPIs (crate::kpi)
+//! interval = "5m"
+//! stale_after = "7d"
+//! history = "30d"
+//!
+//! [itsm]                         # optional: rules that raise tickets (crate::itsm)
+//! interval = "30s"
+//! [itsm.rt]
+//! url = "https://rt.example.com"
+//! token = { file = "/etc/groundtruth/secrets/rt.token" }
+//! [[itsm.rule]]
+//! name = "duplicates"
+//! when = "exception"
+//! exception_kinds = ["duplicate_serial_in_cmdb"]
+//!
 //! [netbox]                       # optional: without it nothing is written to a CMDB
 //! url = "https://netbox.example.com"
 //! token = { file = "/etc/groundtruth/secrets/netbox.token" }   # or { env = "GT_NETBOX_TOKEN" }
@@ -56,6 +71,85 @@ struct Raw {
     mqtt: Option<RawMqtt>,
     #[serde(default)]
     location: RawLocation,
+    #[serde(default)]
+    health: RawHealth,
+    #[serde(default)]
+    itsm: Option<RawItsm>,
+}
+
+/// `[itsm]`: rules that raise tickets, and where tickets go (see `crate::itsm`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawItsm {
+    #[serde(default)]
+    interval: Option<String>,
+    #[serde(default)]
+    max_new_per_hour: Option<u64>,
+    #[serde(default)]
+    update_interval: Option<String>,
+    #[serde(default)]
+    max_attempts: Option<u32>,
+    #[serde(default)]
+    retry_backoff: Option<String>,
+    #[serde(default)]
+    webhook: Option<RawWebhook>,
+    #[serde(default)]
+    rt: Option<RawRt>,
+    #[serde(default, rename = "rule")]
+    rules: Vec<RawRule>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWebhook {
+    url: String,
+    secret: TokenRef,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRt {
+    url: String,
+    token: TokenRef,
+    #[serde(default)]
+    queue: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    name: String,
+    /// exception | device_missing | rack_power | environment | ups_on_battery
+    when: String,
+    #[serde(default)]
+    exception_kinds: Vec<String>,
+    #[serde(default)]
+    missing_after: Option<String>,
+    #[serde(default)]
+    budget_watts: Option<f64>,
+    #[serde(default)]
+    threshold_percent: Option<f64>,
+    #[serde(default)]
+    metric: Option<String>,
+    #[serde(default)]
+    above: Option<f64>,
+    #[serde(default)]
+    below: Option<f64>,
+}
+
+/// `[health]`: integration-health KPIs (see `crate::kpi`).
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawHealth {
+    /// How often the KPIs are computed and recorded ("5m").
+    #[serde(default)]
+    interval: Option<String>,
+    /// A device not seen for this long is stale ("7d").
+    #[serde(default)]
+    stale_after: Option<String>,
+    /// KPI history kept this long ("30d").
+    #[serde(default)]
+    history: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -88,6 +182,9 @@ struct RawMqtt {
     client_cert: Option<PathBuf>,
     #[serde(default)]
     client_key: Option<PathBuf>,
+    /// How often rack and room power totals are published (`"off"` disables).
+    #[serde(default)]
+    publish_power: Option<String>,
 }
 
 fn default_share_group() -> String {
@@ -257,6 +354,10 @@ pub struct Config {
     pub mqtt: Option<crate::ingest::mqtt::MqttIngestSettings>,
     /// Reconciliation rules: default site and location text patterns.
     pub rules: crate::reconcile::Rules,
+    /// Integration-health KPI settings (`[health]`).
+    pub health: crate::kpi::HealthSettings,
+    /// Ticket rules and sinks (`[itsm]`); `None` = no tickets.
+    pub itsm: Option<crate::itsm::ItsmSettings>,
     pub warnings: Vec<String>,
 }
 
@@ -414,9 +515,27 @@ impl Config {
                     groundtruth_proto::topics::level(host.trim())
                 )
             });
+            let publish_power = match m.publish_power.as_deref().map(str::trim) {
+                None => Some(std::time::Duration::from_secs(60)),
+                Some("off") => None,
+                Some(t) => match humantime::parse_duration(t) {
+                    Ok(d) if d >= std::time::Duration::from_secs(1) => Some(d),
+                    Ok(_) => {
+                        errors.push(format!("{file}: mqtt.publish_power: under one second"));
+                        return None;
+                    }
+                    Err(e) => {
+                        errors.push(format!(
+                            "{file}: mqtt.publish_power: expected a duration like \"60s\" or \"off\": {e}"
+                        ));
+                        return None;
+                    }
+                },
+            };
             Some(crate::ingest::mqtt::MqttIngestSettings {
                 host,
                 port: url.port,
+                publish_power,
                 tls,
                 username: m.username,
                 password,
@@ -527,10 +646,36 @@ impl Config {
                 }
             },
         };
+        let health = {
+            let d = crate::kpi::HealthSettings::default();
+            let mut get = |key: &str, v: &Option<String>, default: Duration| match v
+                .as_deref()
+                .map(humantime::parse_duration)
+            {
+                None => default,
+                Some(Ok(x)) if !x.is_zero() => x,
+                Some(Ok(_)) => {
+                    errors.push(format!("{file}: health.{key}: must be more than zero"));
+                    default
+                }
+                Some(Err(e)) => {
+                    errors.push(format!("{file}: health.{key}: {e}"));
+                    default
+                }
+            };
+            crate::kpi::HealthSettings {
+                interval: get("interval", &raw.health.interval, d.interval),
+                stale_after: get("stale_after", &raw.health.stale_after, d.stale_after),
+                history: get("history", &raw.health.history, d.history),
+            }
+        };
+        let itsm = raw.itsm.map(|r| itsm_settings(r, file, &mut errors));
         if !errors.is_empty() {
             return Err(errors);
         }
         Ok(Self {
+            itsm,
+            health,
             listen_http,
             api_token,
             retention_raw,
@@ -581,6 +726,140 @@ impl Config {
             _ => {}
         }
         Some(db)
+    }
+}
+
+/// Validates `[itsm]`; every problem names the file and key.
+fn itsm_settings(r: RawItsm, file: &str, errors: &mut Vec<String>) -> crate::itsm::ItsmSettings {
+    use crate::itsm::{ItsmSettings, RtSettings, Rule, Watch, WebhookSettings};
+    let d = ItsmSettings::default();
+    let mut dur = |key: &str, v: &Option<String>, default: Duration| match v
+        .as_deref()
+        .map(humantime::parse_duration)
+    {
+        None => default,
+        Some(Ok(x)) if !x.is_zero() => x,
+        Some(Ok(_)) => {
+            errors.push(format!("{file}: itsm.{key}: must be more than zero"));
+            default
+        }
+        Some(Err(e)) => {
+            errors.push(format!("{file}: itsm.{key}: {e}"));
+            default
+        }
+    };
+    let interval = dur("interval", &r.interval, d.interval);
+    let update_interval = dur("update_interval", &r.update_interval, d.update_interval);
+    let retry_backoff = dur("retry_backoff", &r.retry_backoff, d.retry_backoff);
+    let url = |key: &str, u: &str, errors: &mut Vec<String>| -> Option<url::Url> {
+        match url::Url::parse(u) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") => Some(u),
+            Ok(_) => {
+                errors.push(format!("{file}: itsm.{key}: must be an http:// or https:// URL"));
+                None
+            }
+            Err(e) => {
+                errors.push(format!("{file}: itsm.{key}: {e}"));
+                None
+            }
+        }
+    };
+    let webhook = r.webhook.and_then(|w| {
+        let u = url("webhook.url", &w.url, errors);
+        let secret = read_secret(&w.secret, "itsm.webhook.secret", file, errors);
+        if secret.as_deref().is_some_and(str::is_empty) {
+            errors.push(format!("{file}: itsm.webhook.secret: is empty"));
+        }
+        Some(WebhookSettings {
+            url: u?,
+            secret: secret?,
+        })
+    });
+    let rt = r.rt.and_then(|t| {
+        let u = url("rt.url", &t.url, errors);
+        let token = read_secret(&t.token, "itsm.rt.token", file, errors);
+        Some(RtSettings {
+            url: u?,
+            token: token?,
+            queue: t.queue.unwrap_or_else(|| "General".to_owned()),
+        })
+    });
+    let mut rules = Vec::new();
+    let mut names = std::collections::HashSet::new();
+    for (i, raw) in r.rules.into_iter().enumerate() {
+        let what = format!("{file}: itsm.rule[{i}] ({})", raw.name);
+        if !names.insert(raw.name.clone()) {
+            errors.push(format!("{what}: name used twice"));
+        }
+        let watch = match raw.when.as_str() {
+            "exception" => Some(Watch::Exception {
+                kinds: raw.exception_kinds,
+            }),
+            "device_missing" => match raw.missing_after.as_deref().map(humantime::parse_duration) {
+                Some(Ok(after)) if !after.is_zero() => Some(Watch::DeviceMissing { after }),
+                Some(Ok(_)) | None => {
+                    errors.push(format!(
+                        "{what}: device_missing needs missing_after (e.g. \"15m\")"
+                    ));
+                    None
+                }
+                Some(Err(e)) => {
+                    errors.push(format!("{what}: missing_after: {e}"));
+                    None
+                }
+            },
+            "rack_power" => {
+                let threshold_percent = raw.threshold_percent.unwrap_or(80.0);
+                if !(threshold_percent > 0.0 && threshold_percent.is_finite()) {
+                    errors.push(format!("{what}: threshold_percent must be above 0"));
+                }
+                if raw.budget_watts.is_some_and(|b| !(b > 0.0 && b.is_finite())) {
+                    errors.push(format!("{what}: budget_watts must be above 0"));
+                }
+                Some(Watch::RackPower {
+                    budget_watts: raw.budget_watts,
+                    threshold_percent,
+                })
+            }
+            "ups_on_battery" => Some(Watch::UpsOnBattery),
+            "environment" => match raw.metric {
+                Some(metric) if raw.above.is_some() || raw.below.is_some() => Some(Watch::Environment {
+                    metric,
+                    above: raw.above,
+                    below: raw.below,
+                }),
+                _ => {
+                    errors.push(format!("{what}: environment needs metric and above and/or below"));
+                    None
+                }
+            },
+            other => {
+                errors.push(format!(
+                    "{what}: when = {other:?}; expected exception, device_missing, rack_power, environment or ups_on_battery"
+                ));
+                None
+            }
+        };
+        if let Some(watch) = watch {
+            rules.push(Rule {
+                name: raw.name,
+                watch,
+            });
+        }
+    }
+    let max_attempts = r.max_attempts.unwrap_or(d.max_attempts);
+    if max_attempts == 0 {
+        errors.push(format!("{file}: itsm.max_attempts: must be at least 1"));
+    }
+    ItsmSettings {
+        interval,
+        max_new_per_hour: r.max_new_per_hour.unwrap_or(d.max_new_per_hour),
+        update_interval,
+        max_attempts: max_attempts.max(1),
+        retry_backoff,
+        webhook,
+        rt,
+        rules,
     }
 }
 
@@ -735,7 +1014,58 @@ mod tests {
             netbox,
             mqtt,
             location,
+            health,
+            itsm,
         } = raw;
+        let RawItsm {
+            interval: i_interval,
+            max_new_per_hour,
+            update_interval,
+            max_attempts,
+            retry_backoff,
+            webhook,
+            rt,
+            rules,
+        } = itsm.expect("[itsm] in the example");
+        assert!(i_interval.is_some() && max_new_per_hour.is_some() && update_interval.is_some());
+        assert!(max_attempts.is_some() && retry_backoff.is_some());
+        let RawWebhook { url: _, secret: _ } = webhook.expect("[itsm.webhook] in the example");
+        let RawRt {
+            url: _,
+            token: _,
+            queue,
+        } = rt.expect("[itsm.rt] in the example");
+        assert!(queue.is_some());
+        // Every rule key appears in some rule of the example.
+        let (mut kinds, mut missing, mut budget, mut thr, mut metric, mut above, mut below) =
+            (false, false, false, false, false, false, false);
+        for r in &rules {
+            let RawRule {
+                name: _,
+                when: _,
+                exception_kinds,
+                missing_after,
+                budget_watts,
+                threshold_percent,
+                metric: m,
+                above: a,
+                below: b,
+            } = r;
+            kinds |= !exception_kinds.is_empty();
+            missing |= missing_after.is_some();
+            budget |= budget_watts.is_some();
+            thr |= threshold_percent.is_some();
+            metric |= m.is_some();
+            above |= a.is_some();
+            below |= b.is_some();
+        }
+        assert!(kinds && missing && budget && thr && metric && above && below);
+        let RawHealth {
+            interval: h_interval,
+            stale_after: h_stale,
+            history: h_history,
+        } = health;
+        assert!(h_interval.is_some() && h_stale.is_some() && h_history.is_some());
         let RawCollector {
             listen_grpc: _,
             database: _,
@@ -761,8 +1091,10 @@ mod tests {
             ca_file: mqtt_ca,
             client_cert,
             client_key,
+            publish_power,
         } = mqtt.expect("[mqtt] in the example");
         assert!(mqtt_ca.is_some() && client_cert.is_some() && client_key.is_some());
+        assert!(publish_power.is_some());
         let RawNetBox {
             url: _,
             token: _,
@@ -808,6 +1140,17 @@ mod tests {
             "collector.client_ca",
             "location.patterns",
             "location.site_map",
+            "health.interval",
+            "health.stale_after",
+            "health.history",
+            "itsm.interval",
+            "itsm.max_new_per_hour",
+            "itsm.update_interval",
+            "itsm.max_attempts",
+            "itsm.retry_backoff",
+            "itsm.webhook",
+            "itsm.rt",
+            "itsm.rule",
             "mqtt.url",
             "mqtt.username",
             "mqtt.password",
@@ -816,6 +1159,7 @@ mod tests {
             "mqtt.ca_file",
             "mqtt.client_cert",
             "mqtt.client_key",
+            "mqtt.publish_power",
             "netbox.url",
             "netbox.token",
             "netbox.device_role",

@@ -124,7 +124,7 @@ pub fn render(
         .iter()
         .map(|d| {
             let evidence = crate::reconcile::evidence_for(d, &s.rules);
-            let (site, rack, u) = match locate(&evidence, &d.asset_tag, &s.rules.patterns) {
+            let (site, room, rack, u) = match locate(&evidence, &d.asset_tag, &s.rules.patterns) {
                 Located::At(e) => {
                     let site = [
                         e.site.as_str(),
@@ -135,21 +135,32 @@ pub fn render(
                     .find(|x| !x.is_empty())
                     .unwrap_or_default()
                     .to_owned();
+                    let room = if e.room.is_empty() {
+                        s.rules
+                            .site_map
+                            .rack(&site, &e.rack)
+                            .map(|r| r.room.clone())
+                            .unwrap_or_default()
+                    } else {
+                        e.room
+                    };
                     (
                         site,
+                        room,
                         e.rack,
                         e.u_position.map(|u| u.to_string()).unwrap_or_default(),
                     )
                 }
-                _ => (String::new(), String::new(), String::new()),
+                _ => Default::default(),
             };
             let l = format!(
-                "device=\"{}\",serial=\"{}\",vendor=\"{}\",model=\"{}\",site=\"{}\",rack=\"{}\",u=\"{}\"",
+                "device=\"{}\",serial=\"{}\",vendor=\"{}\",model=\"{}\",site=\"{}\",room=\"{}\",rack=\"{}\",u=\"{}\"",
                 esc(&d.device_key),
                 esc(&d.serial),
                 esc(&d.vendor),
                 esc(&d.model),
                 esc(&site),
+                esc(&room),
                 esc(&rack),
                 esc(&u)
             );
@@ -199,7 +210,7 @@ pub fn render(
     out
 }
 
-fn authorized(s: &HttpState, headers: &HeaderMap) -> bool {
+pub(crate) fn authorized(s: &HttpState, headers: &HeaderMap) -> bool {
     let Some(token) = &s.api_token else { return true };
     let given = headers
         .get(axum::http::header::AUTHORIZATION)
@@ -245,7 +256,76 @@ async fn metrics(State(s): State<Arc<HttpState>>) -> Response {
         }),
         Err(e) => return internal(&e),
     };
-    render(&devices, &readings, &exceptions, &s).into_response()
+    let heights = match s.store.u_heights().await {
+        Ok(h) => h,
+        Err(e) => return internal(&e),
+    };
+    let inv = crate::web::render::inventory(&devices, &readings, &heights, &s.rules);
+    let power = crate::power::compute(&inv, &readings, &s.rules);
+    let mut text = render(&devices, &readings, &exceptions, &s);
+    text.push_str(&render_power(&power));
+    match crate::kpi::current_with(&s.store, &s.rules, crate::kpi::stale_after(), &devices).await {
+        Ok(k) => text.push_str(&crate::kpi::exposition(&k)),
+        Err(e) => return internal(&e),
+    }
+    text.into_response()
+}
+
+/// Rack, room and outlet power gauges for facilities dashboards.
+#[must_use]
+pub fn render_power(v: &crate::power::PowerView) -> String {
+    let source = |s: crate::power::Source| {
+        serde_json::to_value(s)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default()
+    };
+    let mut out = String::from(
+        "# HELP groundtruth_rack_power_watts Rack total: measured PDU inlets, else the sum of its devices (source label).\n# TYPE groundtruth_rack_power_watts gauge\n",
+    );
+    for r in &v.racks {
+        let _ = writeln!(
+            out,
+            "groundtruth_rack_power_watts{{site=\"{}\",room=\"{}\",rack=\"{}\",source=\"{}\"}} {}",
+            esc(&r.site),
+            esc(&r.room),
+            esc(&r.rack),
+            source(r.source),
+            r.watts
+        );
+    }
+    out.push_str(
+        "# HELP groundtruth_room_power_watts Room total: the sum of its racks.\n# TYPE groundtruth_room_power_watts gauge\n",
+    );
+    for r in &v.rooms {
+        let _ = writeln!(
+            out,
+            "groundtruth_room_power_watts{{site=\"{}\",room=\"{}\",source=\"{}\"}} {}",
+            esc(&r.site),
+            esc(&r.room),
+            source(r.source),
+            r.watts
+        );
+    }
+    out.push_str(
+        "# HELP groundtruth_outlet_power_watts PDU outlet power with the device the site map says it feeds.\n# TYPE groundtruth_outlet_power_watts gauge\n",
+    );
+    for r in &v.racks {
+        for o in &r.outlets {
+            let _ = writeln!(
+                out,
+                "groundtruth_outlet_power_watts{{pdu=\"{}\",outlet=\"{}\",site=\"{}\",rack=\"{}\",u=\"{}\",device=\"{}\"}} {}",
+                esc(&o.pdu),
+                o.outlet,
+                esc(&o.site),
+                esc(&o.rack),
+                o.u,
+                esc(o.device.as_deref().unwrap_or_default()),
+                o.watts
+            );
+        }
+    }
+    out
 }
 
 async fn api_devices(State(s): State<Arc<HttpState>>, headers: HeaderMap) -> Response {
@@ -268,6 +348,121 @@ async fn api_exceptions(State(s): State<Arc<HttpState>>, headers: HeaderMap) -> 
     }
 }
 
+/// Body of the exception actions (`POST /api/exceptions/{id}/{accept|ignore|pin}`, `POST
+/// /api/pins`, `POST /api/pins/remove`, `POST /api/ignores/remove`).
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ActionBody {
+    /// Who takes the action (recorded in the audit trail).
+    actor: String,
+    #[serde(default)]
+    note: String,
+    /// `pin`: the location; `/api/pins*`: the device; `/api/ignores/remove`: device and kind.
+    #[serde(default)]
+    device_key: String,
+    #[serde(default)]
+    kind: String,
+    #[serde(default, flatten)]
+    pin: Option<crate::store::Pin>,
+}
+
+async fn api_exception_action(
+    State(s): State<Arc<HttpState>>,
+    axum::extract::Path((id, action)): axum::extract::Path<(i64, String)>,
+    headers: HeaderMap,
+    body: Result<axum::Json<ActionBody>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    if !authorized(&s, &headers) {
+        return (StatusCode::UNAUTHORIZED, "missing or wrong bearer token\n").into_response();
+    }
+    let b = match body {
+        Ok(axum::Json(b)) => b,
+        Err(e) => return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+    };
+    let done = match action.as_str() {
+        "accept" => s.store.accept_exception(id, &b.actor, &b.note).await,
+        "ignore" => s.store.ignore_exception(id, &b.actor, &b.note).await,
+        "pin" => match &b.pin {
+            Some(pin) => s.store.pin_exception(id, pin, &b.actor, &b.note).await,
+            None => return (StatusCode::BAD_REQUEST, "pin needs site and rack\n").into_response(),
+        },
+        _ => {
+            return (StatusCode::NOT_FOUND, "unknown action (accept, ignore or pin)\n").into_response();
+        }
+    };
+    action_result(done, &format!("no open exception {id}"), || {
+        tracing::info!(id, action = %action, actor = %b.actor, "Exception action taken through the API.");
+    })
+}
+
+async fn api_pin(
+    s: Arc<HttpState>,
+    op: &str,
+    headers: HeaderMap,
+    body: Result<axum::Json<ActionBody>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    if !authorized(&s, &headers) {
+        return (StatusCode::UNAUTHORIZED, "missing or wrong bearer token\n").into_response();
+    }
+    let b = match body {
+        Ok(axum::Json(b)) if !b.device_key.is_empty() => b,
+        Ok(_) => return (StatusCode::BAD_REQUEST, "device_key is required\n").into_response(),
+        Err(e) => return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+    };
+    let done = match (op, &b.pin) {
+        ("pins/add", Some(pin)) => s
+            .store
+            .pin_device(&b.device_key, pin, &b.actor, &b.note)
+            .await
+            .map(|()| true),
+        ("pins/add", None) => return (StatusCode::BAD_REQUEST, "pin needs site and rack\n").into_response(),
+        ("pins/remove", _) => s.store.unpin(&b.device_key, &b.actor, &b.note).await,
+        ("ignores/remove", _) => s.store.unignore(&b.device_key, &b.kind, &b.actor, &b.note).await,
+        _ => return StatusCode::NOT_FOUND.into_response(),
+    };
+    action_result(done, &format!("nothing to remove for {}", b.device_key), || {
+        tracing::info!(op = %op, device = %b.device_key, actor = %b.actor, "Location/ignore action taken through the API.");
+    })
+}
+
+fn action_result(
+    done: Result<bool, crate::store::StoreError>,
+    missing: &str,
+    log: impl FnOnce(),
+) -> Response {
+    match done {
+        Ok(true) => {
+            log();
+            axum::Json(serde_json::json!({"ok": true})).into_response()
+        }
+        Ok(false) => (StatusCode::NOT_FOUND, format!("{missing}\n")).into_response(),
+        Err(e @ crate::store::StoreError::Refused(_)) => {
+            (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response()
+        }
+        Err(e) => internal(&e),
+    }
+}
+
+async fn api_audit(
+    State(s): State<Arc<HttpState>>,
+    headers: HeaderMap,
+    axum::extract::RawQuery(q): axum::extract::RawQuery,
+) -> Response {
+    if !authorized(&s, &headers) {
+        return (StatusCode::UNAUTHORIZED, "missing or wrong bearer token\n").into_response();
+    }
+    let q = q.unwrap_or_default();
+    let device = crate::web::form_field(&q, "device");
+    let limit = crate::web::form_field(&q, "limit")
+        .and_then(|l| l.parse::<i64>().ok())
+        .unwrap_or(200)
+        .clamp(1, 10_000);
+    match s.store.audit_trail(device.as_deref(), limit).await {
+        Ok(x) => axum::Json(x).into_response(),
+        Err(e) => internal(&e),
+    }
+}
+
 /// The router (exposed for tests).
 pub fn router(state: HttpState) -> Router {
     Router::new()
@@ -275,7 +470,27 @@ pub fn router(state: HttpState) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/api/devices", get(api_devices))
         .route("/api/exceptions", get(api_exceptions))
+        .route("/api/exceptions/audit", get(api_audit))
+        .route(
+            "/api/exceptions/{id}/{action}",
+            axum::routing::post(api_exception_action),
+        )
+        .route(
+            "/api/pins/add",
+            axum::routing::post(|State(s), h, b| api_pin(s, "pins/add", h, b)),
+        )
+        .route(
+            "/api/pins/remove",
+            axum::routing::post(|State(s), h, b| api_pin(s, "pins/remove", h, b)),
+        )
+        .route(
+            "/api/ignores/remove",
+            axum::routing::post(|State(s), h, b| api_pin(s, "ignores/remove", h, b)),
+        )
         .merge(crate::web::routes())
+        .merge(crate::context::routes())
+        .merge(crate::kpi::routes())
+        .merge(crate::itsm::routes())
         .with_state(Arc::new(state))
 }
 
@@ -350,7 +565,7 @@ mod tests {
             &HashMap::from([("no_location".to_owned(), 3)]),
             &state,
         );
-        assert!(text.contains("groundtruth_device_power_watts{device=\"serial:SN\\\"1\",serial=\"SN\\\"1\",vendor=\"Dell\",model=\"\",site=\"DC1\",rack=\"R07\",u=\"12\"} 412"), "{text}");
+        assert!(text.contains("groundtruth_device_power_watts{device=\"serial:SN\\\"1\",serial=\"SN\\\"1\",vendor=\"Dell\",model=\"\",site=\"DC1\",room=\"\",rack=\"R07\",u=\"12\"} 412"), "{text}");
         assert!(
             text.contains(",component=\"psu\",index=\"2\",label=\"PS2\"} 207"),
             "{text}"

@@ -3,16 +3,20 @@
 //!
 //! Map of the crate: [`ingest`] (gRPC service) → [`store`] (SQLite) → [`reconcile`] (location
 //! and fitness to write, with [`normalize`]) → [`cmdb`] (NetBox), orchestrated by [`sync`] and
-//! configured by [`config`].
+//! configured by [`config`]; [`power`] rolls measured power up to racks and rooms for dashboards.
 
 pub mod cmdb;
 pub mod config;
+pub mod context;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod http;
 pub mod ingest;
+pub mod itsm;
+pub mod kpi;
 pub mod locate;
 pub mod normalize;
+pub mod power;
 pub mod reconcile;
 pub mod sitemap;
 pub mod store;

@@ -9,7 +9,8 @@
 //! Conflict rule: the strongest evidence wins outright over evidence two or more levels weaker
 //! (a Redfish placement beats a stale sysLocation). When the strongest two sources are adjacent
 //! in strength (or equal) and name different racks or U positions, nothing is guessed: the
-//! device gets a `location_conflict` exception naming both sides.
+//! device gets a `location_conflict` exception naming both sides. A manual pin (an operator's
+//! word, set through the exception actions) wins outright over everything.
 
 use regex::Regex;
 use serde::Deserialize;
@@ -181,6 +182,7 @@ pub fn locate(evidence: &[EvidenceRow], asset_tag: &str, patterns: &[Pattern]) -
     };
     // The strongest *other* source (several rows from one source are not a conflict).
     if let Some(rival) = all.iter().find(|e| e.source != best.source)
+        && best.source != "LOCATION_SOURCE_MANUAL"
         && rank(&best.source) - rank(&rival.source) <= 1
         && (!same_rack(best, rival)
             || (best.u_position.is_some()
@@ -233,6 +235,21 @@ mod tests {
 
     fn builtin() -> Vec<Pattern> {
         patterns_with(None).unwrap()
+    }
+
+    #[test]
+    fn a_manual_pin_ends_a_conflict_and_beats_everything() {
+        let conflicting = [
+            ev("LOCATION_SOURCE_REDFISH_PLACEMENT", "R07", Some(12)),
+            ev("LOCATION_SOURCE_SITE_MAP", "R09", Some(3)),
+        ];
+        assert!(matches!(locate(&conflicting, "", &[]), Located::Conflict { .. }));
+        let mut pinned = conflicting.to_vec();
+        pinned.push(ev("LOCATION_SOURCE_MANUAL", "R09", Some(4)));
+        match locate(&pinned, "", &[]) {
+            Located::At(e) => assert_eq!((e.rack.as_str(), e.u_position), ("R09", Some(4))),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -29,6 +29,72 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+enum ExceptionAction {
+    /// Resolve an open exception (raised again if its cause is still there at the next pass).
+    Accept {
+        id: i64,
+        #[arg(long)]
+        by: String,
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// Resolve an open exception and stop raising its kind for its device.
+    Ignore {
+        id: i64,
+        #[arg(long)]
+        by: String,
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// Start raising an ignored kind for a device again.
+    Unignore {
+        device_key: String,
+        kind: String,
+        #[arg(long)]
+        by: String,
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// State where the device of an open exception is (beats every other location source) and
+    /// resolve the exception.
+    Pin {
+        id: i64,
+        #[arg(long)]
+        by: String,
+        #[arg(long, default_value = "")]
+        note: String,
+        #[arg(long)]
+        site: String,
+        #[arg(long, default_value = "")]
+        room: String,
+        #[arg(long, default_value = "")]
+        row: String,
+        #[arg(long)]
+        rack: String,
+        #[arg(long)]
+        u: Option<u32>,
+        #[arg(long, default_value = "")]
+        face: String,
+    },
+    /// Remove a device's pinned location.
+    Unpin {
+        device_key: String,
+        #[arg(long)]
+        by: String,
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// Print the audit trail of exception actions, newest first.
+    Audit {
+        /// Only this device.
+        #[arg(long)]
+        device: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum Command {
     /// Run the collector: gRPC ingest, state store and (if configured) periodic NetBox sync.
     Serve {
@@ -63,10 +129,19 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// List open exceptions (what the collector refused to guess).
+    /// List open exceptions (what the collector refused to guess), or act on one: accept,
+    /// ignore, pin a location; every action is recorded with who took it (see `audit`).
+    #[command(
+        after_help = "Examples:\n  groundtruth-collector exceptions -c /etc/groundtruth/collector.toml\n  \
+groundtruth-collector exceptions -c collector.toml accept 12 --by alice --note \"lab box\"\n  \
+groundtruth-collector exceptions -c collector.toml pin 14 --by alice --site DC1 --rack R07 --u 12\n  \
+groundtruth-collector exceptions -c collector.toml audit"
+    )]
     Exceptions {
         #[arg(long, short)]
         config: PathBuf,
+        #[command(subcommand)]
+        action: Option<ExceptionAction>,
     },
     /// Validate a config file.
     CheckConfig { config: PathBuf },
@@ -87,7 +162,7 @@ fn main() -> ExitCode {
         | Command::Plan { config, .. }
         | Command::Apply { config, .. }
         | Command::Devices { config, .. }
-        | Command::Exceptions { config }
+        | Command::Exceptions { config, .. }
         | Command::CheckConfig { config } => config.clone(),
     };
     let cfg = match Config::load(&config_path) {
@@ -119,7 +194,7 @@ fn main() -> ExitCode {
             Command::Plan { json, .. } => sync_once(cfg, true, json).await,
             Command::Apply { dry_run, json, .. } => sync_once(cfg, dry_run, json).await,
             Command::Devices { json, .. } => devices(cfg, json).await,
-            Command::Exceptions { .. } => exceptions(cfg).await,
+            Command::Exceptions { action, .. } => exceptions(cfg, action).await,
         }
     });
     match result {
@@ -194,7 +269,29 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             }
         });
     } else {
-        tracing::info!("No [netbox] section: CMDB sync is off.");
+        tracing::info!(
+            "No [netbox] section: CMDB sync is off; the exception log is kept from the collector's own checks."
+        );
+        let store = store.clone();
+        let rules = cfg.rules.clone();
+        tokio::spawn(async move {
+            // After new data (debounced by 5 s) and every 5 minutes.
+            loop {
+                tokio::select! {
+                    changed = rx.changed() => {
+                        if changed.is_err() {
+                            break;
+                        }
+                        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                    }
+                    () = tokio::time::sleep(std::time::Duration::from_secs(300)) => {}
+                }
+                rx.borrow_and_update();
+                if let Err(e) = groundtruth_collector::sync::local_pass(&store, &rules).await {
+                    tracing::error!(error = %e, "Exception check failed; will retry after the next batch.");
+                }
+            }
+        });
     }
     {
         // Retention: roll up and expire readings every 10 minutes.
@@ -208,6 +305,64 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
                     Ok((0, 0)) => {}
                     Ok((rolled, expired)) => tracing::info!(rolled, expired, "Compacted reading history."),
                     Err(e) => tracing::error!(error = %e, "Reading compaction failed; will retry."),
+                }
+            }
+        });
+    }
+    {
+        // Integration health: link devices to their NetBox ids (at most every 5 minutes), then
+        // compute the KPIs and append them to their history, every `health.interval`.
+        let store = store.clone();
+        let rules = cfg.rules.clone();
+        let health = cfg.health;
+        let netbox = cfg.netbox.clone();
+        groundtruth_collector::kpi::set_stale_after(health.stale_after);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(health.interval);
+            let mut linked_at: Option<tokio::time::Instant> = None;
+            loop {
+                tick.tick().await;
+                if let Some(nb) = &netbox
+                    && linked_at.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(300))
+                {
+                    linked_at = Some(tokio::time::Instant::now());
+                    match groundtruth_collector::context::refresh_cmdb_links(&store, nb).await {
+                        Ok((linked, unlinked)) => tracing::debug!(linked, unlinked, "CMDB links refreshed."),
+                        Err(e) => tracing::warn!(error = %e, "Cannot refresh CMDB links; will retry."),
+                    }
+                }
+                if let Err(e) = groundtruth_collector::kpi::record(&store, &rules, &health).await {
+                    tracing::error!(error = %e, "KPI computation failed; will retry.");
+                }
+            }
+        });
+    }
+    if let Some(itsm) = cfg.itsm.clone() {
+        // Tickets: evaluate the rules, then deliver due events, every `itsm.interval`.
+        let sinks = groundtruth_collector::itsm::Sinks::new(&itsm).map_err(|e| anyhow::anyhow!(e))?;
+        let store = store.clone();
+        let rules = cfg.rules.clone();
+        tracing::info!(rules = itsm.rules.len(), sinks = ?itsm.sinks(), "ITSM tickets on.");
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(itsm.interval);
+            loop {
+                tick.tick().await;
+                let now = std::time::SystemTime::now();
+                match groundtruth_collector::itsm::evaluate(&store, &rules, &itsm, now).await {
+                    Ok(r) if r.opened + r.updated + r.resolved > 0 => {
+                        tracing::info!(
+                            opened = r.opened,
+                            updated = r.updated,
+                            resolved = r.resolved,
+                            deferred = r.deferred,
+                            "ITSM pass."
+                        );
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::error!(error = %e, "ITSM evaluation failed; will retry."),
+                }
+                if let Err(e) = groundtruth_collector::itsm::deliver(&store, &sinks, &itsm, now).await {
+                    tracing::error!(error = %e, "ITSM delivery failed on the store; will retry.");
                 }
             }
         });
@@ -231,6 +386,15 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     }
     if let Some(m) = cfg.mqtt.clone() {
         tracing::info!(broker = %format!("{}:{}", m.host, m.port), group = %m.share_group, "Collector subscribing to agents over MQTT.");
+        if let Some(every) = m.publish_power {
+            let opts = groundtruth_collector::ingest::mqtt::options(&m, &format!("{}-power", m.client_id));
+            tokio::spawn(groundtruth_collector::power::publish(
+                opts,
+                store.clone(),
+                cfg.rules.clone(),
+                every,
+            ));
+        }
         tokio::spawn(groundtruth_collector::ingest::mqtt::run(
             m,
             service.clone(),
@@ -372,12 +536,98 @@ async fn devices(cfg: Config, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn exceptions(cfg: Config) -> anyhow::Result<()> {
+async fn exceptions(cfg: Config, action: Option<ExceptionAction>) -> anyhow::Result<()> {
     let store = open_store(&cfg).await?;
+    let done = |ok: bool, what: String| {
+        if ok {
+            println!("{what}: done");
+            Ok(())
+        } else {
+            Err(anyhow::anyhow!(
+                "{what}: nothing to do (no such open exception, pin or ignore)"
+            ))
+        }
+    };
+    match action {
+        None => {}
+        Some(ExceptionAction::Accept { id, by, note }) => {
+            return done(
+                store.accept_exception(id, &by, &note).await?,
+                format!("accept {id}"),
+            );
+        }
+        Some(ExceptionAction::Ignore { id, by, note }) => {
+            return done(
+                store.ignore_exception(id, &by, &note).await?,
+                format!("ignore {id}"),
+            );
+        }
+        Some(ExceptionAction::Unignore {
+            device_key,
+            kind,
+            by,
+            note,
+        }) => {
+            return done(
+                store.unignore(&device_key, &kind, &by, &note).await?,
+                format!("unignore {kind} of {device_key}"),
+            );
+        }
+        Some(ExceptionAction::Pin {
+            id,
+            by,
+            note,
+            site,
+            room,
+            row,
+            rack,
+            u,
+            face,
+        }) => {
+            let pin = groundtruth_collector::store::Pin {
+                site,
+                room,
+                row,
+                rack,
+                u,
+                face,
+            };
+            return done(
+                store.pin_exception(id, &pin, &by, &note).await?,
+                format!("pin {id} to {pin}"),
+            );
+        }
+        Some(ExceptionAction::Unpin { device_key, by, note }) => {
+            return done(
+                store.unpin(&device_key, &by, &note).await?,
+                format!("unpin {device_key}"),
+            );
+        }
+        Some(ExceptionAction::Audit { device, limit }) => {
+            for a in store.audit_trail(device.as_deref(), limit).await? {
+                println!(
+                    "{}  {}  {}  by {}  exception {}  {}  {}{}",
+                    a.at,
+                    a.action,
+                    a.device_key,
+                    a.actor,
+                    a.exception_id,
+                    a.kind,
+                    a.detail,
+                    if a.note.is_empty() {
+                        String::new()
+                    } else {
+                        format!("  note: {}", a.note)
+                    }
+                );
+            }
+            return Ok(());
+        }
+    }
     for e in store.open_exceptions().await? {
         println!(
-            "{}  {}  {}  (since {})",
-            e.kind, e.device_key, e.detail, e.first_seen
+            "{}  {}  {}  {}  (since {})",
+            e.id, e.kind, e.device_key, e.detail, e.first_seen
         );
     }
     for d in store.dead_letters().await? {

@@ -7,6 +7,7 @@
 //! row = "A"
 //! name = "R07"
 //! height = 42
+//! power_budget_w = 5000         # optional: for the ITSM rule rack_power
 //!
 //! [[device]]                    # devices pinned by serial: PDUs, switches, anything
 //! serial = "3F3452A52295"
@@ -21,6 +22,20 @@
 //! site = "DC1"
 //! rack = "R07"
 //! u = 12
+//!
+//! [[outlet]]                    # PDU outlet -> where the device it feeds sits
+//! pdu = "3F3452A52295"          # the PDU's serial
+//! outlet = 7                    # the outlet's number as the PDU numbers it
+//! site = "DC1"
+//! rack = "R07"
+//! u = 12
+//! inlet = 1                     # optional: the PDU inlet behind this outlet (default 1)
+//!
+//! [[inlet]]                     # PDU inlet -> the feed and circuit behind it
+//! pdu = "3F3452A52295"
+//! inlet = 1                     # optional (default 1)
+//! feed = "A"                    # optional: the power feed (A/B side, UPS name...)
+//! circuit = "RPP-A1/CB-12"      # optional: the breaker/circuit as the floor knows it
 //! ```
 //! Every entry is validated at load: a device or port pointing at a rack the map does not list
 //! (when it lists racks for that site), or a U outside the rack's height, is an error naming the
@@ -43,6 +58,9 @@ pub struct RackEntry {
     pub name: String,
     #[serde(default = "default_height")]
     pub height: u32,
+    /// The rack's power budget in W (ITSM rule `rack_power` compares measured power with it).
+    #[serde(default)]
+    pub power_budget_w: Option<f64>,
 }
 
 const fn default_height() -> u32 {
@@ -72,6 +90,36 @@ pub struct PortEntry {
     pub u: Option<u32>,
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutletEntry {
+    pub pdu: String,
+    pub outlet: u32,
+    pub site: String,
+    pub rack: String,
+    pub u: u32,
+    /// The PDU inlet feeding this outlet (physical-context API; default 1).
+    #[serde(default = "default_inlet")]
+    pub inlet: u32,
+}
+
+/// A PDU inlet and the feed/circuit behind it.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct InletEntry {
+    pub pdu: String,
+    #[serde(default = "default_inlet")]
+    pub inlet: u32,
+    #[serde(default)]
+    pub feed: String,
+    #[serde(default)]
+    pub circuit: String,
+}
+
+const fn default_inlet() -> u32 {
+    1
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct File {
@@ -81,6 +129,10 @@ struct File {
     devices: Vec<DeviceEntry>,
     #[serde(default, rename = "port")]
     ports: Vec<PortEntry>,
+    #[serde(default, rename = "outlet")]
+    outlets: Vec<OutletEntry>,
+    #[serde(default, rename = "inlet")]
+    inlets: Vec<InletEntry>,
 }
 
 /// The loaded, validated site map.
@@ -89,6 +141,9 @@ pub struct SiteMap {
     racks: Vec<RackEntry>,
     by_serial: HashMap<String, DeviceEntry>,
     by_port: HashMap<(String, String), PortEntry>,
+    by_outlet: HashMap<(String, u32), OutletEntry>,
+    outlets: Vec<OutletEntry>,
+    inlets: Vec<InletEntry>,
 }
 
 fn key(s: &str) -> String {
@@ -155,6 +210,27 @@ impl SiteMap {
                 errors.push(format!("{origin}: {what}: port listed twice"));
             }
         }
+        let mut by_outlet = HashMap::new();
+        for (i, o) in file.outlets.iter().enumerate() {
+            let what = format!("outlet[{i}] ({} outlet {})", o.pdu, o.outlet);
+            errors.extend(check(&what, &o.site, &o.rack, Some(o.u)));
+            if by_outlet.insert((key(&o.pdu), o.outlet), o.clone()).is_some() {
+                errors.push(format!("{origin}: {what}: outlet listed twice"));
+            }
+        }
+        let mut seen_inlets = std::collections::HashSet::new();
+        for (i, n) in file.inlets.iter().enumerate() {
+            let what = format!("inlet[{i}] (pdu {} inlet {})", n.pdu, n.inlet);
+            if n.pdu.trim().is_empty() {
+                errors.push(format!("{origin}: {what}: pdu must not be empty"));
+            }
+            if n.feed.trim().is_empty() && n.circuit.trim().is_empty() {
+                errors.push(format!("{origin}: {what}: names neither a feed nor a circuit"));
+            }
+            if !seen_inlets.insert((key(&n.pdu), n.inlet)) {
+                errors.push(format!("{origin}: {what}: inlet listed twice"));
+            }
+        }
         let mut seen = std::collections::HashSet::new();
         for r in &file.racks {
             if !seen.insert((key(&r.site), key(&r.name))) {
@@ -177,6 +253,9 @@ impl SiteMap {
             racks: file.racks,
             by_serial,
             by_port,
+            by_outlet,
+            outlets: file.outlets,
+            inlets: file.inlets,
         })
     }
 
@@ -232,6 +311,44 @@ impl SiteMap {
         self.by_port.get(&(key(switch), key(port)))
     }
 
+    /// Where the device fed by outlet `outlet` of the PDU with serial `pdu` sits, if the map says.
+    #[must_use]
+    pub fn outlet(&self, pdu: &str, outlet: u32) -> Option<&OutletEntry> {
+        self.by_outlet.get(&(key(pdu), outlet))
+    }
+
+    /// The listed outlets feeding a device placed in `site`/`rack` over U `lo..=hi`.
+    #[must_use]
+    pub fn outlets_at(&self, site: &str, rack: &str, lo: u32, hi: u32) -> Vec<&OutletEntry> {
+        self.outlets
+            .iter()
+            .filter(|o| key(&o.site) == key(site) && key(&o.rack) == key(rack) && (lo..=hi).contains(&o.u))
+            .collect()
+    }
+
+    /// Every listed outlet of a PDU (by serial).
+    #[must_use]
+    pub fn outlets_on(&self, pdu_serial: &str) -> Vec<&OutletEntry> {
+        self.outlets
+            .iter()
+            .filter(|o| key(&o.pdu) == key(pdu_serial))
+            .collect()
+    }
+
+    /// All listed outlets, in file order.
+    #[must_use]
+    pub fn outlets(&self) -> &[OutletEntry] {
+        &self.outlets
+    }
+
+    /// The feed/circuit behind a PDU inlet, if the map says.
+    #[must_use]
+    pub fn inlet(&self, pdu_serial: &str, inlet: u32) -> Option<&InletEntry> {
+        self.inlets
+            .iter()
+            .find(|n| key(&n.pdu) == key(pdu_serial) && n.inlet == inlet)
+    }
+
     /// A rack by site and name.
     #[must_use]
     pub fn rack(&self, site: &str, name: &str) -> Option<&RackEntry> {
@@ -271,6 +388,13 @@ port = "Ethernet12"
 site = "DC1"
 rack = "R07"
 u = 12
+
+[[outlet]]
+pdu = "3f3452a52295"
+outlet = 7
+site = "DC1"
+rack = "R07"
+u = 20
 "#;
 
     #[test]
@@ -291,12 +415,15 @@ u = 12
         assert_eq!(m.port("jpe15151458", "ethernet12").unwrap().u, Some(12));
         assert!(m.evidence_for_serial("NOPE").is_none());
         assert_eq!(m.rack("dc1", "r07").unwrap().height, 42);
+        assert_eq!(m.outlet("3F3452A52295", 7).unwrap().u, 20);
+        assert!(m.outlet("3F3452A52295", 8).is_none());
     }
 
     #[test]
     fn bad_entries_are_all_reported_with_their_place() {
         let bad = MAP
             .replace("u = 12", "u = 43")
+            .replace("u = 20", "u = 0")
             .replace("rack = \"R07\"\nface", "rack = \"R99\"\nface")
             .replace("\"rear\"", "\"side\"");
         let errs = SiteMap::parse(&bad, "site-map.toml").unwrap_err();
@@ -310,10 +437,51 @@ u = 12
             "{all}"
         );
         assert!(all.contains("face must be"), "{all}");
+        assert!(
+            all.contains("outlet[0] (3f3452a52295 outlet 7): U0 is outside rack R07"),
+            "{all}"
+        );
         let typo = SiteMap::parse("[[rack]]\nsite = \"DC1\"\nnmae = \"R1\"\n", "m.toml").unwrap_err();
         assert!(
             typo[0].starts_with("m.toml: line") && typo[0].contains("nmae"),
             "{typo:?}"
+        );
+    }
+
+    #[test]
+    fn outlets_by_position_and_inlets_with_their_circuits() {
+        let m = SiteMap::parse(
+            "[[rack]]\nsite = \"DC1\"\nname = \"R07\"\npower_budget_w = 5000\n\n\
+             [[outlet]]\npdu = \"P1\"\noutlet = 1\nsite = \"DC1\"\nrack = \"R07\"\nu = 12\n\n\
+             [[outlet]]\npdu = \"p1\"\noutlet = 9\nsite = \"DC1\"\nrack = \"R07\"\nu = 13\ninlet = 2\n\n\
+             [[inlet]]\npdu = \"P1\"\ninlet = 2\nfeed = \"B\"\ncircuit = \"RPP-B/CB-07\"\n",
+            "m.toml",
+        )
+        .unwrap();
+        let at: Vec<(u32, u32)> = m
+            .outlets_at("dc1", "r07", 12, 13)
+            .iter()
+            .map(|o| (o.outlet, o.inlet))
+            .collect();
+        assert_eq!(at, [(1, 1), (9, 2)]);
+        assert_eq!(m.outlets_at("DC1", "R07", 14, 20).len(), 0);
+        assert_eq!(m.outlets_on("P1").len(), 2);
+        assert_eq!(m.inlet("p1", 2).unwrap().circuit, "RPP-B/CB-07");
+        assert!(m.inlet("P1", 1).is_none());
+        assert_eq!(m.rack("DC1", "R07").unwrap().power_budget_w, Some(5000.0));
+        let bad = SiteMap::parse(
+            "[[inlet]]\npdu = \"P\"\n\n[[inlet]]\npdu = \"P\"\nfeed = \"A\"\n",
+            "m.toml",
+        )
+        .unwrap_err();
+        let all = bad.join("\n");
+        assert!(
+            all.contains("inlet[0] (pdu P inlet 1): names neither a feed nor a circuit"),
+            "{all}"
+        );
+        assert!(
+            all.contains("inlet[1] (pdu P inlet 1): inlet listed twice"),
+            "{all}"
         );
     }
 }

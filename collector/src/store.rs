@@ -12,7 +12,8 @@
 //! `$1, $2, …` (SQLite accepts them too; never `?`); bind only `i64`, `f64`, `&str`/`String` and
 //! `Option` of those; timestamps are RFC 3339 UTC text (`now()`), compared as text; portable
 //! functions only (`substr`, `COALESCE`, `COUNT/MIN/MAX/SUM`; two-argument `MIN`/`MAX` are
-//! SQLite-only, use `CASE`); upserts with `ON CONFLICT (…) DO UPDATE`/`DO NOTHING`, naming the
+//! SQLite-only, use `CASE`; `SUM` of a BIGINT column is NUMERIC on PostgreSQL, which the `Any`
+//! driver cannot decode: `CAST(SUM(x) AS BIGINT)`); upserts with `ON CONFLICT (…) DO UPDATE`/`DO NOTHING`, naming the
 //! table on the right-hand side (`t.col + 1`). Schema changes add a migration to both
 //! `migrations/` (SQLite) and `migrations/postgres/` (BIGINT for INTEGER, DOUBLE PRECISION for
 //! REAL, identity ids, `TEXT COLLATE "C"`).
@@ -62,6 +63,16 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../migrations/0006_dead_letters.sql"),
         include_str!("../migrations/postgres/0006_dead_letters.sql"),
     ),
+    (
+        8,
+        include_str!("../migrations/0008_itsm_kpi.sql"),
+        include_str!("../migrations/postgres/0008_itsm_kpi.sql"),
+    ),
+    (
+        9,
+        include_str!("../migrations/0009_exception_actions.sql"),
+        include_str!("../migrations/postgres/0009_exception_actions.sql"),
+    ),
 ];
 
 /// PostgreSQL advisory lock key held while migrating ("gtmigrat"), so that collectors starting
@@ -71,6 +82,11 @@ const MIGRATION_LOCK: i64 = 0x6774_6d69_6772_6174;
 /// Connections per pool: SQLite has one writer anyway; PostgreSQL serves several collectors.
 const SQLITE_POOL: u32 = 4;
 const POSTGRES_POOL: u32 = 8;
+
+// Operator actions on exceptions (accept / ignore / pin) and their audit trail.
+#[path = "store_actions.rs"]
+mod actions;
+pub use actions::{AuditRow, Pin};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -82,6 +98,9 @@ pub enum StoreError {
     Invalid(String),
     #[error("database migration {version} failed: {source}")]
     Migration { version: i64, source: sqlx::Error },
+    /// An operator action that cannot be taken as asked (no actor, incomplete pin).
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// Where the state lives: the `collector.database` setting.
@@ -812,7 +831,7 @@ impl Store {
                 ..Default::default()
             });
         }
-        Ok(rows
+        let mut out: Vec<DeviceRow> = rows
             .into_iter()
             .map(|r| {
                 let id: i64 = r.get("id");
@@ -835,10 +854,13 @@ impl Store {
                     locations: locations.remove(&id).unwrap_or_default(),
                 }
             })
-            .collect())
+            .collect();
+        self.add_pins(&mut out).await?;
+        Ok(out)
     }
 
-    /// Opens (or refreshes) an exception; one open row per (device, kind).
+    /// Opens (or refreshes) an exception; one open row per (device, kind). A pair an operator
+    /// ignored is not raised.
     ///
     /// # Errors
     /// On a database failure.
@@ -848,6 +870,9 @@ impl Store {
         kind: &str,
         detail: &str,
     ) -> Result<(), StoreError> {
+        if self.is_ignored(device_key, kind).await? {
+            return Ok(());
+        }
         let t = now();
         sqlx::query(
             "INSERT INTO exceptions (device_key, kind, detail, first_seen, last_seen) VALUES ($1, $2, $3, $4, $5)
@@ -912,16 +937,7 @@ impl Store {
     /// # Errors
     /// On a database failure.
     pub async fn resolve_exception(&self, id: i64, by: &str) -> Result<bool, StoreError> {
-        Ok(sqlx::query(
-            "UPDATE exceptions SET resolved_at = $1, resolved_by = $2 WHERE id = $3 AND resolved_at IS NULL",
-        )
-        .bind(now())
-        .bind(by)
-        .bind(id)
-        .execute(&self.pool)
-        .await?
-        .rows_affected()
-            == 1)
+        self.accept_exception(id, by, "").await
     }
 
     /// The last CMDB sync outcome of a device, if it was ever synced.
@@ -1763,7 +1779,7 @@ mod tests {
             .fetch_all(&stores[0].pool)
             .await
             .unwrap();
-        assert_eq!(applied, (1..=MIGRATIONS.len() as i64).collect::<Vec<_>>());
+        assert_eq!(applied, MIGRATIONS.iter().map(|m| m.0).collect::<Vec<_>>());
         // Every store commits seq 1..=20 of one agent at the same time, each batch touching the
         // devices in a different order.
         let mut jobs = Vec::new();
@@ -1909,3 +1925,7 @@ mod tests {
         }
     }
 }
+
+/// Issue #13's queries (physical context, KPIs, tickets), in their own file.
+mod itsm;
+pub use itsm::{Attributes, DeliveryRow, KpiPoint, SyncFacts, TicketRow};

@@ -122,3 +122,32 @@ pub async fn run_pass(
     summary.report = report;
     Ok(summary)
 }
+
+/// The exception kinds the collector finds on its own, without a CMDB.
+const LOCAL_KINDS: [&str; 3] = ["no_usable_identity", "no_location", "location_conflict"];
+
+/// The pass run when no CMDB is configured: records the exceptions the collector finds on its
+/// own ([`LOCAL_KINDS`]) and resolves those of them whose cause went away (other kinds, e.g. from
+/// a manual `apply`, are left alone), so the exception log works without NetBox. Returns the
+/// number of open findings.
+///
+/// # Errors
+/// When the store fails.
+pub async fn local_pass(store: &Store, rules: &reconcile::Rules) -> Result<usize, StoreError> {
+    let mut found = 0;
+    for d in store.devices().await? {
+        let (key, open) = match reconcile::desired(&d, rules) {
+            Ok(want) => (want.key, None),
+            Err(unfit) => {
+                found += 1;
+                store
+                    .raise_exception(&unfit.device_key, unfit.kind, &unfit.detail)
+                    .await?;
+                (unfit.device_key, Some(unfit.kind))
+            }
+        };
+        let gone: Vec<&str> = LOCAL_KINDS.into_iter().filter(|k| Some(*k) != open).collect();
+        store.resolve_exception_kinds(&key, &gone).await?;
+    }
+    Ok(found)
+}

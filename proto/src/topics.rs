@@ -6,8 +6,10 @@
 //! groundtruth/agents/<site>/<agent>/ack         Ack (protobuf), collector → agent, after commit
 //! groundtruth/agents/<site>/<agent>/status      "online" / "offline" (retained; last will)
 //! groundtruth/agents/<site>/<agent>/events      reserved
+//! groundtruth/racks/<site>/<room>/<rack>/power   JSON rack total (retained), collector → dashboards
+//! groundtruth/rooms/<site>/<room>/power          JSON room total (retained), collector → dashboards
 //! ```
-//! `<site>` and `<agent>` are the configured names with MQTT's special characters (`/ + # $`) and
+//! `<site>`, `<agent>`, `<room>` and `<rack>` are the names with MQTT's special characters (`/ + # $`) and
 //! whitespace replaced by `_`, so a name can never widen a subscription.
 
 use crate::v1::BatchKind;

@@ -21,6 +21,7 @@ fn cx() -> PollCx {
             retries: 1,
             ..Limits::default()
         },
+        ..Default::default()
     }
 }
 

@@ -11,16 +11,25 @@
 )]
 
 mod cli;
+mod context;
 mod e2e;
+mod exceptions;
+mod faults;
 mod fuzz_replay;
 mod ipmi;
+mod itsm;
+mod itsm_scenario;
+mod locate;
 mod modbus;
 mod mqtt;
 mod netbox;
 mod outage;
+mod power;
 mod redfish;
 mod scale;
+mod scope;
 mod snmp;
 mod snmp_profiles;
 mod store_pg;
+mod sweep;
 mod tls;

@@ -31,6 +31,7 @@ fn cx(request_timeout: Duration) -> PollCx {
             request_timeout,
             ..Limits::default()
         },
+        ..Default::default()
     }
 }
 

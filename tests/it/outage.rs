@@ -42,6 +42,17 @@ async fn wait_port(port: u16) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_killed_for_20s_then_every_batch_arrives_in_order() {
+    outage_with_replay("", "outage-agent").await;
+}
+
+/// The same outage with the agent speaking MQTT 5 (`protocol = "5"`: session expiry, message
+/// expiry on every batch): reconnect, resend and replay behave the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt5_broker_killed_for_20s_then_every_batch_arrives_in_order() {
+    outage_with_replay("protocol = \"5\"\n", "outage-agent-v5").await;
+}
+
+async fn outage_with_replay(mqtt_extra: &str, agent_id: &str) {
     if std::process::Command::new("mosquitto")
         .arg("-h")
         .output()
@@ -83,9 +94,10 @@ async fn broker_killed_for_20s_then_every_batch_arrives_in_order() {
             port,
             username: None,
             password: None,
-            share_group: "outage".into(),
-            client_id: format!("outage-collector-{}", std::process::id()),
+            share_group: format!("outage-{agent_id}"),
+            client_id: format!("outage-collector-{agent_id}-{}", std::process::id()),
             tls: None,
+            publish_power: None,
         },
         IngestService::new(store.clone(), tx),
         Arc::clone(&stats),
@@ -109,7 +121,7 @@ async fn broker_killed_for_20s_then_every_batch_arrives_in_order() {
     .await
     .unwrap();
     let mut cfg = format!(
-        "[agent]\nid = \"outage-agent\"\nsite = \"DC1\"\nstate_dir = {:?}\n\n[mqtt]\nurl = \"mqtt://127.0.0.1:{port}\"\n\n\
+        "[agent]\nid = \"{agent_id}\"\nsite = \"DC1\"\nstate_dir = {:?}\n\n[mqtt]\nurl = \"mqtt://127.0.0.1:{port}\"\n{mqtt_extra}\n\
          [defaults]\ninterval = \"2s\"\ntimeout = \"1s\"\ndelivery_timeout = \"5s\"\nbatch_max_delay = \"1s\"\n\n",
         dir.path().join("agent-state")
     );
@@ -129,14 +141,14 @@ async fn broker_killed_for_20s_then_every_batch_arrives_in_order() {
 
     // Steady state, then the outage.
     tokio::time::sleep(Duration::from_secs(6)).await;
-    let (before_n, before_max) = store.batch_seq_span("outage-agent").await.unwrap();
+    let (before_n, before_max) = store.batch_seq_span(agent_id).await.unwrap();
     assert!(before_n > 0, "nothing delivered before the outage");
     broker.kill().unwrap();
     let _ = broker.wait();
     let polls_at_kill: u64 = (0..fleet.len()).map(|i| fleet.polls(i)).sum();
     tokio::time::sleep(outage).await;
     let polls_during: u64 = (0..fleet.len()).map(|i| fleet.polls(i)).sum::<u64>() - polls_at_kill;
-    let (during_n, _) = store.batch_seq_span("outage-agent").await.unwrap();
+    let (during_n, _) = store.batch_seq_span(agent_id).await.unwrap();
     let mut broker = start_mosquitto(&conf);
     wait_port(port).await;
     let restarted = Instant::now();
@@ -144,7 +156,7 @@ async fn broker_killed_for_20s_then_every_batch_arrives_in_order() {
     // Drain: the spooled batches arrive, in order, with no gap.
     let mut last = (0, 0);
     while restarted.elapsed() < Duration::from_secs(90) {
-        last = store.batch_seq_span("outage-agent").await.unwrap();
+        last = store.batch_seq_span(agent_id).await.unwrap();
         if last.0 == last.1 && last.1 >= before_max + outage.as_secs() / 2 {
             break;
         }
@@ -157,7 +169,7 @@ async fn broker_killed_for_20s_then_every_batch_arrives_in_order() {
     let _ = broker.kill();
     let _ = broker.wait();
     eprintln!(
-        "outage: before {before_n}/{before_max} batches; during the {outage:?} outage {polls_during} polls, {during_n} stored; \
+        "outage ({agent_id}): before {before_n}/{before_max} batches; during the {outage:?} outage {polls_during} polls, {during_n} stored; \
          after restart {}/{} (count/max seq) within {drained:?}; collector committed {}, duplicates {}",
         last.0,
         last.1,

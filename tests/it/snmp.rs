@@ -12,6 +12,7 @@ fn cx() -> PollCx {
             retries: 1,
             ..Limits::default()
         },
+        ..Default::default()
     }
 }
 

@@ -21,6 +21,7 @@ fn cx() -> PollCx {
             retries: 1,
             ..Limits::default()
         },
+        ..Default::default()
     }
 }
 
@@ -637,7 +638,10 @@ async fn bench_full_walk_of_snmpd_agent_vs_snmpbulkwalk() {
             };
             let mut limits = cx().limits;
             limits.max_walk_varbinds = 1_000_000;
-            let pcx = PollCx { limits };
+            let pcx = PollCx {
+                limits,
+                ..Default::default()
+            };
             let started = Instant::now();
             let n = driver::snmp::walk_count(&t, &pcx, "1.3.6.1").await.unwrap();
             let agent = started.elapsed();

@@ -218,6 +218,7 @@ async fn mqtts_with_client_certificates_end_to_end() {
             ca_pem: read("ca.crt"),
             client_auth: Some((read("client.crt"), read("client.key"))),
         }),
+        publish_power: None,
     };
     let collector = tokio::spawn(groundtruth_collector::ingest::mqtt::run(
         settings,

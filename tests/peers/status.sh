@@ -6,7 +6,7 @@ HERE="$(cd "$(dirname "$0")" && pwd)"
 source "$HERE/lib.sh"
 rc=0
 sockets="$(ss -Hlntup 2>/dev/null || true)"
-for p in snmpd snmpsim modbus redfish ipmi mqtt netbox; do
+for p in snmpd snmpsim modbus redfish ipmi mqtt rt netbox; do
     shopt -s nullglob
     pidfiles=("$GT_PEERS_RUN/$p"/*.pid)
     shopt -u nullglob

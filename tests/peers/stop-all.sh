@@ -6,7 +6,7 @@ set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 source "$HERE/lib.sh"
 peers=("$@")
-[ ${#peers[@]} -gt 0 ] || peers=(netbox mqtt ipmi redfish modbus snmpsim snmpd)
+[ ${#peers[@]} -gt 0 ] || peers=(netbox rt mqtt ipmi redfish modbus snmpsim snmpd)
 rc=0
 for p in "${peers[@]}"; do
     [ -x "$HERE/$p/stop.sh" ] || { echo "unknown peer '$p'" >&2; rc=2; continue; }

@@ -10,6 +10,7 @@
 
 #![allow(clippy::missing_panics_doc)]
 
+pub mod proc;
 pub mod sim;
 
 use std::collections::HashMap;
@@ -151,4 +152,67 @@ macro_rules! on_both_stores {
             }
         }
     )*};
+}
+
+/// A private snmpsim (the harness's venv) serving our own recordings in `tests/fixtures/snmpsim`
+/// on a free port (community = file name without `.snmprec`); killed when dropped. For tests
+/// that need recordings the shared snmpsim does not carry.
+#[derive(Debug)]
+pub struct PrivateSnmpsim {
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+    /// `127.0.0.1:PORT`
+    pub addr: String,
+}
+
+impl Drop for PrivateSnmpsim {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl PrivateSnmpsim {
+    /// `None` when the harness's snmpsim venv is not installed (`tests/peers/snmpsim/start.sh`).
+    #[must_use]
+    pub fn start() -> Option<Self> {
+        let venv = std::env::var("GT_PEERS_VENV").unwrap_or_else(|_| "/opt/gt-peers".into());
+        let bin = Path::new(&venv).join("venv-snmpsim/bin/snmpsim-command-responder");
+        if !bin.is_file() {
+            return None;
+        }
+        // snmpsim drops to nobody: its data and cache must be readable and writable by nobody.
+        let dir = tempfile::tempdir().ok()?;
+        let data = dir.path().join("data");
+        let cache = dir.path().join("cache");
+        std::fs::create_dir_all(&data).ok()?;
+        std::fs::create_dir_all(&cache).ok()?;
+        for f in std::fs::read_dir(repo_root().join("tests/fixtures/snmpsim")).ok()? {
+            let f = f.ok()?.path();
+            if f.extension().is_some_and(|e| e == "snmprec") {
+                std::fs::copy(&f, data.join(f.file_name()?)).ok()?;
+            }
+        }
+        let _ = std::process::Command::new("chmod")
+            .arg("-R")
+            .arg("a+rwX")
+            .arg(dir.path())
+            .status();
+        let addr = format!("127.0.0.1:{}", free_port());
+        let child = std::process::Command::new(bin)
+            .arg("--process-user=nobody")
+            .arg("--process-group=nogroup")
+            .arg(format!("--data-dir={}", data.display()))
+            .arg(format!("--cache-dir={}", cache.display()))
+            .arg(format!("--agent-udpv4-endpoint={addr}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .ok()?;
+        Some(Self {
+            child,
+            _dir: dir,
+            addr,
+        })
+    }
 }

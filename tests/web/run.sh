@@ -3,8 +3,8 @@
 #
 # Starts the collector (SQLite in a temp dir, HTTP + gRPC on free loopback ports, an api_token),
 # runs the agent once against the shared DMTF Redfish mockups served by the test peers
-# (rackmount1: serial 437XR1138R2, Placement rack WEB43 U12, 344 W; the PDU mockup, whose own
-# Placement says rack "42" while the site map pins it to WEB43: a location conflict), then drives headless Debian chromium with playwright-core
+# (rackmount1: serial 437XR1138R2, Placement rack WEB43 U12, 344 W; the PDU mockup, which the
+# site map pins to WEB43), then drives headless Debian chromium with playwright-core
 # (tests/web/ui.test.mjs): log in with the token, rack WEB43 shows the server at U12 with
 # "344 W", device page, exceptions page (resolve), live refresh over /events.
 # Screenshots go to target/web-artifacts/.
@@ -143,14 +143,14 @@ echo "==> agent run --once against the DMTF rackmount1 and PDU mockups (:$GT_RED
 target/debug/groundtruth-agent run --once --config "$tmp/agent.toml" > "$tmp/agent.log" 2>&1 || { cat "$tmp/agent.log" >&2; echo "web UI test: agent run failed" >&2; exit 1; }
 target/debug/groundtruth-collector devices --config "$tmp/collector.toml"
 
-# The PDU mockup's own Placement says rack "42" while the site map pins it to WEB43: the open
-# exception a sync pass would raise for it (no NetBox here, so no pass runs), with hostile text.
+# An exception a NetBox sync pass would raise for the PDU (no NetBox here, and the collector's own
+# checks leave other kinds alone), with hostile text.
 python3 - "$tmp/collector.db" <<'PY'
 import sqlite3, sys
 db = sqlite3.connect(sys.argv[1])
 db.execute("INSERT INTO exceptions (device_key, kind, detail, first_seen, last_seen) VALUES (?, ?, ?, ?, ?)",
-           ("serial:29347ZT536", "location_conflict",
-            "serial 29347ZT536: redfish placement says rack \"42\", site map says rack \"WEB43\" <script>window.__gtXss=2</script>",
+           ("serial:29347ZT536", "duplicate_serial",
+            "NetBox devices #12 and #31 both carry serial 29347ZT536 <script>window.__gtXss=2</script>",
             "2026-01-01T00:00:00.000Z", "2026-01-01T00:00:00.000Z"))
 db.commit()
 PY

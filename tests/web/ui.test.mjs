@@ -141,12 +141,13 @@ try {
 
   await step('exceptions: listed, escaped, a cross-site POST is refused, resolve works', async () => {
     await page.goto(`${base}/exceptions`);
-    const row = page.locator('#exceptions tbody tr[data-kind="location_conflict"]');
+    const row = page.locator('#exceptions tbody tr[data-kind="duplicate_serial"]');
     assert.equal(await row.count(), 1);
     assert.match(await row.textContent(), /<script>window.__gtXss=2<\/script>/);
     assert.equal(await page.evaluate(() => window.__gtXss), undefined);
     await page.screenshot({ path: join(artifacts, 'exceptions.png'), fullPage: true });
-    const action = await row.locator('form').getAttribute('action');
+    const action = await row.locator('form.resolve').getAttribute('action');
+    assert.equal(await row.locator('form.pin').count(), 0, 'only location kinds offer a pin');
     const forged = await ctx.request.post(`${base}${action}`, {
       headers: { Origin: 'http://evil.example', 'Content-Type': 'application/x-www-form-urlencoded' },
       data: 'by=mallory',
@@ -154,10 +155,19 @@ try {
     });
     assert.equal(forged.status(), 403);
     assert.equal(await row.count(), 1);
-    await row.locator('input[name=by]').fill('web-test');
-    await Promise.all([page.waitForURL(/\/exceptions\?resolved=\d+$/), row.locator('button').click()]);
+    await row.locator('form.resolve input[name=by]').fill('web-test');
+    await Promise.all([page.waitForURL(/\/exceptions\?resolved=\d+$/), row.getByRole('button', { name: 'Resolve', exact: true }).click()]);
     assert.match(await page.textContent('.notice'), /resolved/);
     assert.match(await page.textContent('main'), /No open exceptions/);
+  });
+
+  await step('integration health: one chart per KPI, reached from the header', async () => {
+    await Promise.all([page.waitForURL(/\/health$/), page.click('header nav a[href="/health"]')]);
+    assert.match(await page.textContent('main h1'), /Integration health/);
+    assert.equal(await page.locator('figure.kpi').count(), 13);
+    assert.ok((await page.locator('figure.kpi svg polyline').count()) >= 1, 'charts drawn');
+    assert.match(await page.textContent('main'), /Devices seen: 2 /);
+    await page.screenshot({ path: join(artifacts, 'health.png'), fullPage: true });
   });
 
   await step('no script errors on any page', async () => {

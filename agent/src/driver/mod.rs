@@ -47,10 +47,76 @@ impl Default for Limits {
     }
 }
 
+/// The kinds of data a poll can read, each on its own cadence: identity (serials, MACs, FRU,
+/// ENTITY-MIB parts: changes rarely, costs many requests), telemetry (power, environment,
+/// status: changes every minute, few requests) and topology (switch FDB/LLDP tables: large).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Identity,
+    Telemetry,
+    Topology,
+}
+
+/// Which kinds one poll reads. The scheduler asks only for what is due; a driver skips the
+/// requests of the kinds not wanted (it may still return data it had anyway, e.g. the Redfish
+/// driver's cached identity). One-shot polls (`poll`, `discover`, `run --once`) want everything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PollScope {
+    pub identity: bool,
+    pub telemetry: bool,
+    pub topology: bool,
+    /// Set by the scheduler: identity was asked for because it is due, so a driver that caches
+    /// identity (Redfish) re-reads it instead of serving its cache. One-shot polls leave it
+    /// unset and may be served from a cache younger than the target's `?inventory_refresh=`.
+    pub refresh: bool,
+}
+
+impl PollScope {
+    /// Everything: a full poll.
+    pub const ALL: Self = Self {
+        identity: true,
+        telemetry: true,
+        topology: true,
+        refresh: false,
+    };
+    /// Readings only.
+    pub const TELEMETRY: Self = Self {
+        identity: false,
+        telemetry: true,
+        topology: false,
+        refresh: false,
+    };
+
+    /// Whether this poll should read `kind`.
+    #[must_use]
+    pub fn wants(self, kind: Kind) -> bool {
+        match kind {
+            Kind::Identity => self.identity,
+            Kind::Telemetry => self.telemetry,
+            Kind::Topology => self.topology,
+        }
+    }
+
+    /// Readings without identity or topology: the batch kind is TELEMETRY and the agent
+    /// attaches the identity it keeps from the last full poll.
+    #[must_use]
+    pub fn telemetry_only(self) -> bool {
+        self.telemetry && !self.identity && !self.topology
+    }
+}
+
+impl Default for PollScope {
+    fn default() -> Self {
+        Self::ALL
+    }
+}
+
 /// Everything a poll may use besides the target itself.
 #[derive(Debug, Clone, Default)]
 pub struct PollCx {
     pub limits: Limits,
+    /// What this poll reads (default: everything).
+    pub scope: PollScope,
 }
 
 /// Why a poll failed. `Display` never includes a secret; the caller prefixes the device.

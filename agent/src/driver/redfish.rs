@@ -496,7 +496,14 @@ pub struct Inventory {
 pub async fn poll(t: &RedfishTarget, cx: &PollCx) -> Result<Vec<DeviceReport>, DriverError> {
     let endpoint = client::endpoint(t, cx)?;
     let p = Poller::start(endpoint, cx).await?;
-    let cached = client_inventory(&p, t.inventory_refresh);
+    // The scheduler asks for identity once per inventory interval (driver::PollScope): then the
+    // inventory is re-read; a poll without identity reuses any cached inventory, however old.
+    let max_age = match (cx.scope.wants(super::Kind::Identity), cx.scope.refresh) {
+        (true, true) => std::time::Duration::ZERO,
+        (true, false) => t.inventory_refresh,
+        (false, _) => std::time::Duration::MAX,
+    };
+    let cached = client_inventory(&p, max_age);
     let (inventory, fresh) = match cached {
         Some(inv) => (inv, false),
         None => (Arc::new(build_inventory(&p).await?), true),

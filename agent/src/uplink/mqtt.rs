@@ -1,4 +1,5 @@
-//! MQTT uplink (rumqttc, MQTT 3.1.1, QoS 1, persistent session).
+//! MQTT uplink (rumqttc, QoS 1, persistent session): MQTT 3.1.1 by default, MQTT 5 with
+//! `[mqtt] protocol = "5"`.
 //!
 //! A broker PUBACK is *not* delivery: rumqttc drops unacknowledged and even unsent QoS 1
 //! messages on a reconnect without a session (`../shared/CRATES.md`), and a broker may drop
@@ -9,6 +10,13 @@
 //! The connection lives in a background task that polls rumqttc's event loop (reconnecting with
 //! backoff), subscribes to the ack topic after every CONNACK, publishes a retained `online`
 //! status, and leaves a retained `offline` last will.
+//!
+//! What MQTT 5 adds here: a session expiry (`mqtt.session_expiry`), so the broker forgets an
+//! agent that is gone for good instead of keeping its session forever; a message expiry on every
+//! batch ([`BATCH_EXPIRY`]), so while the collector is away the broker does not pile up the copies
+//! the agent republishes from its spool (an expired batch is not lost: it has no ack, so the
+//! agent sends it again); and a content type, payload format indicator and user properties
+//! (`schema_version`, `kind`, `seq`) that tell consumers the encoding without decoding.
 
 use std::time::Duration;
 
@@ -36,7 +44,14 @@ pub struct MqttSettings {
     /// Publish batches as the canonical JSON mapping instead of protobuf (for consumers that
     /// cannot decode protobuf; about 3× larger). The collector accepts both.
     pub json: bool,
+    /// Speak MQTT 5 (`protocol = "5"`) with this session expiry; `None`: MQTT 3.1.1.
+    pub v5_session_expiry: Option<Duration>,
 }
+
+/// MQTT 5 message expiry of a batch: longer than the agent's longest resend backoff (60 s) plus
+/// a delivery, short enough that a broker holding batches for an absent collector drops the
+/// stale copies the agent has republished meanwhile.
+pub const BATCH_EXPIRY: Duration = Duration::from_secs(600);
 
 /// TLS material for `mqtts://` (PEM bytes, read at config load).
 #[derive(Clone, PartialEq, Eq)]
@@ -81,10 +96,17 @@ fn payload(b: &Batch, json: bool) -> Vec<u8> {
     b.encode_to_vec()
 }
 
+/// The client of either protocol version.
+#[derive(Debug, Clone)]
+enum Client {
+    V4(AsyncClient),
+    V5(rumqttc::v5::AsyncClient),
+}
+
 /// A running MQTT connection for one agent.
 #[derive(Debug)]
 pub struct MqttUplink {
-    client: AsyncClient,
+    client: Client,
     settings: MqttSettings,
     acks: mpsc::Receiver<Ack>,
     /// `Ok(())` while connected, else the last connection error (or "connecting").
@@ -102,6 +124,9 @@ impl MqttUplink {
     /// Starts the connection task (returns at once; the connection comes up in the background).
     #[must_use]
     pub fn start(settings: MqttSettings) -> Self {
+        if settings.v5_session_expiry.is_some() {
+            return Self::start_v5(settings);
+        }
         let client_id = format!("groundtruth-agent-{}", topics::level(&settings.agent_id));
         let mut opts = MqttOptions::new(client_id, settings.host.clone(), settings.port);
         opts.set_keep_alive(settings.keep_alive);
@@ -163,11 +188,131 @@ impl MqttUplink {
             }
         });
         Self {
-            client,
+            client: Client::V4(client),
             settings,
             acks,
             state,
             task,
+        }
+    }
+
+    /// [`MqttUplink::start`] over MQTT 5: the same session, topics and acks, plus the session
+    /// expiry and the batches' properties (module docs).
+    fn start_v5(settings: MqttSettings) -> Self {
+        use rumqttc::v5::mqttbytes::QoS as Q5;
+        use rumqttc::v5::mqttbytes::v5::{LastWill as Will5, Packet as P5};
+        use rumqttc::v5::{AsyncClient as Client5, Event as E5, MqttOptions as Options5};
+        let client_id = format!("groundtruth-agent-{}", topics::level(&settings.agent_id));
+        let mut opts = Options5::new(client_id, settings.host.clone(), settings.port);
+        opts.set_keep_alive(settings.keep_alive);
+        if let Some(tls) = &settings.tls {
+            opts.set_transport(tls.transport());
+        }
+        // MQTT 5 ends a session at disconnect unless it has an expiry: clean_start = false
+        // alone is not a persistent session.
+        opts.set_clean_start(false);
+        let expiry = settings.v5_session_expiry.unwrap_or_default();
+        opts.set_session_expiry_interval(Some(u32::try_from(expiry.as_secs()).unwrap_or(u32::MAX)));
+        // Incoming packets (acks) are small; this is the largest the broker may send us.
+        opts.set_max_packet_size(Some(1024 * 1024));
+        if let Some(user) = &settings.username {
+            opts.set_credentials(
+                user.clone(),
+                settings
+                    .password
+                    .as_ref()
+                    .map(|p| p.expose().to_owned())
+                    .unwrap_or_default(),
+            );
+        }
+        let status = topics::status_topic(&settings.site, &settings.agent_id);
+        opts.set_last_will(Will5::new(status.clone(), "offline", Q5::AtLeastOnce, true, None));
+        let (client, mut eventloop) = Client5::new(opts, 128);
+        let (ack_tx, acks) = mpsc::channel(1024);
+        let (conn_tx, state) = watch::channel(Err("still connecting".to_owned()));
+        let ack_topic = topics::ack_topic(&settings.site, &settings.agent_id);
+        let endpoint = format!("{}:{} (MQTT 5)", settings.host, settings.port);
+        let task_client = client.clone();
+        let task = tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(200);
+            loop {
+                match eventloop.poll().await {
+                    Ok(E5::Incoming(P5::ConnAck(c))) => {
+                        backoff = Duration::from_millis(200);
+                        tracing::info!(broker = %endpoint, session_present = c.session_present, "Connected to the MQTT broker.");
+                        let _ = task_client.try_subscribe(ack_topic.clone(), Q5::AtLeastOnce);
+                        let _ = task_client.try_publish(status.clone(), Q5::AtLeastOnce, true, "online");
+                        let _ = conn_tx.send(Ok(()));
+                    }
+                    Ok(E5::Incoming(P5::Publish(p))) if p.topic.as_ref() == ack_topic.as_bytes() => {
+                        match Ack::decode(p.payload.as_ref()) {
+                            Ok(ack) => {
+                                let _ = ack_tx.try_send(ack);
+                            }
+                            Err(e) => {
+                                tracing::warn!(topic = %ack_topic, error = %e, "Ignored a malformed ack.")
+                            }
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        let _ = conn_tx.send(Err(e.to_string()));
+                        tracing::warn!(broker = %endpoint, error = %e, retry_in = ?backoff, "MQTT connection failed; reconnecting.");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(30));
+                    }
+                }
+            }
+        });
+        Self {
+            client: Client::V5(client),
+            settings,
+            acks,
+            state,
+            task,
+        }
+    }
+
+    /// Publishes one batch (QoS 1) with the properties of the protocol version.
+    async fn publish(&self, b: &Batch) -> Result<(), String> {
+        let topic = topics::batch_topic(&self.settings.site, &self.settings.agent_id, b.kind);
+        let body = payload(b, self.settings.json);
+        match &self.client {
+            Client::V4(c) => c
+                .publish(topic, QoS::AtLeastOnce, false, body)
+                .await
+                .map_err(|e| e.to_string()),
+            Client::V5(c) => {
+                let props = rumqttc::v5::mqttbytes::v5::PublishProperties {
+                    payload_format_indicator: Some(u8::from(self.settings.json)),
+                    message_expiry_interval: Some(u32::try_from(BATCH_EXPIRY.as_secs()).unwrap_or(u32::MAX)),
+                    content_type: Some(if self.settings.json {
+                        "application/json".into()
+                    } else {
+                        "application/x-protobuf; messageType=groundtruth.v1.Batch".into()
+                    }),
+                    user_properties: vec![
+                        ("schema_version".into(), b.schema_version.to_string()),
+                        (
+                            "kind".into(),
+                            groundtruth_proto::v1::BatchKind::try_from(b.kind)
+                                .map(|k| k.as_str_name().to_owned())
+                                .unwrap_or_default(),
+                        ),
+                        ("seq".into(), format!("{}/{}", b.epoch, b.seq)),
+                    ],
+                    ..Default::default()
+                };
+                c.publish_with_properties(
+                    topic,
+                    rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+                    false,
+                    body,
+                    props,
+                )
+                .await
+                .map_err(|e| e.to_string())
+            }
         }
     }
 
@@ -193,17 +338,10 @@ impl MqttUplink {
         }
         let mut waiting: Vec<(u64, u64)> = batches.iter().map(|b| (b.epoch, b.seq)).collect();
         for b in &batches {
-            let topic = topics::batch_topic(&self.settings.site, &self.settings.agent_id, b.kind);
-            let publish = self
-                .client
-                .publish(topic, QoS::AtLeastOnce, false, payload(b, self.settings.json));
-            match tokio::time::timeout_at(deadline, publish).await {
+            match tokio::time::timeout_at(deadline, self.publish(b)).await {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    return Err(UplinkError::Stream {
-                        endpoint,
-                        detail: e.to_string(),
-                    });
+                Ok(Err(detail)) => {
+                    return Err(UplinkError::Stream { endpoint, detail });
                 }
                 Err(_) => break,
             }

@@ -66,6 +66,10 @@ impl IngestService {
                     .committed
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 ack.status = AckStatus::Committed as i32;
+                // Derived snapshot for the ITSM rules; the batch itself is already safe.
+                if let Err(e) = self.store.record_attributes(batch).await {
+                    tracing::warn!(agent = %agent_id, seq = batch.seq, error = %e, "Cannot record device attributes.");
+                }
                 self.committed.send_modify(|n| *n += 1);
                 tracing::info!(agent = %agent_id, epoch = batch.epoch, seq = batch.seq, devices = batch.devices.len(), "Committed batch.");
             }

@@ -30,6 +30,8 @@ pub struct MqttIngestSettings {
     pub client_id: String,
     /// `mqtts://` settings.
     pub tls: Option<MqttTls>,
+    /// Interval of the rack/room power publications (`crate::power::publish`); `None`: off.
+    pub publish_power: Option<Duration>,
 }
 
 /// TLS material for `mqtts://` (PEM bytes).
@@ -59,6 +61,7 @@ impl std::fmt::Debug for MqttIngestSettings {
             .field("share_group", &self.share_group)
             .field("client_id", &self.client_id)
             .field("tls", &self.tls.is_some())
+            .field("publish_power", &self.publish_power)
             .finish()
     }
 }
@@ -73,12 +76,11 @@ pub struct MqttIngestStats {
     pub subscribed: AtomicU64,
 }
 
-/// Runs the MQTT ingest until the task is dropped. Reconnects with backoff.
-pub async fn run(settings: MqttIngestSettings, ingest: IngestService, stats: Arc<MqttIngestStats>) {
-    let mut opts = MqttOptions::new(settings.client_id.clone(), settings.host.clone(), settings.port);
+/// Connection options for `settings`' broker (address, TLS, credentials) under `client_id`.
+#[must_use]
+pub fn options(settings: &MqttIngestSettings, client_id: &str) -> MqttOptions {
+    let mut opts = MqttOptions::new(client_id, settings.host.clone(), settings.port);
     opts.set_keep_alive(Duration::from_secs(30));
-    opts.set_clean_session(false);
-    opts.set_manual_acks(true);
     if let Some(tls) = &settings.tls {
         crate::install_crypto_provider();
         opts.set_transport(rumqttc::Transport::tls_with_config(
@@ -93,6 +95,14 @@ pub async fn run(settings: MqttIngestSettings, ingest: IngestService, stats: Arc
     if let Some(u) = &settings.username {
         opts.set_credentials(u.clone(), settings.password.clone().unwrap_or_default());
     }
+    opts
+}
+
+/// Runs the MQTT ingest until the task is dropped. Reconnects with backoff.
+pub async fn run(settings: MqttIngestSettings, ingest: IngestService, stats: Arc<MqttIngestStats>) {
+    let mut opts = options(&settings, &settings.client_id);
+    opts.set_clean_session(false);
+    opts.set_manual_acks(true);
     let (client, mut eventloop) = AsyncClient::new(opts, 256);
     let (tx, mut rx) = mpsc::channel::<Publish>(256);
     let endpoint = format!("{}:{}", settings.host, settings.port);

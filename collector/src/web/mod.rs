@@ -41,7 +41,7 @@ pub fn routes() -> Router<Arc<HttpState>> {
         .route("/racks/{site}/{rack}", get(rack))
         .route("/devices/{*key}", get(device))
         .route("/exceptions", get(exceptions))
-        .route("/exceptions/{id}/resolve", post(resolve))
+        .route("/exceptions/{id}/{action}", post(resolve))
         .route("/events", get(events))
         .route("/login", get(login_form).post(login))
         .route("/logout", post(logout))
@@ -360,9 +360,11 @@ async fn exceptions(State(s): State<Arc<HttpState>>, headers: HeaderMap, RawQuer
     )
 }
 
+/// The exception actions of the web UI: `resolve` (accept), `ignore`, `pin` (form fields `by`,
+/// `note`, and for a pin `site`, `rack`, `u`).
 async fn resolve(
     State(s): State<Arc<HttpState>>,
-    Path(id): Path<i64>,
+    Path((id, action)): Path<(i64, String)>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -384,11 +386,60 @@ async fn resolve(
     } else {
         format!("{} (web UI)", name.trim())
     };
-    match s.store.resolve_exception(id, &by).await {
+    let field = |name: &str, max: usize| -> String {
+        form_field(&body, name)
+            .unwrap_or_default()
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(max)
+            .collect::<String>()
+            .trim()
+            .to_owned()
+    };
+    let note = field("note", 200);
+    let done = match action.as_str() {
+        "resolve" => s.store.accept_exception(id, &by, &note).await,
+        "ignore" => s.store.ignore_exception(id, &by, &note).await,
+        "pin" => {
+            let u = field("u", 3);
+            let Ok(u) = (!u.is_empty()).then(|| u.parse::<u32>()).transpose() else {
+                return html(
+                    StatusCode::BAD_REQUEST,
+                    render::page(
+                        "Bad request",
+                        "<h1>U must be a number</h1><p><a href=\"/exceptions\">Back</a></p>",
+                        false,
+                        logged_in(&s),
+                    ),
+                );
+            };
+            let pin = crate::store::Pin {
+                site: field("site", 64),
+                rack: field("rack", 64),
+                u,
+                ..Default::default()
+            };
+            s.store.pin_exception(id, &pin, &by, &note).await
+        }
+        _ => return StatusCode::NOT_FOUND.into_response(),
+    };
+    match done {
         Ok(true) => {
-            tracing::info!(id, by = %by, "Exception resolved from the web UI.");
+            tracing::info!(id, action = %action, by = %by, "Exception action taken from the web UI.");
             Redirect::to(&format!("/exceptions?resolved={id}")).into_response()
         }
+        Err(e @ crate::store::StoreError::Refused(_)) => html(
+            StatusCode::BAD_REQUEST,
+            render::page(
+                "Refused",
+                &format!(
+                    "<h1>{}</h1><p><a href=\"/exceptions\">Back</a></p>",
+                    render::esc(&e.to_string())
+                ),
+                false,
+                logged_in(&s),
+            ),
+        ),
         Ok(false) => html(
             StatusCode::NOT_FOUND,
             render::page(

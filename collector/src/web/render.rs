@@ -271,7 +271,7 @@ pub fn page(title: &str, body: &str, live: bool, logged_in: bool) -> String {
 <link rel="stylesheet" href="/static/app.css">
 <script src="/static/app.js" defer></script>
 </head><body>
-<header><a href="/" class="brand">groundtruth</a> <nav><a href="/">Racks</a> <a href="/exceptions">Exceptions</a></nav> <span id="live-status" class="muted"></span> {logout}</header>
+<header><a href="/" class="brand">groundtruth</a> <nav><a href="/">Racks</a> <a href="/exceptions">Exceptions</a> <a href="/health">Health</a></nav> <span id="live-status" class="muted"></span> {logout}</header>
 <main id="live" data-live="{live}">
 {body}
 </main>
@@ -803,7 +803,7 @@ pub fn exceptions_page(list: &[ExceptionRow], notice: Option<&str>) -> String {
     if let Some(n) = notice {
         let _ = writeln!(b, "<p class=\"notice\">{}</p>", esc(n));
     }
-    b.push_str("<p class=\"muted\">What the collector refused to guess. Resolving closes the exception; the next sync pass raises it again if its cause is still there.</p>\n");
+    b.push_str("<p class=\"muted\">What the collector refused to guess. Resolving closes the exception; the next pass raises it again if its cause is still there. Ignoring also stops raising this kind for this device. Pinning states where the device is; it beats every other location source. Every action is recorded with your name (<code>groundtruth-collector exceptions … audit</code>).</p>\n");
     if list.is_empty() {
         b.push_str("<p id=\"no-exceptions\">No open exceptions.</p>\n");
         return b;
@@ -812,7 +812,20 @@ pub fn exceptions_page(list: &[ExceptionRow], notice: Option<&str>) -> String {
     for e in list {
         let _ = writeln!(
             b,
-            "<tr id=\"exception-{id}\" data-kind=\"{kind}\"><td>{id}</td><td><a href=\"{href}\">{key}</a></td><td>{kind}</td><td>{detail}</td><td>{first}</td><td>{last}</td><td><form method=\"post\" action=\"/exceptions/{id}/resolve\" class=\"resolve\"><input name=\"by\" placeholder=\"your name\" maxlength=\"64\" aria-label=\"resolved by\"><button type=\"submit\">Resolve</button></form></td></tr>",
+            "<tr id=\"exception-{id}\" data-kind=\"{kind}\"><td>{id}</td><td><a href=\"{href}\">{key}</a></td><td>{kind}</td><td>{detail}</td><td>{first}</td><td>{last}</td><td>\
+             <form method=\"post\" action=\"/exceptions/{id}/resolve\" class=\"resolve\"><input name=\"by\" placeholder=\"your name\" maxlength=\"64\" aria-label=\"resolved by\"> \
+             <input name=\"note\" placeholder=\"note\" maxlength=\"200\" aria-label=\"note\"> \
+             <button type=\"submit\">Resolve</button> <button type=\"submit\" formaction=\"/exceptions/{id}/ignore\" title=\"resolve and stop raising this kind for this device\">Ignore</button></form>{pin}</td></tr>",
+            pin = if matches!(e.kind.as_str(), "location_conflict" | "no_location") {
+                format!(
+                    "<form method=\"post\" action=\"/exceptions/{}/pin\" class=\"pin\"><input name=\"by\" placeholder=\"your name\" maxlength=\"64\" aria-label=\"pinned by\"> \
+                     <input name=\"site\" placeholder=\"site\" required maxlength=\"64\" aria-label=\"site\"> <input name=\"rack\" placeholder=\"rack\" required maxlength=\"64\" aria-label=\"rack\"> \
+                     <input name=\"u\" placeholder=\"U\" inputmode=\"numeric\" maxlength=\"3\" aria-label=\"U\"> <button type=\"submit\" title=\"the device is where you say: beats every other source\">Pin location</button></form>",
+                    e.id
+                )
+            } else {
+                String::new()
+            },
             id = e.id,
             href = esc(&device_href(&e.device_key)),
             key = esc(&e.device_key),

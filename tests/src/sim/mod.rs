@@ -28,23 +28,32 @@ pub enum Behaviour {
     Truncate,
     /// Answers with the request id (transaction id) plus one.
     WrongRequestId,
+    /// Answers every request with 1–600 pseudo-random bytes (a broken firmware or a different
+    /// service on the port): a parser must reject it cleanly, never panic or forward a value.
+    Garbage,
+}
+
+/// `n` pseudo-random bytes from an xorshift state (deterministic per socket, no `rand` needed).
+#[must_use]
+pub fn garbage(state: &mut u64, n: usize) -> Vec<u8> {
+    (0..n)
+        .map(|_| {
+            *state ^= *state << 13;
+            *state ^= *state >> 7;
+            *state ^= *state << 17;
+            (*state >> 24) as u8
+        })
+        .collect()
 }
 
 /// This process's resident set size in KiB (`VmRSS` of /proc/self/status), if readable.
 #[must_use]
 pub fn rss_kib() -> Option<u64> {
-    let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    s.lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    crate::proc::rss_kib_of("self")
 }
 
 /// This process's CPU time (user + system) so far, from /proc/self/stat (clock ticks of 10 ms).
 #[must_use]
 pub fn cpu_time() -> Option<Duration> {
-    let s = std::fs::read_to_string("/proc/self/stat").ok()?;
-    let after = s.rsplit_once(')')?.1;
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
-    Some(Duration::from_millis(ticks * 10))
+    crate::proc::cpu_time_of("self")
 }

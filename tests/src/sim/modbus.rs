@@ -216,6 +216,15 @@ async fn serve_conn(mut conn: TcpStream, s: Arc<Shared>) {
                 tid
             }
             Behaviour::WrongRequestId => tid.wrapping_add(1),
+            Behaviour::Garbage => {
+                // Keeps the connection (a device that talks nonsense, not one that hangs up).
+                let mut state = u64::from(tid) << 8 | u64::from(unit) | 1;
+                let junk = super::garbage(&mut state, 1 + usize::from(tid % 300));
+                if conn.write_all(&junk).await.is_err() {
+                    return;
+                }
+                continue;
+            }
             _ => tid,
         };
         let body = answer(&s, unit, &pdu);

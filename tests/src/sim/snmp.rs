@@ -239,6 +239,12 @@ async fn serve(sock: Arc<UdpSocket>, cx: ServeCx) {
             }
             Behaviour::Truncate => (Duration::ZERO, rid, true),
             Behaviour::WrongRequestId => (Duration::ZERO, rid.wrapping_add(1), false),
+            Behaviour::Garbage => {
+                let n = 1 + usize::try_from(rng % 600).unwrap_or(0);
+                let junk = super::garbage(&mut rng, n);
+                let _ = sock.send_to(&junk, peer).await;
+                continue;
+            }
         };
         let out = respond(&d.spec, &body, &varbinds);
         let pdu = Pdu::from_raw_parts(

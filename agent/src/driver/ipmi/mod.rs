@@ -112,7 +112,9 @@ pub async fn poll(t: &IpmiTarget, cx: &PollCx) -> Result<DeviceReport, DriverErr
             format!("{}:{}", t.host, t.port)
         }
     );
-    let result = collect(&mut s, t, &endpoint).await;
+    // Identity (GUID, FRUs, LAN) only when due (driver::PollScope); readings every poll.
+    let identity_due = cx.scope.wants(crate::driver::Kind::Identity);
+    let result = collect(&mut s, t, &endpoint, identity_due).await;
     s.close().await;
     result
 }
@@ -148,8 +150,14 @@ async fn raise_privilege(s: &mut Session, step_down: bool) -> Result<(), DriverE
     }
 }
 
-/// Collects everything over an open session.
-async fn collect(s: &mut Session, t: &IpmiTarget, endpoint: &str) -> Result<DeviceReport, DriverError> {
+/// Collects everything over an open session; without `identity_due`, only Get Device ID (the
+/// session check), chassis status, sensors and power (no GUID, FRU or LAN commands).
+async fn collect(
+    s: &mut Session,
+    t: &IpmiTarget,
+    endpoint: &str,
+    identity_due: bool,
+) -> Result<DeviceReport, DriverError> {
     let now = SystemTime::now();
     let mut partial: Vec<String> = Vec::new();
     let mut id = DeviceIdentity {
@@ -209,10 +217,12 @@ async fn collect(s: &mut Session, t: &IpmiTarget, endpoint: &str) -> Result<Devi
         };
     }
 
-    if let Some(g) = step!(
-        "Get System GUID",
-        s.cmd(netfn::APP, 0x37, &[], "Get System GUID").await
-    ) {
+    if identity_due
+        && let Some(g) = step!(
+            "Get System GUID",
+            s.cmd(netfn::APP, 0x37, &[], "Get System GUID").await
+        )
+    {
         if let Some(u) = guid_to_uuid(&g) {
             id.uuid = u;
         }
@@ -238,7 +248,7 @@ async fn collect(s: &mut Session, t: &IpmiTarget, endpoint: &str) -> Result<Devi
     }
 
     // FRU 0 (the BMC's own, conventionally the system).
-    if let Some(img) = step!("FRU 0", read_fru(s, 0).await) {
+    if identity_due && let Some(img) = step!("FRU 0", read_fru(s, 0).await) {
         let f = fru::parse(&img);
         for p in &f.problems {
             partial.push(format!("FRU 0: {p}"));
@@ -265,7 +275,7 @@ async fn collect(s: &mut Session, t: &IpmiTarget, endpoint: &str) -> Result<Devi
         match sdr::parse_record(rec) {
             Ok(Record::Sensor(x)) => sensors.push(x),
             Ok(Record::FruLocator(l))
-                if l.logical && l.device_id != 0 && l.access_address == rmcp::BMC_ADDR =>
+                if identity_due && l.logical && l.device_id != 0 && l.access_address == rmcp::BMC_ADDR =>
             {
                 if let Some(img) = step!(
                     format!("FRU {} ({})", l.device_id, l.name),
@@ -375,17 +385,19 @@ async fn collect(s: &mut Session, t: &IpmiTarget, endpoint: &str) -> Result<Devi
     let ch = if s.channel == 0 { 1 } else { s.channel };
     let lan =
         |data: Result<Vec<u8>, DriverError>| data.map(|d| d.get(1..).map(<[u8]>::to_vec).unwrap_or_default());
-    if let Some(mac) = step!(
-        "LAN MAC",
-        lan(s
-            .cmd(
-                netfn::TRANSPORT,
-                0x02,
-                &[ch, 5, 0, 0],
-                "Get LAN Configuration Parameters (MAC)"
-            )
-            .await)
-    ) && let Some(m) = mac_text(&mac)
+    if identity_due
+        && let Some(mac) = step!(
+            "LAN MAC",
+            lan(s
+                .cmd(
+                    netfn::TRANSPORT,
+                    0x02,
+                    &[ch, 5, 0, 0],
+                    "Get LAN Configuration Parameters (MAC)"
+                )
+                .await)
+        )
+        && let Some(m) = mac_text(&mac)
     {
         id.macs.push(MacAddress {
             address: m,
@@ -393,32 +405,36 @@ async fn collect(s: &mut Session, t: &IpmiTarget, endpoint: &str) -> Result<Devi
             role: MacRole::Management as i32,
         });
     }
-    if let Some(ip) = step!(
-        "LAN IP",
-        lan(s
-            .cmd(
-                netfn::TRANSPORT,
-                0x02,
-                &[ch, 3, 0, 0],
-                "Get LAN Configuration Parameters (IP)"
-            )
-            .await)
-    ) && let Some(a) = ip.get(..4)
+    if identity_due
+        && let Some(ip) = step!(
+            "LAN IP",
+            lan(s
+                .cmd(
+                    netfn::TRANSPORT,
+                    0x02,
+                    &[ch, 3, 0, 0],
+                    "Get LAN Configuration Parameters (IP)"
+                )
+                .await)
+        )
+        && let Some(a) = ip.get(..4)
     {
         id.attributes
             .insert("bmc.ip".into(), format!("{}.{}.{}.{}", a[0], a[1], a[2], a[3]));
     }
-    if let Some(gw) = step!(
-        "LAN gateway MAC",
-        lan(s
-            .cmd(
-                netfn::TRANSPORT,
-                0x02,
-                &[ch, 13, 0, 0],
-                "Get LAN Configuration Parameters (gateway MAC)"
-            )
-            .await)
-    ) && let Some(m) = mac_text(&gw)
+    if identity_due
+        && let Some(gw) = step!(
+            "LAN gateway MAC",
+            lan(s
+                .cmd(
+                    netfn::TRANSPORT,
+                    0x02,
+                    &[ch, 13, 0, 0],
+                    "Get LAN Configuration Parameters (gateway MAC)"
+                )
+                .await)
+        )
+        && let Some(m) = mac_text(&gw)
     {
         id.attributes.insert("bmc.gateway_mac".into(), m);
     }

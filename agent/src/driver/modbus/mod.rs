@@ -74,8 +74,14 @@ pub async fn poll_with_map(
     map: &RegisterMap,
     cx: &PollCx,
 ) -> Result<DeviceReport, DriverError> {
-    let points: Vec<Point> = map
-        .identity
+    // Identity registers only when due (driver::PollScope): a telemetry-only poll plans and
+    // reads the readings' blocks alone.
+    let identity_defs = if cx.scope.wants(super::Kind::Identity) {
+        &map.identity[..]
+    } else {
+        &[]
+    };
+    let points: Vec<Point> = identity_defs
         .iter()
         .map(|i| i.point)
         .chain(map.readings.iter().map(|r| r.point))
@@ -162,7 +168,7 @@ pub async fn poll_with_map(
     identity
         .attributes
         .insert("modbus_unit".into(), t.unit.to_string());
-    for (i, def) in map.identity.iter().enumerate() {
+    for (i, def) in identity_defs.iter().enumerate() {
         match &values[i] {
             Some((Ok(v), _)) => {
                 let text = as_text(v);
@@ -187,7 +193,7 @@ pub async fn poll_with_map(
         }
     }
 
-    let base = map.identity.len();
+    let base = identity_defs.len();
     let mut readings = Vec::new();
     for (k, def) in map.readings.iter().enumerate() {
         let Some((v, at)) = &values[base + k] else {

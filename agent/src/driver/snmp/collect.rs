@@ -21,7 +21,7 @@ use groundtruth_proto::v1::{Component, DeviceIdentity, Reading};
 
 use super::profile::{Profile, ReadingSpec, Source, component_index, scaled};
 use super::walk::{Column, Session, oid, value_int, value_number, value_text};
-use crate::driver::DriverError;
+use crate::driver::{DriverError, Kind};
 
 /// Column walks of one device in flight at once: a few hide the round-trip time of a distant
 /// device without flooding a small management card (many answer one request at a time).
@@ -37,6 +37,16 @@ pub(super) struct Collected {
     pub(super) partial_errors: Vec<String>,
 }
 
+/// A profile's identity sources; none in a telemetry-only poll (`driver::PollScope`), whose
+/// identity the agent keeps from the last inventory poll.
+fn identity_fields<'p>(s: &Session<'_>, p: &'p Profile) -> Vec<(&'static str, &'p [Source])> {
+    if s.cx.scope.wants(Kind::Identity) {
+        p.identity.fields().to_vec()
+    } else {
+        Vec::new()
+    }
+}
+
 /// Reads everything `profiles` name and fills `id` and the returned [`Collected`].
 pub(super) async fn apply(
     s: &Session<'_>,
@@ -48,7 +58,7 @@ pub(super) async fn apply(
     // 1. Every scalar in one batched GET.
     let mut scalars = BTreeSet::new();
     for p in profiles {
-        for (_, sources) in p.identity.fields() {
+        for (_, sources) in identity_fields(s, p) {
             scalars.extend(sources.iter().filter_map(|s| s.oid.clone()));
         }
         scalars.extend(p.readings.iter().filter_map(|r| r.oid.clone()));
@@ -60,7 +70,7 @@ pub(super) async fn apply(
     let mut columns: HashMap<String, Column> = HashMap::new();
     let mut needed = BTreeSet::new();
     for p in profiles {
-        for (_, sources) in p.identity.fields() {
+        for (_, sources) in identity_fields(s, p) {
             for src in sources {
                 needed.extend(src.where_column.clone());
                 if src.where_column.is_none() {
@@ -108,7 +118,7 @@ pub(super) async fn apply(
     // 3. Identity: `column where where_column = equals` needs one more GET per chosen row.
     let mut row_gets = BTreeSet::new();
     for p in profiles {
-        for (_, sources) in p.identity.fields() {
+        for (_, sources) in identity_fields(s, p) {
             for src in sources {
                 if let Some(o) = chosen_row_oid(src, &columns) {
                     row_gets.insert(o);
@@ -129,7 +139,7 @@ pub(super) async fn apply(
         if let Some(v) = p.identity.vendor.as_ref().filter(|_| id.vendor.is_empty()) {
             id.vendor.clone_from(v);
         }
-        for (field, sources) in p.identity.fields() {
+        for (field, sources) in identity_fields(s, p) {
             let slot = match field {
                 "vendor" => &mut id.vendor,
                 "model" => &mut id.model,

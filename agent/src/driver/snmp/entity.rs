@@ -37,6 +37,10 @@ pub(super) async fn components(
     s: &Session<'_>,
     device_serial: &str,
 ) -> Result<Vec<ComponentIdentity>, DriverError> {
+    // Parts are identity: not read in a telemetry-only poll (driver::PollScope).
+    if !s.cx.scope.wants(crate::driver::Kind::Identity) {
+        return Ok(Vec::new());
+    }
     let serials = s.column(ENT_SERIAL).await?;
     let rows: Vec<(&Vec<u32>, String)> = serials
         .iter()

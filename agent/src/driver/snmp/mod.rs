@@ -245,8 +245,18 @@ pub async fn poll(t: &SnmpTarget, cx: &PollCx) -> Result<DeviceReport, DriverErr
     };
 
     let limit = cx.limits.max_walk_varbinds;
-    let names = s.walk(&oid(IF_DESCR), limit).await?;
-    let phys = s.walk(&oid(IF_PHYS_ADDRESS), limit).await?;
+    // Interface MACs are identity: a telemetry-only poll (driver::PollScope) skips both walks.
+    let identity_due = cx.scope.wants(crate::driver::Kind::Identity);
+    let names = if identity_due {
+        s.walk(&oid(IF_DESCR), limit).await?
+    } else {
+        Vec::new()
+    };
+    let phys = if identity_due {
+        s.walk(&oid(IF_PHYS_ADDRESS), limit).await?
+    } else {
+        Vec::new()
+    };
     let names: std::collections::HashMap<u32, String> = names
         .iter()
         .filter_map(|(o, v)| Some((*o.arcs().last()?, value_text(v)?)))
@@ -337,7 +347,7 @@ pub async fn poll(t: &SnmpTarget, cx: &PollCx) -> Result<DeviceReport, DriverErr
             partial_errors,
         });
     }
-    if let Some(loc) = text(SYS_LOCATION).filter(|s| !s.trim().is_empty()) {
+    if let Some(loc) = text(SYS_LOCATION).filter(|s| identity_due && !s.trim().is_empty()) {
         // The agent reports the raw text; the collector parses it with the site's patterns.
         report.locations.push(LocationEvidence {
             source: LocationSource::SysLocation as i32,

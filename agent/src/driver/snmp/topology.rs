@@ -43,6 +43,10 @@ const FDB_STATUS_SELF: i64 = 4;
 pub(super) async fn read(s: &Session<'_>) -> Result<(Vec<TopologyEntry>, Vec<String>), DriverError> {
     let mut entries = Vec::new();
     let mut partial = Vec::new();
+    // Not due in this poll (driver::PollScope): no request at all.
+    if !s.cx.scope.wants(crate::driver::Kind::Topology) {
+        return Ok((entries, partial));
+    }
     let found = s.exists_many(&[oid(BRIDGE), oid(LLDP_REM)]).await?;
     let (has_bridge, has_lldp) = (found[0], found[1]);
     if !has_bridge && !has_lldp {
