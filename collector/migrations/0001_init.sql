@@ -1,4 +1,4 @@
--- groundtruth collector schema v1 (SQLite dialect; the PostgreSQL port comes with issue #9).
+-- groundtruth collector schema v1 (SQLite dialect; the PostgreSQL dialect is postgres/0001_init.sql).
 
 -- Every batch ever committed, for deduplication by (agent, epoch, seq).
 CREATE TABLE batches (

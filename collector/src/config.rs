@@ -10,7 +10,8 @@
 //! tls_cert = "/etc/groundtruth/tls/collector.crt"   # gRPC over TLS (agents use https://)
 //! tls_key = "/etc/groundtruth/tls/collector.key"
 //! client_ca = "/etc/groundtruth/tls/agents-ca.crt"  # mutual TLS: agents need a client cert
-//! database = "/var/lib/groundtruth-collector/state.db"
+//! database = "/var/lib/groundtruth-collector/state.db"   # or "postgres://groundtruth@db.example/groundtruth"
+//! database_password = { file = "/etc/groundtruth/secrets/db.pass" }   # PostgreSQL only
 //! default_site = "DC1"           # for devices whose agent and evidence name no site
 //!
 //! [location]
@@ -195,8 +196,12 @@ fn default_share_group() -> String {
 struct RawCollector {
     #[serde(default = "default_listen")]
     listen_grpc: String,
+    /// SQLite file path (or `sqlite://PATH`), or a `postgres://` URL.
     #[serde(default = "default_db")]
-    database: PathBuf,
+    database: String,
+    /// PostgreSQL password, as a secret reference (kept out of the URL).
+    #[serde(default)]
+    database_password: Option<TokenRef>,
     #[serde(default)]
     default_site: String,
     /// `/metrics`, `/api`, `/healthz`; "off" disables.
@@ -225,8 +230,8 @@ fn default_listen() -> String {
     "127.0.0.1:50051".into()
 }
 
-fn default_db() -> PathBuf {
-    PathBuf::from("/var/lib/groundtruth-collector/state.db")
+fn default_db() -> String {
+    "/var/lib/groundtruth-collector/state.db".into()
 }
 
 #[derive(Debug, Deserialize)]
@@ -342,7 +347,8 @@ pub struct Config {
     pub retention_hourly: Duration,
     /// gRPC ingest TLS: (certificate PEM, key PEM, client CA PEM for mTLS).
     pub grpc_tls: Option<GrpcServerTls>,
-    pub database: PathBuf,
+    /// The state store: an SQLite file or a PostgreSQL URL (password kept out of `Debug`).
+    pub database: crate::store::Database,
     pub default_site: String,
     pub netbox: Option<NetBoxSettings>,
     pub mqtt: Option<crate::ingest::mqtt::MqttIngestSettings>,
@@ -456,6 +462,7 @@ impl Config {
                 None
             }
         };
+        let database = Self::database(&raw.collector, file, &mut errors, &mut warnings);
         let api_token = match &raw.collector.api_token {
             None => None,
             Some(r) => read_secret(r, "collector.api_token", file, &mut errors),
@@ -680,12 +687,45 @@ impl Config {
                 site_map,
             },
             listen_grpc,
-            database: raw.collector.database,
+            database: database.unwrap_or_else(|| crate::store::Database::Sqlite(default_db().into())),
             default_site: raw.collector.default_site,
             netbox,
             mqtt,
             warnings,
         })
+    }
+}
+
+impl Config {
+    /// `collector.database` and `collector.database_password`.
+    fn database(
+        c: &RawCollector,
+        file: &str,
+        errors: &mut Vec<String>,
+        warnings: &mut Vec<String>,
+    ) -> Option<crate::store::Database> {
+        use crate::store::Database;
+        let mut db = Database::parse(&c.database)
+            .map_err(|e| errors.push(format!("{file}: collector.database: {e}")))
+            .ok()?;
+        match (&mut db, &c.database_password) {
+            (Database::Sqlite(_), Some(_)) => {
+                errors.push(format!(
+                    "{file}: collector.database_password applies only to a postgres:// database"
+                ));
+            }
+            (Database::Postgres { password: Some(_), .. }, Some(_)) => errors.push(format!(
+                "{file}: collector.database: the URL has a password and database_password is set; keep only database_password"
+            )),
+            (Database::Postgres { password: Some(_), .. }, None) => warnings.push(format!(
+                "{file}: collector.database: the password is written in the URL; prefer database_password = {{ file = \"…\" }}"
+            )),
+            (Database::Postgres { password, .. }, Some(r)) => {
+                *password = Some(read_secret(r, "collector.database_password", file, errors)?);
+            }
+            _ => {}
+        }
+        Some(db)
     }
 }
 
@@ -849,6 +889,46 @@ mod tests {
     }
 
     #[test]
+    fn postgres_database_takes_its_password_by_reference() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("db.pass");
+        std::fs::write(&p, "pgS3cret\n").unwrap();
+        let text = format!(
+            "[collector]\ndatabase = \"postgres://gt@127.0.0.1/gt\"\ndatabase_password = {{ file = {p:?} }}\n"
+        );
+        let c = Config::parse(&text, "c.toml").unwrap();
+        let crate::store::Database::Postgres { url, password } = &c.database else {
+            panic!("{:?}", c.database);
+        };
+        assert_eq!(
+            (url.as_str(), password.as_deref()),
+            ("postgres://gt@127.0.0.1/gt", Some("pgS3cret"))
+        );
+        assert!(!format!("{c:?} {}", c.database).contains("pgS3cret"));
+        let c = Config::parse("[collector]\n", "c.toml").unwrap();
+        assert!(!c.database.is_postgres());
+        let text = format!("[collector]\ndatabase = \"/tmp/x.db\"\ndatabase_password = {{ file = {p:?} }}\n");
+        let e = Config::parse(&text, "c.toml").unwrap_err();
+        assert!(e[0].contains("collector.database_password"), "{e:?}");
+        let e = Config::parse("[collector]\ndatabase = \"postgres://h\"\n", "c.toml").unwrap_err();
+        assert!(
+            e[0].contains("collector.database") && e[0].contains("no database"),
+            "{e:?}"
+        );
+        let c = Config::parse(
+            "[collector]\ndatabase = \"postgres://gt:inl1ne@h/gt\"\n",
+            "c.toml",
+        )
+        .unwrap();
+        assert!(
+            c.warnings.iter().any(|w| w.contains("database_password")),
+            "{:?}",
+            c.warnings
+        );
+        assert!(!format!("{c:?}").contains("inl1ne"));
+    }
+
+    #[test]
     fn typo_and_missing_token_are_named() {
         let e = Config::parse("[collector]\nlisten = \"x\"\n", "c.toml").unwrap_err();
         assert!(
@@ -989,6 +1069,7 @@ mod tests {
         let RawCollector {
             listen_grpc: _,
             database: _,
+            database_password,
             default_site: _,
             listen_http,
             api_token,
@@ -999,6 +1080,7 @@ mod tests {
             client_ca,
         } = collector;
         assert!(tls_cert.is_some() && tls_key.is_some() && client_ca.is_some());
+        assert!(database_password.is_some());
         let RawLocation { patterns, site_map } = location;
         let RawMqtt {
             url: _,
@@ -1047,6 +1129,7 @@ mod tests {
         let accepted: std::collections::BTreeSet<String> = [
             "collector.listen_grpc",
             "collector.database",
+            "collector.database_password",
             "collector.default_site",
             "collector.listen_http",
             "collector.api_token",

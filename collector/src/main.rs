@@ -207,9 +207,9 @@ fn main() -> ExitCode {
 }
 
 async fn open_store(cfg: &Config) -> anyhow::Result<Store> {
-    Store::open(&cfg.database)
+    Store::connect(&cfg.database)
         .await
-        .with_context(|| format!("opening the state store {}", cfg.database.display()))
+        .context("opening the state store")
 }
 
 async fn serve(cfg: Config) -> anyhow::Result<()> {
@@ -401,7 +401,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             std::sync::Arc::default(),
         ));
     }
-    tracing::info!(listen = %cfg.listen_grpc, database = %cfg.database.display(), "Collector listening for agents (gRPC).");
+    tracing::info!(listen = %cfg.listen_grpc, database = %cfg.database, "Collector listening for agents (gRPC).");
     let mut server = tonic::transport::Server::builder();
     if let Some(tls) = &cfg.grpc_tls {
         let mut t = tonic::transport::ServerTlsConfig::new()

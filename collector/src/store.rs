@@ -1,33 +1,87 @@
-//! The collector's state store: an embedded SQLite database (WAL, `synchronous=FULL`) through
-//! sqlx, so the PostgreSQL option (issue #9) can share the query layer.
+//! The collector's state store, through sqlx's `Any` driver so that one set of queries serves
+//! both back ends: an embedded SQLite database by default (WAL, `synchronous=FULL`), or
+//! PostgreSQL for larger sites and several collectors sharing one database (issue #9).
 //!
 //! Durability contract: [`Store::commit_batch`] returns only after the batch's transaction is
 //! committed to disk; the ingest layer acknowledges a batch to the agent only after that, so an
-//! acknowledged batch survives a collector crash. Deduplication is by `(agent_id, epoch, seq)`.
+//! acknowledged batch survives a collector crash. Deduplication is by `(agent_id, epoch, seq)`,
+//! enforced by the `batches` primary key (`INSERT … ON CONFLICT DO NOTHING`), so two collectors
+//! racing on the same batch commit it once.
+//!
+//! SQL conventions (every query must run unchanged on both back ends): numbered placeholders
+//! `$1, $2, …` (SQLite accepts them too; never `?`); bind only `i64`, `f64`, `&str`/`String` and
+//! `Option` of those; timestamps are RFC 3339 UTC text (`now()`), compared as text; portable
+//! functions only (`substr`, `COALESCE`, `COUNT/MIN/MAX/SUM`; two-argument `MIN`/`MAX` are
+//! SQLite-only, use `CASE`; `SUM` of a BIGINT column is NUMERIC on PostgreSQL, which the `Any`
+//! driver cannot decode: `CAST(SUM(x) AS BIGINT)`); upserts with `ON CONFLICT (…) DO UPDATE`/`DO NOTHING`, naming the
+//! table on the right-hand side (`t.col + 1`). Schema changes add a migration to both
+//! `migrations/` (SQLite) and `migrations/postgres/` (BIGINT for INTEGER, DOUBLE PRECISION for
+//! REAL, identity ids, `TEXT COLLATE "C"`).
 
-use std::path::Path;
-use std::str::FromStr;
+use std::path::{Path, PathBuf};
 
 use groundtruth_proto::v1::{Batch, DeviceReport, LocationSource, PollOutcome};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{Any, AnyPool, ConnectOptions, Connection, Row};
 
 use crate::normalize;
 
 /// Most topology rows kept per switch report (the agent caps them too).
 const MAX_TOPOLOGY_ROWS: usize = 20_000;
 
-/// Schema migrations, applied in order, each once (recorded in `schema_migrations`).
-const MIGRATIONS: &[(i64, &str)] = &[
-    (1, include_str!("../migrations/0001_init.sql")),
-    (2, include_str!("../migrations/0002_latest_readings.sql")),
-    (3, include_str!("../migrations/0003_readings_hourly.sql")),
-    (4, include_str!("../migrations/0004_exception_resolution.sql")),
-    (5, include_str!("../migrations/0005_topology.sql")),
-    (6, include_str!("../migrations/0006_dead_letters.sql")),
-    (8, include_str!("../migrations/0008_itsm_kpi.sql")),
-    (9, include_str!("../migrations/0009_exception_actions.sql")),
+/// Schema migrations, applied in order, each once (recorded in `schema_migrations`):
+/// (version, SQLite text, PostgreSQL text).
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        include_str!("../migrations/0001_init.sql"),
+        include_str!("../migrations/postgres/0001_init.sql"),
+    ),
+    (
+        2,
+        include_str!("../migrations/0002_latest_readings.sql"),
+        include_str!("../migrations/postgres/0002_latest_readings.sql"),
+    ),
+    (
+        3,
+        include_str!("../migrations/0003_readings_hourly.sql"),
+        include_str!("../migrations/postgres/0003_readings_hourly.sql"),
+    ),
+    (
+        4,
+        include_str!("../migrations/0004_exception_resolution.sql"),
+        include_str!("../migrations/postgres/0004_exception_resolution.sql"),
+    ),
+    (
+        5,
+        include_str!("../migrations/0005_topology.sql"),
+        include_str!("../migrations/postgres/0005_topology.sql"),
+    ),
+    (
+        6,
+        include_str!("../migrations/0006_dead_letters.sql"),
+        include_str!("../migrations/postgres/0006_dead_letters.sql"),
+    ),
+    (
+        8,
+        include_str!("../migrations/0008_itsm_kpi.sql"),
+        include_str!("../migrations/postgres/0008_itsm_kpi.sql"),
+    ),
+    (
+        9,
+        include_str!("../migrations/0009_exception_actions.sql"),
+        include_str!("../migrations/postgres/0009_exception_actions.sql"),
+    ),
 ];
+
+/// PostgreSQL advisory lock key held while migrating ("gtmigrat"), so that collectors starting
+/// together on one database apply each migration once.
+const MIGRATION_LOCK: i64 = 0x6774_6d69_6772_6174;
+
+/// Connections per pool: SQLite has one writer anyway; PostgreSQL serves several collectors.
+const SQLITE_POOL: u32 = 4;
+const POSTGRES_POOL: u32 = 8;
 
 // Operator actions on exceptions (accept / ignore / pin) and their audit trail.
 #[path = "store_actions.rs"]
@@ -42,9 +96,96 @@ pub enum StoreError {
     Query(#[from] sqlx::Error),
     #[error("batch rejected: {0}")]
     Invalid(String),
+    #[error("database migration {version} failed: {source}")]
+    Migration { version: i64, source: sqlx::Error },
     /// An operator action that cannot be taken as asked (no actor, incomplete pin).
     #[error("{0}")]
     Refused(String),
+}
+
+/// Where the state lives: the `collector.database` setting.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Database {
+    /// An SQLite file (created with its directory).
+    Sqlite(PathBuf),
+    /// A PostgreSQL URL without password; the password comes from `database_password` (a secret
+    /// reference) and is kept out of `Debug` and `Display`.
+    Postgres { url: url::Url, password: Option<String> },
+}
+
+impl Database {
+    /// Parses `collector.database`: `postgres://…` / `postgresql://…`, `sqlite://PATH` /
+    /// `sqlite:PATH`, or a bare file path (SQLite).
+    ///
+    /// # Errors
+    /// A PostgreSQL URL that does not parse, names no database, or an empty value.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        if text.is_empty() {
+            return Err("is empty".into());
+        }
+        let lower = text.to_ascii_lowercase();
+        if lower.starts_with("postgres://") || lower.starts_with("postgresql://") {
+            let mut url = url::Url::parse(text).map_err(|e| format!("not a URL: {e}"))?;
+            if url.host_str().unwrap_or_default().is_empty() && !url.query_pairs().any(|(k, _)| k == "host") {
+                return Err("PostgreSQL URL names no host".into());
+            }
+            if url.path().trim_start_matches('/').is_empty() && !url.query_pairs().any(|(k, _)| k == "dbname")
+            {
+                return Err("PostgreSQL URL names no database (postgres://user@host/DATABASE)".into());
+            }
+            let password = url.password().map(str::to_owned);
+            let _ = url.set_password(None);
+            return Ok(Self::Postgres { url, password });
+        }
+        if let Some(rest) = lower.strip_prefix("sqlite:").map(|_| &text[7..]) {
+            let path = rest.strip_prefix("//").unwrap_or(rest);
+            if path.is_empty() || path.contains('?') {
+                return Err("expected sqlite:///absolute/path.db or sqlite:relative.db (no options)".into());
+            }
+            return Ok(Self::Sqlite(PathBuf::from(path)));
+        }
+        if lower.contains("://") {
+            return Err("unsupported scheme (expected a file path, sqlite:// or postgres://)".into());
+        }
+        Ok(Self::Sqlite(PathBuf::from(text)))
+    }
+
+    /// True when the password was written into the URL (which the config check warns about).
+    #[must_use]
+    pub fn is_postgres(&self) -> bool {
+        matches!(self, Self::Postgres { .. })
+    }
+}
+
+/// Shows the URL without its password.
+impl std::fmt::Display for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Sqlite(p) => write!(f, "{}", p.display()),
+            Self::Postgres { url, .. } => write!(f, "{url}"),
+        }
+    }
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Sqlite(p) => f.debug_tuple("Sqlite").field(p).finish(),
+            Self::Postgres { url, password } => f
+                .debug_struct("Postgres")
+                .field("url", &url.as_str())
+                .field("password", &password.as_ref().map(|_| "<redacted>"))
+                .finish(),
+        }
+    }
+}
+
+/// Which back end a [`Store`] talks to (for the few dialect differences: migrations, locks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
 }
 
 /// What happened to a batch.
@@ -56,7 +197,8 @@ pub enum Commit {
 
 #[derive(Debug, Clone)]
 pub struct Store {
-    pool: SqlitePool,
+    pool: AnyPool,
+    backend: Backend,
 }
 
 /// A device as the store knows it, with its strongest location evidence.
@@ -136,6 +278,38 @@ pub struct DeadLetterRow {
     pub last_failed: String,
 }
 
+/// Rows per multi-row INSERT: 8 parameters a row stays far below SQLite's 32,766 and
+/// PostgreSQL's 65,535 bind parameters per statement.
+const ROWS_PER_STATEMENT: usize = 500;
+
+/// One reading as stored (`readings` and `latest_readings` columns).
+struct ReadingRow<'a> {
+    metric: &'a str,
+    unit: &'a str,
+    value: f64,
+    at: String,
+    kind: String,
+    index: i64,
+    label: String,
+}
+
+/// `prefix` + `($1, …, $cols), ($cols+1, …)` for `rows` rows + `suffix`: only placeholders are
+/// generated, every value is bound.
+fn values_sql(prefix: &str, rows: usize, cols: usize, suffix: &str) -> String {
+    use std::fmt::Write as _;
+    let mut sql = String::with_capacity(prefix.len() + suffix.len() + rows * cols * 6);
+    sql.push_str(prefix);
+    for r in 0..rows {
+        sql.push_str(if r == 0 { "(" } else { ", (" });
+        for c in 0..cols {
+            let _ = write!(sql, "{}${}", if c == 0 { "" } else { ", " }, r * cols + c + 1);
+        }
+        sql.push(')');
+    }
+    sql.push_str(suffix);
+    sql
+}
+
 fn now() -> String {
     humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
 }
@@ -161,58 +335,144 @@ pub fn device_key(report: &DeviceReport, agent_id: &str) -> String {
 }
 
 impl Store {
-    /// Opens (creating if needed) the database file and applies pending migrations.
+    /// Opens (creating if needed) an SQLite database file and applies pending migrations.
     ///
     /// # Errors
     /// If the file cannot be opened or a migration fails.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::connect(&Database::Sqlite(path.to_path_buf())).await
+    }
+
+    /// Connects to the configured database (SQLite file or PostgreSQL) and applies pending
+    /// migrations.
+    ///
+    /// # Errors
+    /// If the database cannot be reached or opened, or a migration fails.
+    pub async fn connect(db: &Database) -> Result<Self, StoreError> {
+        sqlx::any::install_default_drivers();
         let open_err = |source| StoreError::Open {
-            path: path.display().to_string(),
+            path: db.to_string(),
             source,
         };
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| open_err(sqlx::Error::Io(e)))?;
-        }
-        let opts = SqliteConnectOptions::from_str("sqlite://")
-            .map_err(open_err)?
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .foreign_keys(true)
-            .busy_timeout(std::time::Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(opts)
+        let (opts, backend) = match db {
+            Database::Sqlite(path) => {
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir).map_err(|e| open_err(sqlx::Error::Io(e)))?;
+                }
+                let path = std::path::absolute(path).map_err(|e| open_err(sqlx::Error::Io(e)))?;
+                // The Any driver takes options only as a URL; journal mode and sync level are
+                // set per connection below.
+                let url = SqliteConnectOptions::new()
+                    .filename(&path)
+                    .create_if_missing(true)
+                    .to_url_lossy();
+                (
+                    AnyConnectOptions::from_url(&url).map_err(open_err)?,
+                    Backend::Sqlite,
+                )
+            }
+            Database::Postgres { url, password } => {
+                let mut url = url.clone();
+                if let Some(p) = password {
+                    url.set_password(Some(p)).map_err(|()| {
+                        open_err(sqlx::Error::Configuration(
+                            "the URL cannot carry a password".into(),
+                        ))
+                    })?;
+                }
+                (
+                    AnyConnectOptions::from_url(&url).map_err(open_err)?,
+                    Backend::Postgres,
+                )
+            }
+        };
+        // PostgreSQL: connect once directly first, so a refused connection or a bad password is
+        // reported as such (a pool only says it timed out); that connection then migrates.
+        let first = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(sqlx::AnyConnection::connect_with(&opts).await.map_err(open_err)?),
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(if backend == Backend::Sqlite { SQLITE_POOL } else { POSTGRES_POOL })
+            .acquire_timeout(std::time::Duration::from_secs(15))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        // WAL: readers never block the writer; FULL: a commit is on disk when it
+                        // returns (the durability contract above).
+                        sqlx::raw_sql(
+                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;",
+                        )
+                        .execute(&mut *conn)
+                        .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(opts.clone())
             .await
             .map_err(open_err)?;
-        let store = Self { pool };
-        store.migrate().await?;
+        let store = Self { pool, backend };
+        store.migrate(first).await?;
         Ok(store)
     }
 
-    async fn migrate(&self) -> Result<(), StoreError> {
-        sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)")
-            .execute(&self.pool)
+    /// The back end this store talks to.
+    #[must_use]
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Applies pending migrations. On PostgreSQL this runs on its own connection holding an
+    /// advisory lock, so collectors starting together do not race; the lock goes with the
+    /// connection even when a migration fails.
+    async fn migrate(&self, mut conn: Option<sqlx::AnyConnection>) -> Result<(), StoreError> {
+        if let Some(c) = conn.as_mut() {
+            sqlx::query("SELECT pg_advisory_lock($1)")
+                .bind(MIGRATION_LOCK)
+                .execute(&mut *c)
+                .await?;
+        }
+        let mut pooled;
+        let conn: &mut sqlx::AnyConnection = match conn.as_mut() {
+            Some(c) => c,
+            None => {
+                pooled = self.pool.acquire().await?;
+                &mut pooled
+            }
+        };
+        sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at TEXT NOT NULL)")
+            .execute(&mut *conn)
             .await?;
-        for (version, sql) in MIGRATIONS {
+        for (version, sqlite, postgres) in MIGRATIONS {
             let done: Option<i64> =
-                sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = ?")
+                sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = $1")
                     .bind(version)
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&mut *conn)
                     .await?;
             if done.is_some() {
                 continue;
             }
-            let mut tx = self.pool.begin().await?;
-            sqlx::raw_sql(*sql).execute(&mut *tx).await?;
-            sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)")
+            let sql: &'static str = if self.backend == Backend::Sqlite {
+                sqlite
+            } else {
+                postgres
+            };
+            let mut tx = conn.begin().await?;
+            sqlx::raw_sql(sql)
+                .execute(&mut *tx)
+                .await
+                .map_err(|source| StoreError::Migration {
+                    version: *version,
+                    source,
+                })?;
+            sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)")
                 .bind(version)
                 .bind(now())
                 .execute(&mut *tx)
                 .await?;
             tx.commit().await?;
-            tracing::info!(version, "Applied database migration.");
+            tracing::info!(version, backend = ?self.backend, "Applied database migration.");
         }
         Ok(())
     }
@@ -233,7 +493,7 @@ impl Store {
         }
         let mut tx = self.pool.begin().await?;
         let inserted = sqlx::query(
-            "INSERT INTO batches (agent_id, epoch, seq, agent_site, devices, received_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            "INSERT INTO batches (agent_id, epoch, seq, agent_site, devices, received_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
         )
         .bind(&agent.agent_id)
         .bind(i64::try_from(batch.epoch).unwrap_or(i64::MAX))
@@ -248,22 +508,31 @@ impl Store {
             tx.rollback().await?;
             return Ok(Commit::Duplicate);
         }
-        for report in &batch.devices {
-            Self::upsert_report(&mut tx, report, &agent.agent_id, &agent.site).await?;
+        // Devices in key order, so that two collectors committing overlapping batches on
+        // PostgreSQL lock rows in the same order and cannot deadlock (stable: a device reported
+        // twice in one batch keeps its order, the later report wins).
+        let mut reports: Vec<(String, &DeviceReport)> = batch
+            .devices
+            .iter()
+            .map(|r| (device_key(r, &agent.agent_id), r))
+            .collect();
+        reports.sort_by(|a, b| a.0.cmp(&b.0));
+        for (key, report) in reports {
+            Self::upsert_report(&mut tx, report, &key, &agent.agent_id, &agent.site).await?;
         }
         tx.commit().await?;
         Ok(Commit::Committed)
     }
 
     async fn upsert_report(
-        tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+        tx: &mut sqlx::Transaction<'_, Any>,
         report: &DeviceReport,
+        key: &str,
         agent_id: &str,
         agent_site: &str,
     ) -> Result<(), StoreError> {
         use groundtruth_proto::v1::{ComponentKind, DeviceClass, MacRole, Protocol};
         let id = report.identity.clone().unwrap_or_default();
-        let key = device_key(report, agent_id);
         let status = report.status.clone().unwrap_or_default();
         let outcome = enum_name(status.outcome, PollOutcome::as_str_name);
         let seen = ts(report.polled_at.as_ref());
@@ -273,11 +542,11 @@ impl Store {
         let device_id: i64 = if failed {
             sqlx::query_scalar(
                 "INSERT INTO devices (device_key, protocol, agent_id, agent_site, endpoint_key, last_outcome, last_message, first_seen, last_seen)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
                  ON CONFLICT (device_key) DO UPDATE SET last_outcome = excluded.last_outcome, last_message = excluded.last_message
                  RETURNING id",
             )
-            .bind(&key)
+            .bind(key)
             .bind(enum_name(id.protocol, Protocol::as_str_name))
             .bind(agent_id)
             .bind(agent_site)
@@ -293,7 +562,7 @@ impl Store {
                 "INSERT INTO devices (device_key, serial, vendor, model, part_number, sku, firmware, asset_tag, hostname, description,
                                       sys_object_id, uuid, device_class, protocol, agent_id, agent_site, endpoint_key, last_outcome, last_message,
                                       first_seen, last_seen)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)
                  ON CONFLICT (device_key) DO UPDATE SET
                     serial = excluded.serial, vendor = excluded.vendor, model = excluded.model, part_number = excluded.part_number,
                     sku = excluded.sku, firmware = excluded.firmware, asset_tag = excluded.asset_tag, hostname = excluded.hostname,
@@ -303,7 +572,7 @@ impl Store {
                     last_message = excluded.last_message, last_seen = excluded.last_seen
                  RETURNING id",
             )
-            .bind(&key)
+            .bind(key)
             .bind(normalize::serial(&id.serial_number).unwrap_or_default())
             .bind(normalize::vendor(&id.vendor))
             .bind(id.model.trim())
@@ -335,7 +604,7 @@ impl Store {
                 continue;
             };
             sqlx::query(
-                "INSERT INTO device_macs (device_id, address, interface_name, role, last_seen) VALUES (?, ?, ?, ?, ?)
+                "INSERT INTO device_macs (device_id, address, interface_name, role, last_seen) VALUES ($1, $2, $3, $4, $5)
                  ON CONFLICT (device_id, address) DO UPDATE SET interface_name = excluded.interface_name, role = excluded.role, last_seen = excluded.last_seen",
             )
             .bind(device_id)
@@ -346,46 +615,90 @@ impl Store {
             .execute(&mut **tx)
             .await?;
         }
-        for r in &report.readings {
-            if !r.value.is_finite() {
-                continue;
+        // Multi-row statements, a chunk at a time: one round trip per chunk instead of two per
+        // reading (each statement is a round trip on PostgreSQL).
+        let readings: Vec<ReadingRow<'_>> = report
+            .readings
+            .iter()
+            .filter(|r| r.value.is_finite())
+            .map(|r| {
+                let c = r.component.clone().unwrap_or_default();
+                ReadingRow {
+                    metric: &r.metric,
+                    unit: &r.unit,
+                    value: r.value,
+                    at: ts(r.observed_at.as_ref()),
+                    kind: if r.component.is_some() {
+                        enum_name(c.kind, ComponentKind::as_str_name)
+                    } else {
+                        String::new()
+                    },
+                    index: i64::from(c.index),
+                    label: c.label,
+                }
+            })
+            .collect();
+        for chunk in readings.chunks(ROWS_PER_STATEMENT) {
+            let sql = values_sql(
+                "INSERT INTO readings (device_id, metric, unit, value, observed_at, component_kind, component_index, component_label) VALUES ",
+                chunk.len(),
+                8,
+                "",
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for r in chunk {
+                q = q
+                    .bind(device_id)
+                    .bind(r.metric)
+                    .bind(r.unit)
+                    .bind(r.value)
+                    .bind(&r.at);
+                q = q.bind(&r.kind).bind(r.index).bind(&r.label);
             }
-            let c = r.component.clone().unwrap_or_default();
-            sqlx::query(
-                "INSERT INTO readings (device_id, metric, unit, value, observed_at, component_kind, component_index, component_label)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(device_id)
-            .bind(&r.metric)
-            .bind(&r.unit)
-            .bind(r.value)
-            .bind(ts(r.observed_at.as_ref()))
-            .bind(if r.component.is_some() { enum_name(c.kind, ComponentKind::as_str_name) } else { String::new() })
-            .bind(i64::from(c.index))
-            .bind(&c.label)
-            .execute(&mut **tx)
-            .await?;
-            sqlx::query(
-                "INSERT INTO latest_readings (device_id, metric, unit, component_kind, component_index, component_label, value, observed_at)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-                 ON CONFLICT (device_id, metric, unit, component_kind, component_index) DO UPDATE SET
+            q.execute(&mut **tx).await?;
+        }
+        // One row per series for `latest_readings` (an upsert may not touch a row twice): the
+        // newest, a later one winning a tie — what one upsert per reading would leave.
+        let mut latest: Vec<&ReadingRow<'_>> = Vec::new();
+        let mut slot: std::collections::HashMap<(&str, &str, &str, i64), usize> =
+            std::collections::HashMap::new();
+        for r in &readings {
+            match slot.entry((r.metric, r.unit, r.kind.as_str(), r.index)) {
+                std::collections::hash_map::Entry::Occupied(e) => {
+                    if r.at >= latest[*e.get()].at {
+                        latest[*e.get()] = r;
+                    }
+                }
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(latest.len());
+                    latest.push(r);
+                }
+            }
+        }
+        for chunk in latest.chunks(ROWS_PER_STATEMENT) {
+            let sql = values_sql(
+                "INSERT INTO latest_readings (device_id, metric, unit, component_kind, component_index, component_label, value, observed_at) VALUES ",
+                chunk.len(),
+                8,
+                " ON CONFLICT (device_id, metric, unit, component_kind, component_index) DO UPDATE SET
                     component_label = excluded.component_label, value = excluded.value, observed_at = excluded.observed_at
                  WHERE excluded.observed_at >= latest_readings.observed_at",
-            )
-            .bind(device_id)
-            .bind(&r.metric)
-            .bind(&r.unit)
-            .bind(if r.component.is_some() { enum_name(c.kind, ComponentKind::as_str_name) } else { String::new() })
-            .bind(i64::from(c.index))
-            .bind(&c.label)
-            .bind(r.value)
-            .bind(ts(r.observed_at.as_ref()))
-            .execute(&mut **tx)
-            .await?;
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for r in chunk {
+                q = q
+                    .bind(device_id)
+                    .bind(r.metric)
+                    .bind(r.unit)
+                    .bind(&r.kind)
+                    .bind(r.index);
+                q = q.bind(&r.label).bind(r.value).bind(&r.at);
+            }
+            q.execute(&mut **tx).await?;
         }
         if !report.topology.is_empty() {
             use groundtruth_proto::v1::TopologySource;
-            sqlx::query("DELETE FROM topology WHERE switch_device_id = ?")
+            sqlx::query("DELETE FROM topology WHERE switch_device_id = $1")
                 .bind(device_id)
                 .execute(&mut **tx)
                 .await?;
@@ -393,7 +706,7 @@ impl Store {
                 sqlx::query(
                     "INSERT INTO topology (switch_device_id, source, local_port, local_port_index, remote_mac, remote_chassis_id,
                                            remote_system_name, remote_port_id, vlan, observed_at)
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
                 )
                 .bind(device_id)
                 .bind(enum_name(t.source, TopologySource::as_str_name))
@@ -412,7 +725,7 @@ impl Store {
         for l in &report.locations {
             sqlx::query(
                 "INSERT INTO location_evidence (device_id, source, site, room, row_name, rack, u_position, u_height, face, confidence, raw, observed_at)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
                  ON CONFLICT (device_id, source) DO UPDATE SET site = excluded.site, room = excluded.room, row_name = excluded.row_name,
                     rack = excluded.rack, u_position = excluded.u_position, u_height = excluded.u_height, face = excluded.face,
                     confidence = excluded.confidence, raw = excluded.raw, observed_at = excluded.observed_at",
@@ -440,40 +753,47 @@ impl Store {
     /// # Errors
     /// On a database failure.
     pub async fn devices(&self) -> Result<Vec<DeviceRow>, StoreError> {
+        use std::collections::HashMap;
+        // Five queries in all, not five per device: on PostgreSQL every query is a round trip,
+        // and the web UI lists every device.
         let rows = sqlx::query(
             "SELECT id, device_key, serial, vendor, model, part_number, asset_tag, hostname, protocol, agent_id, agent_site,
                     endpoint_key, last_outcome, last_seen FROM devices ORDER BY device_key",
         )
         .fetch_all(&self.pool)
         .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for r in rows {
-            let id: i64 = r.get("id");
-            let macs = sqlx::query(
-                "SELECT address, interface_name, role FROM device_macs WHERE device_id = ? ORDER BY address",
-            )
-            .bind(id)
-            .fetch_all(&self.pool)
-            .await?
-            .into_iter()
-            .map(|m| (m.get("address"), m.get("interface_name"), m.get("role")))
-            .collect();
-            let power_watts: Option<f64> = sqlx::query_scalar(
-                "SELECT value FROM readings WHERE device_id = ? AND metric = 'power' AND unit = 'W' AND component_kind = ''
-                 ORDER BY observed_at DESC LIMIT 1",
-            )
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-            let locations: Vec<EvidenceRow> = sqlx::query(
-                "SELECT source, site, room, row_name, rack, u_position, confidence, raw FROM location_evidence WHERE device_id = ?
-                 ORDER BY confidence DESC",
-            )
-            .bind(id)
-            .fetch_all(&self.pool)
-            .await?
-            .into_iter()
-            .map(|l| EvidenceRow {
+        let mut macs: HashMap<i64, Vec<(String, String, String)>> = HashMap::new();
+        for m in sqlx::query(
+            "SELECT device_id, address, interface_name, role FROM device_macs ORDER BY device_id, address",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        {
+            macs.entry(m.get("device_id")).or_default().push((
+                m.get("address"),
+                m.get("interface_name"),
+                m.get("role"),
+            ));
+        }
+        // The newest device-level power (the series `latest_readings` keeps at ingest).
+        let power: HashMap<i64, f64> = sqlx::query(
+            "SELECT device_id, value FROM latest_readings
+             WHERE metric = 'power' AND unit = 'W' AND component_kind = '' AND component_index = 0",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(|r| (r.get("device_id"), r.get("value")))
+        .collect();
+        let mut locations: HashMap<i64, Vec<EvidenceRow>> = HashMap::new();
+        for l in sqlx::query(
+            "SELECT device_id, source, site, room, row_name, rack, u_position, confidence, raw FROM location_evidence
+             ORDER BY device_id, confidence DESC, source",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        {
+            locations.entry(l.get("device_id")).or_default().push(EvidenceRow {
                 via: String::new(),
                 source: l.get("source"),
                 site: l.get("site"),
@@ -483,56 +803,58 @@ impl Store {
                 u_position: l.get::<Option<i64>, _>("u_position").and_then(|u| u32::try_from(u).ok()),
                 confidence: l.get("confidence"),
                 raw: l.get("raw"),
-            })
-            .collect();
-            let mut locations = locations;
-            // Where the switches saw this device's MACs (FDB rows, or LLDP chassis ids).
-            let seen_on = sqlx::query(
-                "SELECT DISTINCT sw.serial AS switch_serial, sw.hostname AS switch_name, t.local_port, t.source
-                 FROM device_macs m
-                 JOIN topology t ON (t.remote_mac = m.address OR t.remote_chassis_id = m.address)
-                 JOIN devices sw ON sw.id = t.switch_device_id
-                 WHERE m.device_id = ? AND sw.id != ? AND t.local_port != ''",
-            )
-            .bind(id)
-            .bind(id)
-            .fetch_all(&self.pool)
-            .await?;
-            for t in seen_on {
-                let (serial, name, port): (String, String, String) =
-                    (t.get("switch_serial"), t.get("switch_name"), t.get("local_port"));
-                locations.push(EvidenceRow {
-                    source: "LOCATION_SOURCE_TOPOLOGY".into(),
-                    raw: format!(
-                        "{} on switch {} port {port}",
-                        t.get::<String, _>("source")
-                            .trim_start_matches("TOPOLOGY_SOURCE_"),
-                        if serial.is_empty() { &name } else { &serial }
-                    ),
-                    via: format!("{serial}|{name}|{port}"),
-                    confidence: 0.7,
-                    ..Default::default()
-                });
-            }
-            out.push(DeviceRow {
-                device_key: r.get("device_key"),
-                serial: r.get("serial"),
-                vendor: r.get("vendor"),
-                model: r.get("model"),
-                part_number: r.get("part_number"),
-                asset_tag: r.get("asset_tag"),
-                hostname: r.get("hostname"),
-                protocol: r.get("protocol"),
-                agent_id: r.get("agent_id"),
-                agent_site: r.get("agent_site"),
-                endpoint_key: r.get("endpoint_key"),
-                last_outcome: r.get("last_outcome"),
-                last_seen: r.get("last_seen"),
-                macs,
-                power_watts,
-                locations,
             });
         }
+        // Where the switches saw each device's MACs (FDB rows, or LLDP chassis ids).
+        for t in sqlx::query(
+            "SELECT DISTINCT m.device_id, sw.serial AS switch_serial, sw.hostname AS switch_name, t.local_port, t.source
+             FROM device_macs m
+             JOIN topology t ON (t.remote_mac = m.address OR t.remote_chassis_id = m.address)
+             JOIN devices sw ON sw.id = t.switch_device_id
+             WHERE sw.id != m.device_id AND t.local_port != ''
+             ORDER BY m.device_id, sw.serial, sw.hostname, t.local_port, t.source",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        {
+            let (serial, name, port): (String, String, String) =
+                (t.get("switch_serial"), t.get("switch_name"), t.get("local_port"));
+            locations.entry(t.get("device_id")).or_default().push(EvidenceRow {
+                source: "LOCATION_SOURCE_TOPOLOGY".into(),
+                raw: format!(
+                    "{} on switch {} port {port}",
+                    t.get::<String, _>("source").trim_start_matches("TOPOLOGY_SOURCE_"),
+                    if serial.is_empty() { &name } else { &serial }
+                ),
+                via: format!("{serial}|{name}|{port}"),
+                confidence: 0.7,
+                ..Default::default()
+            });
+        }
+        let mut out: Vec<DeviceRow> = rows
+            .into_iter()
+            .map(|r| {
+                let id: i64 = r.get("id");
+                DeviceRow {
+                    device_key: r.get("device_key"),
+                    serial: r.get("serial"),
+                    vendor: r.get("vendor"),
+                    model: r.get("model"),
+                    part_number: r.get("part_number"),
+                    asset_tag: r.get("asset_tag"),
+                    hostname: r.get("hostname"),
+                    protocol: r.get("protocol"),
+                    agent_id: r.get("agent_id"),
+                    agent_site: r.get("agent_site"),
+                    endpoint_key: r.get("endpoint_key"),
+                    last_outcome: r.get("last_outcome"),
+                    last_seen: r.get("last_seen"),
+                    macs: macs.remove(&id).unwrap_or_default(),
+                    power_watts: power.get(&id).copied(),
+                    locations: locations.remove(&id).unwrap_or_default(),
+                }
+            })
+            .collect();
         self.add_pins(&mut out).await?;
         Ok(out)
     }
@@ -553,7 +875,7 @@ impl Store {
         }
         let t = now();
         sqlx::query(
-            "INSERT INTO exceptions (device_key, kind, detail, first_seen, last_seen) VALUES (?, ?, ?, ?, ?)
+            "INSERT INTO exceptions (device_key, kind, detail, first_seen, last_seen) VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (device_key, kind) WHERE resolved_at IS NULL DO UPDATE SET detail = excluded.detail, last_seen = excluded.last_seen",
         )
         .bind(device_key)
@@ -572,14 +894,14 @@ impl Store {
     /// On a database failure.
     pub async fn resolve_exceptions(&self, device_key: &str, still_open: &[&str]) -> Result<(), StoreError> {
         let rows =
-            sqlx::query("SELECT id, kind FROM exceptions WHERE device_key = ? AND resolved_at IS NULL")
+            sqlx::query("SELECT id, kind FROM exceptions WHERE device_key = $1 AND resolved_at IS NULL")
                 .bind(device_key)
                 .fetch_all(&self.pool)
                 .await?;
         for r in rows {
             let kind: String = r.get("kind");
             if !still_open.contains(&kind.as_str()) {
-                sqlx::query("UPDATE exceptions SET resolved_at = ? WHERE id = ?")
+                sqlx::query("UPDATE exceptions SET resolved_at = $1 WHERE id = $2")
                     .bind(now())
                     .bind(r.get::<i64, _>("id"))
                     .execute(&self.pool)
@@ -624,7 +946,7 @@ impl Store {
     /// On a database failure.
     pub async fn cmdb_sync_state(&self, device_key: &str) -> Result<Option<SyncRow>, StoreError> {
         Ok(
-            sqlx::query("SELECT last_sync, changes, result FROM cmdb_sync WHERE device_key = ?")
+            sqlx::query("SELECT last_sync, changes, result FROM cmdb_sync WHERE device_key = $1")
                 .bind(device_key)
                 .fetch_optional(&self.pool)
                 .await?
@@ -649,7 +971,7 @@ impl Store {
     ) -> Result<Vec<(String, f64)>, StoreError> {
         Ok(sqlx::query(
             "SELECT r.observed_at, r.value FROM readings r JOIN devices d ON d.id = r.device_id
-             WHERE d.device_key = ? AND r.metric = ? AND r.component_kind = '' AND r.observed_at >= ?
+             WHERE d.device_key = $1 AND r.metric = $2 AND r.component_kind = '' AND r.observed_at >= $3
              ORDER BY r.observed_at",
         )
         .bind(device_key)
@@ -689,8 +1011,8 @@ impl Store {
     pub async fn dead_letter(&self, device_key: &str, reason: &str) -> Result<(), StoreError> {
         let t = now();
         sqlx::query(
-            "INSERT INTO dead_letters (device_key, reason, attempts, first_failed, last_failed) VALUES (?, ?, 1, ?, ?)
-             ON CONFLICT (device_key, reason) WHERE resolved_at IS NULL DO UPDATE SET attempts = attempts + 1, last_failed = excluded.last_failed",
+            "INSERT INTO dead_letters (device_key, reason, attempts, first_failed, last_failed) VALUES ($1, $2, 1, $3, $4)
+             ON CONFLICT (device_key, reason) WHERE resolved_at IS NULL DO UPDATE SET attempts = dead_letters.attempts + 1, last_failed = excluded.last_failed",
         )
         .bind(device_key)
         .bind(reason)
@@ -711,7 +1033,7 @@ impl Store {
         still_failing: &[&str],
     ) -> Result<u64, StoreError> {
         let rows =
-            sqlx::query("SELECT id, reason FROM dead_letters WHERE device_key = ? AND resolved_at IS NULL")
+            sqlx::query("SELECT id, reason FROM dead_letters WHERE device_key = $1 AND resolved_at IS NULL")
                 .bind(device_key)
                 .fetch_all(&self.pool)
                 .await?;
@@ -719,7 +1041,7 @@ impl Store {
         for r in rows {
             let reason: String = r.get("reason");
             if !still_failing.contains(&reason.as_str()) {
-                sqlx::query("UPDATE dead_letters SET resolved_at = ? WHERE id = ?")
+                sqlx::query("UPDATE dead_letters SET resolved_at = $1 WHERE id = $2")
                     .bind(now())
                     .bind(r.get::<i64, _>("id"))
                     .execute(&self.pool)
@@ -762,7 +1084,7 @@ impl Store {
         result: &str,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO cmdb_sync (device_key, last_sync, changes, result) VALUES (?, ?, ?, ?)
+            "INSERT INTO cmdb_sync (device_key, last_sync, changes, result) VALUES ($1, $2, $3, $4)
              ON CONFLICT (device_key) DO UPDATE SET last_sync = excluded.last_sync, changes = excluded.changes, result = excluded.result",
         )
         .bind(device_key)
@@ -782,7 +1104,7 @@ impl Store {
     pub async fn batch_seq_span(&self, agent_id: &str) -> Result<(u64, u64), StoreError> {
         let row = sqlx::query(
             "SELECT COUNT(*) AS n, COALESCE(MAX(seq), 0) AS max_seq FROM batches
-             WHERE agent_id = ?1 AND epoch = (SELECT MAX(epoch) FROM batches WHERE agent_id = ?1)",
+             WHERE agent_id = $1 AND epoch = (SELECT MAX(epoch) FROM batches WHERE agent_id = $1)",
         )
         .bind(agent_id)
         .fetch_one(&self.pool)
@@ -837,23 +1159,23 @@ impl Store {
         sqlx::query(
             "INSERT INTO readings_hourly (device_id, metric, unit, component_kind, component_index, hour, samples, min_value, max_value, sum_value)
              SELECT device_id, metric, unit, component_kind, component_index, substr(observed_at, 1, 13), COUNT(*), MIN(value), MAX(value), SUM(value)
-             FROM readings WHERE observed_at < ?1
+             FROM readings WHERE observed_at < $1
              GROUP BY device_id, metric, unit, component_kind, component_index, substr(observed_at, 1, 13)
              ON CONFLICT (device_id, metric, unit, component_kind, component_index, hour) DO UPDATE SET
                 samples = readings_hourly.samples + excluded.samples,
-                min_value = MIN(readings_hourly.min_value, excluded.min_value),
-                max_value = MAX(readings_hourly.max_value, excluded.max_value),
+                min_value = CASE WHEN excluded.min_value < readings_hourly.min_value THEN excluded.min_value ELSE readings_hourly.min_value END,
+                max_value = CASE WHEN excluded.max_value > readings_hourly.max_value THEN excluded.max_value ELSE readings_hourly.max_value END,
                 sum_value = readings_hourly.sum_value + excluded.sum_value",
         )
         .bind(&raw_cut)
         .execute(&mut *tx)
         .await?;
-        let rolled = sqlx::query("DELETE FROM readings WHERE observed_at < ?1")
+        let rolled = sqlx::query("DELETE FROM readings WHERE observed_at < $1")
             .bind(&raw_cut)
             .execute(&mut *tx)
             .await?
             .rows_affected();
-        let expired = sqlx::query("DELETE FROM readings_hourly WHERE hour < substr(?1, 1, 13)")
+        let expired = sqlx::query("DELETE FROM readings_hourly WHERE hour < substr($1, 1, 13)")
             .bind(&hourly_cut)
             .execute(&mut *tx)
             .await?
@@ -874,7 +1196,7 @@ impl Store {
         Ok(sqlx::query(
             "SELECT h.hour, h.samples, h.min_value, h.max_value, h.sum_value / h.samples AS mean
              FROM readings_hourly h JOIN devices d ON d.id = h.device_id
-             WHERE d.device_key = ? AND h.metric = ? AND h.component_kind = '' ORDER BY h.hour",
+             WHERE d.device_key = $1 AND h.metric = $2 AND h.component_kind = '' ORDER BY h.hour",
         )
         .bind(device_key)
         .bind(metric)
@@ -904,13 +1226,184 @@ impl Store {
     }
 }
 
+/// Throwaway databases for tests of both back ends (used by this crate's unit tests and the
+/// `groundtruth-tests` suites): an SQLite file in a temporary directory, or a fresh schema in the
+/// test PostgreSQL database (`GT_PG_URL`, created by `tests/peers/netbox/start.sh`), dropped
+/// again when the value is dropped.
+#[doc(hidden)]
+pub mod testdb {
+    use super::{Database, Store, StoreError};
+    use sqlx::{Connection, Executor};
+
+    /// One test database; `db` is what to pass to [`Store::connect`] (any number of times).
+    #[derive(Debug)]
+    pub struct TestDb {
+        pub db: Database,
+        schema: Option<(url::Url, String)>,
+        _dir: Option<tempfile::TempDir>,
+    }
+
+    impl TestDb {
+        /// A new SQLite file in a new temporary directory.
+        ///
+        /// # Panics
+        /// When no temporary directory can be made.
+        #[must_use]
+        pub fn sqlite() -> Self {
+            #[allow(clippy::expect_used)]
+            let dir = tempfile::tempdir().expect("temporary directory");
+            Self {
+                db: Database::Sqlite(dir.path().join("state.db")),
+                schema: None,
+                _dir: Some(dir),
+            }
+        }
+
+        /// A new, empty schema in the PostgreSQL database at `base` (the schema is the
+        /// connections' `search_path`).
+        ///
+        /// # Errors
+        /// When the server cannot be reached or the schema cannot be created.
+        pub async fn postgres(base: &str) -> Result<Self, String> {
+            static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+            let base = url::Url::parse(base).map_err(|e| format!("GT_PG_URL: {e}"))?;
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos());
+            let schema = format!(
+                "gt_test_{}_{}_{nanos}",
+                std::process::id(),
+                N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            );
+            let mut conn = sqlx::PgConnection::connect(base.as_str())
+                .await
+                .map_err(|e| format!("connecting to GT_PG_URL: {e}"))?;
+            conn.execute(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+                .await
+                .map_err(|e| format!("CREATE SCHEMA {schema}: {e}"))?;
+            let _ = conn.close().await;
+            let mut url = base.clone();
+            url.query_pairs_mut()
+                .append_pair("options", &format!("-c search_path={schema}"));
+            let mut db = Database::parse(url.as_str())?;
+            if let Database::Postgres { password, .. } = &mut db {
+                *password = base.password().map(str::to_owned);
+            }
+            Ok(Self {
+                db,
+                schema: Some((base, schema)),
+                _dir: None,
+            })
+        }
+
+        /// Opens a store on this database.
+        ///
+        /// # Errors
+        /// As [`Store::connect`].
+        pub async fn store(&self) -> Result<Store, StoreError> {
+            Store::connect(&self.db).await
+        }
+    }
+
+    impl Drop for TestDb {
+        fn drop(&mut self) {
+            let Some((base, schema)) = self.schema.take() else {
+                return;
+            };
+            // Drop may run inside an async test: do the cleanup on a thread of its own.
+            let _ = std::thread::spawn(move || {
+                let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+                    return;
+                };
+                rt.block_on(async {
+                    if let Ok(mut c) = sqlx::PgConnection::connect(base.as_str()).await {
+                        let _ = c
+                            .execute(sqlx::AssertSqlSafe(format!(
+                                "DROP SCHEMA IF EXISTS {schema} CASCADE"
+                            )))
+                            .await;
+                        let _ = c.close().await;
+                    }
+                });
+            })
+            .join();
+        }
+    }
+
+    /// The test PostgreSQL URL: `GT_PG_URL` from the environment, else from
+    /// `$GT_PEERS_RUN/peers.env`. `None` after a loud skip message, or a panic when
+    /// `GT_REQUIRE_PEERS=1` (as `groundtruth_tests::Peers::require`).
+    ///
+    /// # Panics
+    /// When the URL is missing and `GT_REQUIRE_PEERS=1`.
+    #[must_use]
+    pub fn pg_url(test: &str) -> Option<String> {
+        let from_env = std::env::var("GT_PG_URL").ok().filter(|v| !v.is_empty());
+        let url = from_env.or_else(|| {
+            let run = std::env::var("GT_PEERS_RUN").unwrap_or_else(|_| "/tmp/gt-peers".into());
+            let text = std::fs::read_to_string(std::path::Path::new(&run).join("peers.env")).ok()?;
+            text.lines()
+                .find_map(|l| l.trim().strip_prefix("GT_PG_URL="))
+                .map(|v| v.trim().trim_matches('\'').trim_matches('"').to_owned())
+                .filter(|v| !v.is_empty())
+        });
+        if url.is_none() {
+            let msg = format!(
+                "SKIP: {test}: test PostgreSQL not running (missing GT_PG_URL); start peers with tests/peers/start-all.sh"
+            );
+            assert!(
+                std::env::var("GT_REQUIRE_PEERS").as_deref() != Ok("1"),
+                "{msg} (GT_REQUIRE_PEERS=1)"
+            );
+            eprintln!("{msg}");
+        }
+        url
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use super::testdb::TestDb;
     use super::*;
     use groundtruth_proto::v1::{
         AgentInfo, DeviceIdentity, LocationEvidence, MacAddress, PollStatus, Reading,
     };
+
+    /// Runs a test body against both back ends: `NAME::sqlite` and `NAME::postgres` (the latter
+    /// skips loudly without the test PostgreSQL, fails with `GT_REQUIRE_PEERS=1`).
+    macro_rules! both {
+        ($($name:ident),* $(,)?) => {$(
+            mod $name {
+                #[tokio::test]
+                async fn sqlite() {
+                    super::$name(super::TestDb::sqlite()).await;
+                }
+                #[tokio::test]
+                async fn postgres() {
+                    let Some(url) = super::testdb::pg_url(concat!("store::", stringify!($name))) else {
+                        return;
+                    };
+                    let t = super::TestDb::postgres(&url).await.unwrap();
+                    assert!(t.db.is_postgres());
+                    super::$name(t).await;
+                }
+            }
+        )*};
+    }
+
+    both!(
+        duplicate_batch_is_recognised_and_stored_once,
+        devices_carry_newest_power_and_switch_sightings,
+        readings_beyond_one_statement_are_all_stored,
+        reopening_keeps_data_and_does_not_rerun_migrations,
+        junk_serial_keys_by_endpoint_and_batch_without_agent_is_rejected,
+        compaction_rolls_old_readings_into_hourly_aggregates,
+        exceptions_open_once_and_resolve,
+        an_exception_resolved_by_hand_records_who_and_only_once,
+        readings_since_returns_recent_device_level_history,
+        dead_letters_count_failed_passes_and_resolve_when_the_write_succeeds
+    );
 
     fn batch(seq: u64, serial: &str, watts: f64) -> Batch {
         Batch {
@@ -955,10 +1448,8 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn duplicate_batch_is_recognised_and_stored_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("s.db")).await.unwrap();
+    async fn duplicate_batch_is_recognised_and_stored_once(t: TestDb) {
+        let store = t.store().await.unwrap();
         assert_eq!(
             store.commit_batch(&batch(1, "sn1", 100.0)).await.unwrap(),
             Commit::Committed
@@ -980,24 +1471,126 @@ mod tests {
         assert_eq!(store.batch_count().await.unwrap(), 2);
     }
 
-    #[tokio::test]
-    async fn reopening_keeps_data_and_does_not_rerun_migrations() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.db");
-        Store::open(&path)
+    /// `devices()` joins MACs, newest power, evidence and switch-port sightings per device
+    /// (in bulk, not per device); out-of-order readings do not roll the power back.
+    async fn devices_carry_newest_power_and_switch_sightings(t: TestDb) {
+        use groundtruth_proto::v1::{TopologyEntry, TopologySource};
+        let store = t.store().await.unwrap();
+        let now = std::time::SystemTime::now();
+        let mut b = batch(1, "sn1", 300.0);
+        b.devices[0].readings[0].observed_at = Some(now.into());
+        // The same series twice in one report, the second one older: it is history only.
+        let mut older = b.devices[0].readings[0].clone();
+        older.value = 999.0;
+        older.observed_at = Some((now - std::time::Duration::from_secs(30)).into());
+        b.devices[0].readings.push(older);
+        store.commit_batch(&b).await.unwrap();
+        let mut late = batch(2, "sn1", 100.0);
+        late.devices[0].readings[0].observed_at = Some((now - std::time::Duration::from_secs(60)).into());
+        store.commit_batch(&late).await.unwrap();
+        let mut sw = batch(3, "SW9", 50.0);
+        let id = sw.devices[0].identity.as_mut().unwrap();
+        id.endpoint_key = "snmp://10.0.0.2:161".into();
+        id.hostname = "tor-1".into();
+        id.macs.clear();
+        sw.devices[0].locations.clear();
+        sw.devices[0].topology = vec![TopologyEntry {
+            source: TopologySource::Fdb as i32,
+            local_port: "Ethernet7".into(),
+            remote_mac: "a4:bf:01:28:90:aa".into(),
+            ..Default::default()
+        }];
+        store.commit_batch(&sw).await.unwrap();
+        let devices = store.devices().await.unwrap();
+        let keys: Vec<&str> = devices.iter().map(|d| d.device_key.as_str()).collect();
+        assert_eq!(keys, ["serial:SN1", "serial:SW9"]);
+        let server = &devices[0];
+        assert_eq!(server.power_watts, Some(300.0));
+        assert_eq!(server.macs.len(), 1);
+        let sources: Vec<&str> = server.locations.iter().map(|l| l.source.as_str()).collect();
+        assert_eq!(
+            sources,
+            ["LOCATION_SOURCE_REDFISH_PLACEMENT", "LOCATION_SOURCE_TOPOLOGY"]
+        );
+        assert_eq!(server.locations[1].via, "SW9|tor-1|Ethernet7");
+        assert_eq!(server.locations[1].raw, "FDB on switch SW9 port Ethernet7");
+        assert!(devices[1].macs.is_empty() && devices[1].locations.is_empty());
+        assert_eq!(devices[1].power_watts, Some(50.0));
+        let history = store
+            .readings_since("serial:SN1", "power", now - std::time::Duration::from_secs(3600))
+            .await
+            .unwrap();
+        let values: Vec<f64> = history.iter().map(|r| r.1).collect();
+        assert_eq!(values, [100.0, 999.0, 300.0]);
+        let latest: Vec<(String, f64)> = store
+            .latest_readings()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|l| (l.device_key, l.value))
+            .collect();
+        assert_eq!(
+            latest,
+            [("serial:SN1".to_owned(), 300.0), ("serial:SW9".to_owned(), 50.0)]
+        );
+    }
+
+    #[test]
+    fn multi_row_placeholders_are_numbered_across_rows() {
+        assert_eq!(
+            values_sql("INSERT INTO t VALUES ", 2, 3, ";"),
+            "INSERT INTO t VALUES ($1, $2, $3), ($4, $5, $6);"
+        );
+    }
+
+    /// A report with more readings than one statement takes (outlet-heavy PDUs) is stored whole.
+    async fn readings_beyond_one_statement_are_all_stored(t: TestDb) {
+        let store = t.store().await.unwrap();
+        let mut b = batch(1, "sn1", 1.0);
+        let n = ROWS_PER_STATEMENT * 2 + 7;
+        b.devices[0].readings = (0..n)
+            .map(|i| Reading {
+                metric: "current".into(),
+                unit: "A".into(),
+                value: i as f64,
+                component: Some(groundtruth_proto::v1::Component {
+                    kind: groundtruth_proto::v1::ComponentKind::Outlet as i32,
+                    index: u32::try_from(i).unwrap(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .collect();
+        store.commit_batch(&b).await.unwrap();
+        let raw: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM readings")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(raw, n as i64);
+        let latest = store.latest_readings().await.unwrap();
+        assert_eq!(latest.len(), n);
+        let sum: f64 = latest.iter().map(|l| l.value).sum();
+        assert!((sum - (0..n).map(|i| i as f64).sum::<f64>()).abs() < 1e-6);
+    }
+
+    async fn reopening_keeps_data_and_does_not_rerun_migrations(t: TestDb) {
+        t.store()
             .await
             .unwrap()
             .commit_batch(&batch(1, "sn1", 1.0))
             .await
             .unwrap();
-        let store = Store::open(&path).await.unwrap();
+        let store = t.store().await.unwrap();
         assert_eq!(store.batch_count().await.unwrap(), 1);
+        let applied: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM schema_migrations")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(applied, MIGRATIONS.len() as i64);
     }
 
-    #[tokio::test]
-    async fn junk_serial_keys_by_endpoint_and_batch_without_agent_is_rejected() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("s.db")).await.unwrap();
+    async fn junk_serial_keys_by_endpoint_and_batch_without_agent_is_rejected(t: TestDb) {
+        let store = t.store().await.unwrap();
         store
             .commit_batch(&batch(1, "To Be Filled By O.E.M.", 1.0))
             .await
@@ -1012,10 +1605,8 @@ mod tests {
         ));
     }
 
-    #[tokio::test]
-    async fn compaction_rolls_old_readings_into_hourly_aggregates() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("s.db")).await.unwrap();
+    async fn compaction_rolls_old_readings_into_hourly_aggregates(t: TestDb) {
+        let store = t.store().await.unwrap();
         let hours_ago =
             |h: u64, m: u64| std::time::SystemTime::now() - std::time::Duration::from_secs(h * 3600 + m * 60);
         let mut seq = 0;
@@ -1071,10 +1662,8 @@ mod tests {
         assert_eq!(expired as usize, h.len());
     }
 
-    #[tokio::test]
-    async fn exceptions_open_once_and_resolve() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("s.db")).await.unwrap();
+    async fn exceptions_open_once_and_resolve(t: TestDb) {
+        let store = t.store().await.unwrap();
         store.raise_exception("k", "no_location", "a").await.unwrap();
         store.raise_exception("k", "no_location", "b").await.unwrap();
         let open = store.open_exceptions().await.unwrap();
@@ -1084,16 +1673,14 @@ mod tests {
         assert!(store.open_exceptions().await.unwrap().is_empty());
     }
 
-    #[tokio::test]
-    async fn an_exception_resolved_by_hand_records_who_and_only_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("s.db")).await.unwrap();
+    async fn an_exception_resolved_by_hand_records_who_and_only_once(t: TestDb) {
+        let store = t.store().await.unwrap();
         store.raise_exception("k", "no_location", "a").await.unwrap();
         let id = store.open_exceptions().await.unwrap()[0].id;
         assert!(store.resolve_exception(id, "alice (web UI)").await.unwrap());
         assert!(!store.resolve_exception(id, "bob").await.unwrap());
         assert!(store.open_exceptions().await.unwrap().is_empty());
-        let by: String = sqlx::query_scalar("SELECT resolved_by FROM exceptions WHERE id = ?")
+        let by: String = sqlx::query_scalar("SELECT resolved_by FROM exceptions WHERE id = $1")
             .bind(id)
             .fetch_one(&store.pool)
             .await
@@ -1101,10 +1688,8 @@ mod tests {
         assert_eq!(by, "alice (web UI)");
     }
 
-    #[tokio::test]
-    async fn readings_since_returns_recent_device_level_history() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("s.db")).await.unwrap();
+    async fn readings_since_returns_recent_device_level_history(t: TestDb) {
+        let store = t.store().await.unwrap();
         let ago = |h: u64| std::time::SystemTime::now() - std::time::Duration::from_secs(h * 3600);
         for (seq, h, w) in [(1, 30, 100.0), (2, 2, 200.0), (3, 1, 300.0)] {
             let mut b = batch(seq, "sn1", w);
@@ -1124,10 +1709,8 @@ mod tests {
         assert!(store.u_heights().await.unwrap().is_empty());
     }
 
-    #[tokio::test]
-    async fn dead_letters_count_failed_passes_and_resolve_when_the_write_succeeds() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("s.db")).await.unwrap();
+    async fn dead_letters_count_failed_passes_and_resolve_when_the_write_succeeds(t: TestDb) {
+        let store = t.store().await.unwrap();
         store.dead_letter("k", "PATCH x: HTTP 503").await.unwrap();
         store.dead_letter("k", "PATCH x: HTTP 503").await.unwrap();
         store.dead_letter("j", "POST y: HTTP 500").await.unwrap();
@@ -1149,6 +1732,197 @@ mod tests {
         // A new failure after resolution opens a fresh row.
         store.dead_letter("k", "PATCH x: HTTP 503").await.unwrap();
         assert_eq!(store.dead_letters().await.unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn sqlite_keeps_wal_and_full_sync_on_every_connection() {
+        let t = TestDb::sqlite();
+        let store = t.store().await.unwrap();
+        assert_eq!(store.backend(), Backend::Sqlite);
+        // Several connections at once, so more than the first one is checked.
+        let mut held = Vec::new();
+        for _ in 0..SQLITE_POOL {
+            let mut c = store.pool.acquire().await.unwrap();
+            let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+                .fetch_one(&mut *c)
+                .await
+                .unwrap();
+            let sync: i64 = sqlx::query_scalar("PRAGMA synchronous")
+                .fetch_one(&mut *c)
+                .await
+                .unwrap();
+            let fk: i64 = sqlx::query_scalar("PRAGMA foreign_keys")
+                .fetch_one(&mut *c)
+                .await
+                .unwrap();
+            assert_eq!((mode.as_str(), sync, fk), ("wal", 2, 1));
+            held.push(c);
+        }
+    }
+
+    /// Several collectors on one PostgreSQL database: they start together (migrations under the
+    /// advisory lock, each applied once) and commit the same batches concurrently (each stored
+    /// once, by the `batches` primary key, never by a read-then-write check).
+    #[tokio::test]
+    async fn collectors_sharing_postgres_migrate_once_and_commit_each_batch_once() {
+        let Some(url) = testdb::pg_url("store::collectors_sharing_postgres") else {
+            return;
+        };
+        let t = TestDb::postgres(&url).await.unwrap();
+        let stores: Vec<Store> = futures::future::join_all((0..4).map(|_| t.store()))
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(stores[0].backend(), Backend::Postgres);
+        let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations ORDER BY version")
+            .fetch_all(&stores[0].pool)
+            .await
+            .unwrap();
+        assert_eq!(applied, MIGRATIONS.iter().map(|m| m.0).collect::<Vec<_>>());
+        // Every store commits seq 1..=20 of one agent at the same time, each batch touching the
+        // devices in a different order.
+        let mut jobs = Vec::new();
+        for (i, store) in stores.iter().enumerate() {
+            for seq in 1..=20u64 {
+                let mut b = batch(seq, &format!("sn{}", (seq + i as u64) % 5), seq as f64);
+                let mut other = batch(seq, &format!("sn{}", (seq + 2 + i as u64) % 5), 1.0).devices;
+                if i % 2 == 0 {
+                    b.devices.append(&mut other);
+                } else {
+                    other.append(&mut b.devices);
+                    b.devices = other;
+                }
+                jobs.push(async move { store.commit_batch(&b).await });
+            }
+        }
+        let results = futures::future::join_all(jobs).await;
+        let committed = results
+            .iter()
+            .filter(|r| matches!(r, Ok(Commit::Committed)))
+            .count();
+        let duplicates = results
+            .iter()
+            .filter(|r| matches!(r, Ok(Commit::Duplicate)))
+            .count();
+        let errors: Vec<String> = results
+            .iter()
+            .filter_map(|r| r.as_ref().err().map(ToString::to_string))
+            .collect();
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!((committed, duplicates), (20, 60));
+        assert_eq!(stores[1].batch_count().await.unwrap(), 20);
+        assert_eq!(stores[2].batch_seq_span("a1").await.unwrap(), (20, 20));
+        let readings: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM readings")
+            .fetch_one(&stores[3].pool)
+            .await
+            .unwrap();
+        assert_eq!(
+            readings, 40,
+            "two readings per committed batch, none from duplicates"
+        );
+    }
+
+    /// PostgreSQL going away (here: an in-process TCP proxy in front of the real server that
+    /// drops every connection) makes `commit_batch` fail with an error, so the batch is not
+    /// acknowledged; when the server is back the pool reconnects and the batch commits once.
+    #[tokio::test]
+    async fn postgres_outage_is_an_error_then_the_pool_reconnects() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let Some(url) = testdb::pg_url("store::postgres_outage") else {
+            return;
+        };
+        let t = TestDb::postgres(&url).await.unwrap();
+        let Database::Postgres { url: pg, password } = &t.db else {
+            unreachable!()
+        };
+        let upstream = format!("{}:{}", pg.host_str().unwrap(), pg.port().unwrap_or(5432));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = Arc::new(AtomicBool::new(true));
+        let conns: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
+        let (up2, conns2) = (Arc::clone(&up), Arc::clone(&conns));
+        let proxy = tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    return;
+                };
+                if !up2.load(Ordering::SeqCst) {
+                    continue; // dropped: connection closed at once
+                }
+                let upstream = upstream.clone();
+                let task = tokio::spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+                conns2.lock().unwrap().push(task.abort_handle());
+            }
+        });
+        let mut via = pg.clone();
+        via.set_port(Some(port)).unwrap();
+        let db = Database::Postgres {
+            url: via,
+            password: password.clone(),
+        };
+        let store = Store::connect(&db).await.unwrap();
+        assert_eq!(
+            store.commit_batch(&batch(1, "sn1", 1.0)).await.unwrap(),
+            Commit::Committed
+        );
+        up.store(false, Ordering::SeqCst);
+        for c in conns.lock().unwrap().drain(..) {
+            c.abort();
+        }
+        let err = store.commit_batch(&batch(2, "sn1", 2.0)).await.unwrap_err();
+        assert!(matches!(err, StoreError::Query(_)), "{err}");
+        up.store(true, Ordering::SeqCst);
+        assert_eq!(
+            store.commit_batch(&batch(2, "sn1", 2.0)).await.unwrap(),
+            Commit::Committed
+        );
+        assert_eq!(
+            store.commit_batch(&batch(2, "sn1", 2.0)).await.unwrap(),
+            Commit::Duplicate
+        );
+        assert_eq!(store.batch_count().await.unwrap(), 2);
+        proxy.abort();
+    }
+
+    #[test]
+    fn database_setting_parses_paths_and_urls_and_hides_the_password() {
+        assert_eq!(
+            Database::parse("/var/lib/gt/state.db").unwrap(),
+            Database::Sqlite("/var/lib/gt/state.db".into())
+        );
+        assert_eq!(
+            Database::parse("sqlite:///var/lib/gt/state.db").unwrap(),
+            Database::Sqlite("/var/lib/gt/state.db".into())
+        );
+        assert_eq!(
+            Database::parse("sqlite:state.db").unwrap(),
+            Database::Sqlite("state.db".into())
+        );
+        let db = Database::parse("postgres://gt:s3cret@db.example:5433/groundtruth?sslmode=require").unwrap();
+        let Database::Postgres { url, password } = &db else {
+            panic!("{db:?}");
+        };
+        assert_eq!(password.as_deref(), Some("s3cret"));
+        assert_eq!(
+            url.as_str(),
+            "postgres://gt@db.example:5433/groundtruth?sslmode=require"
+        );
+        assert!(!format!("{db} {db:?}").contains("s3cret"), "{db:?}");
+        for bad in [
+            "",
+            "postgres://db.example",
+            "postgresql:///gt",
+            "mysql://h/db",
+            "sqlite://",
+        ] {
+            assert!(Database::parse(bad).is_err(), "{bad}");
+        }
     }
 }
 

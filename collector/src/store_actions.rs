@@ -427,7 +427,7 @@ fn check_pin(pin: &Pin) -> Result<(), StoreError> {
 
 #[allow(clippy::too_many_arguments)]
 async fn audit(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     at: &str,
     exception_id: i64,
     device_key: &str,
@@ -458,11 +458,33 @@ async fn audit(
 mod tests {
     use super::*;
 
-    async fn store() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(&dir.path().join("s.db")).await.unwrap();
-        (dir, s)
+    use crate::store::testdb::TestDb;
+
+    /// Each test body runs on both back ends: `NAME::sqlite` and `NAME::postgres` (the latter
+    /// skips loudly without the test PostgreSQL, fails with `GT_REQUIRE_PEERS=1`).
+    macro_rules! both {
+        ($($name:ident),* $(,)?) => {$(
+            mod $name {
+                #[tokio::test]
+                async fn sqlite() {
+                    super::$name(super::TestDb::sqlite()).await;
+                }
+                #[tokio::test]
+                async fn postgres() {
+                    let Some(url) = crate::store::testdb::pg_url(concat!("store_actions::", stringify!($name))) else {
+                        return;
+                    };
+                    super::$name(super::TestDb::postgres(&url).await.unwrap()).await;
+                }
+            }
+        )*};
     }
+
+    both!(
+        accept_resolves_and_audits_and_the_cause_can_reopen_it,
+        ignore_suppresses_the_pair_until_unignored,
+        pin_becomes_manual_evidence_and_unpin_removes_it
+    );
 
     async fn open_id(s: &Store, key: &str, kind: &str) -> Option<i64> {
         s.open_exceptions()
@@ -473,9 +495,8 @@ mod tests {
             .map(|e| e.id)
     }
 
-    #[tokio::test]
-    async fn accept_resolves_and_audits_and_the_cause_can_reopen_it() {
-        let (_d, s) = store().await;
+    async fn accept_resolves_and_audits_and_the_cause_can_reopen_it(t: TestDb) {
+        let s = t.store().await.unwrap();
         s.raise_exception("serial:A", "junk_serial", "serial is 0123456789")
             .await
             .unwrap();
@@ -513,9 +534,8 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn ignore_suppresses_the_pair_until_unignored() {
-        let (_d, s) = store().await;
+    async fn ignore_suppresses_the_pair_until_unignored(t: TestDb) {
+        let s = t.store().await.unwrap();
         s.raise_exception("serial:B", "duplicate_serial", "two devices")
             .await
             .unwrap();
@@ -558,9 +578,8 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn pin_becomes_manual_evidence_and_unpin_removes_it() {
-        let (_d, s) = store().await;
+    async fn pin_becomes_manual_evidence_and_unpin_removes_it(t: TestDb) {
+        let s = t.store().await.unwrap();
         s.raise_exception("serial:C", "location_conflict", "a vs b")
             .await
             .unwrap();

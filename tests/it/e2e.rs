@@ -1,6 +1,7 @@
 //! The walking skeleton end to end, with real parts: the agent polls net-snmp snmpd and a Redfish
 //! BMC (sushy-tools), streams over gRPC to the collector, which commits to SQLite and syncs
-//! NetBox 4.7; a second pass changes nothing in NetBox.
+//! NetBox 4.7; a second pass changes nothing in NetBox. Every test runs against both store back
+//! ends: SQLite and the test PostgreSQL (`GT_PG_URL`).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -10,11 +11,11 @@ use groundtruth_agent::run::Agent;
 use groundtruth_collector::ingest::IngestService;
 use groundtruth_collector::store::Store;
 use groundtruth_proto::v1::ingest_server::IngestServer;
-use groundtruth_tests::{Peers, free_port, init_tls};
+use groundtruth_tests::{Peers, TestDb, free_port, init_tls};
 
 /// Starts an in-process collector ingest on a free port; returns its address and store.
-async fn start_collector(dir: &std::path::Path) -> (SocketAddr, Store, tokio::task::JoinHandle<()>) {
-    let store = Store::open(&dir.join("state.db")).await.unwrap();
+async fn start_collector(t: &TestDb) -> (SocketAddr, Store, tokio::task::JoinHandle<()>) {
+    let store = t.store().await.unwrap();
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let handle = serve_on(addr, store.clone());
     (addr, store, handle)
@@ -66,8 +67,27 @@ async fn snmpd_and_redfish_to_collector_to_netbox_twice_is_idempotent() {
         return;
     };
     init_tls();
+    // One back end after the other (not as two parallel tests): both sync the same server into
+    // the one NetBox.
+    let mut stores = vec![TestDb::sqlite()];
+    stores.extend(groundtruth_tests::pg_store("e2e_skeleton").await);
+    for t in &stores {
+        eprintln!("e2e_skeleton: store {}", t.db);
+        skeleton(t, &snmpd, &community, &redfish, &ca, &nb_url, &nb_token).await;
+    }
+}
+
+async fn skeleton(
+    t: &TestDb,
+    snmpd: &str,
+    community: &str,
+    redfish: &str,
+    ca: &str,
+    nb_url: &str,
+    nb_token: &str,
+) {
     let dir = tempfile::tempdir().unwrap();
-    let (addr, store, _server) = start_collector(dir.path()).await;
+    let (addr, store, _server) = start_collector(t).await;
     wait_listening(addr).await;
     let community_file = dir.path().join("community");
     std::fs::write(&community_file, format!("{community}\n")).unwrap();
@@ -147,7 +167,7 @@ async fn snmpd_and_redfish_to_collector_to_netbox_twice_is_idempotent() {
     // NetBox pass 1: the server is created or updated; snmpd (no serial) becomes an exception.
     let settings = groundtruth_collector::config::NetBoxSettings {
         url: nb_url.parse().unwrap(),
-        token: nb_token.clone(),
+        token: nb_token.to_owned(),
         device_role: "server".into(),
         create_missing: true,
         sync_interval: Duration::from_secs(1),
@@ -248,8 +268,7 @@ async fn snmpd_and_redfish_to_collector_to_netbox_twice_is_idempotent() {
 
 /// The collector is down for a round: the batch is kept and delivered with the next one, and
 /// nothing is stored twice.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn batch_survives_collector_outage_and_is_delivered_once() {
+async fn batch_survives_collector_outage_and_is_delivered_once(t: TestDb) {
     let dir = tempfile::tempdir().unwrap();
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let mut agent = Agent::new(agent_config(dir.path(), addr, "")).unwrap();
@@ -259,7 +278,7 @@ async fn batch_survives_collector_outage_and_is_delivered_once() {
         (0, 1),
         "collector is not running yet"
     );
-    let store = Store::open(&dir.path().join("state.db")).await.unwrap();
+    let store = t.store().await.unwrap();
     let _server = serve_on(addr, store.clone());
     wait_listening(addr).await;
     let s = agent.round().await.unwrap();
@@ -269,8 +288,7 @@ async fn batch_survives_collector_outage_and_is_delivered_once() {
 
 /// `kill -9` of the agent while the collector is down: every batch it sealed is on disk and is
 /// delivered, exactly once per sequence number, after the restart.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn agent_killed_with_sigkill_loses_no_batch() {
+async fn agent_killed_with_sigkill_loses_no_batch(t: TestDb) {
     let Some(bin) = groundtruth_tests::binary("groundtruth-agent") else {
         assert!(
             std::env::var("GT_REQUIRE_PEERS").as_deref() != Ok("1"),
@@ -286,7 +304,7 @@ async fn agent_killed_with_sigkill_loses_no_batch() {
         &config,
         format!(
             "[agent]\nid = \"kill9\"\nsite = \"DC1\"\nmetrics_listen = \"off\"\nstate_dir = {:?}\n\n[collector]\ngrpc = \"http://{addr}\"\n\n\
-             [defaults]\ninterval = \"50ms\"\ntimeout = \"40ms\"\nbatch_max_delay = \"20ms\"\ndelivery_timeout = \"200ms\"\n\n\
+             [defaults]\ninterval = \"50ms\"\ntimeout = \"40ms\"\nbatch_max_delay = \"20ms\"\ndelivery_timeout = \"2s\"\n\n\
              [[targets]]\nname = \"refused\"\nurl = \"redfish+http://127.0.0.1:{}\"\n",
             dir.path().join("agent-state"),
             free_port()
@@ -317,17 +335,17 @@ async fn agent_killed_with_sigkill_loses_no_batch() {
     let sealed = last_seq();
     assert!(sealed >= 5, "agent sealed only {sealed} batches");
 
-    let store = Store::open(&dir.path().join("state.db")).await.unwrap();
+    let store = t.store().await.unwrap();
     let _server = serve_on(addr, store.clone());
     wait_listening(addr).await;
-    // The restart delivers the whole backlog: give it time on a loaded machine (200 ms was
-    // only for failing fast while the collector was down).
+    // The restart delivers the whole backlog: give it time on a loaded machine (the short
+    // timeout was only for failing fast while the collector was down).
     let relaxed = dir.path().join("agent-restart.toml");
     std::fs::write(
         &relaxed,
         std::fs::read_to_string(&config)
             .unwrap()
-            .replace("delivery_timeout = \"200ms\"", "delivery_timeout = \"30s\""),
+            .replace("delivery_timeout = \"2s\"", "delivery_timeout = \"30s\""),
     )
     .unwrap();
     let out = std::process::Command::new(&bin)
@@ -359,8 +377,7 @@ async fn agent_killed_with_sigkill_loses_no_batch() {
 /// The long-running agent (scheduler, batcher, sender): while the collector is down it keeps
 /// polling and spooling; when the collector comes up the backlog drains in order with no gap;
 /// a reloaded config adds a target without a restart.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn service_drains_backlog_after_outage_and_reload_adds_a_target() {
+async fn service_drains_backlog_after_outage_and_reload_adds_a_target(t: TestDb) {
     let dir = tempfile::tempdir().unwrap();
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let (dead1, dead2, metrics) = (free_port(), free_port(), free_port());
@@ -382,7 +399,7 @@ async fn service_drains_backlog_after_outage_and_reload_adds_a_target() {
 
     // Collector down for 1.5 s: batches pile up in the spool.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let store = Store::open(&dir.path().join("state.db")).await.unwrap();
+    let store = t.store().await.unwrap();
     let _server = serve_on(addr, store.clone());
     wait_listening(addr).await;
     reload_tx
@@ -415,8 +432,7 @@ async fn service_drains_backlog_after_outage_and_reload_adds_a_target() {
 
 /// A configured sweep finds the loopback peers, and the agent polls what it found without a
 /// restart: the devices reach the collector.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn configured_sweep_feeds_the_scheduler() {
+async fn configured_sweep_feeds_the_scheduler(t: TestDb) {
     let Some([snmpd, community, redfish]) = Peers::load().require(
         "e2e_sweep",
         ["GT_SNMPD_ADDR", "GT_SNMPD_COMMUNITY", "GT_REDFISH_URL"],
@@ -426,7 +442,7 @@ async fn configured_sweep_feeds_the_scheduler() {
     init_tls();
     let port = |a: &str| a.rsplit(':').next().unwrap().trim_end_matches('/').to_owned();
     let dir = tempfile::tempdir().unwrap();
-    let (addr, store, _server) = start_collector(dir.path()).await;
+    let (addr, store, _server) = start_collector(&t).await;
     wait_listening(addr).await;
     let community_file = dir.path().join("community");
     std::fs::write(&community_file, format!("{community}\n")).unwrap();
@@ -468,6 +484,13 @@ async fn configured_sweep_feeds_the_scheduler() {
         store.devices().await.unwrap()
     );
 }
+
+groundtruth_tests::on_both_stores!(
+    batch_survives_collector_outage_and_is_delivered_once,
+    agent_killed_with_sigkill_loses_no_batch,
+    service_drains_backlog_after_outage_and_reload_adds_a_target,
+    configured_sweep_feeds_the_scheduler,
+);
 
 /// Records the kind of every batch, then commits it like the collector's own service.
 #[derive(Clone)]
@@ -623,7 +646,8 @@ async fn replay_after_an_outage_follows_the_configured_rate_ceiling() {
             seq.commit(n).unwrap();
         }
         drop((seq, spool));
-        let (addr, store, _server) = start_collector(dir.path()).await;
+        let db = TestDb::sqlite();
+        let (addr, store, _server) = start_collector(&db).await;
         wait_listening(addr).await;
         let text = format!(
             "[agent]\nid = \"replay\"\nsite = \"DC1\"\nmetrics_listen = \"off\"\nstate_dir = {state:?}\n\n\

@@ -31,5 +31,6 @@ mod scope;
 mod snmp;
 mod snmp_profiles;
 mod snmp_v3;
+mod store_pg;
 mod sweep;
 mod tls;

@@ -9,8 +9,7 @@ use groundtruth_agent::config::Config as AgentConfig;
 use groundtruth_agent::run::Agent;
 use groundtruth_collector::ingest::IngestService;
 use groundtruth_collector::ingest::mqtt::{MqttIngestSettings, MqttIngestStats, run};
-use groundtruth_collector::store::Store;
-use groundtruth_tests::Peers;
+use groundtruth_tests::{Peers, TestDb};
 
 fn unique(prefix: &str) -> String {
     let nanos = std::time::SystemTime::now()
@@ -34,8 +33,8 @@ fn agent_config(
     AgentConfig::parse(&text, "mqtt-agent.toml").unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn batches_flow_through_mosquitto_and_are_acked_after_commit() {
+/// Runs against both store back ends (`::sqlite`, `::postgres`).
+async fn batches_flow_through_mosquitto_and_are_acked_after_commit(t: TestDb) {
     let Some([broker, user, pass, cuser, cpass]) = Peers::load().require(
         "mqtt_end_to_end",
         [
@@ -49,7 +48,7 @@ async fn batches_flow_through_mosquitto_and_are_acked_after_commit() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("state.db")).await.unwrap();
+    let store = t.store().await.unwrap();
     let (tx, _rx) = tokio::sync::watch::channel(0);
     let stats = Arc::new(MqttIngestStats::default());
     let (host, port) = broker.split_once(':').unwrap();
@@ -97,6 +96,8 @@ async fn batches_flow_through_mosquitto_and_are_acked_after_commit() {
     assert_eq!(stats.malformed.load(Ordering::Relaxed), 0);
     collector.abort();
 }
+
+groundtruth_tests::on_both_stores!(batches_flow_through_mosquitto_and_are_acked_after_commit);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_broker_password_keeps_batches_spooled_with_a_clear_error() {
@@ -154,7 +155,9 @@ async fn mqtt5_batches_carry_expiry_and_content_type_and_are_acked_after_commit(
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("state.db")).await.unwrap();
+    let store = groundtruth_collector::store::Store::open(&dir.path().join("state.db"))
+        .await
+        .unwrap();
     let (tx, _rx) = tokio::sync::watch::channel(0);
     let stats = Arc::new(MqttIngestStats::default());
     let (host, port) = broker.split_once(':').unwrap();

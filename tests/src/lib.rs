@@ -118,6 +118,42 @@ pub fn init_tls() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
+pub use groundtruth_collector::store::testdb::TestDb;
+
+/// A fresh schema in the test PostgreSQL (`GT_PG_URL`) for a collector store, or `None` after
+/// [`Peers::require`]'s loud skip (a failure with `GT_REQUIRE_PEERS=1`).
+///
+/// # Panics
+/// When `GT_PG_URL` is set but the server refuses the schema.
+pub async fn pg_store(test: &str) -> Option<TestDb> {
+    let [url] = Peers::load().require(test, ["GT_PG_URL"])?;
+    Some(
+        TestDb::postgres(&url)
+            .await
+            .unwrap_or_else(|e| panic!("{test}: test PostgreSQL: {e}")),
+    )
+}
+
+/// Runs each named `async fn NAME(t: TestDb)` as two tests, `NAME::sqlite` and
+/// `NAME::postgres`: the same suite against both collector store back ends (issue #9).
+#[macro_export]
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name($crate::TestDb::sqlite()).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                if let Some(t) = $crate::pg_store(concat!(module_path!(), "::postgres")).await {
+                    super::$name(t).await;
+                }
+            }
+        }
+    )*};
+}
+
 /// A private snmpsim (the harness's venv) serving our own recordings in `tests/fixtures/snmpsim`
 /// on a free port (community = file name without `.snmprec`); killed when dropped. For tests
 /// that need recordings the shared snmpsim does not carry.

@@ -143,7 +143,7 @@ impl Store {
             f.last_sync.push((r.get("device_key"), r.get("last_sync")));
         }
         let dl = sqlx::query(
-            "SELECT COUNT(*) AS n, COALESCE(SUM(attempts), 0) AS a FROM dead_letters WHERE resolved_at IS NULL",
+            "SELECT COUNT(*) AS n, CAST(COALESCE(SUM(attempts), 0) AS BIGINT) AS a FROM dead_letters WHERE resolved_at IS NULL",
         )
         .fetch_one(&self.pool)
         .await?;
@@ -181,7 +181,7 @@ pub struct DeliveryRow {
     pub next_attempt_at: String,
 }
 
-fn ticket(r: &sqlx::sqlite::SqliteRow) -> TicketRow {
+fn ticket(r: &sqlx::any::AnyRow) -> TicketRow {
     TicketRow {
         id: r.get("id"),
         dedupe_key: r.get("dedupe_key"),
@@ -444,7 +444,7 @@ impl Store {
 }
 
 async fn queue(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     ticket_id: i64,
     sink: &str,
     action: &str,

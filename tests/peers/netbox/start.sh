@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # NetBox peer: NetBox 4.7.3 (PyPI `netbox`, gunicorn) on http://127.0.0.1:${GT_NETBOX_PORT:-28800}
 #   PostgreSQL: Debian's cluster (started with listen_addresses=127.0.0.1 if it was down),
-#               own role gt_netbox + database ${GT_NETBOX_DBNAME:-gt_netbox}
+#               own role gt_netbox + database ${GT_NETBOX_DBNAME:-gt_netbox}; also role gt_store +
+#               database gt_store (locale C) for the collector's PostgreSQL store tests (GT_PG_URL;
+#               each test creates and drops its own schema there)
 #   Redis:      a private redis-server on 127.0.0.1:${GT_NETBOX_REDIS_PORT:-26379}
 #   login admin / GtAdminPass123; API token v2 (Authorization: Bearer nbt_gtpeers00001.…),
 #   legacy v1 token (Authorization: Token …) — all values in peers.env
@@ -69,7 +71,13 @@ for _ in $(seq 1 50); do psql_pg -c 'select 1' >/dev/null 2>&1 && break; sleep 0
     || psql_pg -c "create role $DB_USER login password '$DB_PASS'"
 [ "$(psql_pg -c "select 1 from pg_database where datname = '$DB'")" = 1 ] \
     || psql_pg -c "create database $DB owner $DB_USER"
-step "postgres $PG_VER/$PG_CLUSTER on 127.0.0.1:$PG_PORT, database $DB"
+STORE_DB=gt_store STORE_USER=gt_store STORE_PASS=gtStoreDbPass1
+[ "$(psql_pg -c "select 1 from pg_roles where rolname = '$STORE_USER'")" = 1 ] \
+    || psql_pg -c "create role $STORE_USER login password '$STORE_PASS'"
+[ "$(psql_pg -c "select 1 from pg_database where datname = '$STORE_DB'")" = 1 ] \
+    || psql_pg -c "create database $STORE_DB owner $STORE_USER template template0 encoding 'UTF8' locale 'C'"
+env_merge "GT_PG_URL=postgres://$STORE_USER:$STORE_PASS@127.0.0.1:$PG_PORT/$STORE_DB"
+step "postgres $PG_VER/$PG_CLUSTER on 127.0.0.1:$PG_PORT, databases $DB and $STORE_DB"
 
 # ---- private Redis
 if ! pid_alive "$RUN/redis.pid"; then

@@ -21,3 +21,4 @@ if [ -f "$RUN/postgres.started-by-us" ]; then
     fi
 fi
 env_drop GT_NETBOX_
+env_drop GT_PG_URL
