@@ -1,7 +1,7 @@
 //! One CMDB sync pass: stored devices → desired state → NetBox, with exceptions recorded for
 //! devices that cannot be written and for conflicts the CMDB layer found.
 
-use crate::cmdb::{Cmdb, CmdbError, SyncReport};
+use crate::cmdb::{ChangeLog, Cmdb, CmdbError, LogFuture, PendingJournal, SyncReport};
 use crate::reconcile;
 use crate::store::{Store, StoreError};
 
@@ -39,6 +39,21 @@ impl serde::Serialize for reconcile::Unfit {
     }
 }
 
+/// The store keeps NetBox journal entries until NetBox has them (crash-safe passes).
+impl ChangeLog for Store {
+    fn pending(&self) -> LogFuture<'_, Vec<PendingJournal>> {
+        Box::pin(async move { self.journal_pending().await.map_err(|e| e.to_string()) })
+    }
+
+    fn record(&self, entries: Vec<PendingJournal>) -> LogFuture<'_, ()> {
+        Box::pin(async move { self.journal_record(&entries).await.map_err(|e| e.to_string()) })
+    }
+
+    fn written(&self, markers: Vec<String>) -> LogFuture<'_, ()> {
+        Box::pin(async move { self.journal_written(&markers).await.map_err(|e| e.to_string()) })
+    }
+}
+
 /// Runs one pass. With `dry_run` nothing is written to NetBox (exceptions are still recorded
 /// in the collector's own store).
 ///
@@ -73,7 +88,7 @@ pub async fn run_pass(
         .iter()
         .map(|d| (d.key.clone(), d.evidence.clone()))
         .collect();
-    let report = netbox.sync(&desired, dry_run).await?;
+    let report = netbox.sync(&desired, dry_run, Some(store)).await?;
     if !dry_run {
         // Failed writes are dead-lettered with their reason; the next pass recomputes the plan
         // from NetBox and so retries them. Shared objects (custom fields, journal) use "(netbox)".
