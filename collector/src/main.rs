@@ -139,60 +139,48 @@ async fn open_store(cfg: &Config) -> anyhow::Result<Store> {
 
 async fn serve(cfg: Config) -> anyhow::Result<()> {
     let store = open_store(&cfg).await?;
-    let (tx, mut rx) = tokio::sync::watch::channel(0u64);
+    let (tx, rx) = tokio::sync::watch::channel(0u64);
     if let Some(nb) = cfg.netbox.clone() {
         let netbox = groundtruth_collector::netbox_client(&nb)?;
         let store = store.clone();
         let rules = cfg.rules.clone();
-        tokio::spawn(async move {
-            // Debounced: after new data, wait `sync_interval`, then sync everything once. Also on
-            // a schedule (every 10 × sync_interval, at least 5 min) so dead letters are retried and
-            // NetBox drift is repaired without new data.
-            let every = (nb.sync_interval * 10).max(std::time::Duration::from_secs(300));
-            loop {
-                tokio::select! {
-                    changed = rx.changed() => {
-                        if changed.is_err() {
-                            break;
-                        }
-                        tokio::time::sleep(nb.sync_interval).await;
+        let pacing = groundtruth_collector::sync::Pacing::from_interval(nb.sync_interval);
+        let dry_run = nb.dry_run;
+        let url = nb.url.clone();
+        // Sync on change (debounced, only when an owned field changed) and on a schedule.
+        tokio::spawn(groundtruth_collector::sync::run_continuous(
+            store,
+            netbox,
+            rules,
+            nb.ownership.clone(),
+            pacing,
+            dry_run,
+            rx,
+            move |r| match r {
+                Ok(s) => {
+                    for c in &s.report.changes {
+                        let fields: Vec<String> = c
+                            .fields
+                            .iter()
+                            .map(|f| format!("{}: {} -> {}", f.field, f.old.as_deref().unwrap_or("(empty)"), f.new))
+                            .collect();
+                        tracing::info!(action = %c.action, object = %c.object, target = %c.target, fields = %fields.join("; "), dry_run, "NetBox change.");
                     }
-                    () = tokio::time::sleep(every) => {}
+                    tracing::info!(
+                        devices = s.devices,
+                        eligible = s.eligible,
+                        changes = s.report.changes.len(),
+                        writes = s.report.writes,
+                        exceptions = s.report.exceptions.len() + s.unfit.len(),
+                        failures = s.report.failures.len(),
+                        "NetBox sync pass done."
+                    );
                 }
-                rx.borrow_and_update();
-                match run_pass(&store, &netbox, &rules, nb.dry_run).await {
-                    Ok(s) => {
-                        for c in &s.report.changes {
-                            let fields: Vec<String> = c
-                                .fields
-                                .iter()
-                                .map(|f| {
-                                    format!(
-                                        "{}: {} -> {}",
-                                        f.field,
-                                        f.old.as_deref().unwrap_or("(empty)"),
-                                        f.new
-                                    )
-                                })
-                                .collect();
-                            tracing::info!(action = %c.action, object = %c.object, target = %c.target, fields = %fields.join("; "), dry_run = nb.dry_run, "NetBox change.");
-                        }
-                        tracing::info!(
-                            devices = s.devices,
-                            eligible = s.eligible,
-                            changes = s.report.changes.len(),
-                            writes = s.report.writes,
-                            exceptions = s.report.exceptions.len() + s.unfit.len(),
-                            failures = s.report.failures.len(),
-                            "NetBox sync pass done."
-                        );
-                    }
-                    Err(e) => {
-                        tracing::error!(url = %nb.url, error = %e, "NetBox sync pass failed; will retry after the next batch.")
-                    }
+                Err(e) => {
+                    tracing::error!(url = %url, error = %e, "NetBox sync pass failed; will retry.");
                 }
-            }
-        });
+            },
+        ));
     } else {
         tracing::info!("No [netbox] section: CMDB sync is off.");
     }

@@ -26,6 +26,9 @@ pub struct PassSummary {
     pub dead_lettered: usize,
     /// Dead letters of earlier passes resolved by this one.
     pub dead_letters_resolved: u64,
+    /// The desired state this pass synced (what "sync on change" compares new data with).
+    #[serde(skip)]
+    pub desired: Vec<crate::cmdb::DesiredDevice>,
 }
 
 impl serde::Serialize for reconcile::Unfit {
@@ -135,5 +138,156 @@ pub async fn run_pass(
         }
     }
     summary.report = report;
+    summary.desired = desired;
     Ok(summary)
+}
+
+/// How the continuous sync is paced.
+#[derive(Debug, Clone, Copy)]
+pub struct Pacing {
+    /// After new data, wait until none has arrived for this long (debounce) …
+    pub quiet: std::time::Duration,
+    /// … but no longer than this after the first new data.
+    pub max_wait: std::time::Duration,
+    /// A full pass at least this often, changed or not (dead letters, drift in NetBox).
+    pub every: std::time::Duration,
+}
+
+impl Pacing {
+    /// From `netbox.sync_interval`: quiet = interval, max wait = 3 × interval, full pass every
+    /// 10 × interval (at least 5 minutes).
+    #[must_use]
+    pub fn from_interval(interval: std::time::Duration) -> Self {
+        Self {
+            quiet: interval,
+            max_wait: interval * 3,
+            every: (interval * 10).max(std::time::Duration::from_secs(300)),
+        }
+    }
+}
+
+/// Whether `now` differs from `prev` (the desired state of the last pass) in anything the CMDB
+/// would be written for: devices added or gone, any identity/placement/MAC field, measured power
+/// beyond the power deadband, last-seen beyond its deadband. Evidence text alone is not a change.
+#[must_use]
+pub fn material_change(
+    prev: &std::collections::HashMap<String, crate::cmdb::DesiredDevice>,
+    now: &[crate::cmdb::DesiredDevice],
+    own: &crate::cmdb::Ownership,
+) -> bool {
+    if prev.len() != now.len() {
+        return true;
+    }
+    now.iter().any(|n| {
+        let Some(p) = prev.get(&n.key) else { return true };
+        let strip = |d: &crate::cmdb::DesiredDevice| crate::cmdb::DesiredDevice {
+            power_watts: None,
+            last_seen: None,
+            evidence: Vec::new(),
+            ..d.clone()
+        };
+        if strip(p) != strip(n) {
+            return true;
+        }
+        let power_moved = match (p.power_watts, n.power_watts) {
+            (None, None) => false,
+            (Some(a), Some(b)) => (b - a).abs() > a.abs() * own.power_deadband && (b - a).abs() >= 1.0,
+            _ => true,
+        };
+        let seen_moved = match (p.last_seen.as_deref(), n.last_seen.as_deref()) {
+            (None, None) => false,
+            (Some(a), Some(b)) => {
+                let t = |s: &str| humantime::parse_rfc3339_weak(s.trim().trim_end_matches('Z')).ok();
+                match (t(a), t(b)) {
+                    (Some(x), Some(y)) => {
+                        let apart = y.duration_since(x).unwrap_or_else(|e| e.duration());
+                        apart > own.last_seen_deadband
+                    }
+                    _ => a != b,
+                }
+            }
+            _ => true,
+        };
+        (own.power && power_moved) || (own.last_seen && seen_moved)
+    })
+}
+
+/// The desired state of every device fit to sync, straight from the store (no CMDB access).
+async fn desired_now(store: &Store, rules: &reconcile::Rules) -> Result<Vec<crate::cmdb::DesiredDevice>, StoreError> {
+    Ok(store
+        .devices()
+        .await?
+        .iter()
+        .filter_map(|d| reconcile::desired(d, rules).ok())
+        .collect())
+}
+
+/// Continuous mode: a pass soon after ingest changed something the CMDB would be written for
+/// (debounced by [`Pacing`], skipped when the new data changes no owned field), and a full pass
+/// on a schedule. `changes` ticks on every committed ingest batch; `on_pass` sees each result.
+/// Returns when the sender of `changes` is gone.
+#[allow(clippy::too_many_arguments)]
+pub async fn run_continuous<C: Cmdb + Sync>(
+    store: Store,
+    cmdb: C,
+    rules: reconcile::Rules,
+    own: crate::cmdb::Ownership,
+    pacing: Pacing,
+    dry_run: bool,
+    mut changes: tokio::sync::watch::Receiver<u64>,
+    on_pass: impl Fn(&Result<PassSummary, SyncError>),
+) {
+    use tokio::time::{Instant, sleep_until};
+    let mut last: Option<std::collections::HashMap<String, crate::cmdb::DesiredDevice>> = None;
+    let mut next_full = Instant::now() + pacing.every;
+    loop {
+        let scheduled = tokio::select! {
+            r = changes.changed() => {
+                if r.is_err() {
+                    return;
+                }
+                false
+            }
+            () = sleep_until(next_full) => true,
+        };
+        if !scheduled {
+            // Debounce: a burst of batches (every agent reporting) becomes one pass.
+            let deadline = Instant::now() + pacing.max_wait;
+            loop {
+                changes.borrow_and_update();
+                let quiet_until = (Instant::now() + pacing.quiet).min(deadline);
+                tokio::select! {
+                    r = changes.changed() => {
+                        if r.is_err() {
+                            return;
+                        }
+                        if Instant::now() >= deadline {
+                            break;
+                        }
+                    }
+                    () = sleep_until(quiet_until) => break,
+                }
+            }
+            if let Some(prev) = &last {
+                match desired_now(&store, &rules).await {
+                    Ok(now) if !material_change(prev, &now, &own) => {
+                        tracing::debug!(devices = now.len(), "New data changes no CMDB-owned field; no sync pass.");
+                        continue;
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "Cannot read the store to compare; syncing anyway."),
+                }
+            }
+        }
+        changes.borrow_and_update();
+        let r = run_pass(&store, &cmdb, &rules, dry_run).await;
+        if let Ok(s) = &r {
+            last = Some(s.desired.iter().map(|d| (d.key.clone(), d.clone())).collect());
+            next_full = Instant::now() + pacing.every;
+        } else {
+            // NetBox unreachable: try again after the quiet time, not at full speed.
+            next_full = Instant::now() + pacing.quiet.max(std::time::Duration::from_secs(5));
+        }
+        on_pass(&r);
+    }
 }

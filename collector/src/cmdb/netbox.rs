@@ -89,11 +89,11 @@ pub const CF_POWER: &str = "gt_measured_power_w";
 /// Custom field (on dcim.device) holding when the collector last heard from the device.
 pub const CF_LAST_SEEN: &str = "gt_last_seen";
 /// Journal entries per bulk POST.
-const JOURNAL_CHUNK: usize = 100;
-/// Device creates per bulk POST.
-const CREATE_CHUNK: usize = 50;
+const JOURNAL_CHUNK: usize = 50;
+/// Device creates per bulk POST (NetBox spends ~0.1-0.5 s per device; keep requests short).
+const CREATE_CHUNK: usize = 25;
 /// Interfaces, MAC objects and interface updates per bulk request.
-const BULK_CHUNK: usize = 100;
+const BULK_CHUNK: usize = 50;
 /// Device updates per bulk PATCH.
 const PATCH_CHUNK: usize = 50;
 /// Serials / device ids per prefetching read (`?serial=A&serial=B…`).
@@ -908,6 +908,8 @@ struct Api {
     limiter: Limiter,
     /// HTTP requests sent (attempts, all methods).
     requests: std::sync::atomic::AtomicU64,
+    /// Per-request timeout (bulk requests get a multiple).
+    timeout: Duration,
 }
 
 /// Spaces requests at least `interval` apart (a token bucket of one).
@@ -1003,6 +1005,7 @@ impl Api {
             auth,
             limiter: Limiter::new(cfg.rate_limit),
             requests: std::sync::atomic::AtomicU64::new(0),
+            timeout: cfg.timeout,
         })
     }
 
@@ -1069,7 +1072,7 @@ impl Api {
     async fn get<T: DeserializeOwned>(&self, path: &str, query: &[(&str, &str)]) -> Result<T, Fail> {
         let url = self.url(path, query);
         let what = format!("GET {path}");
-        let body = self.send(Method::GET, url, None, &what).await?;
+        let body = self.send(Method::GET, url, None, &what, None).await?;
         parse(&what, &body)
     }
 
@@ -1081,7 +1084,7 @@ impl Api {
         let what = format!("GET {path}");
         let mut out = Vec::new();
         for _ in 0..MAX_PAGES {
-            let body = self.send(Method::GET, url, None, &what).await?;
+            let body = self.send(Method::GET, url, None, &what, None).await?;
             let page: Page<T> = parse(&what, &body)?;
             out.extend(page.results);
             match page.next.as_deref().filter(|n| !n.is_empty()) {
@@ -1098,7 +1101,10 @@ impl Api {
     async fn write<T: DeserializeOwned>(&self, method: Method, path: &str, body: &Value) -> Result<T, Fail> {
         let url = self.url(path, &[]);
         let what = format!("{method} {path}");
-        let resp = self.send(method, url, Some(body), &what).await?;
+        // NetBox works through a bulk request object by object: allow it time per object.
+        let items = body.as_array().map_or(1, Vec::len);
+        let timeout = (items > 1).then(|| self.timeout.saturating_mul(u32::try_from(1 + items / 10).unwrap_or(u32::MAX)));
+        let resp = self.send(method, url, Some(body), &what, timeout).await?;
         parse(&what, &resp)
     }
 
@@ -1109,10 +1115,11 @@ impl Api {
         url: Url,
         body: Option<&Value>,
         what: &str,
+        timeout: Option<Duration>,
     ) -> Result<Vec<u8>, Fail> {
         let mut attempt = 1;
         loop {
-            match self.attempt(&method, &url, body, what).await {
+            match self.attempt(&method, &url, body, what, timeout).await {
                 Attempt::Done(r) => return r,
                 Attempt::Retry {
                     why,
@@ -1132,7 +1139,14 @@ impl Api {
         }
     }
 
-    async fn attempt(&self, method: &Method, url: &Url, body: Option<&Value>, what: &str) -> Attempt {
+    async fn attempt(
+        &self,
+        method: &Method,
+        url: &Url,
+        body: Option<&Value>,
+        what: &str,
+        timeout: Option<Duration>,
+    ) -> Attempt {
         // A create is not idempotent: retry it only where NetBox cannot have processed it.
         let idempotent = *method != Method::POST;
         self.limiter.wait().await;
@@ -1144,6 +1158,9 @@ impl Api {
             .header(ACCEPT, "application/json");
         if let Some(b) = body {
             req = req.json(b);
+        }
+        if let Some(t) = timeout {
+            req = req.timeout(t);
         }
         let resp = match req.send().await {
             Ok(r) => r,
@@ -1357,6 +1374,8 @@ struct Run<'a> {
     cf_ready: HashSet<&'static str>,
     /// NetBox id of the device being synced (for its journal entry).
     cur_device: Option<u64>,
+    /// Evidence of the device being synced.
+    cur_evidence: Vec<String>,
     /// NetBox id and evidence of every device this run matched or created (for its journal).
     device_ids: Vec<(String, u64, Vec<String>)>,
     /// Device updates without placement changes, bulk-PATCHed at the end of the run.
@@ -1457,6 +1476,7 @@ impl<'a> Run<'a> {
             seen_serials: HashSet::new(),
             cf_ready: HashSet::new(),
             cur_device: None,
+            cur_evidence: Vec::new(),
             device_ids: Vec::new(),
             pending: Vec::new(),
             by_serial: HashMap::new(),
@@ -1507,12 +1527,16 @@ impl<'a> Run<'a> {
         });
     }
 
+    /// Every write first puts the changes made so far into the change log, so a kill during the
+    /// write (or the wait for the rate limiter) loses no journal entry of an earlier change.
     async fn post<T: DeserializeOwned>(&mut self, path: &str, body: &Value) -> Result<T, Fail> {
+        self.wal_sync().await;
         self.report.writes += 1;
         self.api().write(Method::POST, path, body).await
     }
 
     async fn patch<T: DeserializeOwned>(&mut self, path: &str, body: &Value) -> Result<T, Fail> {
+        self.wal_sync().await;
         self.report.writes += 1;
         self.api().write(Method::PATCH, path, body).await
     }
@@ -1521,11 +1545,8 @@ impl<'a> Run<'a> {
 
     async fn device(&mut self, d: &DesiredDevice) -> Result<(), Fail> {
         self.cur_device = None;
-        let r = self.device_inner(d).await;
-        if let Some(id) = self.cur_device {
-            self.device_ids.push((d.key.clone(), id, d.evidence.clone()));
-        }
-        r
+        self.cur_evidence.clone_from(&d.evidence);
+        self.device_inner(d).await
     }
 
     async fn device_inner(&mut self, d: &DesiredDevice) -> Result<(), Fail> {
@@ -1730,6 +1751,8 @@ impl<'a> Run<'a> {
         how: Option<&str>,
     ) -> Result<(), Fail> {
         self.cur_device = Some(cur.id);
+        // Known before the first write, so the change log can keep every change of it.
+        self.device_ids.push((d.key.clone(), cur.id, self.cur_evidence.clone()));
         let own = self.cfg().ownership.clone();
         let target = match how {
             None => format!("device serial {serial} (NetBox id {})", cur.id),
@@ -2408,11 +2431,26 @@ impl<'a> Run<'a> {
                 )));
             }
         };
+        // The room (NetBox location) under the site, when known and the location is owned.
+        let room = loc.room.as_deref().map(str::trim).filter(|r| !slugify(r).is_empty());
+        let want_loc: Option<Resolved<NbRef>> = match (room, site.as_ref()) {
+            (Some(room), _) if !self.cfg().ownership.location => {
+                debug!(device = %d.key, room, "Location not owned; room not written.");
+                None
+            }
+            (Some(room), Some(s)) => Some(self.ensure_location(&d.key, s, room).await?),
+            (Some(_), None) => Some(Resolved::Planned),
+            (None, _) => None,
+        };
+        let loc_id = match &want_loc {
+            Some(Resolved::Found(l)) => Some(l.id),
+            _ => None,
+        };
         let rack = match self
-            .ensure_rack(&d.key, site_name, site.as_ref(), rack_name)
+            .ensure_rack(&d.key, site_name, site.as_ref(), rack_name, loc_id)
             .await?
         {
-            Resolved::Found(r) => Some(r),
+            Resolved::Found(r) => Some(self.rack_in_room(d, r, want_loc.as_ref(), room).await?),
             Resolved::Planned => None,
             Resolved::Missing => {
                 self.exception(
@@ -2467,6 +2505,7 @@ impl<'a> Run<'a> {
         site_name: &str,
         site: Option<&SiteInfo>,
         name: &str,
+        location: Option<u64>,
     ) -> Result<Resolved<RackInfo>, Fail> {
         let ck = (slugify(site_name), name.to_owned());
         if let Some(r) = self.racks.get(&ck) {
@@ -2482,8 +2521,19 @@ impl<'a> Run<'a> {
         }];
         let r = match (&site_id, site) {
             (Some(sid), Some(s)) => {
-                let lookups: [&[(&str, &str)]; 1] = [&[("site_id", sid), ("name", name)]];
-                let body = json!({ "name": name, "site": s.id, "status": "active", "u_height": height });
+                // Rack names are unique per location: the one in the wanted room first.
+                let lid = location.map(|l| l.to_string()).unwrap_or_default();
+                let in_room: &[(&str, &str)] = &[("site_id", sid), ("location_id", &lid), ("name", name)];
+                let anywhere: &[(&str, &str)] = &[("site_id", sid), ("name", name)];
+                let lookups: Vec<&[(&str, &str)]> = if location.is_some() {
+                    vec![in_room, anywhere]
+                } else {
+                    vec![anywhere]
+                };
+                let mut body = json!({ "name": name, "site": s.id, "status": "active", "u_height": height });
+                if let Some(l) = location {
+                    body["location"] = json!(l);
+                }
                 self.ensure::<NbRack>(
                     key,
                     "rack",
@@ -2507,6 +2557,93 @@ impl<'a> Run<'a> {
             location: x.location,
         });
         self.racks.insert(ck, r.clone());
+        Ok(r)
+    }
+
+    /// The NetBox location (room) `room` directly under the site, created when missing.
+    async fn ensure_location(&mut self, key: &str, site: &SiteInfo, room: &str) -> Result<Resolved<NbRef>, Fail> {
+        let slug = slugify(room);
+        let ck = (site.id.to_string(), slug.clone());
+        if let Some(r) = self.locations.get(&ck) {
+            return Ok(r.clone());
+        }
+        let sid = site.id.to_string();
+        let lookups: [&[(&str, &str)]; 2] = [&[("site_id", &sid), ("slug", &slug)], &[("site_id", &sid), ("name", room)]];
+        let target = format!("location (room) {room} in site {} (slug {slug})", site.name);
+        let body = json!({ "name": room, "slug": slug, "site": site.id, "status": "active" });
+        let r = self
+            .ensure::<NbSite>(key, "location", target, "api/dcim/locations/", &lookups, Some(body), Vec::new())
+            .await?
+            .map(|l| NbRef {
+                id: l.id,
+                name: Some(l.name),
+                display: None,
+            });
+        self.locations.insert(ck, r.clone());
+        Ok(r)
+    }
+
+    /// Puts a rack without a location into the device's room (the collector owns physical
+    /// location); a rack NetBox has in another room is an exception and stays where it is.
+    async fn rack_in_room(
+        &mut self,
+        d: &DesiredDevice,
+        mut r: RackInfo,
+        want: Option<&Resolved<NbRef>>,
+        room: Option<&str>,
+    ) -> Result<RackInfo, Fail> {
+        let target = format!("rack {} (NetBox id {})", r.name, r.id);
+        match (want, r.location.clone()) {
+            (Some(Resolved::Found(l)), Some(cur)) if cur.id != l.id => {
+                self.exception(
+                    &d.key,
+                    "rack_location_differs",
+                    format!(
+                        "{target} is in location {} in NetBox, the collector places it in room {}; rack left alone",
+                        cur.label(),
+                        room.unwrap_or("?")
+                    ),
+                );
+            }
+            (Some(Resolved::Found(l)), None) => {
+                let fields = vec![FieldChange {
+                    field: "location".to_owned(),
+                    old: None,
+                    new: l.label(),
+                }];
+                if !self.dry_run {
+                    let path = format!("api/dcim/racks/{}/", r.id);
+                    match self.patch::<NbId>(&path, &json!({ "location": l.id })).await {
+                        Ok(_) => {}
+                        Err(e @ Fail::Fatal(_)) => return Err(e),
+                        Err(e) => {
+                            self.fail(&d.key, format!("{target}: setting its location: {}", e.reason()));
+                            return Ok(r);
+                        }
+                    }
+                }
+                self.change("", "rack", "update", target, fields);
+                r.location = Some(l.clone());
+                for v in self.racks.values_mut() {
+                    if let Resolved::Found(x) = v
+                        && x.id == r.id
+                    {
+                        x.location = r.location.clone();
+                    }
+                }
+            }
+            (Some(Resolved::Planned), None)
+                if !self.report.changes.iter().any(|c| c.object == "rack" && c.target == target) =>
+            {
+                let fields = vec![FieldChange {
+                    field: "location".to_owned(),
+                    old: None,
+                    new: room.unwrap_or("?").to_owned(),
+                }];
+                self.change("", "rack", "update", target, fields);
+            }
+            _ => {}
+        }
         Ok(r)
     }
 
@@ -3138,9 +3275,11 @@ impl Run<'_> {
             return;
         }
         let mut entries = Vec::new();
+        let mut later = Vec::new();
         for key in dirty {
             let Some(&(ref _k, id, ref evidence)) = self.device_ids.iter().rev().find(|x| x.0 == key) else {
-                // Not yet created (its create is pre-recorded): nothing to add.
+                // Not in NetBox yet (its create is pre-recorded): keep it for later.
+                later.push(key);
                 continue;
             };
             entries.push(PendingJournal {
@@ -3151,6 +3290,7 @@ impl Run<'_> {
                 comments: self.journal_for(&key, evidence, None),
             });
         }
+        self.dirty = later;
         if let Err(e) = log.record(entries).await {
             warn!(error = %e, "Cannot record NetBox journal entries in the store; a crash now would lose them.");
         }
@@ -3241,6 +3381,7 @@ impl Run<'_> {
         let what = format!("{method} {path}");
         while let Some(r) = todo.pop() {
             let body = Value::Array(items[r.clone()].to_vec());
+            self.wal_sync().await;
             self.report.writes += 1;
             match self.api().write::<Value>(method.clone(), path, &body).await {
                 Ok(Value::Array(got)) if got.len() == r.len() => {
