@@ -162,7 +162,14 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
                         let fields: Vec<String> = c
                             .fields
                             .iter()
-                            .map(|f| format!("{}: {} -> {}", f.field, f.old.as_deref().unwrap_or("(empty)"), f.new))
+                            .map(|f| {
+                                format!(
+                                    "{}: {} -> {}",
+                                    f.field,
+                                    f.old.as_deref().unwrap_or("(empty)"),
+                                    f.new
+                                )
+                            })
                             .collect();
                         tracing::info!(action = %c.action, object = %c.object, target = %c.target, fields = %fields.join("; "), dry_run, "NetBox change.");
                     }

@@ -213,7 +213,10 @@ pub fn material_change(
 }
 
 /// The desired state of every device fit to sync, straight from the store (no CMDB access).
-async fn desired_now(store: &Store, rules: &reconcile::Rules) -> Result<Vec<crate::cmdb::DesiredDevice>, StoreError> {
+async fn desired_now(
+    store: &Store,
+    rules: &reconcile::Rules,
+) -> Result<Vec<crate::cmdb::DesiredDevice>, StoreError> {
     Ok(store
         .devices()
         .await?
@@ -271,7 +274,10 @@ pub async fn run_continuous<C: Cmdb + Sync>(
             if let Some(prev) = &last {
                 match desired_now(&store, &rules).await {
                     Ok(now) if !material_change(prev, &now, &own) => {
-                        tracing::debug!(devices = now.len(), "New data changes no CMDB-owned field; no sync pass.");
+                        tracing::debug!(
+                            devices = now.len(),
+                            "New data changes no CMDB-owned field; no sync pass."
+                        );
                         continue;
                     }
                     Ok(_) => {}
@@ -289,5 +295,216 @@ pub async fn run_continuous<C: Cmdb + Sync>(
             next_full = Instant::now() + pacing.quiet.max(std::time::Duration::from_secs(5));
         }
         on_pass(&r);
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::cmdb::{DesiredDevice, DesiredLocation, Face, Ownership};
+    use groundtruth_proto::v1::{
+        AgentInfo, Batch, DeviceIdentity, DeviceReport, LocationEvidence, LocationSource, PollOutcome,
+        PollStatus, Reading,
+    };
+    use std::collections::HashMap;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    fn dev(power: Option<f64>, seen: &str, rack: &str) -> DesiredDevice {
+        DesiredDevice {
+            key: "k1".into(),
+            serial: "S1".into(),
+            asset_tag: None,
+            vendor: "Dell".into(),
+            model: "R650".into(),
+            part_number: None,
+            hostname: None,
+            location: Some(DesiredLocation {
+                site: "DC1".into(),
+                room: None,
+                rack: rack.into(),
+                position: Some(12),
+                face: Face::Front,
+            }),
+            macs: vec![],
+            power_watts: power,
+            last_seen: Some(seen.into()),
+            evidence: vec!["from a test".into()],
+        }
+    }
+
+    #[test]
+    fn only_owned_fields_beyond_their_deadbands_are_a_material_change() {
+        let own = Ownership::default();
+        let prev: HashMap<String, DesiredDevice> =
+            [("k1".to_owned(), dev(Some(300.0), "2026-11-24T10:00:00Z", "R07"))].into();
+        let same = |d: DesiredDevice| !material_change(&prev, &[d], &own);
+        // Power within 5 %, last seen within an hour, other evidence text: nothing to write.
+        let mut d = dev(Some(310.0), "2026-11-24T10:40:00Z", "R07");
+        d.evidence = vec!["other words".into()];
+        assert!(same(d));
+        // Power beyond the deadband, last seen beyond an hour, another rack, a new device.
+        assert!(!same(dev(Some(330.0), "2026-11-24T10:00:00Z", "R07")));
+        assert!(!same(dev(Some(300.0), "2026-11-24T11:30:00Z", "R07")));
+        assert!(!same(dev(Some(300.0), "2026-11-24T10:00:00Z", "R08")));
+        let mut other = dev(Some(300.0), "2026-11-24T10:00:00Z", "R07");
+        other.key = "k2".into();
+        assert!(material_change(&prev, &[other], &own));
+        // Power not owned: its change is not material.
+        let off = Ownership {
+            power: false,
+            ..Ownership::default()
+        };
+        assert!(!material_change(
+            &prev,
+            &[dev(Some(900.0), "2026-11-24T10:00:00Z", "R07")],
+            &off
+        ));
+    }
+
+    #[tokio::test]
+    async fn store_keeps_pending_journal_entries_until_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db")).await.unwrap();
+        let log: &dyn ChangeLog = &store;
+        let e = |marker: &str, id: Option<u64>, text: &str| PendingJournal {
+            marker: marker.into(),
+            device_key: "k1".into(),
+            serial: "S1".into(),
+            object_id: id,
+            comments: text.into(),
+        };
+        log.record(vec![e("m1", None, "create planned"), e("m2", Some(7), "update")])
+            .await
+            .unwrap();
+        // The create went through: same marker, now with its id and the full text.
+        log.record(vec![e("m1", Some(9), "create + interfaces")])
+            .await
+            .unwrap();
+        // A later record without an id does not forget the known one.
+        log.record(vec![e("m1", None, "create + interfaces + MACs")])
+            .await
+            .unwrap();
+        let mut got = log.pending().await.unwrap();
+        got.sort_by(|a, b| a.marker.cmp(&b.marker));
+        assert_eq!(
+            got,
+            vec![
+                e("m1", Some(9), "create + interfaces + MACs"),
+                e("m2", Some(7), "update")
+            ]
+        );
+        log.written(vec!["m1".into()]).await.unwrap();
+        assert_eq!(log.pending().await.unwrap(), vec![e("m2", Some(7), "update")]);
+    }
+
+    /// Counts passes; NetBox itself is not needed to test the pacing.
+    struct Counting(Arc<AtomicUsize>);
+
+    impl Cmdb for Counting {
+        fn sync(
+            &self,
+            _devices: &[DesiredDevice],
+            _dry_run: bool,
+            _log: Option<&dyn ChangeLog>,
+        ) -> impl std::future::Future<Output = Result<SyncReport, CmdbError>> + Send {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            std::future::ready(Ok(SyncReport::default()))
+        }
+    }
+
+    fn batch(seq: u64, rack: &str, watts: f64) -> Batch {
+        Batch {
+            agent: Some(AgentInfo {
+                agent_id: "a1".into(),
+                site: "DC1".into(),
+                ..Default::default()
+            }),
+            epoch: 1,
+            seq,
+            devices: vec![DeviceReport {
+                identity: Some(DeviceIdentity {
+                    serial_number: "SN-PACE-1".into(),
+                    vendor: "Dell Inc.".into(),
+                    endpoint_key: "redfish://10.0.0.9:443".into(),
+                    ..Default::default()
+                }),
+                readings: vec![Reading {
+                    metric: "power".into(),
+                    unit: "W".into(),
+                    value: watts,
+                    ..Default::default()
+                }],
+                locations: vec![LocationEvidence {
+                    source: LocationSource::RedfishPlacement as i32,
+                    rack: rack.into(),
+                    u_position: Some(12),
+                    confidence: 0.9,
+                    ..Default::default()
+                }],
+                status: Some(PollStatus {
+                    outcome: PollOutcome::Ok as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn bursts_are_debounced_and_unowned_changes_trigger_no_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db")).await.unwrap();
+        store.commit_batch(&batch(1, "R07", 300.0)).await.unwrap();
+        let passes = Arc::new(AtomicUsize::new(0));
+        let (tx, rx) = tokio::sync::watch::channel(0u64);
+        let pacing = Pacing {
+            quiet: Duration::from_millis(200),
+            max_wait: Duration::from_millis(600),
+            every: Duration::from_secs(3600),
+        };
+        let task = tokio::spawn(run_continuous(
+            store.clone(),
+            Counting(passes.clone()),
+            reconcile::Rules::builtin("DC1"),
+            Ownership::default(),
+            pacing,
+            false,
+            rx,
+            |_| {},
+        ));
+        let settle = || tokio::time::sleep(Duration::from_millis(1200));
+        // A burst of ten batches: one pass.
+        for _ in 0..10 {
+            tx.send_modify(|n| *n += 1);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        settle().await;
+        assert_eq!(passes.load(Ordering::SeqCst), 1);
+        // New data that changes no owned field beyond its deadband: no pass.
+        store.commit_batch(&batch(2, "R07", 301.0)).await.unwrap();
+        tx.send_modify(|n| *n += 1);
+        settle().await;
+        assert_eq!(passes.load(Ordering::SeqCst), 1);
+        // The device moved: a pass.
+        store.commit_batch(&batch(3, "R09", 301.0)).await.unwrap();
+        tx.send_modify(|n| *n += 1);
+        settle().await;
+        assert_eq!(passes.load(Ordering::SeqCst), 2);
+        // Data that never stops arriving still gets a pass after `max_wait`.
+        store.commit_batch(&batch(4, "R10", 301.0)).await.unwrap();
+        for _ in 0..50 {
+            tx.send_modify(|n| *n += 1);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(passes.load(Ordering::SeqCst), 3);
+        drop(tx);
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .unwrap()
+            .unwrap();
     }
 }

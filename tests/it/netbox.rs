@@ -12,6 +12,8 @@ use serde_json::{Value, json};
 
 #[path = "netbox_apply.rs"]
 mod apply;
+#[path = "netbox_bulk.rs"]
+mod bulk;
 #[path = "netbox_crash.rs"]
 mod crash;
 

@@ -126,7 +126,10 @@ async fn kill_when(child: &mut Child, mut ready: impl AsyncFnMut() -> bool) -> b
             use std::io::Read;
             child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
             child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
-            eprintln!("apply ended by itself ({status:?}):\n{}\n{err}", &out[..out.len().min(3000)]);
+            eprintln!(
+                "apply ended by itself ({status:?}):\n{}\n{err}",
+                &out[..out.len().min(3000)]
+            );
             return false;
         }
         if ready().await {
@@ -145,7 +148,9 @@ async fn apply_killed_mid_pass_resumes_without_duplicates_and_journals_each_chan
         eprintln!("SKIP: groundtruth-collector binary not built (cargo build -p groundtruth-collector)");
         return;
     };
-    let Some(p) = peer("netbox_crash_resume") else { return };
+    let Some(p) = peer("netbox_crash_resume") else {
+        return;
+    };
     let t = tag();
     let site = format!("GT-Crash-{t}");
     let room = format!("Hall {t}");
@@ -170,7 +175,10 @@ async fn apply_killed_mid_pass_resumes_without_duplicates_and_journals_each_chan
     // The site exists (filters on a missing one are refused); rooms, racks and the rest do not.
     let slug = format!("gt-crash-{}", t.to_lowercase());
     let site_id = p
-        .post("api/dcim/sites/", &json!({"name": site, "slug": slug, "status": "active"}))
+        .post(
+            "api/dcim/sites/",
+            &json!({"name": site, "slug": slug, "status": "active"}),
+        )
         .await["id"]
         .as_u64()
         .unwrap();
@@ -182,7 +190,10 @@ async fn apply_killed_mid_pass_resumes_without_duplicates_and_journals_each_chan
     assert!(killed, "the first apply finished before it could be killed");
     let devices_1 = p.count(&q_devices).await;
     let ifaces_1 = p.count(&format!("api/dcim/interfaces/?site_id={site_id}")).await;
-    assert!(devices_1 < N as u64 || ifaces_1 < 2 * N as u64, "kill 1 came too late");
+    assert!(
+        devices_1 < N as u64 || ifaces_1 < 2 * N as u64,
+        "kill 1 came too late"
+    );
 
     // 2. Rerun, killed as soon as it has created more interfaces.
     let mut child = spawn_apply(&bin, &cfg, &p.token);
@@ -218,7 +229,10 @@ async fn apply_killed_mid_pass_resumes_without_duplicates_and_journals_each_chan
     let mut iface_names: HashMap<(u64, String), usize> = HashMap::new();
     for i in &ifaces {
         *iface_names
-            .entry((i["device"]["id"].as_u64().unwrap(), i["name"].as_str().unwrap().to_owned()))
+            .entry((
+                i["device"]["id"].as_u64().unwrap(),
+                i["name"].as_str().unwrap().to_owned(),
+            ))
             .or_default() += 1;
     }
     assert_eq!(ifaces.len(), 2 * N, "interfaces");
@@ -228,10 +242,17 @@ async fn apply_killed_mid_pass_resumes_without_duplicates_and_journals_each_chan
         let q: Vec<String> = chunk.iter().map(|m| format!("mac_address={m}")).collect();
         let found = p.all(&format!("api/dcim/mac-addresses/?{}", q.join("&"))).await;
         assert_eq!(found.len(), chunk.len(), "MAC objects for {chunk:?}");
-        assert!(found.iter().all(|m| m["assigned_object_id"].is_u64()), "unassigned MAC");
+        assert!(
+            found.iter().all(|m| m["assigned_object_id"].is_u64()),
+            "unassigned MAC"
+        );
     }
     for i in &ifaces {
-        assert!(i["primary_mac_address"].is_object(), "no primary MAC: {}", i["name"]);
+        assert!(
+            i["primary_mac_address"].is_object(),
+            "no primary MAC: {}",
+            i["name"]
+        );
     }
 
     // Every change journaled exactly once: the device create, each interface and MAC create.
@@ -248,7 +269,12 @@ async fn apply_killed_mid_pass_resumes_without_duplicates_and_journals_each_chan
             .await;
         for e in entries {
             let c = e["comments"].as_str().unwrap();
-            let m = c.rsplit("groundtruth change id: ").next().unwrap().trim().to_owned();
+            let m = c
+                .rsplit("groundtruth change id: ")
+                .next()
+                .unwrap()
+                .trim()
+                .to_owned();
             *markers.entry(m).or_default() += 1;
             text_of
                 .entry(e["assigned_object_id"].as_u64().unwrap())
@@ -256,16 +282,34 @@ async fn apply_killed_mid_pass_resumes_without_duplicates_and_journals_each_chan
                 .push_str(c);
         }
     }
-    assert!(markers.values().all(|&n| n == 1), "a journal entry posted twice: {markers:?}");
+    assert!(
+        markers.values().all(|&n| n == 1),
+        "a journal entry posted twice: {markers:?}"
+    );
     for (serial, macs) in &want {
         let d = by_serial[serial];
-        let text = text_of.get(&d["id"].as_u64().unwrap()).cloned().unwrap_or_default();
+        let text = text_of
+            .get(&d["id"].as_u64().unwrap())
+            .cloned()
+            .unwrap_or_default();
         let times = |needle: &str| text.matches(needle).count();
-        assert_eq!(times(&format!("* create device: device serial {serial}")), 1, "{serial}: {text}");
-        assert_eq!(times("* create interface: interface eth0 "), 1, "{serial}: {text}");
+        assert_eq!(
+            times(&format!("* create device: device serial {serial}")),
+            1,
+            "{serial}: {text}"
+        );
+        assert_eq!(
+            times("* create interface: interface eth0 "),
+            1,
+            "{serial}: {text}"
+        );
         assert_eq!(times("* create interface: interface bmc "), 1, "{serial}: {text}");
         for m in macs {
-            assert_eq!(times(&format!("* create mac_address: MAC {m} ")), 1, "{serial} {m}: {text}");
+            assert_eq!(
+                times(&format!("* create mac_address: MAC {m} ")),
+                1,
+                "{serial} {m}: {text}"
+            );
         }
     }
 }

@@ -12,36 +12,42 @@
 //!    hostname. A single asset-tag or MAC candidate is updated (its serial written); a
 //!    hostname-only candidate is the exception `weak_match_hostname` unless the ownership allows
 //!    it; two candidates are a `duplicate_*_in_cmdb` exception; none → create.
-//! 2. Resolve the placement: site (by slug, then by name), rack (by name within the site). Missing
+//! 2. Resolve the placement: site (by slug, then by name), the room as a NetBox location under the
+//!    site (by slug, then name), rack (by name within the room, then within the site). Missing
 //!    ones are created when [`NetBoxConfig::create_missing`] is set, otherwise the device gets a
-//!    `missing_in_cmdb` exception and its placement is left alone.
-//! 3. Check the target U range against NetBox's rack elevation (and against the other devices of
-//!    this run): an occupied range is a `position_occupied` exception, not a failing write.
+//!    `missing_in_cmdb` exception and its placement is left alone (a missing room just leaves the
+//!    rack's location as it is). A rack without a location is put into the room; a rack in
+//!    another location is the exception `rack_location_differs` and is not moved.
+//! 3. Check the target U range against NetBox's rack elevation (read once per rack and face per
+//!    run) and against the other devices of this run: an occupied range is a `position_occupied`
+//!    exception, not a failing write.
 //! 4. Create the device (name = hostname, role, device type, status "active", placement, serial,
 //!    asset tag) or PATCH only the owned fields that differ: site, rack, location (follows the
 //!    rack), position, face, serial, and the asset tag only while NetBox's is empty.
 //!    Never written on update: name, role, status, tenant, platform, comments. Nothing is deleted.
 //! 5. MACs: ensure an interface per `interface_name`, a MAC address object assigned to it
 //!    (NetBox ≥ 4.2 keeps MACs as objects) and the interface's `primary_mac_address`.
-//!
 //! 6. Custom fields: measured power when it moved more than the deadband, last-seen when it moved
 //!    more than its deadband (both in the same PATCH as the device's other fields).
-//! 7. A journal entry on every device this run changed (changes + evidence), bulk-POSTed at the
-//!    end of the run.
+//! 7. A journal entry on every device this run changed (changes + evidence + a marker line).
 //!
-//! Batching: before the per-device loop the serial lookups and the matched devices' interfaces
-//! are prefetched 50 keys per request; device updates without placement changes
-//! are deferred and bulk-PATCHed 50 per request after the loop (placement changes
-//! and creates stay immediate and in input order: the next device's rack elevation depends on
-//! them). Every request passes the rate limiter ([`NetBoxConfig::rate_limit`]).
+//! Batching: before the per-device loop the serial lookups, the matched devices' interfaces and,
+//! for devices NetBox has no serial for, the holders of their asset tags, hostnames and MACs are
+//! prefetched 50 keys per request. Writes go to NetBox's bulk endpoints after the loop: device
+//! creates ([`CREATE_CHUNK`] per POST), then their interfaces, MAC objects and primary MACs,
+//! device updates without placement changes, journal entries. Placement changes stay immediate
+//! and in input order (the next device's rack elevation depends on them). A bulk request NetBox
+//! refuses for its content is split until the bad object fails alone ([`Run::bulk`]). Every
+//! request passes the rate limiter ([`NetBoxConfig::rate_limit`]).
 //!
 //! [`Ownership`] switches each owned field group off (or the asset tag to "always").
 //!
 //! Every decision is computed from what NetBox returns, so a second run with the same input makes
-//! zero write requests ([`SyncReport::writes`] counts POST/PATCH requests, one per logical write).
+//! zero write requests ([`SyncReport::writes`] counts POST/PATCH requests).
 //!
-//! Not done yet: the room (NetBox "location") is not created or matched by name; a device's
-//! location simply follows its rack's location so NetBox's site/location/rack validation holds.
+//! Crash-resume: objects are found again by serial, interface name and MAC address, so a pass
+//! killed anywhere and rerun creates nothing twice; journal entries go through the
+//! [`ChangeLog`] (see its docs) and carry a marker, so each is written once.
 //!
 //! HTTP rules: every response body is read in chunks up to [`MAX_BODY`]; list endpoints are
 //! paginated (`limit`/`next`, `next` rebased onto the configured URL); redirects are not followed
@@ -1103,7 +1109,10 @@ impl Api {
         let what = format!("{method} {path}");
         // NetBox works through a bulk request object by object: allow it time per object.
         let items = body.as_array().map_or(1, Vec::len);
-        let timeout = (items > 1).then(|| self.timeout.saturating_mul(u32::try_from(1 + items / 10).unwrap_or(u32::MAX)));
+        let timeout = (items > 1).then(|| {
+            self.timeout
+                .saturating_mul(u32::try_from(1 + items / 10).unwrap_or(u32::MAX))
+        });
         let resp = self.send(method, url, Some(body), &what, timeout).await?;
         parse(&what, &resp)
     }
@@ -1752,7 +1761,8 @@ impl<'a> Run<'a> {
     ) -> Result<(), Fail> {
         self.cur_device = Some(cur.id);
         // Known before the first write, so the change log can keep every change of it.
-        self.device_ids.push((d.key.clone(), cur.id, self.cur_evidence.clone()));
+        self.device_ids
+            .push((d.key.clone(), cur.id, self.cur_evidence.clone()));
         let own = self.cfg().ownership.clone();
         let target = match how {
             None => format!("device serial {serial} (NetBox id {})", cur.id),
@@ -2432,7 +2442,11 @@ impl<'a> Run<'a> {
             }
         };
         // The room (NetBox location) under the site, when known and the location is owned.
-        let room = loc.room.as_deref().map(str::trim).filter(|r| !slugify(r).is_empty());
+        let room = loc
+            .room
+            .as_deref()
+            .map(str::trim)
+            .filter(|r| !slugify(r).is_empty());
         let want_loc: Option<Resolved<NbRef>> = match (room, site.as_ref()) {
             (Some(room), _) if !self.cfg().ownership.location => {
                 debug!(device = %d.key, room, "Location not owned; room not written.");
@@ -2561,18 +2575,34 @@ impl<'a> Run<'a> {
     }
 
     /// The NetBox location (room) `room` directly under the site, created when missing.
-    async fn ensure_location(&mut self, key: &str, site: &SiteInfo, room: &str) -> Result<Resolved<NbRef>, Fail> {
+    async fn ensure_location(
+        &mut self,
+        key: &str,
+        site: &SiteInfo,
+        room: &str,
+    ) -> Result<Resolved<NbRef>, Fail> {
         let slug = slugify(room);
         let ck = (site.id.to_string(), slug.clone());
         if let Some(r) = self.locations.get(&ck) {
             return Ok(r.clone());
         }
         let sid = site.id.to_string();
-        let lookups: [&[(&str, &str)]; 2] = [&[("site_id", &sid), ("slug", &slug)], &[("site_id", &sid), ("name", room)]];
+        let lookups: [&[(&str, &str)]; 2] = [
+            &[("site_id", &sid), ("slug", &slug)],
+            &[("site_id", &sid), ("name", room)],
+        ];
         let target = format!("location (room) {room} in site {} (slug {slug})", site.name);
         let body = json!({ "name": room, "slug": slug, "site": site.id, "status": "active" });
         let r = self
-            .ensure::<NbSite>(key, "location", target, "api/dcim/locations/", &lookups, Some(body), Vec::new())
+            .ensure::<NbSite>(
+                key,
+                "location",
+                target,
+                "api/dcim/locations/",
+                &lookups,
+                Some(body),
+                Vec::new(),
+            )
             .await?
             .map(|l| NbRef {
                 id: l.id,
@@ -2633,7 +2663,11 @@ impl<'a> Run<'a> {
                 }
             }
             (Some(Resolved::Planned), None)
-                if !self.report.changes.iter().any(|c| c.object == "rack" && c.target == target) =>
+                if !self
+                    .report
+                    .changes
+                    .iter()
+                    .any(|c| c.object == "rack" && c.target == target) =>
             {
                 let fields = vec![FieldChange {
                     field: "location".to_owned(),
