@@ -60,7 +60,7 @@ async fn bulk_create_isolates_the_bad_object_and_places_racks_in_the_room() {
         .collect();
     let mut input = input;
     // NetBox limits serials and asset tags to 50 characters: a real 400 for one object each.
-    input[17].serial = format!("GTBULKLONG{}", "X".repeat(50));
+    input[17].serial = format!("GTBULKLONG{}", "0123456789ABCDEFGHJK".repeat(3));
     input[41].asset_tag = Some(format!("AT-{}", "Y".repeat(60)));
     let bad = input[17].key.clone();
 
