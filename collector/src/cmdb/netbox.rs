@@ -1387,6 +1387,8 @@ struct Run<'a> {
     cur_evidence: Vec<String>,
     /// NetBox id and evidence of every device this run matched or created (for its journal).
     device_ids: Vec<(String, u64, Vec<String>)>,
+    /// Index of each device key's last entry in `device_ids`.
+    device_idx: HashMap<String, usize>,
     /// Device updates without placement changes, bulk-PATCHed at the end of the run.
     pending: Vec<PendingPatch>,
     /// Prefetched serial lookups (normalised serial → NetBox devices), taken once each.
@@ -1416,7 +1418,7 @@ struct Run<'a> {
     /// Indices into `report.changes` per device key.
     changes_of: HashMap<String, Vec<usize>>,
     /// Device keys with changes not yet in the change log.
-    dirty: Vec<String>,
+    dirty: HashSet<String>,
     /// Journal entries recovered from the change log, still to be written.
     recovered: Vec<PendingJournal>,
 }
@@ -1470,7 +1472,7 @@ impl<'a> Run<'a> {
             log,
             run_id: format!("{nanos:x}{:05x}", std::process::id() & 0xfffff),
             changes_of: HashMap::new(),
-            dirty: Vec::new(),
+            dirty: HashSet::new(),
             recovered: Vec::new(),
             nb,
             dry_run,
@@ -1487,6 +1489,7 @@ impl<'a> Run<'a> {
             cur_device: None,
             cur_evidence: Vec::new(),
             device_ids: Vec::new(),
+            device_idx: HashMap::new(),
             pending: Vec::new(),
             by_serial: HashMap::new(),
             ifaces_of: HashMap::new(),
@@ -1523,9 +1526,7 @@ impl<'a> Run<'a> {
         if !key.is_empty() {
             let list = self.changes_of.entry(key.to_owned()).or_default();
             list.push(self.report.changes.len());
-            if !self.dirty.iter().any(|k| k == key) {
-                self.dirty.push(key.to_owned());
-            }
+            self.dirty.insert(key.to_owned());
         }
         self.report.changes.push(Change {
             device_key: key.to_owned(),
@@ -1761,8 +1762,7 @@ impl<'a> Run<'a> {
     ) -> Result<(), Fail> {
         self.cur_device = Some(cur.id);
         // Known before the first write, so the change log can keep every change of it.
-        self.device_ids
-            .push((d.key.clone(), cur.id, self.cur_evidence.clone()));
+        self.note_device(&d.key, cur.id, self.cur_evidence.clone());
         let own = self.cfg().ownership.clone();
         let target = match how {
             None => format!("device serial {serial} (NetBox id {})", cur.id),
@@ -3279,6 +3279,12 @@ fn marker_line(marker: &str) -> String {
 }
 
 impl Run<'_> {
+    /// Remembers the NetBox id of a device this run matched or created (for its journal).
+    fn note_device(&mut self, key: &str, id: u64, evidence: Vec<String>) {
+        self.device_idx.insert(key.to_owned(), self.device_ids.len());
+        self.device_ids.push((key.to_owned(), id, evidence));
+    }
+
     /// Marker of this run's journal entry for device `key`.
     fn marker(&self, key: &str) -> String {
         let h = std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
@@ -3311,7 +3317,9 @@ impl Run<'_> {
         let mut entries = Vec::new();
         let mut later = Vec::new();
         for key in dirty {
-            let Some(&(ref _k, id, ref evidence)) = self.device_ids.iter().rev().find(|x| x.0 == key) else {
+            let Some(&(ref _k, id, ref evidence)) =
+                self.device_idx.get(&key).and_then(|&i| self.device_ids.get(i))
+            else {
                 // Not in NetBox yet (its create is pre-recorded): keep it for later.
                 later.push(key);
                 continue;
@@ -3324,7 +3332,7 @@ impl Run<'_> {
                 comments: self.journal_for(&key, evidence, None),
             });
         }
-        self.dirty = later;
+        self.dirty.extend(later);
         if let Err(e) = log.record(entries).await {
             warn!(error = %e, "Cannot record NetBox journal entries in the store; a crash now would lose them.");
         }
@@ -3516,7 +3524,7 @@ impl Run<'_> {
                 Ok(Some(id)) => {
                     info!(device = %c.key, serial = %c.serial, id, "Created device in NetBox.");
                     self.change(&c.key, "device", "create", c.target.clone(), fields);
-                    self.device_ids.push((c.key.clone(), id, c.evidence.clone()));
+                    self.note_device(&c.key, id, c.evidence.clone());
                     made.push((i, id));
                 }
                 Ok(None) => self.fail(&c.key, format!("{}: NetBox answered without an id", c.target)),
@@ -4140,6 +4148,19 @@ mod tests {
         assert!(!c(12.0, 13.0, Face::Front, false).collides(&c(13.0, 14.0, Face::Front, false)));
         assert!(!c(12.0, 13.0, Face::Front, false).collides(&c(12.0, 13.0, Face::Rear, false)));
         assert!(c(12.0, 13.0, Face::Front, true).collides(&c(12.0, 13.0, Face::Rear, false)));
+    }
+
+    #[test]
+    fn only_refused_content_splits_a_bulk_request() {
+        let st = |status| Fail::Status {
+            what: "POST x".into(),
+            status,
+            body: String::new(),
+        };
+        assert!(item_error(&st(400)) && item_error(&st(409)) && item_error(&st(500)));
+        assert!(!item_error(&st(429)) && !item_error(&st(503)) && !item_error(&st(502)));
+        assert!(!item_error(&Fail::Other("x".into())));
+        assert!(marker_line("gt-1-2").ends_with("groundtruth change id: gt-1-2"));
     }
 
     #[test]
