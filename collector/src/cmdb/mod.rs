@@ -32,9 +32,10 @@ pub type LogFuture<'a, T> =
 
 /// Durable list of journal entries not yet written to the CMDB (the collector's store).
 ///
-/// A create is recorded *before* its request (without an object id: recovery finds the object by
-/// serial, or drops the entry when the create never happened); other changes right after
-/// NetBox confirmed them. An entry is removed once the CMDB has it; each carries a marker in its
+/// A device create is recorded *before* its request (without an object id: recovery finds the
+/// device by serial, or drops the entry when the create never happened); other changes before
+/// the next request goes out (a kill between NetBox's commit and that record loses the line,
+/// never duplicates it). An entry is removed once the CMDB has it; each carries a marker in its
 /// text, so one whose removal was lost is found in the CMDB instead of being posted twice.
 pub trait ChangeLog: Send + Sync {
     /// Entries left by earlier passes.

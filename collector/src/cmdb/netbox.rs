@@ -1381,8 +1381,6 @@ struct Run<'a> {
     seen_serials: HashSet<String>,
     /// Custom fields that exist in NetBox (or are planned, on a dry run).
     cf_ready: HashSet<&'static str>,
-    /// NetBox id of the device being synced (for its journal entry).
-    cur_device: Option<u64>,
     /// Evidence of the device being synced.
     cur_evidence: Vec<String>,
     /// NetBox id and evidence of every device this run matched or created (for its journal).
@@ -1486,7 +1484,6 @@ impl<'a> Run<'a> {
             claims: HashMap::new(),
             seen_serials: HashSet::new(),
             cf_ready: HashSet::new(),
-            cur_device: None,
             cur_evidence: Vec::new(),
             device_ids: Vec::new(),
             device_idx: HashMap::new(),
@@ -1554,7 +1551,6 @@ impl<'a> Run<'a> {
     // ---------------------------------------------------------------- per device
 
     async fn device(&mut self, d: &DesiredDevice) -> Result<(), Fail> {
-        self.cur_device = None;
         self.cur_evidence.clone_from(&d.evidence);
         self.device_inner(d).await
     }
@@ -1760,7 +1756,6 @@ impl<'a> Run<'a> {
         cur: &NbDevice,
         how: Option<&str>,
     ) -> Result<(), Fail> {
-        self.cur_device = Some(cur.id);
         // Known before the first write, so the change log can keep every change of it.
         self.note_device(&d.key, cur.id, self.cur_evidence.clone());
         let own = self.cfg().ownership.clone();
@@ -3340,6 +3335,8 @@ impl Run<'_> {
 
     /// Journal entries an interrupted pass left: found in NetBox (dropped from the log) or
     /// written by this run's journal flush. A create that never reached NetBox is dropped.
+    /// Reads are batched: serials 50 per request, markers per pass (`q=` on the marker's pass
+    /// prefix) and 50 devices per request.
     async fn recover_journal(&mut self) -> Result<(), Fail> {
         let Some(log) = self.log else { return Ok(()) };
         let pending = match log.pending().await {
@@ -3349,49 +3346,73 @@ impl Run<'_> {
                 return Ok(());
             }
         };
+        if pending.is_empty() {
+            return Ok(());
+        }
+        // 1. Creates in flight: did NetBox make the device?
+        let serials: Vec<String> = pending
+            .iter()
+            .filter(|p| p.object_id.is_none())
+            .map(|p| p.serial.clone())
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        let mut made: HashMap<String, Vec<u64>> = HashMap::new();
+        for chunk in serials.chunks(PREFETCH_CHUNK) {
+            let q: Vec<(&str, &str)> = chunk.iter().map(|s| ("serial", s.as_str())).collect();
+            let found: Vec<NbDevice> = self.api().list("api/dcim/devices/", &q).await?;
+            for x in found {
+                made.entry(serial_key(&x.serial)).or_default().push(x.id);
+            }
+        }
         let mut gone = Vec::new();
+        let mut live: Vec<PendingJournal> = Vec::new();
         for mut p in pending {
-            let id = match p.object_id {
-                Some(id) => Some(id),
-                None => {
-                    let found: Vec<NbDevice> = self
-                        .api()
-                        .list("api/dcim/devices/", &[("serial", &p.serial)])
-                        .await?;
-                    let exact: Vec<u64> = found
-                        .iter()
-                        .filter(|x| serial_key(&x.serial) == p.serial)
-                        .map(|x| x.id)
-                        .collect();
-                    match exact.as_slice() {
-                        [one] => Some(*one),
-                        _ => None,
+            if p.object_id.is_none() {
+                match made.get(&p.serial).map(Vec::as_slice) {
+                    Some([one]) => p.object_id = Some(*one),
+                    _ => {
+                        debug!(device = %p.device_key, "Interrupted create never reached NetBox; its journal entry is dropped.");
+                        gone.push(p.marker);
+                        continue;
                     }
                 }
-            };
-            let Some(id) = id else {
-                debug!(device = %p.device_key, "Interrupted create never reached NetBox; its journal entry is dropped.");
-                gone.push(p.marker);
-                continue;
-            };
-            let ids = id.to_string();
-            let have: Vec<NbId> = self
-                .api()
-                .list(
-                    "api/extras/journal-entries/",
-                    &[
-                        ("assigned_object_type", "dcim.device"),
-                        ("assigned_object_id", &ids),
-                        ("q", &p.marker),
-                    ],
-                )
-                .await?;
-            if have.is_empty() {
-                info!(device = %p.device_key, id, "Writing the journal entry of an interrupted NetBox sync.");
-                p.object_id = Some(id);
-                self.recovered.push(p);
-            } else {
-                gone.push(p.marker);
+            }
+            live.push(p);
+        }
+        // 2. Entries whose write went through but whose removal from the log was lost.
+        let mut by_pass: HashMap<String, Vec<PendingJournal>> = HashMap::new();
+        for p in live {
+            let prefix = p
+                .marker
+                .rsplit_once('-')
+                .map_or(p.marker.as_str(), |(a, _)| a)
+                .to_owned();
+            by_pass.entry(prefix).or_default().push(p);
+        }
+        for (prefix, entries) in by_pass {
+            for chunk in entries.chunks(PREFETCH_CHUNK) {
+                let ids: Vec<String> = chunk
+                    .iter()
+                    .filter_map(|p| p.object_id)
+                    .map(|i| i.to_string())
+                    .collect();
+                let mut q: Vec<(&str, &str)> = vec![("assigned_object_type", "dcim.device"), ("q", &prefix)];
+                q.extend(ids.iter().map(|i| ("assigned_object_id", i.as_str())));
+                let have: Vec<Value> = self.api().list("api/extras/journal-entries/", &q).await?;
+                let texts: Vec<&str> = have
+                    .iter()
+                    .filter_map(|e| e.get("comments").and_then(Value::as_str))
+                    .collect();
+                for p in chunk {
+                    let line = marker_line(&p.marker);
+                    if texts.iter().any(|t| t.trim_end().ends_with(line.trim_start())) {
+                        gone.push(p.marker.clone());
+                    } else {
+                        info!(device = %p.device_key, id = ?p.object_id, "Writing the journal entry of an interrupted NetBox sync.");
+                        self.recovered.push(p.clone());
+                    }
+                }
             }
         }
         if !gone.is_empty()
