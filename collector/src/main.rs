@@ -143,6 +143,15 @@ groundtruth-collector exceptions -c collector.toml audit"
         #[command(subcommand)]
         action: Option<ExceptionAction>,
     },
+    /// Print a site map (TOML) with every rack NetBox has (site, location as room, name,
+    /// height), to start `location.site_map` from the CMDB's racks.
+    #[command(
+        after_help = "Example:\n  groundtruth-collector site-map-import -c /etc/groundtruth/collector.toml > /etc/groundtruth/site-map.toml"
+    )]
+    SiteMapImport {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
     /// Validate a config file.
     CheckConfig { config: PathBuf },
 }
@@ -163,6 +172,7 @@ fn main() -> ExitCode {
         | Command::Apply { config, .. }
         | Command::Devices { config, .. }
         | Command::Exceptions { config, .. }
+        | Command::SiteMapImport { config }
         | Command::CheckConfig { config } => config.clone(),
     };
     let cfg = match Config::load(&config_path) {
@@ -195,6 +205,7 @@ fn main() -> ExitCode {
             Command::Apply { dry_run, json, .. } => sync_once(cfg, dry_run, json).await,
             Command::Devices { json, .. } => devices(cfg, json).await,
             Command::Exceptions { action, .. } => exceptions(cfg, action).await,
+            Command::SiteMapImport { .. } => site_map_import(cfg).await,
         }
     });
     match result {
@@ -214,66 +225,62 @@ async fn open_store(cfg: &Config) -> anyhow::Result<Store> {
 
 async fn serve(cfg: Config) -> anyhow::Result<()> {
     let store = open_store(&cfg).await?;
-    let (tx, mut rx) = tokio::sync::watch::channel(0u64);
+    let (tx, rx) = tokio::sync::watch::channel(0u64);
     if let Some(nb) = cfg.netbox.clone() {
         let netbox = groundtruth_collector::netbox_client(&nb)?;
         let store = store.clone();
         let rules = cfg.rules.clone();
-        tokio::spawn(async move {
-            // Debounced: after new data, wait `sync_interval`, then sync everything once. Also on
-            // a schedule (every 10 × sync_interval, at least 5 min) so dead letters are retried and
-            // NetBox drift is repaired without new data.
-            let every = (nb.sync_interval * 10).max(std::time::Duration::from_secs(300));
-            loop {
-                tokio::select! {
-                    changed = rx.changed() => {
-                        if changed.is_err() {
-                            break;
-                        }
-                        tokio::time::sleep(nb.sync_interval).await;
+        let pacing = groundtruth_collector::sync::Pacing::from_interval(nb.sync_interval);
+        let dry_run = nb.dry_run;
+        let url = nb.url.clone();
+        // Sync on change (debounced, only when an owned field changed) and on a schedule.
+        tokio::spawn(groundtruth_collector::sync::run_continuous(
+            store,
+            netbox,
+            rules,
+            nb.ownership.clone(),
+            pacing,
+            dry_run,
+            rx,
+            move |r| match r {
+                Ok(s) => {
+                    for c in &s.report.changes {
+                        let fields: Vec<String> = c
+                            .fields
+                            .iter()
+                            .map(|f| {
+                                format!(
+                                    "{}: {} -> {}",
+                                    f.field,
+                                    f.old.as_deref().unwrap_or("(empty)"),
+                                    f.new
+                                )
+                            })
+                            .collect();
+                        tracing::info!(action = %c.action, object = %c.object, target = %c.target, fields = %fields.join("; "), dry_run, "NetBox change.");
                     }
-                    () = tokio::time::sleep(every) => {}
+                    tracing::info!(
+                        devices = s.devices,
+                        eligible = s.eligible,
+                        changes = s.report.changes.len(),
+                        writes = s.report.writes,
+                        exceptions = s.report.exceptions.len() + s.unfit.len(),
+                        failures = s.report.failures.len(),
+                        "NetBox sync pass done."
+                    );
                 }
-                rx.borrow_and_update();
-                match run_pass(&store, &netbox, &rules, nb.dry_run).await {
-                    Ok(s) => {
-                        for c in &s.report.changes {
-                            let fields: Vec<String> = c
-                                .fields
-                                .iter()
-                                .map(|f| {
-                                    format!(
-                                        "{}: {} -> {}",
-                                        f.field,
-                                        f.old.as_deref().unwrap_or("(empty)"),
-                                        f.new
-                                    )
-                                })
-                                .collect();
-                            tracing::info!(action = %c.action, object = %c.object, target = %c.target, fields = %fields.join("; "), dry_run = nb.dry_run, "NetBox change.");
-                        }
-                        tracing::info!(
-                            devices = s.devices,
-                            eligible = s.eligible,
-                            changes = s.report.changes.len(),
-                            writes = s.report.writes,
-                            exceptions = s.report.exceptions.len() + s.unfit.len(),
-                            failures = s.report.failures.len(),
-                            "NetBox sync pass done."
-                        );
-                    }
-                    Err(e) => {
-                        tracing::error!(url = %nb.url, error = %e, "NetBox sync pass failed; will retry after the next batch.")
-                    }
+                Err(e) => {
+                    tracing::error!(url = %url, error = %e, "NetBox sync pass failed; will retry.");
                 }
-            }
-        });
+            },
+        ));
     } else {
         tracing::info!(
             "No [netbox] section: CMDB sync is off; the exception log is kept from the collector's own checks."
         );
         let store = store.clone();
         let rules = cfg.rules.clone();
+        let mut rx = rx;
         tokio::spawn(async move {
             // After new data (debounced by 5 s) and every 5 minutes.
             loop {
@@ -533,6 +540,33 @@ async fn devices(cfg: Config, json: bool) -> anyhow::Result<()> {
             d.last_outcome.trim_start_matches("POLL_OUTCOME_")
         );
     }
+    Ok(())
+}
+
+async fn site_map_import(cfg: Config) -> anyhow::Result<()> {
+    let nb = cfg
+        .netbox
+        .as_ref()
+        .context("site-map-import reads NetBox: the config has no [netbox] section")?;
+    let client = groundtruth_collector::netbox_client(nb)?;
+    let racks: Vec<groundtruth_collector::sitemap::RackEntry> = client
+        .racks()
+        .await?
+        .into_iter()
+        .map(|r| groundtruth_collector::sitemap::RackEntry {
+            site: r.site,
+            room: r.room,
+            row: String::new(),
+            name: r.name,
+            height: r.height,
+            power_budget_w: None,
+        })
+        .collect();
+    print!(
+        "{}",
+        groundtruth_collector::sitemap::SiteMap::racks_toml(&racks, &format!("NetBox {}", nb.url))
+    );
+    eprintln!("{} rack(s) imported", racks.len());
     Ok(())
 }
 

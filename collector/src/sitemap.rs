@@ -357,6 +357,27 @@ impl SiteMap {
             .find(|r| key(&r.site) == key(site) && key(&r.name) == key(name))
     }
 
+    /// A site map file listing `racks` (e.g. imported from the CMDB), ready to be extended by
+    /// hand with devices, ports and outlets. `origin` is said in the header comment.
+    #[must_use]
+    pub fn racks_toml(racks: &[RackEntry], origin: &str) -> String {
+        let q = |s: &str| toml::Value::String(s.to_owned()).to_string();
+        let mut out = format!(
+            "# Site map: racks imported from {origin}.\n# Add [[device]], [[port]] and [[outlet]] entries by hand (see docs/configuration.md).\n"
+        );
+        for r in racks {
+            out.push_str(&format!(
+                "\n[[rack]]\nsite = {}\nroom = {}\nrow = {}\nname = {}\nheight = {}\n",
+                q(&r.site),
+                q(&r.room),
+                q(&r.row),
+                q(&r.name),
+                r.height
+            ));
+        }
+        out
+    }
+
     /// All racks, as listed.
     #[must_use]
     pub fn racks(&self) -> &[RackEntry] {
@@ -417,6 +438,26 @@ u = 20
         assert_eq!(m.rack("dc1", "r07").unwrap().height, 42);
         assert_eq!(m.outlet("3F3452A52295", 7).unwrap().u, 20);
         assert!(m.outlet("3F3452A52295", 8).is_none());
+    }
+
+    #[test]
+    fn racks_toml_round_trips_through_the_parser_with_hostile_names() {
+        let racks = vec![RackEntry {
+            site: "DC \"1\"".into(),
+            room: "H1\n[[rack]]".into(),
+            row: String::new(),
+            name: "R07".into(),
+            height: 47,
+            power_budget_w: None,
+        }];
+        let text = SiteMap::racks_toml(&racks, "NetBox https://nb.example");
+        let m = SiteMap::parse(&text, "imported.toml").unwrap();
+        assert_eq!(m.racks().len(), 1);
+        let r = &m.racks()[0];
+        assert_eq!(
+            (r.site.as_str(), r.room.as_str(), r.name.as_str(), r.height),
+            ("DC \"1\"", "H1\n[[rack]]", "R07", 47)
+        );
     }
 
     #[test]

@@ -64,6 +64,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../migrations/postgres/0006_dead_letters.sql"),
     ),
     (
+        7,
+        include_str!("../migrations/0007_cmdb_journal_pending.sql"),
+        include_str!("../migrations/postgres/0007_cmdb_journal_pending.sql"),
+    ),
+    (
         8,
         include_str!("../migrations/0008_itsm_kpi.sql"),
         include_str!("../migrations/postgres/0008_itsm_kpi.sql"),
@@ -1223,6 +1228,79 @@ impl Store {
         Ok(sqlx::query_scalar("SELECT COUNT(*) FROM batches")
             .fetch_one(&self.pool)
             .await?)
+    }
+}
+
+// CMDB journal entries not yet written (migration 0007). `$N` placeholders and portable SQL
+// (SQLite and PostgreSQL).
+impl Store {
+    /// Journal entries waiting for the CMDB, oldest first.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub async fn journal_pending(&self) -> Result<Vec<crate::cmdb::PendingJournal>, StoreError> {
+        Ok(sqlx::query(
+            "SELECT marker, device_key, serial, object_id, comments FROM cmdb_journal_pending ORDER BY recorded_at, marker",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(|r| crate::cmdb::PendingJournal {
+            marker: r.get("marker"),
+            device_key: r.get("device_key"),
+            serial: r.get("serial"),
+            object_id: r
+                .get::<Option<i64>, _>("object_id")
+                .and_then(|v| u64::try_from(v).ok()),
+            comments: r.get("comments"),
+        })
+        .collect())
+    }
+
+    /// Inserts or replaces journal entries (by marker), in one transaction.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub async fn journal_record(&self, entries: &[crate::cmdb::PendingJournal]) -> Result<(), StoreError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let t = now();
+        let mut tx = self.pool.begin().await?;
+        for e in entries {
+            sqlx::query(
+                "INSERT INTO cmdb_journal_pending (marker, device_key, serial, object_id, comments, recorded_at)
+                 VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT (marker) DO UPDATE SET object_id = COALESCE(excluded.object_id, cmdb_journal_pending.object_id),
+                 comments = excluded.comments",
+            )
+            .bind(&e.marker)
+            .bind(&e.device_key)
+            .bind(&e.serial)
+            .bind(e.object_id.and_then(|v| i64::try_from(v).ok()))
+            .bind(&e.comments)
+            .bind(&t)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Removes journal entries the CMDB now has.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub async fn journal_written(&self, markers: &[String]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for m in markers {
+            sqlx::query("DELETE FROM cmdb_journal_pending WHERE marker = $1")
+                .bind(m)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 }
 

@@ -1,7 +1,7 @@
 //! One CMDB sync pass: stored devices → desired state → NetBox, with exceptions recorded for
 //! devices that cannot be written and for conflicts the CMDB layer found.
 
-use crate::cmdb::{Cmdb, CmdbError, SyncReport};
+use crate::cmdb::{ChangeLog, Cmdb, CmdbError, LogFuture, PendingJournal, SyncReport};
 use crate::reconcile;
 use crate::store::{Store, StoreError};
 
@@ -26,6 +26,9 @@ pub struct PassSummary {
     pub dead_lettered: usize,
     /// Dead letters of earlier passes resolved by this one.
     pub dead_letters_resolved: u64,
+    /// The desired state this pass synced (what "sync on change" compares new data with).
+    #[serde(skip)]
+    pub desired: Vec<crate::cmdb::DesiredDevice>,
 }
 
 impl serde::Serialize for reconcile::Unfit {
@@ -36,6 +39,21 @@ impl serde::Serialize for reconcile::Unfit {
         st.serialize_field("kind", &self.kind)?;
         st.serialize_field("detail", &self.detail)?;
         st.end()
+    }
+}
+
+/// The store keeps NetBox journal entries until NetBox has them (crash-safe passes).
+impl ChangeLog for Store {
+    fn pending(&self) -> LogFuture<'_, Vec<PendingJournal>> {
+        Box::pin(async move { self.journal_pending().await.map_err(|e| e.to_string()) })
+    }
+
+    fn record(&self, entries: Vec<PendingJournal>) -> LogFuture<'_, ()> {
+        Box::pin(async move { self.journal_record(&entries).await.map_err(|e| e.to_string()) })
+    }
+
+    fn written(&self, markers: Vec<String>) -> LogFuture<'_, ()> {
+        Box::pin(async move { self.journal_written(&markers).await.map_err(|e| e.to_string()) })
     }
 }
 
@@ -73,7 +91,7 @@ pub async fn run_pass(
         .iter()
         .map(|d| (d.key.clone(), d.evidence.clone()))
         .collect();
-    let report = netbox.sync(&desired, dry_run).await?;
+    let report = netbox.sync(&desired, dry_run, Some(store)).await?;
     if !dry_run {
         // Failed writes are dead-lettered with their reason; the next pass recomputes the plan
         // from NetBox and so retries them. Shared objects (custom fields, journal) use "(netbox)".
@@ -120,6 +138,7 @@ pub async fn run_pass(
         }
     }
     summary.report = report;
+    summary.desired = desired;
     Ok(summary)
 }
 
@@ -150,4 +169,371 @@ pub async fn local_pass(store: &Store, rules: &reconcile::Rules) -> Result<usize
         store.resolve_exception_kinds(&key, &gone).await?;
     }
     Ok(found)
+}
+
+/// How the continuous sync is paced.
+#[derive(Debug, Clone, Copy)]
+pub struct Pacing {
+    /// After new data, wait until none has arrived for this long (debounce) …
+    pub quiet: std::time::Duration,
+    /// … but no longer than this after the first new data.
+    pub max_wait: std::time::Duration,
+    /// A full pass at least this often, changed or not (dead letters, drift in NetBox).
+    pub every: std::time::Duration,
+}
+
+impl Pacing {
+    /// From `netbox.sync_interval`: quiet = interval, max wait = 3 × interval, full pass every
+    /// 10 × interval (at least 5 minutes).
+    #[must_use]
+    pub fn from_interval(interval: std::time::Duration) -> Self {
+        Self {
+            quiet: interval,
+            max_wait: interval * 3,
+            every: (interval * 10).max(std::time::Duration::from_secs(300)),
+        }
+    }
+}
+
+/// Whether `now` differs from `prev` (the desired state of the last pass) in anything the CMDB
+/// would be written for: devices added or gone, any identity/placement/MAC field, measured power
+/// beyond the power deadband, last-seen beyond its deadband. Evidence text alone is not a change.
+#[must_use]
+pub fn material_change(
+    prev: &std::collections::HashMap<String, crate::cmdb::DesiredDevice>,
+    now: &[crate::cmdb::DesiredDevice],
+    own: &crate::cmdb::Ownership,
+) -> bool {
+    if prev.len() != now.len() {
+        return true;
+    }
+    now.iter().any(|n| {
+        let Some(p) = prev.get(&n.key) else { return true };
+        let strip = |d: &crate::cmdb::DesiredDevice| crate::cmdb::DesiredDevice {
+            power_watts: None,
+            last_seen: None,
+            evidence: Vec::new(),
+            ..d.clone()
+        };
+        if strip(p) != strip(n) {
+            return true;
+        }
+        let power_moved = match (p.power_watts, n.power_watts) {
+            (None, None) => false,
+            (Some(a), Some(b)) => (b - a).abs() > a.abs() * own.power_deadband && (b - a).abs() >= 1.0,
+            _ => true,
+        };
+        let seen_moved = match (p.last_seen.as_deref(), n.last_seen.as_deref()) {
+            (None, None) => false,
+            (Some(a), Some(b)) => {
+                let t = |s: &str| humantime::parse_rfc3339_weak(s.trim().trim_end_matches('Z')).ok();
+                match (t(a), t(b)) {
+                    (Some(x), Some(y)) => {
+                        let apart = y.duration_since(x).unwrap_or_else(|e| e.duration());
+                        apart > own.last_seen_deadband
+                    }
+                    _ => a != b,
+                }
+            }
+            _ => true,
+        };
+        (own.power && power_moved) || (own.last_seen && seen_moved)
+    })
+}
+
+/// The desired state of every device fit to sync, straight from the store (no CMDB access).
+async fn desired_now(
+    store: &Store,
+    rules: &reconcile::Rules,
+) -> Result<Vec<crate::cmdb::DesiredDevice>, StoreError> {
+    Ok(store
+        .devices()
+        .await?
+        .iter()
+        .filter_map(|d| reconcile::desired(d, rules).ok())
+        .collect())
+}
+
+/// Continuous mode: a pass soon after ingest changed something the CMDB would be written for
+/// (debounced by [`Pacing`], skipped when the new data changes no owned field), and a full pass
+/// on a schedule. `changes` ticks on every committed ingest batch; `on_pass` sees each result.
+/// Returns when the sender of `changes` is gone.
+#[allow(clippy::too_many_arguments)]
+pub async fn run_continuous<C: Cmdb + Sync>(
+    store: Store,
+    cmdb: C,
+    rules: reconcile::Rules,
+    own: crate::cmdb::Ownership,
+    pacing: Pacing,
+    dry_run: bool,
+    mut changes: tokio::sync::watch::Receiver<u64>,
+    on_pass: impl Fn(&Result<PassSummary, SyncError>),
+) {
+    use tokio::time::{Instant, sleep_until};
+    let mut last: Option<std::collections::HashMap<String, crate::cmdb::DesiredDevice>> = None;
+    let mut next_full = Instant::now() + pacing.every;
+    loop {
+        let scheduled = tokio::select! {
+            r = changes.changed() => {
+                if r.is_err() {
+                    return;
+                }
+                false
+            }
+            () = sleep_until(next_full) => true,
+        };
+        if !scheduled {
+            // Debounce: a burst of batches (every agent reporting) becomes one pass.
+            let deadline = Instant::now() + pacing.max_wait;
+            loop {
+                changes.borrow_and_update();
+                let quiet_until = (Instant::now() + pacing.quiet).min(deadline);
+                tokio::select! {
+                    r = changes.changed() => {
+                        if r.is_err() {
+                            return;
+                        }
+                        if Instant::now() >= deadline {
+                            break;
+                        }
+                    }
+                    () = sleep_until(quiet_until) => break,
+                }
+            }
+            if let Some(prev) = &last {
+                match desired_now(&store, &rules).await {
+                    Ok(now) if !material_change(prev, &now, &own) => {
+                        tracing::debug!(
+                            devices = now.len(),
+                            "New data changes no CMDB-owned field; no sync pass."
+                        );
+                        continue;
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "Cannot read the store to compare; syncing anyway."),
+                }
+            }
+        }
+        changes.borrow_and_update();
+        let r = run_pass(&store, &cmdb, &rules, dry_run).await;
+        if let Ok(s) = &r {
+            last = Some(s.desired.iter().map(|d| (d.key.clone(), d.clone())).collect());
+            next_full = Instant::now() + pacing.every;
+        } else {
+            // NetBox unreachable: try again after the quiet time, not at full speed.
+            next_full = Instant::now() + pacing.quiet.max(std::time::Duration::from_secs(5));
+        }
+        on_pass(&r);
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::cmdb::{DesiredDevice, DesiredLocation, Face, Ownership};
+    use groundtruth_proto::v1::{
+        AgentInfo, Batch, DeviceIdentity, DeviceReport, LocationEvidence, LocationSource, PollOutcome,
+        PollStatus, Reading,
+    };
+    use std::collections::HashMap;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    fn dev(power: Option<f64>, seen: &str, rack: &str) -> DesiredDevice {
+        DesiredDevice {
+            key: "k1".into(),
+            serial: "S1".into(),
+            asset_tag: None,
+            vendor: "Dell".into(),
+            model: "R650".into(),
+            part_number: None,
+            hostname: None,
+            location: Some(DesiredLocation {
+                site: "DC1".into(),
+                room: None,
+                rack: rack.into(),
+                position: Some(12),
+                face: Face::Front,
+            }),
+            macs: vec![],
+            power_watts: power,
+            last_seen: Some(seen.into()),
+            evidence: vec!["from a test".into()],
+        }
+    }
+
+    #[test]
+    fn only_owned_fields_beyond_their_deadbands_are_a_material_change() {
+        let own = Ownership::default();
+        let prev: HashMap<String, DesiredDevice> =
+            [("k1".to_owned(), dev(Some(300.0), "2026-11-24T10:00:00Z", "R07"))].into();
+        let same = |d: DesiredDevice| !material_change(&prev, &[d], &own);
+        // Power within 5 %, last seen within an hour, other evidence text: nothing to write.
+        let mut d = dev(Some(310.0), "2026-11-24T10:40:00Z", "R07");
+        d.evidence = vec!["other words".into()];
+        assert!(same(d));
+        // Power beyond the deadband, last seen beyond an hour, another rack, a new device.
+        assert!(!same(dev(Some(330.0), "2026-11-24T10:00:00Z", "R07")));
+        assert!(!same(dev(Some(300.0), "2026-11-24T11:30:00Z", "R07")));
+        assert!(!same(dev(Some(300.0), "2026-11-24T10:00:00Z", "R08")));
+        let mut other = dev(Some(300.0), "2026-11-24T10:00:00Z", "R07");
+        other.key = "k2".into();
+        assert!(material_change(&prev, &[other], &own));
+        // Power not owned: its change is not material.
+        let off = Ownership {
+            power: false,
+            ..Ownership::default()
+        };
+        assert!(!material_change(
+            &prev,
+            &[dev(Some(900.0), "2026-11-24T10:00:00Z", "R07")],
+            &off
+        ));
+    }
+
+    #[tokio::test]
+    async fn store_keeps_pending_journal_entries_until_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db")).await.unwrap();
+        let log: &dyn ChangeLog = &store;
+        let e = |marker: &str, id: Option<u64>, text: &str| PendingJournal {
+            marker: marker.into(),
+            device_key: "k1".into(),
+            serial: "S1".into(),
+            object_id: id,
+            comments: text.into(),
+        };
+        log.record(vec![e("m1", None, "create planned"), e("m2", Some(7), "update")])
+            .await
+            .unwrap();
+        // The create went through: same marker, now with its id and the full text.
+        log.record(vec![e("m1", Some(9), "create + interfaces")])
+            .await
+            .unwrap();
+        // A later record without an id does not forget the known one.
+        log.record(vec![e("m1", None, "create + interfaces + MACs")])
+            .await
+            .unwrap();
+        let mut got = log.pending().await.unwrap();
+        got.sort_by(|a, b| a.marker.cmp(&b.marker));
+        assert_eq!(
+            got,
+            vec![
+                e("m1", Some(9), "create + interfaces + MACs"),
+                e("m2", Some(7), "update")
+            ]
+        );
+        log.written(vec!["m1".into()]).await.unwrap();
+        assert_eq!(log.pending().await.unwrap(), vec![e("m2", Some(7), "update")]);
+    }
+
+    /// Counts passes; NetBox itself is not needed to test the pacing.
+    struct Counting(Arc<AtomicUsize>);
+
+    impl Cmdb for Counting {
+        fn sync(
+            &self,
+            _devices: &[DesiredDevice],
+            _dry_run: bool,
+            _log: Option<&dyn ChangeLog>,
+        ) -> impl std::future::Future<Output = Result<SyncReport, CmdbError>> + Send {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            std::future::ready(Ok(SyncReport::default()))
+        }
+    }
+
+    fn batch(seq: u64, rack: &str, watts: f64) -> Batch {
+        Batch {
+            agent: Some(AgentInfo {
+                agent_id: "a1".into(),
+                site: "DC1".into(),
+                ..Default::default()
+            }),
+            epoch: 1,
+            seq,
+            devices: vec![DeviceReport {
+                identity: Some(DeviceIdentity {
+                    serial_number: "SN-PACE-1".into(),
+                    vendor: "Dell Inc.".into(),
+                    endpoint_key: "redfish://10.0.0.9:443".into(),
+                    ..Default::default()
+                }),
+                readings: vec![Reading {
+                    metric: "power".into(),
+                    unit: "W".into(),
+                    value: watts,
+                    ..Default::default()
+                }],
+                locations: vec![LocationEvidence {
+                    source: LocationSource::RedfishPlacement as i32,
+                    rack: rack.into(),
+                    u_position: Some(12),
+                    confidence: 0.9,
+                    ..Default::default()
+                }],
+                status: Some(PollStatus {
+                    outcome: PollOutcome::Ok as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn bursts_are_debounced_and_unowned_changes_trigger_no_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db")).await.unwrap();
+        store.commit_batch(&batch(1, "R07", 300.0)).await.unwrap();
+        let passes = Arc::new(AtomicUsize::new(0));
+        let (tx, rx) = tokio::sync::watch::channel(0u64);
+        let pacing = Pacing {
+            quiet: Duration::from_millis(200),
+            max_wait: Duration::from_millis(600),
+            every: Duration::from_secs(3600),
+        };
+        let task = tokio::spawn(run_continuous(
+            store.clone(),
+            Counting(passes.clone()),
+            reconcile::Rules::builtin("DC1"),
+            Ownership::default(),
+            pacing,
+            false,
+            rx,
+            |_| {},
+        ));
+        let settle = || tokio::time::sleep(Duration::from_millis(1200));
+        // A burst of ten batches: one pass.
+        for _ in 0..10 {
+            tx.send_modify(|n| *n += 1);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        settle().await;
+        assert_eq!(passes.load(Ordering::SeqCst), 1);
+        // New data that changes no owned field beyond its deadband: no pass.
+        store.commit_batch(&batch(2, "R07", 301.0)).await.unwrap();
+        tx.send_modify(|n| *n += 1);
+        settle().await;
+        assert_eq!(passes.load(Ordering::SeqCst), 1);
+        // The device moved: a pass.
+        store.commit_batch(&batch(3, "R09", 301.0)).await.unwrap();
+        tx.send_modify(|n| *n += 1);
+        settle().await;
+        assert_eq!(passes.load(Ordering::SeqCst), 2);
+        // Data that never stops arriving still gets a pass after `max_wait`.
+        store.commit_batch(&batch(4, "R10", 301.0)).await.unwrap();
+        for _ in 0..50 {
+            tx.send_modify(|n| *n += 1);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(passes.load(Ordering::SeqCst), 3);
+        drop(tx);
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .unwrap()
+            .unwrap();
+    }
 }

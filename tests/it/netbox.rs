@@ -12,6 +12,10 @@ use serde_json::{Value, json};
 
 #[path = "netbox_apply.rs"]
 mod apply;
+#[path = "netbox_bulk.rs"]
+mod bulk;
+#[path = "netbox_crash.rs"]
+mod crash;
 
 const VENDOR: &str = "Groundtruth Labs";
 const MODEL: &str = "GT-R1000";

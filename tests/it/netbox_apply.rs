@@ -59,9 +59,14 @@ struct World {
 }
 
 async fn seed_world(p: &Peer) -> World {
+    seed_world_named(p, "GT-Apply").await
+}
+
+/// [`seed_world`] under another name prefix (the site, vendor and role are `<prefix>-<tag>`).
+async fn seed_world_named(p: &Peer, prefix: &str) -> World {
     let t = tag();
-    let site = format!("GT-Apply-{t}");
-    let slug = format!("gt-apply-{}", t.to_lowercase());
+    let site = format!("{prefix}-{t}");
+    let slug = format!("{}-{}", prefix.to_lowercase(), t.to_lowercase());
     let s = p
         .post(
             "api/dcim/sites/",
@@ -78,7 +83,7 @@ async fn seed_world(p: &Peer) -> World {
             .await;
         racks.push(r["id"].as_u64().unwrap());
     }
-    let vendor = format!("GT Apply {t}");
+    let vendor = format!("{} {t}", prefix.replace('-', " "));
     let m = p
         .post("api/dcim/manufacturers/", &json!({"name": vendor, "slug": slug}))
         .await;
@@ -91,7 +96,7 @@ async fn seed_world(p: &Peer) -> World {
     let role = p
         .post(
             "api/dcim/device-roles/",
-            &json!({"name": format!("GT Apply {t}"), "slug": slug, "color": "00ff00"}),
+            &json!({"name": format!("{} {t}", prefix.replace('-', " ")), "slug": slug, "color": "00ff00"}),
         )
         .await;
     World {
@@ -524,22 +529,24 @@ async fn apply_through_503_and_429_delays_but_loses_and_duplicates_nothing() {
 }
 
 /// Benchmark (ignored): first sync of `GT_BENCH_DEVICES` (default 1,000) new devices into a fresh
-/// site of 40-device racks, then a no-change cycle. Rate limit off, so this measures NetBox and
-/// the client. Run: `cargo test -p groundtruth-tests --test it -- --ignored --nocapture bench_netbox`.
+/// `GT-Bench-<tag>` site of 40-device racks (one MAC each, power and last-seen set), then a
+/// no-change cycle. Rate limit off, so this measures NetBox and the client. A first sync still
+/// running after `GT_BENCH_MAX_S` seconds (default 1500) is stopped and reported with what it
+/// created so far. Everything the run created is deleted afterwards unless `GT_BENCH_KEEP=1`.
+/// Run: `cargo test -p groundtruth-tests --test it -- --ignored --nocapture bench_netbox`.
 #[tokio::test]
 #[ignore = "benchmark: minutes against the NetBox peer"]
 async fn bench_netbox_first_sync_and_no_change_cycle() {
     let Some(p) = peer("netbox_bench") else { return };
-    let n: u32 = std::env::var("GT_BENCH_DEVICES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1000);
-    let w = seed_world(&p).await;
+    let env_num = |k: &str, d: u64| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
+    let n = u32::try_from(env_num("GT_BENCH_DEVICES", 1000)).unwrap();
+    let limit = std::time::Duration::from_secs(env_num("GT_BENCH_MAX_S", 1500));
+    let w = seed_world_named(&p, "GT-Bench").await;
     let input: Vec<DesiredDevice> = (0..n)
         .map(|i| {
             let mut d = w.want(&format!("b{i}"), i % 40 + 1, &random_mac());
             if let Some(l) = d.location.as_mut() {
-                l.rack = format!("B{:03}", i / 40);
+                l.rack = format!("B{:04}", i / 40);
             }
             d.power_watts = Some(f64::from(200 + i % 300));
             d
@@ -547,30 +554,107 @@ async fn bench_netbox_first_sync_and_no_change_cycle() {
         .collect();
     let mut cfg = NetBoxConfig::new(p.url.clone(), p.token.clone());
     cfg.rate_limit = 0.0;
+    cfg.timeout = std::time::Duration::from_secs(120);
     let nb = NetBox::new(cfg).unwrap();
     let t0 = std::time::Instant::now();
-    let first = nb.sync(&input, false).await.unwrap();
+    let first = tokio::time::timeout(limit, nb.sync(&input, false)).await;
     let t_first = t0.elapsed();
-    assert!(
-        first.failures.is_empty(),
-        "{:?}",
-        &first.failures[..first.failures.len().min(5)]
-    );
-    let t1 = std::time::Instant::now();
-    let again = nb.sync(&input, false).await.unwrap();
-    let t_again = t1.elapsed();
-    assert_eq!(again.writes, 0);
-    #[allow(clippy::cast_precision_loss)]
-    let wps = first.writes as f64 / t_first.as_secs_f64();
-    println!(
-        "BENCH netbox devices={n} first: {:.1} s, {} requests, {} writes ({wps:.1} writes/s), {} exceptions; \
-         no-change: {:.1} s, {} requests, {} writes",
-        t_first.as_secs_f64(),
-        first.requests,
-        first.writes,
-        first.exceptions.len(),
-        t_again.as_secs_f64(),
-        again.requests,
-        again.writes
-    );
+    match first {
+        Ok(first) => {
+            let first = first.unwrap();
+            assert!(
+                first.failures.is_empty(),
+                "{:?}",
+                &first.failures[..first.failures.len().min(5)]
+            );
+            let t1 = std::time::Instant::now();
+            let again = nb.sync(&input, false).await.unwrap();
+            let t_again = t1.elapsed();
+            assert_eq!(again.writes, 0);
+            #[allow(clippy::cast_precision_loss)]
+            let wps = first.writes as f64 / t_first.as_secs_f64();
+            println!(
+                "BENCH netbox devices={n} first_s={:.1} requests={} writes={} writes_per_s={wps:.2} exceptions={} \
+                 nochange_s={:.2} nochange_requests={} nochange_writes={}",
+                t_first.as_secs_f64(),
+                first.requests,
+                first.writes,
+                first.exceptions.len(),
+                t_again.as_secs_f64(),
+                again.requests,
+                again.writes
+            );
+        }
+        Err(_) => {
+            let made = p
+                .get(&format!(
+                    "api/dcim/devices/?site_id={}&limit=1&brief=1",
+                    w.site_id
+                ))
+                .await["count"]
+                .as_u64()
+                .unwrap();
+            println!(
+                "BENCH netbox devices={n} first_s=TIMEOUT stopped_after_s={:.1} devices_created={made}",
+                t_first.as_secs_f64()
+            );
+        }
+    }
+    if std::env::var("GT_BENCH_KEEP").as_deref() != Ok("1") {
+        bench_cleanup(&p, &w).await;
+    }
+}
+
+/// Deletes what a benchmark created: its devices (their interfaces, MAC objects and journal
+/// entries go with them), racks, device type, manufacturer, role and site.
+async fn bench_cleanup(p: &Peer, w: &World) {
+    let del = |path: String, body: Value| {
+        let mut req = p
+            .http
+            .delete(p.url.join(&path).unwrap())
+            .header("Authorization", p.auth());
+        if !body.is_null() {
+            req = req.json(&body);
+        }
+        async move {
+            let r = req.send().await.unwrap();
+            assert!(r.status().is_success(), "DELETE {path}: {}", r.status());
+        }
+    };
+    loop {
+        let ids: Vec<Value> = p
+            .get(&format!(
+                "api/dcim/devices/?site_id={}&limit=200&brief=1",
+                w.site_id
+            ))
+            .await["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| json!({"id": d["id"]}))
+            .collect();
+        if ids.is_empty() {
+            break;
+        }
+        del("api/dcim/devices/".into(), Value::Array(ids)).await;
+    }
+    let racks: Vec<Value> = p
+        .get(&format!(
+            "api/dcim/racks/?site_id={}&limit=1000&brief=1",
+            w.site_id
+        ))
+        .await["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| json!({"id": r["id"]}))
+        .collect();
+    if !racks.is_empty() {
+        del("api/dcim/racks/".into(), Value::Array(racks)).await;
+    }
+    let mfr = p.get(&format!("api/dcim/device-types/{}/", w.dtype)).await["manufacturer"]["id"].clone();
+    del(format!("api/dcim/device-types/{}/", w.dtype), Value::Null).await;
+    del(format!("api/dcim/manufacturers/{mfr}/"), Value::Null).await;
+    del(format!("api/dcim/device-roles/{}/", w.role), Value::Null).await;
+    del(format!("api/dcim/sites/{}/", w.site_id), Value::Null).await;
 }

@@ -15,11 +15,48 @@ pub trait Cmdb {
     ///
     /// # Errors
     /// Only when the CMDB as a whole cannot be used; per-device problems are in the report.
+    ///
+    /// `log` keeps the journal entries of applied changes until they are in the CMDB, so a pass
+    /// killed between a change and its journal entry writes that entry on the next pass, once.
     fn sync(
         &self,
         devices: &[DesiredDevice],
         dry_run: bool,
+        log: Option<&dyn ChangeLog>,
     ) -> impl std::future::Future<Output = Result<SyncReport, CmdbError>> + Send;
+}
+
+/// Future returned by [`ChangeLog`] methods (errors as text: the log is best effort).
+pub type LogFuture<'a, T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, String>> + Send + 'a>>;
+
+/// Durable list of journal entries not yet written to the CMDB (the collector's store).
+///
+/// A device create is recorded *before* its request (without an object id: recovery finds the
+/// device by serial, or drops the entry when the create never happened); other changes before
+/// the next request goes out (a kill between NetBox's commit and that record loses the line,
+/// never duplicates it). An entry is removed once the CMDB has it; each carries a marker in its
+/// text, so one whose removal was lost is found in the CMDB instead of being posted twice.
+pub trait ChangeLog: Send + Sync {
+    /// Entries left by earlier passes.
+    fn pending(&self) -> LogFuture<'_, Vec<PendingJournal>>;
+    /// Inserts or replaces entries (by marker).
+    fn record(&self, entries: Vec<PendingJournal>) -> LogFuture<'_, ()>;
+    /// Removes entries the CMDB now has (or that turned out to describe nothing).
+    fn written(&self, markers: Vec<String>) -> LogFuture<'_, ()>;
+}
+
+/// One journal entry waiting to be written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingJournal {
+    /// Unique per pass and device; also the last line of the entry's text.
+    pub marker: String,
+    pub device_key: String,
+    /// Normalised serial, to find a device whose create was interrupted.
+    pub serial: String,
+    /// CMDB id of the device; `None` while its create is in flight.
+    pub object_id: Option<u64>,
+    pub comments: String,
 }
 
 /// Rack face a device is mounted on.

@@ -12,36 +12,42 @@
 //!    hostname. A single asset-tag or MAC candidate is updated (its serial written); a
 //!    hostname-only candidate is the exception `weak_match_hostname` unless the ownership allows
 //!    it; two candidates are a `duplicate_*_in_cmdb` exception; none → create.
-//! 2. Resolve the placement: site (by slug, then by name), rack (by name within the site). Missing
+//! 2. Resolve the placement: site (by slug, then by name), the room as a NetBox location under the
+//!    site (by slug, then name), rack (by name within the room, then within the site). Missing
 //!    ones are created when [`NetBoxConfig::create_missing`] is set, otherwise the device gets a
-//!    `missing_in_cmdb` exception and its placement is left alone.
-//! 3. Check the target U range against NetBox's rack elevation (and against the other devices of
-//!    this run): an occupied range is a `position_occupied` exception, not a failing write.
+//!    `missing_in_cmdb` exception and its placement is left alone (a missing room just leaves the
+//!    rack's location as it is). A rack without a location is put into the room; a rack in
+//!    another location is the exception `rack_location_differs` and is not moved.
+//! 3. Check the target U range against NetBox's rack elevation (read once per rack and face per
+//!    run) and against the other devices of this run: an occupied range is a `position_occupied`
+//!    exception, not a failing write.
 //! 4. Create the device (name = hostname, role, device type, status "active", placement, serial,
 //!    asset tag) or PATCH only the owned fields that differ: site, rack, location (follows the
 //!    rack), position, face, serial, and the asset tag only while NetBox's is empty.
 //!    Never written on update: name, role, status, tenant, platform, comments. Nothing is deleted.
 //! 5. MACs: ensure an interface per `interface_name`, a MAC address object assigned to it
 //!    (NetBox ≥ 4.2 keeps MACs as objects) and the interface's `primary_mac_address`.
-//!
 //! 6. Custom fields: measured power when it moved more than the deadband, last-seen when it moved
 //!    more than its deadband (both in the same PATCH as the device's other fields).
-//! 7. A journal entry on every device this run changed (changes + evidence), bulk-POSTed at the
-//!    end of the run.
+//! 7. A journal entry on every device this run changed (changes + evidence + a marker line).
 //!
-//! Batching: before the per-device loop the serial lookups and the matched devices' interfaces
-//! are prefetched 50 keys per request; device updates without placement changes
-//! are deferred and bulk-PATCHed 50 per request after the loop (placement changes
-//! and creates stay immediate and in input order: the next device's rack elevation depends on
-//! them). Every request passes the rate limiter ([`NetBoxConfig::rate_limit`]).
+//! Batching: before the per-device loop the serial lookups, the matched devices' interfaces and,
+//! for devices NetBox has no serial for, the holders of their asset tags, hostnames and MACs are
+//! prefetched 50 keys per request. Writes go to NetBox's bulk endpoints after the loop: device
+//! creates ([`CREATE_CHUNK`] per POST), then their interfaces, MAC objects and primary MACs,
+//! device updates without placement changes, journal entries. Placement changes stay immediate
+//! and in input order (the next device's rack elevation depends on them). A bulk request NetBox
+//! refuses for its content is split until the bad object fails alone ([`Run::bulk`]). Every
+//! request passes the rate limiter ([`NetBoxConfig::rate_limit`]).
 //!
 //! [`Ownership`] switches each owned field group off (or the asset tag to "always").
 //!
 //! Every decision is computed from what NetBox returns, so a second run with the same input makes
-//! zero write requests ([`SyncReport::writes`] counts POST/PATCH requests, one per logical write).
+//! zero write requests ([`SyncReport::writes`] counts POST/PATCH requests).
 //!
-//! Not done yet: the room (NetBox "location") is not created or matched by name; a device's
-//! location simply follows its rack's location so NetBox's site/location/rack validation holds.
+//! Crash-resume: objects are found again by serial, interface name and MAC address, so a pass
+//! killed anywhere and rerun creates nothing twice; journal entries go through the
+//! [`ChangeLog`] (see its docs) and carry a marker, so each is written once.
 //!
 //! HTTP rules: every response body is read in chunks up to [`MAX_BODY`]; list endpoints are
 //! paginated (`limit`/`next`, `next` rebased onto the configured URL); redirects are not followed
@@ -66,8 +72,8 @@ use tracing::{debug, info, warn};
 use url::Url;
 
 use super::{
-    Change, CmdbError, DesiredDevice, DesiredMac, Face, FieldChange, Ownership, SyncException, SyncReport,
-    TagOwnership,
+    Change, ChangeLog, CmdbError, DesiredDevice, DesiredMac, Face, FieldChange, Ownership, PendingJournal,
+    SyncException, SyncReport, TagOwnership,
 };
 
 /// Default NetBox device role (slug derived from it) for created devices.
@@ -89,7 +95,11 @@ pub const CF_POWER: &str = "gt_measured_power_w";
 /// Custom field (on dcim.device) holding when the collector last heard from the device.
 pub const CF_LAST_SEEN: &str = "gt_last_seen";
 /// Journal entries per bulk POST.
-const JOURNAL_CHUNK: usize = 100;
+const JOURNAL_CHUNK: usize = 50;
+/// Device creates per bulk POST (NetBox spends ~0.1-0.5 s per device; keep requests short).
+const CREATE_CHUNK: usize = 25;
+/// Interfaces, MAC objects and interface updates per bulk request.
+const BULK_CHUNK: usize = 50;
 /// Device updates per bulk PATCH.
 const PATCH_CHUNK: usize = 50;
 /// Serials / device ids per prefetching read (`?serial=A&serial=B…`).
@@ -187,6 +197,17 @@ pub struct NetBox {
     api: Api,
 }
 
+impl NetBox {
+    /// Every rack NetBox has, with its site and location (room) names and height: the start of
+    /// a site map (`groundtruth-collector site-map-import`).
+    ///
+    /// # Errors
+    /// NetBox unreachable, the token refused, or an answer that is not a rack list.
+    pub async fn racks(&self) -> Result<Vec<RackRecord>, CmdbError> {
+        self.api.racks().await
+    }
+}
+
 impl fmt::Debug for NetBox {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("NetBox")
@@ -207,13 +228,31 @@ impl NetBox {
     /// Errors only when NetBox as a whole cannot be used (unreachable, token refused, not a
     /// NetBox ≥ 4.2); per-device problems are exceptions or failures in the report.
     pub async fn sync(&self, devices: &[DesiredDevice], dry_run: bool) -> Result<SyncReport, CmdbError> {
+        self.sync_logged(devices, dry_run, None).await
+    }
+
+    /// [`NetBox::sync`] with a durable [`ChangeLog`] for the journal entries (crash-safe passes).
+    ///
+    /// # Errors
+    /// As [`NetBox::sync`].
+    pub async fn sync_logged(
+        &self,
+        devices: &[DesiredDevice],
+        dry_run: bool,
+        log: Option<&dyn ChangeLog>,
+    ) -> Result<SyncReport, CmdbError> {
         let requests_before = self.api.requests.load(std::sync::atomic::Ordering::Relaxed);
         self.api.preflight().await?;
-        let mut run = Run::new(self, dry_run);
-        match run.ensure_custom_fields().await {
-            Ok(()) => {}
-            Err(Fail::Fatal(e)) => return Err(e),
-            Err(other) => run.fail("", other.reason()),
+        let mut run = Run::new(self, dry_run, if dry_run { None } else { log });
+        let steps: [Option<Fail>; 2] = [
+            run.recover_journal().await.err(),
+            run.ensure_custom_fields().await.err(),
+        ];
+        for e in steps.into_iter().flatten() {
+            match e {
+                Fail::Fatal(e) => return Err(e),
+                other => run.fail("", other.reason()),
+            }
         }
         if devices.len() > 1 {
             match run.prefetch(devices).await {
@@ -226,7 +265,9 @@ impl NetBox {
             }
         }
         for d in devices {
-            match run.device(d).await {
+            let r = run.device(d).await;
+            run.wal_sync().await;
+            match r {
                 Ok(()) => {}
                 Err(Fail::Fatal(e)) => {
                     warn!(
@@ -238,15 +279,16 @@ impl NetBox {
                 Err(other) => run.fail(&d.key, other.reason()),
             }
         }
-        match run.flush_patches().await {
-            Ok(()) => {}
-            Err(Fail::Fatal(e)) => return Err(e),
-            Err(other) => run.fail("", format!("device updates: {}", other.reason())),
-        }
-        match run.flush_journal().await {
-            Ok(()) => {}
-            Err(Fail::Fatal(e)) => return Err(e),
-            Err(other) => run.fail("", format!("journal entries: {}", other.reason())),
+        for (what, r) in [
+            ("device updates", run.flush_patches().await),
+            ("device creates", run.flush_creates().await),
+            ("journal entries", run.flush_journal().await),
+        ] {
+            match r {
+                Ok(()) => {}
+                Err(Fail::Fatal(e)) => return Err(e),
+                Err(other) => run.fail("", format!("{what}: {}", other.reason())),
+            }
         }
         run.report.requests = self.api.requests.load(std::sync::atomic::Ordering::Relaxed) - requests_before;
         let r = &run.report;
@@ -265,8 +307,9 @@ impl super::Cmdb for NetBox {
         &self,
         devices: &[DesiredDevice],
         dry_run: bool,
+        log: Option<&dyn ChangeLog>,
     ) -> impl std::future::Future<Output = Result<SyncReport, CmdbError>> + Send {
-        NetBox::sync(self, devices, dry_run)
+        NetBox::sync_logged(self, devices, dry_run, log)
     }
 }
 
@@ -461,6 +504,16 @@ impl NbDevice {
     fn face(&self) -> Option<&str> {
         self.face.as_ref()?.value.as_deref().filter(|v| !v.is_empty())
     }
+}
+
+/// One rack as NetBox has it (for the site map import).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RackRecord {
+    pub site: String,
+    /// The rack's NetBox location: the collector's room.
+    pub room: String,
+    pub name: String,
+    pub height: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -882,6 +935,8 @@ struct Api {
     limiter: Limiter,
     /// HTTP requests sent (attempts, all methods).
     requests: std::sync::atomic::AtomicU64,
+    /// Per-request timeout (bulk requests get a multiple).
+    timeout: Duration,
 }
 
 /// Spaces requests at least `interval` apart (a token bucket of one).
@@ -977,6 +1032,7 @@ impl Api {
             auth,
             limiter: Limiter::new(cfg.rate_limit),
             requests: std::sync::atomic::AtomicU64::new(0),
+            timeout: cfg.timeout,
         })
     }
 
@@ -998,9 +1054,9 @@ impl Api {
         })
     }
 
-    /// Checks the token and the NetBox version once per sync.
-    async fn preflight(&self) -> Result<(), CmdbError> {
-        let to_cmdb = |f: Fail| match f {
+    /// A failure of a read outside a sync pass, as the caller's error (`what`: what was read).
+    fn to_cmdb(&self, f: Fail, what: &str) -> CmdbError {
+        match f {
             Fail::Fatal(e) => e,
             Fail::Status { what, status, body } => CmdbError::Http {
                 url: self.shown.clone(),
@@ -1010,10 +1066,44 @@ impl Api {
             },
             Fail::Other(detail) => CmdbError::Malformed {
                 url: self.shown.clone(),
-                what: "the preflight check".to_owned(),
+                what: what.to_owned(),
                 detail,
             },
-        };
+        }
+    }
+
+    /// Every rack NetBox has, with its site and location (room) names and height.
+    async fn racks(&self) -> Result<Vec<RackRecord>, CmdbError> {
+        #[derive(Deserialize)]
+        struct Row {
+            name: String,
+            #[serde(default)]
+            site: Option<NbRef>,
+            #[serde(default)]
+            location: Option<NbRef>,
+            #[serde(default)]
+            u_height: Option<f64>,
+        }
+        let name = |r: Option<NbRef>| r.and_then(|r| r.name.or(r.display)).unwrap_or_default();
+        let rows: Vec<Row> = self
+            .list("api/dcim/racks/", &[])
+            .await
+            .map_err(|f| self.to_cmdb(f, "the rack list"))?;
+        Ok(rows
+            .into_iter()
+            .map(|r| RackRecord {
+                site: name(r.site),
+                room: name(r.location),
+                name: r.name,
+                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                height: r.u_height.map_or(42, |h| h.clamp(1.0, 100.0) as u32),
+            })
+            .collect())
+    }
+
+    /// Checks the token and the NetBox version once per sync.
+    async fn preflight(&self) -> Result<(), CmdbError> {
+        let to_cmdb = |f: Fail| self.to_cmdb(f, "the preflight check");
         let status: Value = self.get("api/status/", &[]).await.map_err(to_cmdb)?;
         // `status` answers anonymous requests when LOGIN_REQUIRED is off; this one does not.
         let _: Value = self
@@ -1043,7 +1133,7 @@ impl Api {
     async fn get<T: DeserializeOwned>(&self, path: &str, query: &[(&str, &str)]) -> Result<T, Fail> {
         let url = self.url(path, query);
         let what = format!("GET {path}");
-        let body = self.send(Method::GET, url, None, &what).await?;
+        let body = self.send(Method::GET, url, None, &what, None).await?;
         parse(&what, &body)
     }
 
@@ -1055,7 +1145,7 @@ impl Api {
         let what = format!("GET {path}");
         let mut out = Vec::new();
         for _ in 0..MAX_PAGES {
-            let body = self.send(Method::GET, url, None, &what).await?;
+            let body = self.send(Method::GET, url, None, &what, None).await?;
             let page: Page<T> = parse(&what, &body)?;
             out.extend(page.results);
             match page.next.as_deref().filter(|n| !n.is_empty()) {
@@ -1072,7 +1162,13 @@ impl Api {
     async fn write<T: DeserializeOwned>(&self, method: Method, path: &str, body: &Value) -> Result<T, Fail> {
         let url = self.url(path, &[]);
         let what = format!("{method} {path}");
-        let resp = self.send(method, url, Some(body), &what).await?;
+        // NetBox works through a bulk request object by object: allow it time per object.
+        let items = body.as_array().map_or(1, Vec::len);
+        let timeout = (items > 1).then(|| {
+            self.timeout
+                .saturating_mul(u32::try_from(1 + items / 10).unwrap_or(u32::MAX))
+        });
+        let resp = self.send(method, url, Some(body), &what, timeout).await?;
         parse(&what, &resp)
     }
 
@@ -1083,10 +1179,11 @@ impl Api {
         url: Url,
         body: Option<&Value>,
         what: &str,
+        timeout: Option<Duration>,
     ) -> Result<Vec<u8>, Fail> {
         let mut attempt = 1;
         loop {
-            match self.attempt(&method, &url, body, what).await {
+            match self.attempt(&method, &url, body, what, timeout).await {
                 Attempt::Done(r) => return r,
                 Attempt::Retry {
                     why,
@@ -1106,7 +1203,14 @@ impl Api {
         }
     }
 
-    async fn attempt(&self, method: &Method, url: &Url, body: Option<&Value>, what: &str) -> Attempt {
+    async fn attempt(
+        &self,
+        method: &Method,
+        url: &Url,
+        body: Option<&Value>,
+        what: &str,
+        timeout: Option<Duration>,
+    ) -> Attempt {
         // A create is not idempotent: retry it only where NetBox cannot have processed it.
         let idempotent = *method != Method::POST;
         self.limiter.wait().await;
@@ -1118,6 +1222,9 @@ impl Api {
             .header(ACCEPT, "application/json");
         if let Some(b) = body {
             req = req.json(b);
+        }
+        if let Some(t) = timeout {
+            req = req.timeout(t);
         }
         let resp = match req.send().await {
             Ok(r) => r,
@@ -1329,16 +1436,66 @@ struct Run<'a> {
     seen_serials: HashSet<String>,
     /// Custom fields that exist in NetBox (or are planned, on a dry run).
     cf_ready: HashSet<&'static str>,
-    /// NetBox id of the device being synced (for its journal entry).
-    cur_device: Option<u64>,
+    /// Evidence of the device being synced.
+    cur_evidence: Vec<String>,
     /// NetBox id and evidence of every device this run matched or created (for its journal).
     device_ids: Vec<(String, u64, Vec<String>)>,
+    /// Index of each device key's last entry in `device_ids`.
+    device_idx: HashMap<String, usize>,
     /// Device updates without placement changes, bulk-PATCHed at the end of the run.
     pending: Vec<PendingPatch>,
     /// Prefetched serial lookups (normalised serial → NetBox devices), taken once each.
     by_serial: HashMap<String, Vec<NbDevice>>,
     /// Prefetched interfaces of serial-matched devices, taken once each.
     ifaces_of: HashMap<u64, Vec<NbInterface>>,
+    /// Prefetched for devices NetBox has no serial for (read-only; this run's own writes are
+    /// tracked in `run_tags`, `run_names`, `run_macs`): devices by asset tag, by lower-case name,
+    /// MAC objects by [`mac_key`].
+    by_tag: HashMap<String, Vec<NbDevice>>,
+    by_name: HashMap<String, Vec<NbDevice>>,
+    by_mac: HashMap<String, Vec<NbMac>>,
+    /// Asset tags, (site id, lower-case name) and MACs (→ device key) this run gave out.
+    run_tags: HashSet<String>,
+    run_names: HashSet<(u64, String)>,
+    run_macs: HashMap<String, String>,
+    /// Rack elevations read this run, by (rack id, face); this run's claims cover what it adds.
+    elevations: HashMap<(u64, &'static str), Vec<NbUnit>>,
+    /// Device creates, bulk-POSTed after the per-device loop.
+    creates: Vec<PendingCreate>,
+    /// Locations (rooms) by (site slug, room slug).
+    locations: HashMap<(String, String), Resolved<NbRef>>,
+    /// Durable journal of applied changes (absent on a dry run).
+    log: Option<&'a dyn ChangeLog>,
+    /// Identifies this run in journal markers.
+    run_id: String,
+    /// Indices into `report.changes` per device key.
+    changes_of: HashMap<String, Vec<usize>>,
+    /// Device keys with changes not yet in the change log.
+    dirty: HashSet<String>,
+    /// Journal entries recovered from the change log, still to be written.
+    recovered: Vec<PendingJournal>,
+}
+
+/// A device create deferred to the bulk phase, with what to create for its MACs.
+struct PendingCreate {
+    key: String,
+    serial: String,
+    target: String,
+    body: Value,
+    fields: Vec<FieldChange>,
+    has_tag: bool,
+    evidence: Vec<String>,
+    macs: Vec<NewMac>,
+}
+
+/// A MAC of a device being created.
+struct NewMac {
+    addr: String,
+    iname: String,
+    management: bool,
+    primary: bool,
+    /// An unassigned MAC object with this address, adopted rather than duplicated.
+    adopt: Option<u64>,
 }
 
 /// A deferred device update.
@@ -1351,8 +1508,25 @@ struct PendingPatch {
 }
 
 impl<'a> Run<'a> {
-    fn new(nb: &'a NetBox, dry_run: bool) -> Self {
+    fn new(nb: &'a NetBox, dry_run: bool, log: Option<&'a dyn ChangeLog>) -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
         Self {
+            by_tag: HashMap::new(),
+            by_name: HashMap::new(),
+            by_mac: HashMap::new(),
+            run_tags: HashSet::new(),
+            run_names: HashSet::new(),
+            run_macs: HashMap::new(),
+            elevations: HashMap::new(),
+            creates: Vec::new(),
+            locations: HashMap::new(),
+            log,
+            run_id: format!("{nanos:x}{:05x}", std::process::id() & 0xfffff),
+            changes_of: HashMap::new(),
+            dirty: HashSet::new(),
+            recovered: Vec::new(),
             nb,
             dry_run,
             report: SyncReport::default(),
@@ -1365,8 +1539,9 @@ impl<'a> Run<'a> {
             claims: HashMap::new(),
             seen_serials: HashSet::new(),
             cf_ready: HashSet::new(),
-            cur_device: None,
+            cur_evidence: Vec::new(),
             device_ids: Vec::new(),
+            device_idx: HashMap::new(),
             pending: Vec::new(),
             by_serial: HashMap::new(),
             ifaces_of: HashMap::new(),
@@ -1400,6 +1575,11 @@ impl<'a> Run<'a> {
             device = %key, object, action, target = %target, fields = fields.len(), dry_run = self.dry_run,
             "{}", if self.dry_run { "Planned NetBox change." } else { "Applied NetBox change." }
         );
+        if !key.is_empty() {
+            let list = self.changes_of.entry(key.to_owned()).or_default();
+            list.push(self.report.changes.len());
+            self.dirty.insert(key.to_owned());
+        }
         self.report.changes.push(Change {
             device_key: key.to_owned(),
             object: object.to_owned(),
@@ -1409,12 +1589,16 @@ impl<'a> Run<'a> {
         });
     }
 
+    /// Every write first puts the changes made so far into the change log, so a kill during the
+    /// write (or the wait for the rate limiter) loses no journal entry of an earlier change.
     async fn post<T: DeserializeOwned>(&mut self, path: &str, body: &Value) -> Result<T, Fail> {
+        self.wal_sync().await;
         self.report.writes += 1;
         self.api().write(Method::POST, path, body).await
     }
 
     async fn patch<T: DeserializeOwned>(&mut self, path: &str, body: &Value) -> Result<T, Fail> {
+        self.wal_sync().await;
         self.report.writes += 1;
         self.api().write(Method::PATCH, path, body).await
     }
@@ -1422,12 +1606,8 @@ impl<'a> Run<'a> {
     // ---------------------------------------------------------------- per device
 
     async fn device(&mut self, d: &DesiredDevice) -> Result<(), Fail> {
-        self.cur_device = None;
-        let r = self.device_inner(d).await;
-        if let Some(id) = self.cur_device {
-            self.device_ids.push((d.key.clone(), id, d.evidence.clone()));
-        }
-        r
+        self.cur_evidence.clone_from(&d.evidence);
+        self.device_inner(d).await
     }
 
     async fn device_inner(&mut self, d: &DesiredDevice) -> Result<(), Fail> {
@@ -1561,7 +1741,7 @@ impl<'a> Run<'a> {
         let (cf_fields, cf_body) = diff_custom_fields(None, d, &own, &self.cf_ready);
         fields.extend(cf_fields);
 
-        let device_id = if self.dry_run {
+        let device_id: Option<u64> = if self.dry_run {
             self.change(&d.key, "device", "create", target.clone(), fields);
             None
         } else {
@@ -1589,26 +1769,31 @@ impl<'a> Run<'a> {
             if !cf_body.is_empty() {
                 body["custom_fields"] = Value::Object(cf_body);
             }
-            let created: Result<NbId, Fail> = self.post("api/dcim/devices/", &body).await;
-            let created = match created {
-                Err(e) if asset_tag.is_some() && e.is_bad_request_about("asset_tag") => {
-                    self.exception(
-                        &d.key,
-                        "asset_tag_in_use",
-                        format!("{target}: NetBox refused asset tag: {}", e.reason()),
-                    );
-                    fields.retain(|f| f.field != "asset_tag");
-                    if let Some(m) = body.as_object_mut() {
-                        m.remove("asset_tag");
-                    }
-                    self.post("api/dcim/devices/", &body).await?
-                }
-                other => other?,
+            if let (Some(u), Some(t)) = (place.position, dtype.as_ref()) {
+                self.claim(d, &place, u, t);
+            }
+            if let Some(tag) = &asset_tag {
+                self.run_tags.insert(tag.clone());
+            }
+            if let Some(n) = &name {
+                self.run_names.insert((site_id, n.to_lowercase()));
+            }
+            let macs = if own.macs {
+                self.plan_new_macs(d).await?
+            } else {
+                Vec::new()
             };
-            info!(device = %d.key, serial, id = created.id, "Created device in NetBox.");
-            self.change(&d.key, "device", "create", target.clone(), fields);
-            self.cur_device = Some(created.id);
-            Some(created.id)
+            self.creates.push(PendingCreate {
+                key: d.key.clone(),
+                serial: serial.to_owned(),
+                target,
+                body,
+                fields,
+                has_tag: asset_tag.is_some(),
+                evidence: d.evidence.clone(),
+                macs,
+            });
+            return Ok(());
         };
         if let (Some(u), Some(t)) = (place.position, dtype.as_ref()) {
             self.claim(d, &place, u, t);
@@ -1626,7 +1811,8 @@ impl<'a> Run<'a> {
         cur: &NbDevice,
         how: Option<&str>,
     ) -> Result<(), Fail> {
-        self.cur_device = Some(cur.id);
+        // Known before the first write, so the change log can keep every change of it.
+        self.note_device(&d.key, cur.id, self.cur_evidence.clone());
         let own = self.cfg().ownership.clone();
         let target = match how {
             None => format!("device serial {serial} (NetBox id {})", cur.id),
@@ -1749,10 +1935,15 @@ impl<'a> Run<'a> {
         let Some(tag) = d.asset_tag.as_deref().map(str::trim).filter(|t| !t.is_empty()) else {
             return Ok(None);
         };
-        let holders: Vec<NbDevice> = self
-            .api()
-            .list("api/dcim/devices/", &[("asset_tag", tag)])
-            .await?;
+        if self.run_tags.contains(tag) {
+            self.exception(
+                &d.key,
+                "asset_tag_in_use",
+                format!("asset tag {tag:?} is given to another device in this sync; not written"),
+            );
+            return Ok(None);
+        }
+        let holders: Vec<NbDevice> = self.tag_holders(tag).await?;
         let others: Vec<String> = holders
             .iter()
             .filter(|x| Some(x.id) != own_id && x.asset_tag.as_deref() == Some(tag))
@@ -1795,14 +1986,23 @@ impl<'a> Run<'a> {
         let Some(site_id) = place.site_id else {
             return Ok(Some(name.to_owned()));
         };
-        let same: Vec<NbDevice> = self
-            .api()
-            .list(
-                "api/dcim/devices/",
-                &[("site_id", &site_id.to_string()), ("name__ie", name)],
-            )
-            .await?;
-        if same.iter().any(|x| x.tenant.as_ref().is_none_or(Value::is_null)) {
+        let taken_here = self.run_names.contains(&(site_id, name.to_lowercase()));
+        let same: Vec<NbDevice> = match self.by_name.get(&name.to_lowercase()) {
+            Some(v) => v
+                .iter()
+                .filter(|x| x.site.as_ref().is_some_and(|s| s.id == site_id))
+                .cloned()
+                .collect(),
+            None => {
+                self.api()
+                    .list(
+                        "api/dcim/devices/",
+                        &[("site_id", &site_id.to_string()), ("name__ie", name)],
+                    )
+                    .await?
+            }
+        };
+        if taken_here || same.iter().any(|x| x.tenant.as_ref().is_none_or(Value::is_null)) {
             self.exception(
                 &d.key,
                 "name_in_use",
@@ -1822,10 +2022,7 @@ impl<'a> Run<'a> {
     /// are candidates; a device with another real serial is another device.
     async fn weak_match(&mut self, d: &DesiredDevice) -> Result<WeakMatch, Fail> {
         if let Some(tag) = d.asset_tag.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
-            let hits: Vec<NbDevice> = self
-                .api()
-                .list("api/dcim/devices/", &[("asset_tag", tag)])
-                .await?;
+            let hits: Vec<NbDevice> = self.tag_holders(tag).await?;
             let free: Vec<NbDevice> = hits
                 .into_iter()
                 .filter(|x| x.asset_tag.as_deref().map(str::trim) == Some(tag) && serial_free(x))
@@ -1854,10 +2051,14 @@ impl<'a> Run<'a> {
         for m in &d.macs {
             let Some(_) = mac_key(&m.address) else { continue };
             let addr = m.address.trim().to_lowercase();
-            let known: Vec<NbMac> = self
-                .api()
-                .list("api/dcim/mac-addresses/", &[("mac_address", &addr)])
-                .await?;
+            let known: Vec<NbMac> = match self.by_mac.get(&mac_key(&addr).unwrap_or_default()) {
+                Some(v) => v.clone(),
+                None => {
+                    self.api()
+                        .list("api/dcim/mac-addresses/", &[("mac_address", &addr)])
+                        .await?
+                }
+            };
             for k in known.iter().filter(|k| mac_eq(&k.mac_address, &addr)) {
                 if k.assigned_object_type.as_deref() != Some("dcim.interface") {
                     continue;
@@ -1901,10 +2102,14 @@ impl<'a> Run<'a> {
             }
         }
         if let Some(name) = d.hostname.as_deref().map(str::trim).filter(|n| !n.is_empty()) {
-            let hits: Vec<NbDevice> = self
-                .api()
-                .list("api/dcim/devices/", &[("name__ie", name)])
-                .await?;
+            let hits: Vec<NbDevice> = match self.by_name.get(&name.to_lowercase()) {
+                Some(v) => v.clone(),
+                None => {
+                    self.api()
+                        .list("api/dcim/devices/", &[("name__ie", name)])
+                        .await?
+                }
+            };
             let free: Vec<NbDevice> = hits.into_iter().filter(serial_free).collect();
             match free.len() {
                 0 => {}
@@ -2046,6 +2251,7 @@ impl<'a> Run<'a> {
             }
             self.by_serial.extend(got);
         }
+        self.prefetch_unmatched(devices).await?;
         if !self.cfg().ownership.macs {
             return Ok(());
         }
@@ -2067,78 +2273,186 @@ impl<'a> Run<'a> {
         Ok(())
     }
 
-    /// Writes the deferred device updates, [`PATCH_CHUNK`] per bulk PATCH. NetBox applies a bulk
-    /// update in one transaction: when it refuses the chunk, its items are retried one by one so
-    /// one bad item fails alone.
-    async fn flush_patches(&mut self) -> Result<(), Fail> {
-        let pending = std::mem::take(&mut self.pending);
-        for chunk in pending.chunks(PATCH_CHUNK) {
-            if chunk.len() > 1 {
-                let body: Vec<Value> = chunk
-                    .iter()
-                    .map(|p| {
-                        let mut m = p.patch.clone();
-                        m.insert("id".to_owned(), json!(p.id));
-                        Value::Object(m)
-                    })
-                    .collect();
-                match self
-                    .patch::<Value>("api/dcim/devices/", &Value::Array(body))
-                    .await
-                {
-                    Ok(_) => {
-                        for p in chunk {
-                            self.change(&p.key, "device", "update", p.target.clone(), p.fields.clone());
-                        }
-                        continue;
-                    }
-                    Err(e @ Fail::Fatal(_)) => return Err(e),
-                    Err(e) => {
-                        warn!(error = %e.reason(), "NetBox refused a bulk device update; retrying one by one.")
-                    }
+    /// For the devices NetBox has no serial for (new ones, mostly): the devices holding their
+    /// asset tags and hostnames and the MAC objects with their MACs, [`PREFETCH_CHUNK`] keys per
+    /// request, so matching and creating them costs no read per device.
+    async fn prefetch_unmatched(&mut self, devices: &[DesiredDevice]) -> Result<(), Fail> {
+        let unmatched: Vec<&DesiredDevice> = devices
+            .iter()
+            .filter(|d| {
+                let k = serial_key(&d.serial);
+                self.by_serial
+                    .get(&k)
+                    .is_some_and(|v| !v.iter().any(|x| serial_key(&x.serial) == k))
+            })
+            .collect();
+        let uniq = |v: Vec<String>| -> Vec<String> {
+            let mut seen = HashSet::new();
+            v.into_iter()
+                .filter(|x| !x.is_empty() && seen.insert(x.clone()))
+                .collect()
+        };
+        let tags = uniq(
+            unmatched
+                .iter()
+                .filter_map(|d| d.asset_tag.as_deref().map(|t| t.trim().to_owned()))
+                .collect(),
+        );
+        let names = uniq(
+            unmatched
+                .iter()
+                .filter_map(|d| d.hostname.as_deref().map(|n| n.trim().to_lowercase()))
+                .collect(),
+        );
+        let macs = uniq(
+            unmatched
+                .iter()
+                .flat_map(|d| d.macs.iter())
+                .filter(|m| mac_key(&m.address).is_some())
+                .map(|m| m.address.trim().to_lowercase())
+                .collect(),
+        );
+        for chunk in tags.chunks(PREFETCH_CHUNK) {
+            let q: Vec<(&str, &str)> = chunk.iter().map(|t| ("asset_tag", t.as_str())).collect();
+            let found: Vec<NbDevice> = self.api().list("api/dcim/devices/", &q).await?;
+            let mut got: HashMap<String, Vec<NbDevice>> =
+                chunk.iter().map(|t| (t.clone(), Vec::new())).collect();
+            for x in found {
+                if let Some(v) = x.asset_tag.as_deref().and_then(|t| got.get_mut(t.trim())) {
+                    v.push(x);
                 }
             }
-            for p in chunk {
-                let path = format!("api/dcim/devices/{}/", p.id);
-                match self.patch::<NbId>(&path, &Value::Object(p.patch.clone())).await {
-                    Ok(_) => self.change(&p.key, "device", "update", p.target.clone(), p.fields.clone()),
-                    Err(e @ Fail::Fatal(_)) => return Err(e),
-                    Err(e) => self.fail(&p.key, e.reason()),
+            self.by_tag.extend(got);
+        }
+        for chunk in names.chunks(PREFETCH_CHUNK) {
+            let q: Vec<(&str, &str)> = chunk.iter().map(|n| ("name__ie", n.as_str())).collect();
+            let found: Vec<NbDevice> = self.api().list("api/dcim/devices/", &q).await?;
+            let mut got: HashMap<String, Vec<NbDevice>> =
+                chunk.iter().map(|n| (n.clone(), Vec::new())).collect();
+            for x in found {
+                if let Some(v) = x
+                    .name
+                    .as_deref()
+                    .and_then(|n| got.get_mut(&n.trim().to_lowercase()))
+                {
+                    v.push(x);
                 }
+            }
+            self.by_name.extend(got);
+        }
+        if self.cfg().ownership.macs {
+            for chunk in macs.chunks(PREFETCH_CHUNK) {
+                let q: Vec<(&str, &str)> = chunk.iter().map(|m| ("mac_address", m.as_str())).collect();
+                let found: Vec<NbMac> = self.api().list("api/dcim/mac-addresses/", &q).await?;
+                let mut got: HashMap<String, Vec<NbMac>> = chunk
+                    .iter()
+                    .filter_map(|m| mac_key(m))
+                    .map(|k| (k, Vec::new()))
+                    .collect();
+                for m in found {
+                    if let Some(v) = mac_key(&m.mac_address).and_then(|k| got.get_mut(&k)) {
+                        v.push(m);
+                    }
+                }
+                self.by_mac.extend(got);
             }
         }
         Ok(())
     }
 
-    /// Writes a journal entry on every device this run changed, [`JOURNAL_CHUNK`] per bulk POST.
+    /// NetBox devices holding asset tag `tag` (prefetched, else read).
+    async fn tag_holders(&self, tag: &str) -> Result<Vec<NbDevice>, Fail> {
+        match self.by_tag.get(tag) {
+            Some(v) => Ok(v.clone()),
+            None => self.api().list("api/dcim/devices/", &[("asset_tag", tag)]).await,
+        }
+    }
+
+    /// Writes the deferred device updates, [`PATCH_CHUNK`] per bulk PATCH. NetBox applies a bulk
+    /// update in one transaction: a refused chunk is split until the bad item fails alone.
+    async fn flush_patches(&mut self) -> Result<(), Fail> {
+        let pending = std::mem::take(&mut self.pending);
+        let body: Vec<Value> = pending
+            .iter()
+            .map(|p| {
+                let mut m = p.patch.clone();
+                m.insert("id".to_owned(), json!(p.id));
+                Value::Object(m)
+            })
+            .collect();
+        let results = self
+            .bulk(Method::PATCH, "api/dcim/devices/", &body, PATCH_CHUNK)
+            .await?;
+        for (p, r) in pending.into_iter().zip(results) {
+            match r {
+                Ok(_) => self.change(&p.key, "device", "update", p.target, p.fields),
+                Err(e @ Fail::Fatal(_)) => return Err(e),
+                Err(e) => self.fail(&p.key, e.reason()),
+            }
+        }
+        self.wal_sync().await;
+        Ok(())
+    }
+
+    /// Writes a journal entry on every device this run changed (and those an interrupted pass
+    /// left in the change log), [`JOURNAL_CHUNK`] per bulk POST; each ends with its marker.
     async fn flush_journal(&mut self) -> Result<(), Fail> {
         if self.dry_run || !self.cfg().journal {
             return Ok(());
         }
+        let mut markers = Vec::new();
         let mut entries = Vec::new();
-        for (key, id, evidence) in &self.device_ids {
-            let changes: Vec<Change> = self
-                .report
-                .changes
-                .iter()
-                .filter(|c| &c.device_key == key)
-                .cloned()
-                .collect();
-            if changes.is_empty() {
+        let mut done: HashSet<&str> = HashSet::new();
+        for p in &self.recovered {
+            if let Some(id) = p.object_id {
+                entries.push(json!({
+                    "assigned_object_type": "dcim.device", "assigned_object_id": id,
+                    "kind": "info", "comments": p.comments,
+                }));
+                markers.push(p.marker.clone());
+            }
+        }
+        for (key, id, evidence) in self.device_ids.iter().rev() {
+            if !self.changes_of.contains_key(key) || !done.insert(key.as_str()) {
                 continue;
             }
             entries.push(json!({
                 "assigned_object_type": "dcim.device",
                 "assigned_object_id": id,
                 "kind": "info",
-                "comments": journal_text(&changes, evidence),
+                "comments": self.journal_for(key, evidence, None),
             }));
+            markers.push(self.marker(key));
         }
-        for chunk in entries.chunks(JOURNAL_CHUNK) {
-            let _: Value = self
-                .post("api/extras/journal-entries/", &Value::Array(chunk.to_vec()))
-                .await?;
-            self.report.journal_entries += chunk.len() as u64;
+        let results = self
+            .bulk(
+                Method::POST,
+                "api/extras/journal-entries/",
+                &entries,
+                JOURNAL_CHUNK,
+            )
+            .await?;
+        let mut written = Vec::new();
+        for (marker, r) in markers.into_iter().zip(results) {
+            match r {
+                Ok(_) => {
+                    self.report.journal_entries += 1;
+                    written.push(marker);
+                }
+                Err(e @ Fail::Fatal(_)) => return Err(e),
+                // The device is gone (or the entry is unacceptable): it will never be written.
+                Err(e @ Fail::Status { status: 400, .. }) => {
+                    warn!(marker = %marker, error = %e.reason(), "NetBox refused a journal entry; dropped.");
+                    written.push(marker);
+                }
+                Err(e) => self.fail("", format!("journal entry {marker}: {}", e.reason())),
+            }
+        }
+        if let Some(log) = self.log
+            && !written.is_empty()
+            && let Err(e) = log.written(written).await
+        {
+            warn!(error = %e, "Cannot update pending NetBox journal entries in the store.");
         }
         Ok(())
     }
@@ -2177,11 +2491,30 @@ impl<'a> Run<'a> {
                 )));
             }
         };
+        // The room (NetBox location) under the site, when known and the location is owned.
+        let room = loc
+            .room
+            .as_deref()
+            .map(str::trim)
+            .filter(|r| !slugify(r).is_empty());
+        let want_loc: Option<Resolved<NbRef>> = match (room, site.as_ref()) {
+            (Some(room), _) if !self.cfg().ownership.location => {
+                debug!(device = %d.key, room, "Location not owned; room not written.");
+                None
+            }
+            (Some(room), Some(s)) => Some(self.ensure_location(&d.key, s, room).await?),
+            (Some(_), None) => Some(Resolved::Planned),
+            (None, _) => None,
+        };
+        let loc_id = match &want_loc {
+            Some(Resolved::Found(l)) => Some(l.id),
+            _ => None,
+        };
         let rack = match self
-            .ensure_rack(&d.key, site_name, site.as_ref(), rack_name)
+            .ensure_rack(&d.key, site_name, site.as_ref(), rack_name, loc_id)
             .await?
         {
-            Resolved::Found(r) => Some(r),
+            Resolved::Found(r) => Some(self.rack_in_room(d, r, want_loc.as_ref(), room).await?),
             Resolved::Planned => None,
             Resolved::Missing => {
                 self.exception(
@@ -2236,6 +2569,7 @@ impl<'a> Run<'a> {
         site_name: &str,
         site: Option<&SiteInfo>,
         name: &str,
+        location: Option<u64>,
     ) -> Result<Resolved<RackInfo>, Fail> {
         let ck = (slugify(site_name), name.to_owned());
         if let Some(r) = self.racks.get(&ck) {
@@ -2251,8 +2585,19 @@ impl<'a> Run<'a> {
         }];
         let r = match (&site_id, site) {
             (Some(sid), Some(s)) => {
-                let lookups: [&[(&str, &str)]; 1] = [&[("site_id", sid), ("name", name)]];
-                let body = json!({ "name": name, "site": s.id, "status": "active", "u_height": height });
+                // Rack names are unique per location: the one in the wanted room first.
+                let lid = location.map(|l| l.to_string()).unwrap_or_default();
+                let in_room: &[(&str, &str)] = &[("site_id", sid), ("location_id", &lid), ("name", name)];
+                let anywhere: &[(&str, &str)] = &[("site_id", sid), ("name", name)];
+                let lookups: Vec<&[(&str, &str)]> = if location.is_some() {
+                    vec![in_room, anywhere]
+                } else {
+                    vec![anywhere]
+                };
+                let mut body = json!({ "name": name, "site": s.id, "status": "active", "u_height": height });
+                if let Some(l) = location {
+                    body["location"] = json!(l);
+                }
                 self.ensure::<NbRack>(
                     key,
                     "rack",
@@ -2276,6 +2621,113 @@ impl<'a> Run<'a> {
             location: x.location,
         });
         self.racks.insert(ck, r.clone());
+        Ok(r)
+    }
+
+    /// The NetBox location (room) `room` directly under the site, created when missing.
+    async fn ensure_location(
+        &mut self,
+        key: &str,
+        site: &SiteInfo,
+        room: &str,
+    ) -> Result<Resolved<NbRef>, Fail> {
+        let slug = slugify(room);
+        let ck = (site.id.to_string(), slug.clone());
+        if let Some(r) = self.locations.get(&ck) {
+            return Ok(r.clone());
+        }
+        let sid = site.id.to_string();
+        let lookups: [&[(&str, &str)]; 2] = [
+            &[("site_id", &sid), ("slug", &slug)],
+            &[("site_id", &sid), ("name", room)],
+        ];
+        let target = format!("location (room) {room} in site {} (slug {slug})", site.name);
+        let body = json!({ "name": room, "slug": slug, "site": site.id, "status": "active" });
+        let r = self
+            .ensure::<NbSite>(
+                key,
+                "location",
+                target,
+                "api/dcim/locations/",
+                &lookups,
+                Some(body),
+                Vec::new(),
+            )
+            .await?
+            .map(|l| NbRef {
+                id: l.id,
+                name: Some(l.name),
+                display: None,
+            });
+        self.locations.insert(ck, r.clone());
+        Ok(r)
+    }
+
+    /// Puts a rack without a location into the device's room (the collector owns physical
+    /// location); a rack NetBox has in another room is an exception and stays where it is.
+    async fn rack_in_room(
+        &mut self,
+        d: &DesiredDevice,
+        mut r: RackInfo,
+        want: Option<&Resolved<NbRef>>,
+        room: Option<&str>,
+    ) -> Result<RackInfo, Fail> {
+        let target = format!("rack {} (NetBox id {})", r.name, r.id);
+        match (want, r.location.clone()) {
+            (Some(Resolved::Found(l)), Some(cur)) if cur.id != l.id => {
+                self.exception(
+                    &d.key,
+                    "rack_location_differs",
+                    format!(
+                        "{target} is in location {} in NetBox, the collector places it in room {}; rack left alone",
+                        cur.label(),
+                        room.unwrap_or("?")
+                    ),
+                );
+            }
+            (Some(Resolved::Found(l)), None) => {
+                let fields = vec![FieldChange {
+                    field: "location".to_owned(),
+                    old: None,
+                    new: l.label(),
+                }];
+                if !self.dry_run {
+                    let path = format!("api/dcim/racks/{}/", r.id);
+                    match self.patch::<NbId>(&path, &json!({ "location": l.id })).await {
+                        Ok(_) => {}
+                        Err(e @ Fail::Fatal(_)) => return Err(e),
+                        Err(e) => {
+                            self.fail(&d.key, format!("{target}: setting its location: {}", e.reason()));
+                            return Ok(r);
+                        }
+                    }
+                }
+                self.change("", "rack", "update", target, fields);
+                r.location = Some(l.clone());
+                for v in self.racks.values_mut() {
+                    if let Resolved::Found(x) = v
+                        && x.id == r.id
+                    {
+                        x.location = r.location.clone();
+                    }
+                }
+            }
+            (Some(Resolved::Planned), None)
+                if !self
+                    .report
+                    .changes
+                    .iter()
+                    .any(|c| c.object == "rack" && c.target == target) =>
+            {
+                let fields = vec![FieldChange {
+                    field: "location".to_owned(),
+                    old: None,
+                    new: room.unwrap_or("?").to_owned(),
+                }];
+                self.change("", "rack", "update", target, fields);
+            }
+            _ => {}
+        }
         Ok(r)
     }
 
@@ -2592,7 +3044,20 @@ impl<'a> Run<'a> {
             if let Some(x) = &excl {
                 q.push(("exclude", x));
             }
-            let units: Vec<NbUnit> = self.api().list(&path, &q).await?;
+            let cached = excl
+                .is_none()
+                .then(|| self.elevations.get(&(rack_id, face_str(face))).cloned())
+                .flatten();
+            let units: Vec<NbUnit> = match cached {
+                Some(u) => u,
+                None => {
+                    let u: Vec<NbUnit> = self.api().list(&path, &q).await?;
+                    if excl.is_none() {
+                        self.elevations.insert((rack_id, face_str(face)), u.clone());
+                    }
+                    u
+                }
+            };
             if face == p.face {
                 let (min, max) = units
                     .iter()
@@ -2691,38 +3156,10 @@ impl<'a> Run<'a> {
         let free: Option<u64> = if plan.existing_mac.is_some() {
             None
         } else {
-            let known: Vec<NbMac> = self
-                .api()
-                .list("api/dcim/mac-addresses/", &[("mac_address", &addr)])
-                .await?;
-            let known: Vec<NbMac> = known
-                .into_iter()
-                .filter(|m| mac_eq(&m.mac_address, &addr))
-                .collect();
-            // Assigned to some other object: a conflict for an operator, never moved silently.
-            if let Some(elsewhere) = known.iter().find(|m| m.assigned_object_id.is_some()) {
-                let on = elsewhere.assigned_object.as_ref().map_or_else(
-                    || {
-                        format!(
-                            "{} {}",
-                            elsewhere.assigned_object_type.as_deref().unwrap_or("object"),
-                            elsewhere.assigned_object_id.unwrap_or(0)
-                        )
-                    },
-                    describe_assigned,
-                );
-                self.exception(
-                    &d.key,
-                    "mac_assigned_elsewhere",
-                    format!(
-                        "MAC {addr} is assigned to {on} in NetBox (MAC id {}); not moved to {iface_target}",
-                        elsewhere.id
-                    ),
-                );
-                return Ok(());
+            match self.mac_free(d, &addr, &iface_target).await? {
+                None => return Ok(()),
+                Some(adopt) => adopt,
             }
-            // An unassigned MAC object with this address is adopted rather than duplicated.
-            known.first().map(|m| m.id)
         };
 
         // 1. The interface.
@@ -2873,6 +3310,545 @@ impl<'a> Run<'a> {
             }
         }
         Ok(())
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Bulk writes, deferred creates, the durable journal
+
+/// Whether a failed bulk request should be split to find its bad items: NetBox refused the
+/// content (4xx other than 429) or hit an integrity error on one row (500). Overload (429, 502,
+/// 503, 504 after retries) fails the whole range instead of multiplying requests.
+fn item_error(e: &Fail) -> bool {
+    matches!(e, Fail::Status { status, .. } if (400..500).contains(status) && *status != 429 || *status == 500)
+}
+
+/// Marker line closing a journal entry's text; `q=` finds it again.
+fn marker_line(marker: &str) -> String {
+    format!("\n\ngroundtruth change id: {marker}")
+}
+
+impl Run<'_> {
+    /// Remembers the NetBox id of a device this run matched or created (for its journal).
+    fn note_device(&mut self, key: &str, id: u64, evidence: Vec<String>) {
+        self.device_idx.insert(key.to_owned(), self.device_ids.len());
+        self.device_ids.push((key.to_owned(), id, evidence));
+    }
+
+    /// Marker of this run's journal entry for device `key`.
+    fn marker(&self, key: &str) -> String {
+        let h = std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
+            .hash_one(key);
+        format!("gt-{}-{h:016x}", self.run_id)
+    }
+
+    /// The journal text of everything this run changed on device `key` (plus `extra` not yet
+    /// applied), ending with the marker line.
+    fn journal_for(&self, key: &str, evidence: &[String], extra: Option<&Change>) -> String {
+        let mut changes: Vec<Change> = self
+            .changes_of
+            .get(key)
+            .into_iter()
+            .flatten()
+            .filter_map(|&i| self.report.changes.get(i).cloned())
+            .collect();
+        changes.extend(extra.cloned());
+        let text = journal_text(&changes, evidence);
+        format!("{text}{}", marker_line(&self.marker(key)))
+    }
+
+    /// Puts the journal entries of devices changed since the last call into the change log.
+    async fn wal_sync(&mut self) {
+        let dirty = std::mem::take(&mut self.dirty);
+        let Some(log) = self.log else { return };
+        if dirty.is_empty() || !self.cfg().journal {
+            return;
+        }
+        let mut entries = Vec::new();
+        let mut later = Vec::new();
+        for key in dirty {
+            let Some(&(ref _k, id, ref evidence)) =
+                self.device_idx.get(&key).and_then(|&i| self.device_ids.get(i))
+            else {
+                // Not in NetBox yet (its create is pre-recorded): keep it for later.
+                later.push(key);
+                continue;
+            };
+            entries.push(PendingJournal {
+                marker: self.marker(&key),
+                device_key: key.clone(),
+                serial: String::new(),
+                object_id: Some(id),
+                comments: self.journal_for(&key, evidence, None),
+            });
+        }
+        self.dirty.extend(later);
+        if let Err(e) = log.record(entries).await {
+            warn!(error = %e, "Cannot record NetBox journal entries in the store; a crash now would lose them.");
+        }
+    }
+
+    /// Journal entries an interrupted pass left: found in NetBox (dropped from the log) or
+    /// written by this run's journal flush. A create that never reached NetBox is dropped.
+    /// Reads are batched: serials 50 per request, markers per pass (`q=` on the marker's pass
+    /// prefix) and 50 devices per request.
+    async fn recover_journal(&mut self) -> Result<(), Fail> {
+        let Some(log) = self.log else { return Ok(()) };
+        let pending = match log.pending().await {
+            Ok(p) => p,
+            Err(e) => {
+                warn!(error = %e, "Cannot read pending NetBox journal entries from the store.");
+                return Ok(());
+            }
+        };
+        if pending.is_empty() {
+            return Ok(());
+        }
+        // 1. Creates in flight: did NetBox make the device?
+        let serials: Vec<String> = pending
+            .iter()
+            .filter(|p| p.object_id.is_none())
+            .map(|p| p.serial.clone())
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        let mut made: HashMap<String, Vec<u64>> = HashMap::new();
+        for chunk in serials.chunks(PREFETCH_CHUNK) {
+            let q: Vec<(&str, &str)> = chunk.iter().map(|s| ("serial", s.as_str())).collect();
+            let found: Vec<NbDevice> = self.api().list("api/dcim/devices/", &q).await?;
+            for x in found {
+                made.entry(serial_key(&x.serial)).or_default().push(x.id);
+            }
+        }
+        let mut gone = Vec::new();
+        let mut live: Vec<PendingJournal> = Vec::new();
+        for mut p in pending {
+            if p.object_id.is_none() {
+                match made.get(&p.serial).map(Vec::as_slice) {
+                    Some([one]) => p.object_id = Some(*one),
+                    _ => {
+                        debug!(device = %p.device_key, "Interrupted create never reached NetBox; its journal entry is dropped.");
+                        gone.push(p.marker);
+                        continue;
+                    }
+                }
+            }
+            live.push(p);
+        }
+        // 2. Entries whose write went through but whose removal from the log was lost.
+        let mut by_pass: HashMap<String, Vec<PendingJournal>> = HashMap::new();
+        for p in live {
+            let prefix = p
+                .marker
+                .rsplit_once('-')
+                .map_or(p.marker.as_str(), |(a, _)| a)
+                .to_owned();
+            by_pass.entry(prefix).or_default().push(p);
+        }
+        for (prefix, entries) in by_pass {
+            for chunk in entries.chunks(PREFETCH_CHUNK) {
+                let ids: Vec<String> = chunk
+                    .iter()
+                    .filter_map(|p| p.object_id)
+                    .map(|i| i.to_string())
+                    .collect();
+                let mut q: Vec<(&str, &str)> = vec![("assigned_object_type", "dcim.device"), ("q", &prefix)];
+                q.extend(ids.iter().map(|i| ("assigned_object_id", i.as_str())));
+                let have: Vec<Value> = self.api().list("api/extras/journal-entries/", &q).await?;
+                let texts: Vec<&str> = have
+                    .iter()
+                    .filter_map(|e| e.get("comments").and_then(Value::as_str))
+                    .collect();
+                for p in chunk {
+                    let line = marker_line(&p.marker);
+                    if texts.iter().any(|t| t.trim_end().ends_with(line.trim_start())) {
+                        gone.push(p.marker.clone());
+                    } else {
+                        info!(device = %p.device_key, id = ?p.object_id, "Writing the journal entry of an interrupted NetBox sync.");
+                        self.recovered.push(p.clone());
+                    }
+                }
+            }
+        }
+        if !gone.is_empty()
+            && let Err(e) = log.written(gone).await
+        {
+            warn!(error = %e, "Cannot update pending NetBox journal entries in the store.");
+        }
+        Ok(())
+    }
+
+    /// Sends `items` to a NetBox bulk endpoint, `chunk` per request, and returns one result per
+    /// item. A request NetBox refuses for its content is split in halves until the bad items
+    /// stand alone, so one bad object fails alone (NetBox applies a bulk request atomically).
+    async fn bulk(
+        &mut self,
+        method: Method,
+        path: &str,
+        items: &[Value],
+        chunk: usize,
+    ) -> Result<Vec<Result<Value, Fail>>, Fail> {
+        let n = items.len();
+        let chunk = chunk.max(1);
+        let mut out: Vec<Option<Result<Value, Fail>>> = std::iter::repeat_with(|| None).take(n).collect();
+        let mut todo: Vec<std::ops::Range<usize>> = (0..n)
+            .step_by(chunk)
+            .map(|s| s..(s + chunk).min(n))
+            .rev()
+            .collect();
+        let what = format!("{method} {path}");
+        while let Some(r) = todo.pop() {
+            let body = Value::Array(items[r.clone()].to_vec());
+            self.wal_sync().await;
+            self.report.writes += 1;
+            match self.api().write::<Value>(method.clone(), path, &body).await {
+                Ok(Value::Array(got)) if got.len() == r.len() => {
+                    for (i, v) in r.zip(got) {
+                        out[i] = Some(Ok(v));
+                    }
+                }
+                Ok(_) => {
+                    for i in r {
+                        out[i] = Some(Err(Fail::Other(format!(
+                            "{what}: NetBox did not answer one object per item"
+                        ))));
+                    }
+                }
+                Err(e @ Fail::Fatal(_)) => return Err(e),
+                Err(e) if r.len() == 1 => out[r.start] = Some(Err(e)),
+                Err(e) if item_error(&e) => {
+                    debug!(request = %what, items = r.len(), error = %e.reason(), "NetBox refused a bulk request; splitting it.");
+                    let mid = r.start + r.len() / 2;
+                    todo.push(mid..r.end);
+                    todo.push(r.start..mid);
+                }
+                Err(e) => {
+                    let why = e.reason();
+                    for i in r {
+                        out[i] = Some(Err(Fail::Other(why.clone())));
+                    }
+                }
+            }
+        }
+        Ok(out
+            .into_iter()
+            .map(|o| o.unwrap_or_else(|| Err(Fail::Other(format!("{what}: not sent")))))
+            .collect())
+    }
+
+    /// Creates the deferred devices, then their interfaces, MAC objects and primary MACs, each
+    /// kind in bulk requests. A device whose create failed gets nothing else; a failed
+    /// interface or MAC fails that device only (retried by the next pass, which sees the device).
+    async fn flush_creates(&mut self) -> Result<(), Fail> {
+        let creates = std::mem::take(&mut self.creates);
+        if creates.is_empty() {
+            return Ok(());
+        }
+        // Pre-record: a pass killed after NetBox created the devices but before their journal
+        // entries finds them by serial next time.
+        if let Some(log) = self.log
+            && self.cfg().journal
+        {
+            let entries: Vec<PendingJournal> = creates
+                .iter()
+                .map(|c| {
+                    let planned = Change {
+                        device_key: c.key.clone(),
+                        object: "device".to_owned(),
+                        action: "create".to_owned(),
+                        target: c.target.clone(),
+                        fields: c.fields.clone(),
+                    };
+                    PendingJournal {
+                        marker: self.marker(&c.key),
+                        device_key: c.key.clone(),
+                        serial: c.serial.clone(),
+                        object_id: None,
+                        comments: self.journal_for(&c.key, &c.evidence, Some(&planned)),
+                    }
+                })
+                .collect();
+            if let Err(e) = log.record(entries).await {
+                warn!(error = %e, "Cannot record NetBox journal entries in the store; a crash now would lose them.");
+            }
+        }
+        let bodies: Vec<Value> = creates.iter().map(|c| c.body.clone()).collect();
+        let results = self
+            .bulk(Method::POST, "api/dcim/devices/", &bodies, CREATE_CHUNK)
+            .await?;
+        let mut made: Vec<(usize, u64)> = Vec::new();
+        for (i, r) in results.into_iter().enumerate() {
+            let c = &creates[i];
+            let mut fields = c.fields.clone();
+            let r = match r {
+                Err(e) if c.has_tag && e.is_bad_request_about("asset_tag") => {
+                    self.exception(
+                        &c.key,
+                        "asset_tag_in_use",
+                        format!("{}: NetBox refused asset tag: {}", c.target, e.reason()),
+                    );
+                    fields.retain(|f| f.field != "asset_tag");
+                    let mut body = c.body.clone();
+                    if let Some(m) = body.as_object_mut() {
+                        m.remove("asset_tag");
+                    }
+                    self.post::<Value>("api/dcim/devices/", &body).await
+                }
+                other => other,
+            };
+            match r.map(|v| v.get("id").and_then(Value::as_u64)) {
+                Ok(Some(id)) => {
+                    info!(device = %c.key, serial = %c.serial, id, "Created device in NetBox.");
+                    self.change(&c.key, "device", "create", c.target.clone(), fields);
+                    self.note_device(&c.key, id, c.evidence.clone());
+                    made.push((i, id));
+                }
+                Ok(None) => self.fail(&c.key, format!("{}: NetBox answered without an id", c.target)),
+                Err(e @ Fail::Fatal(_)) => return Err(e),
+                Err(e) => self.fail(&c.key, format!("{}: {}", c.target, e.reason())),
+            }
+        }
+        self.wal_sync().await;
+
+        // Interfaces, one per name.
+        let mut items = Vec::new();
+        let mut meta: Vec<(usize, String)> = Vec::new();
+        for &(i, id) in &made {
+            let mut seen = HashSet::new();
+            for m in &creates[i].macs {
+                if seen.insert(m.iname.clone()) {
+                    items.push(json!({ "device": id, "name": m.iname, "type": INTERFACE_TYPE, "mgmt_only": m.management }));
+                    meta.push((i, m.iname.clone()));
+                }
+            }
+        }
+        let results = self
+            .bulk(Method::POST, "api/dcim/interfaces/", &items, BULK_CHUNK)
+            .await?;
+        let mut iface_ids: HashMap<(usize, String), u64> = HashMap::new();
+        for ((i, iname), r) in meta.into_iter().zip(results) {
+            let c = &creates[i];
+            let target = format!("interface {iname} of device serial {}", c.serial);
+            match r.map(|v| v.get("id").and_then(Value::as_u64)) {
+                Ok(Some(id)) => {
+                    let mgmt = c
+                        .macs
+                        .iter()
+                        .find(|m| m.iname == iname)
+                        .is_some_and(|m| m.management);
+                    let fields = vec![
+                        FieldChange {
+                            field: "name".to_owned(),
+                            old: None,
+                            new: iname.clone(),
+                        },
+                        FieldChange {
+                            field: "type".to_owned(),
+                            old: None,
+                            new: INTERFACE_TYPE.to_owned(),
+                        },
+                        FieldChange {
+                            field: "mgmt_only".to_owned(),
+                            old: None,
+                            new: mgmt.to_string(),
+                        },
+                    ];
+                    self.change(&c.key, "interface", "create", target, fields);
+                    iface_ids.insert((i, iname), id);
+                }
+                Ok(None) => self.fail(&c.key, format!("{target}: NetBox answered without an id")),
+                Err(e @ Fail::Fatal(_)) => return Err(e),
+                Err(e) => self.fail(&c.key, format!("{target}: {}", e.reason())),
+            }
+        }
+        self.wal_sync().await;
+
+        // MAC objects: new ones POSTed, unassigned existing ones PATCHed onto the interface.
+        let (mut new_items, mut new_meta, mut adopt_items, mut adopt_meta) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for &(i, _) in &made {
+            for (j, m) in creates[i].macs.iter().enumerate() {
+                let Some(&iid) = iface_ids.get(&(i, m.iname.clone())) else {
+                    continue;
+                };
+                match m.adopt {
+                    Some(mid) => {
+                        adopt_items.push(json!({ "id": mid, "assigned_object_type": "dcim.interface", "assigned_object_id": iid }));
+                        adopt_meta.push((i, j, iid));
+                    }
+                    None => {
+                        new_items.push(json!({ "mac_address": m.addr, "assigned_object_type": "dcim.interface", "assigned_object_id": iid }));
+                        new_meta.push((i, j, iid));
+                    }
+                }
+            }
+        }
+        let new_results = self
+            .bulk(Method::POST, "api/dcim/mac-addresses/", &new_items, BULK_CHUNK)
+            .await?;
+        let adopt_results = self
+            .bulk(Method::PATCH, "api/dcim/mac-addresses/", &adopt_items, BULK_CHUNK)
+            .await?;
+        let mut primaries = Vec::new();
+        let mut primary_meta = Vec::new();
+        for (adopted, meta, results) in [(false, new_meta, new_results), (true, adopt_meta, adopt_results)] {
+            for ((i, j, iid), r) in meta.into_iter().zip(results) {
+                let c = &creates[i];
+                let m = &c.macs[j];
+                let target = format!(
+                    "MAC {} on interface {} of device serial {}",
+                    m.addr, m.iname, c.serial
+                );
+                let assigned = FieldChange {
+                    field: "assigned_object".to_owned(),
+                    old: None,
+                    new: format!("dcim.interface {}", m.iname),
+                };
+                match r.map(|v| v.get("id").and_then(Value::as_u64)) {
+                    Ok(Some(mid)) => {
+                        if adopted {
+                            self.change(&c.key, "mac_address", "update", target, vec![assigned]);
+                        } else {
+                            let fields = vec![
+                                FieldChange {
+                                    field: "mac_address".to_owned(),
+                                    old: None,
+                                    new: m.addr.clone(),
+                                },
+                                assigned,
+                            ];
+                            self.change(&c.key, "mac_address", "create", target, fields);
+                        }
+                        if m.primary {
+                            primaries.push(json!({ "id": iid, "primary_mac_address": mid }));
+                            primary_meta.push((i, j));
+                        }
+                    }
+                    Ok(None) => self.fail(&c.key, format!("{target}: NetBox answered without an id")),
+                    Err(e @ Fail::Fatal(_)) => return Err(e),
+                    Err(e) => self.fail(&c.key, format!("{target}: {}", e.reason())),
+                }
+            }
+        }
+        self.wal_sync().await;
+        let results = self
+            .bulk(Method::PATCH, "api/dcim/interfaces/", &primaries, BULK_CHUNK)
+            .await?;
+        for ((i, j), r) in primary_meta.into_iter().zip(results) {
+            let c = &creates[i];
+            let m = &c.macs[j];
+            let target = format!("interface {} of device serial {}", m.iname, c.serial);
+            match r {
+                Ok(_) => {
+                    let fields = vec![FieldChange {
+                        field: "primary_mac_address".to_owned(),
+                        old: None,
+                        new: m.addr.clone(),
+                    }];
+                    self.change(&c.key, "interface", "update", target, fields);
+                }
+                Err(e @ Fail::Fatal(_)) => return Err(e),
+                Err(e) => self.fail(&c.key, format!("{target}: {}", e.reason())),
+            }
+        }
+        self.wal_sync().await;
+        Ok(())
+    }
+
+    /// What to create for the MACs of a device being created: exceptions for MACs NetBox (or
+    /// this run) has on another object, adoption of unassigned MAC objects.
+    async fn plan_new_macs(&mut self, d: &DesiredDevice) -> Result<Vec<NewMac>, Fail> {
+        let mut out: Vec<NewMac> = Vec::new();
+        let mut seen = HashSet::new();
+        for mac in &d.macs {
+            let Some(mkey) = mac_key(&mac.address) else {
+                self.exception(
+                    &d.key,
+                    "mac_invalid",
+                    format!("{:?} is not a MAC address; skipped", mac.address),
+                );
+                continue;
+            };
+            let iname = mac.interface_name.trim();
+            if iname.is_empty() || !seen.insert(mkey.clone()) {
+                continue;
+            }
+            let addr = mac.address.trim().to_lowercase();
+            let Some(adopt) = self
+                .mac_free(d, &addr, &format!("new device serial {}", d.serial))
+                .await?
+            else {
+                continue;
+            };
+            let primary = !out.iter().any(|m| m.iname == iname);
+            out.push(NewMac {
+                addr,
+                iname: iname.to_owned(),
+                management: mac.management,
+                primary,
+                adopt,
+            });
+        }
+        Ok(out)
+    }
+
+    /// `Some(adopt)` when MAC `addr` may be given to device `d` (`adopt` = an unassigned MAC
+    /// object to reuse); `None` after recording a `mac_assigned_elsewhere` exception. Claims the
+    /// MAC for `d` in this run.
+    async fn mac_free(
+        &mut self,
+        d: &DesiredDevice,
+        addr: &str,
+        to: &str,
+    ) -> Result<Option<Option<u64>>, Fail> {
+        let mkey = mac_key(addr).unwrap_or_default();
+        if let Some(other) = self.run_macs.get(&mkey)
+            && other != &d.key
+        {
+            let other = other.clone();
+            self.exception(
+                &d.key,
+                "mac_assigned_elsewhere",
+                format!("MAC {addr} is given to device {other} in this sync; not also given to {to}"),
+            );
+            return Ok(None);
+        }
+        let known: Vec<NbMac> = match self.by_mac.get(&mkey) {
+            Some(v) => v.clone(),
+            None => {
+                self.api()
+                    .list("api/dcim/mac-addresses/", &[("mac_address", addr)])
+                    .await?
+            }
+        };
+        let known: Vec<NbMac> = known
+            .into_iter()
+            .filter(|m| mac_eq(&m.mac_address, addr))
+            .collect();
+        // Assigned to some other object: a conflict for an operator, never moved silently.
+        if let Some(elsewhere) = known.iter().find(|m| m.assigned_object_id.is_some()) {
+            let on = elsewhere.assigned_object.as_ref().map_or_else(
+                || {
+                    format!(
+                        "{} {}",
+                        elsewhere.assigned_object_type.as_deref().unwrap_or("object"),
+                        elsewhere.assigned_object_id.unwrap_or(0)
+                    )
+                },
+                describe_assigned,
+            );
+            self.exception(
+                &d.key,
+                "mac_assigned_elsewhere",
+                format!(
+                    "MAC {addr} is assigned to {on} in NetBox (MAC id {}); not moved to {to}",
+                    elsewhere.id
+                ),
+            );
+            return Ok(None);
+        }
+        self.run_macs.insert(mkey, d.key.clone());
+        Ok(Some(known.first().map(|m| m.id)))
     }
 }
 
@@ -3248,6 +4224,19 @@ mod tests {
         assert!(!c(12.0, 13.0, Face::Front, false).collides(&c(13.0, 14.0, Face::Front, false)));
         assert!(!c(12.0, 13.0, Face::Front, false).collides(&c(12.0, 13.0, Face::Rear, false)));
         assert!(c(12.0, 13.0, Face::Front, true).collides(&c(12.0, 13.0, Face::Rear, false)));
+    }
+
+    #[test]
+    fn only_refused_content_splits_a_bulk_request() {
+        let st = |status| Fail::Status {
+            what: "POST x".into(),
+            status,
+            body: String::new(),
+        };
+        assert!(item_error(&st(400)) && item_error(&st(409)) && item_error(&st(500)));
+        assert!(!item_error(&st(429)) && !item_error(&st(503)) && !item_error(&st(502)));
+        assert!(!item_error(&Fail::Other("x".into())));
+        assert!(marker_line("gt-1-2").ends_with("groundtruth change id: gt-1-2"));
     }
 
     #[test]
