@@ -562,11 +562,13 @@ async fn site_map_import(cfg: Config) -> anyhow::Result<()> {
             power_budget_w: None,
         })
         .collect();
-    print!(
-        "{}",
-        groundtruth_collector::sitemap::SiteMap::racks_toml(&racks, &format!("NetBox {}", nb.url))
-    );
-    eprintln!("{} rack(s) imported", racks.len());
+    let (text, skipped) =
+        groundtruth_collector::sitemap::SiteMap::racks_toml(&racks, &format!("NetBox {}", nb.url));
+    print!("{text}");
+    for s in &skipped {
+        eprintln!("warning: left out {s}");
+    }
+    eprintln!("{} rack(s) imported", racks.len() - skipped.len());
     Ok(())
 }
 

@@ -358,14 +358,28 @@ impl SiteMap {
     }
 
     /// A site map file listing `racks` (e.g. imported from the CMDB), ready to be extended by
-    /// hand with devices, ports and outlets. `origin` is said in the header comment.
+    /// hand with devices, ports and outlets; `origin` is said in the header comment. The site
+    /// map names a rack by site and name, so a second rack of the same name in one site (NetBox
+    /// allows it in another location) is left out, as a comment in the file and in the returned
+    /// list of what was left out.
     #[must_use]
-    pub fn racks_toml(racks: &[RackEntry], origin: &str) -> String {
+    pub fn racks_toml(racks: &[RackEntry], origin: &str) -> (String, Vec<String>) {
         let q = |s: &str| toml::Value::String(s.to_owned()).to_string();
         let mut out = format!(
             "# Site map: racks imported from {origin}.\n# Add [[device]], [[port]] and [[outlet]] entries by hand (see docs/configuration.md).\n"
         );
+        let mut seen = std::collections::HashSet::new();
+        let mut skipped = Vec::new();
         for r in racks {
+            if !seen.insert((key(&r.site), key(&r.name))) {
+                let why = format!(
+                    "rack {:?} of site {:?} in room {:?}: another rack of that name is already listed for the site (rename one of them)",
+                    r.name, r.site, r.room
+                );
+                out.push_str(&format!("\n# left out: {}\n", why.replace('\n', " ")));
+                skipped.push(why);
+                continue;
+            }
             out.push_str(&format!(
                 "\n[[rack]]\nsite = {}\nroom = {}\nrow = {}\nname = {}\nheight = {}\n",
                 q(&r.site),
@@ -375,7 +389,7 @@ impl SiteMap {
                 r.height
             ));
         }
-        out
+        (out, skipped)
     }
 
     /// All racks, as listed.
@@ -442,15 +456,20 @@ u = 20
 
     #[test]
     fn racks_toml_round_trips_through_the_parser_with_hostile_names() {
-        let racks = vec![RackEntry {
+        let rack = RackEntry {
             site: "DC \"1\"".into(),
             room: "H1\n[[rack]]".into(),
             row: String::new(),
             name: "R07".into(),
             height: 47,
             power_budget_w: None,
-        }];
-        let text = SiteMap::racks_toml(&racks, "NetBox https://nb.example");
+        };
+        let mut twin = rack.clone();
+        twin.room = "H2".into();
+        twin.name = "r07".into();
+        let (text, skipped) = SiteMap::racks_toml(&[rack, twin], "NetBox https://nb.example");
+        assert_eq!(skipped.len(), 1, "{skipped:?}");
+        assert!(skipped[0].contains("H2"));
         let m = SiteMap::parse(&text, "imported.toml").unwrap();
         assert_eq!(m.racks().len(), 1);
         let r = &m.racks()[0];

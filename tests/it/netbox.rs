@@ -706,3 +706,101 @@ async fn oversized_response_body_is_refused_not_buffered() {
     assert!(matches!(err, CmdbError::Malformed { .. }), "{err:?}");
     assert!(err.to_string().contains("larger than"), "{err}");
 }
+
+/// `groundtruth-collector site-map-import` reads NetBox's racks (site, location as room, name,
+/// height) and prints a site map the collector's own parser accepts: the CMDB's racks become the
+/// starting site map.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn site_map_import_prints_netbox_racks_as_a_valid_site_map() {
+    let Some(p) = peer("netbox_site_map_import") else {
+        return;
+    };
+    let Some(bin) = groundtruth_tests::binary("groundtruth-collector") else {
+        assert!(
+            std::env::var("GT_REQUIRE_PEERS").as_deref() != Ok("1"),
+            "collector binary not built"
+        );
+        eprintln!("SKIP: site_map_import: groundtruth-collector binary not built");
+        return;
+    };
+    let t = tag();
+    let site = format!("GT-Imp-{t}");
+    let s = p
+        .post(
+            "api/dcim/sites/",
+            &json!({"name": site, "slug": format!("gt-imp-{}", t.to_lowercase()), "status": "active"}),
+        )
+        .await;
+    let room = format!("Hall \"{t}\"");
+    let loc = p
+        .post(
+            "api/dcim/locations/",
+            &json!({"name": room, "slug": format!("hall-{}", t.to_lowercase()), "site": s["id"], "status": "active"}),
+        )
+        .await;
+    p.post(
+        "api/dcim/racks/",
+        &json!({"name": "R07", "site": s["id"], "location": loc["id"], "status": "active", "u_height": 47}),
+    )
+    .await;
+    p.post(
+        "api/dcim/racks/",
+        &json!({"name": "R08", "site": s["id"], "status": "active", "u_height": 42}),
+    )
+    .await;
+    // NetBox allows a second R07 in the same site (another location); the site map cannot.
+    let loc2 = p
+        .post(
+            "api/dcim/locations/",
+            &json!({"name": format!("Annex {t}"), "slug": format!("annex-{}", t.to_lowercase()), "site": s["id"], "status": "active"}),
+        )
+        .await;
+    p.post(
+        "api/dcim/racks/",
+        &json!({"name": "R07", "site": s["id"], "location": loc2["id"], "status": "active", "u_height": 42}),
+    )
+    .await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("collector.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[collector]\ndatabase = {:?}\nlisten_http = \"off\"\n\n[netbox]\nurl = {:?}\ntoken = {{ env = \"GT_IMPORT_NB_TOKEN\" }}\n",
+            dir.path().join("state.db"),
+            p.url.as_str()
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(&bin)
+        .args(["site-map-import", "-c", cfg.to_str().unwrap(), "--log", "warn"])
+        .env("GT_IMPORT_NB_TOKEN", &p.token)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!text.contains(&p.token), "the token leaked into the output");
+    assert!(
+        stderr.contains(&format!("left out rack \"R07\" of site \"{site}\"")),
+        "the second R07 is reported: {stderr}"
+    );
+    let map = groundtruth_collector::sitemap::SiteMap::parse(&text, "imported.toml")
+        .unwrap_or_else(|e| panic!("{e:?}\n{text}"));
+    // One R07 is in the map (whichever NetBox listed first), the other is reported by its room.
+    let r07 = map.rack(&site, "R07").expect("R07 imported");
+    let annex = format!("Annex {t}");
+    let (kept, left_out) = if r07.room == room {
+        assert_eq!(r07.height, 47);
+        (room.as_str(), annex.as_str())
+    } else {
+        assert_eq!((r07.room.as_str(), r07.height), (annex.as_str(), 42));
+        (annex.as_str(), room.as_str())
+    };
+    assert!(
+        stderr.contains(&format!("in room {:?}", left_out)),
+        "{kept} kept, {left_out} reported: {stderr}"
+    );
+    let r08 = map.rack(&site, "R08").expect("R08 imported");
+    assert_eq!((r08.room.as_str(), r08.height), ("", 42));
+}
