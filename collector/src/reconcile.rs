@@ -76,6 +76,17 @@ pub fn desired(d: &DeviceRow, rules: &Rules) -> Result<DesiredDevice, Unfit> {
             ),
         ));
     }
+    if !d.shares_bmc_mac_with.is_empty() {
+        return Err(unfit(
+            "identity_conflict",
+            format!(
+                "serial {} shares its BMC MAC with {}: one server reporting two serial forms, or a cloned MAC; \
+                 not written to the CMDB until resolved",
+                d.serial,
+                d.shares_bmc_mac_with.join(", ")
+            ),
+        ));
+    }
     let evidence = evidence_for(d, rules);
     let ev = match locate(&evidence, &d.asset_tag, &rules.patterns) {
         Located::At(ev) => ev,

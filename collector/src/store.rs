@@ -78,6 +78,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../migrations/0009_exception_actions.sql"),
         include_str!("../migrations/postgres/0009_exception_actions.sql"),
     ),
+    (
+        10,
+        include_str!("../migrations/0010_device_sources.sql"),
+        include_str!("../migrations/postgres/0010_device_sources.sql"),
+    ),
 ];
 
 /// PostgreSQL advisory lock key held while migrating ("gtmigrat"), so that collectors starting
@@ -225,6 +230,11 @@ pub struct DeviceRow {
     pub macs: Vec<(String, String, String)>,
     pub power_watts: Option<f64>,
     pub locations: Vec<EvidenceRow>,
+    /// Every protocol that reported this device ("REDFISH", "IPMI", …), sorted.
+    pub protocols: Vec<String>,
+    /// Other serial-keyed devices reporting one of this device's management (BMC) MACs, as
+    /// "<mac> <device key>": one server with two serial forms, or a cloned MAC.
+    pub shares_bmc_mac_with: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
@@ -521,6 +531,7 @@ impl Store {
             .iter()
             .map(|r| (device_key(r, &agent.agent_id), r))
             .collect();
+        merge::resolve_keys(&mut tx, &mut reports).await?;
         reports.sort_by(|a, b| a.0.cmp(&b.0));
         for (key, report) in reports {
             Self::upsert_report(&mut tx, report, &key, &agent.agent_id, &agent.site).await?;
@@ -563,47 +574,99 @@ impl Store {
             .fetch_one(&mut **tx)
             .await?
         } else {
-            sqlx::query_scalar(
+            // Identity fields merge by protocol precedence (store/merge.rs): $22 is this
+            // report's rank, $23 the time before which a higher source counts as silent.
+            let merged = |f: &str| {
+                format!(
+                    "{f} = CASE WHEN excluded.{f} <> '' AND (({AUTHORITATIVE}) OR devices.{f} = '') THEN excluded.{f} ELSE devices.{f} END"
+                )
+            };
+            let taken =
+                |f: &str| format!("{f} = CASE WHEN {AUTHORITATIVE} THEN excluded.{f} ELSE devices.{f} END");
+            const AUTHORITATIVE: &str = "$22 <= devices.identity_rank OR devices.identity_seen < $23";
+            let sets: Vec<String> = [
+                "serial",
+                "vendor",
+                "model",
+                "part_number",
+                "sku",
+                "firmware",
+                "asset_tag",
+                "hostname",
+                "description",
+                "sys_object_id",
+                "uuid",
+            ]
+            .into_iter()
+            .map(merged)
+            .chain(
+                [
+                    "device_class",
+                    "protocol",
+                    "agent_id",
+                    "agent_site",
+                    "endpoint_key",
+                    "identity_rank",
+                    "identity_seen",
+                ]
+                .into_iter()
+                .map(taken),
+            )
+            .collect();
+            let sql = format!(
                 "INSERT INTO devices (device_key, serial, vendor, model, part_number, sku, firmware, asset_tag, hostname, description,
                                       sys_object_id, uuid, device_class, protocol, agent_id, agent_site, endpoint_key, last_outcome, last_message,
-                                      first_seen, last_seen)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)
-                 ON CONFLICT (device_key) DO UPDATE SET
-                    serial = excluded.serial, vendor = excluded.vendor, model = excluded.model, part_number = excluded.part_number,
-                    sku = excluded.sku, firmware = excluded.firmware, asset_tag = excluded.asset_tag, hostname = excluded.hostname,
-                    description = excluded.description, sys_object_id = excluded.sys_object_id, uuid = excluded.uuid,
-                    device_class = excluded.device_class, protocol = excluded.protocol, agent_id = excluded.agent_id,
-                    agent_site = excluded.agent_site, endpoint_key = excluded.endpoint_key, last_outcome = excluded.last_outcome,
-                    last_message = excluded.last_message, last_seen = excluded.last_seen
+                                      first_seen, last_seen, identity_rank, identity_seen)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $21)
+                 ON CONFLICT (device_key) DO UPDATE SET {},
+                    last_outcome = excluded.last_outcome, last_message = excluded.last_message, last_seen = excluded.last_seen
                  RETURNING id",
-            )
-            .bind(key)
-            .bind(normalize::serial(&id.serial_number).unwrap_or_default())
-            .bind(normalize::vendor(&id.vendor))
-            .bind(id.model.trim())
-            .bind(id.part_number.trim())
-            .bind(id.sku.trim())
-            .bind(id.firmware_version.trim())
-            .bind(id.asset_tag.trim())
-            .bind(id.hostname.trim())
-            .bind(&id.description)
-            .bind(&id.sys_object_id)
-            .bind(&id.uuid)
-            .bind(enum_name(id.device_class, DeviceClass::as_str_name))
-            .bind(enum_name(id.protocol, Protocol::as_str_name))
-            .bind(agent_id)
-            .bind(agent_site)
-            .bind(&id.endpoint_key)
-            .bind(&outcome)
-            .bind(&status.message)
-            .bind(&seen)
-            .bind(&seen)
-            .fetch_one(&mut **tx)
-            .await?
+                sets.join(", ")
+            );
+            let takeover = humantime::parse_rfc3339(&seen)
+                .ok()
+                .and_then(|t| t.checked_sub(merge::TAKEOVER_AFTER))
+                .map(|t| humantime::format_rfc3339_millis(t).to_string())
+                .unwrap_or_default();
+            sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                .bind(key)
+                .bind(normalize::serial(&id.serial_number).unwrap_or_default())
+                .bind(normalize::vendor(&id.vendor))
+                .bind(id.model.trim())
+                .bind(id.part_number.trim())
+                .bind(id.sku.trim())
+                .bind(id.firmware_version.trim())
+                .bind(id.asset_tag.trim())
+                .bind(id.hostname.trim())
+                .bind(&id.description)
+                .bind(&id.sys_object_id)
+                .bind(&id.uuid)
+                .bind(enum_name(id.device_class, DeviceClass::as_str_name))
+                .bind(enum_name(id.protocol, Protocol::as_str_name))
+                .bind(agent_id)
+                .bind(agent_site)
+                .bind(&id.endpoint_key)
+                .bind(&outcome)
+                .bind(&status.message)
+                .bind(&seen)
+                .bind(&seen)
+                .bind(merge::rank(id.protocol))
+                .bind(takeover)
+                .fetch_one(&mut **tx)
+                .await?
         };
         if failed {
             return Ok(());
         }
+        merge::record_source(
+            tx,
+            device_id,
+            &enum_name(id.protocol, Protocol::as_str_name),
+            agent_id,
+            &id.endpoint_key,
+            &seen,
+        )
+        .await?;
         for mac in &id.macs {
             let Some(address) = groundtruth_proto::mac::canonical(&mac.address) else {
                 continue;
@@ -619,6 +682,9 @@ impl Store {
             .bind(&seen)
             .execute(&mut **tx)
             .await?;
+        }
+        if key.starts_with("serial:") {
+            merge::fold_endpoint_devices(tx, (device_id, key), &merge::management_macs(report)).await?;
         }
         // Multi-row statements, a chunk at a time: one round trip per chunk instead of two per
         // reading (each statement is a round trip on PostgreSQL).
@@ -759,7 +825,7 @@ impl Store {
     /// On a database failure.
     pub async fn devices(&self) -> Result<Vec<DeviceRow>, StoreError> {
         use std::collections::HashMap;
-        // Five queries in all, not five per device: on PostgreSQL every query is a round trip,
+        // Seven queries in all, not seven per device: on PostgreSQL every query is a round trip,
         // and the web UI lists every device.
         let rows = sqlx::query(
             "SELECT id, device_key, serial, vendor, model, part_number, asset_tag, hostname, protocol, agent_id, agent_site,
@@ -836,12 +902,68 @@ impl Store {
                 ..Default::default()
             });
         }
+        let mut protocols: HashMap<i64, Vec<String>> = HashMap::new();
+        for p in sqlx::query(
+            "SELECT DISTINCT device_id, protocol FROM device_sources ORDER BY device_id, protocol",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        {
+            protocols
+                .entry(p.get("device_id"))
+                .or_default()
+                .push(p.get("protocol"));
+        }
+        // Management MACs claimed by more than one device with a serial.
+        let serial_of: HashMap<i64, (String, bool)> = rows
+            .iter()
+            .map(|r| {
+                (
+                    r.get("id"),
+                    (r.get("device_key"), !r.get::<String, _>("serial").is_empty()),
+                )
+            })
+            .collect();
+        let mut bmc_owners: HashMap<&str, Vec<&str>> = HashMap::new();
+        for (id, list) in &macs {
+            let Some((key, true)) = serial_of.get(id) else {
+                continue;
+            };
+            for (address, _, _) in list.iter().filter(|m| m.2 == "MAC_ROLE_MANAGEMENT") {
+                bmc_owners.entry(address.as_str()).or_default().push(key.as_str());
+            }
+        }
+        let mut shared: HashMap<String, Vec<String>> = HashMap::new();
+        for (mac, keys) in bmc_owners.iter().filter(|(_, k)| k.len() > 1) {
+            for k in keys {
+                for other in keys.iter().filter(|o| *o != k) {
+                    shared
+                        .entry((*k).to_owned())
+                        .or_default()
+                        .push(format!("{mac} {other}"));
+                }
+            }
+        }
+        // An operator who ignored the conflict for a device lets it be written after all.
+        for k in sqlx::query_scalar::<_, String>(
+            "SELECT device_key FROM exception_ignores WHERE kind = 'identity_conflict'",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        {
+            shared.remove(&k);
+        }
         let mut out: Vec<DeviceRow> = rows
             .into_iter()
             .map(|r| {
                 let id: i64 = r.get("id");
+                let key: String = r.get("device_key");
+                let mut shares_bmc_mac_with = shared.remove(&key).unwrap_or_default();
+                shares_bmc_mac_with.sort();
                 DeviceRow {
-                    device_key: r.get("device_key"),
+                    protocols: protocols.remove(&id).unwrap_or_default(),
+                    shares_bmc_mac_with,
+                    device_key: key,
                     serial: r.get("serial"),
                     vendor: r.get("vendor"),
                     model: r.get("model"),
@@ -1445,7 +1567,7 @@ mod tests {
     use super::testdb::TestDb;
     use super::*;
     use groundtruth_proto::v1::{
-        AgentInfo, DeviceIdentity, LocationEvidence, MacAddress, PollStatus, Reading,
+        AgentInfo, DeviceIdentity, LocationEvidence, MacAddress, PollStatus, Protocol, Reading,
     };
 
     /// Runs a test body against both back ends: `NAME::sqlite` and `NAME::postgres` (the latter
@@ -1480,8 +1602,249 @@ mod tests {
         exceptions_open_once_and_resolve,
         an_exception_resolved_by_hand_records_who_and_only_once,
         readings_since_returns_recent_device_level_history,
-        dead_letters_count_failed_passes_and_resolve_when_the_write_succeeds
+        dead_letters_count_failed_passes_and_resolve_when_the_write_succeeds,
+        one_server_over_redfish_and_ipmi_is_one_device_with_merged_identity,
+        a_serialless_ipmi_record_folds_into_the_device_owning_its_bmc_mac,
+        two_serials_sharing_a_bmc_mac_are_kept_apart_and_flagged
     );
+
+    /// A server report as `protocol` sees it: serial, model, hostname, BMC MAC, one reading.
+    fn server(protocol: Protocol, serial: &str, model: &str, hostname: &str, bmc: &str) -> DeviceReport {
+        DeviceReport {
+            identity: Some(DeviceIdentity {
+                serial_number: serial.into(),
+                model: model.into(),
+                hostname: hostname.into(),
+                protocol: protocol as i32,
+                endpoint_key: format!("{}://10.0.0.9", protocol.as_str_name()),
+                macs: vec![MacAddress {
+                    address: bmc.into(),
+                    role: groundtruth_proto::v1::MacRole::Management as i32,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            readings: vec![Reading {
+                metric: format!("{}_metric", protocol.as_str_name()),
+                unit: "W".into(),
+                value: 1.0,
+                ..Default::default()
+            }],
+            status: Some(PollStatus {
+                outcome: PollOutcome::Ok as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn batch_of(seq: u64, devices: Vec<DeviceReport>) -> Batch {
+        Batch {
+            agent: Some(AgentInfo {
+                agent_id: "a1".into(),
+                site: "DC1".into(),
+                ..Default::default()
+            }),
+            epoch: 1,
+            seq,
+            devices,
+            ..Default::default()
+        }
+    }
+
+    async fn one_server_over_redfish_and_ipmi_is_one_device_with_merged_identity(t: TestDb) {
+        let store = t.store().await.unwrap();
+        let bmc = "02:47:54:20:00:01";
+        store
+            .commit_batch(&batch_of(
+                1,
+                vec![server(Protocol::Redfish, "SRV1", "PowerEdge R650", "web-01", bmc)],
+            ))
+            .await
+            .unwrap();
+        // IPMI: the same serial in another case, a shorter model, no hostname.
+        store
+            .commit_batch(&batch_of(
+                2,
+                vec![server(Protocol::Ipmi, "srv1", "R650", "", bmc)],
+            ))
+            .await
+            .unwrap();
+        let devices = store.devices().await.unwrap();
+        assert_eq!(devices.len(), 1, "{devices:?}");
+        let d = &devices[0];
+        assert_eq!(d.device_key, "serial:SRV1");
+        assert_eq!(
+            (d.model.as_str(), d.hostname.as_str()),
+            ("PowerEdge R650", "web-01"),
+            "Redfish outranks IPMI"
+        );
+        assert_eq!(d.protocol, "PROTOCOL_REDFISH");
+        assert_eq!(d.protocols, ["PROTOCOL_IPMI", "PROTOCOL_REDFISH"]);
+        let metrics: Vec<String> = store
+            .latest_readings()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.metric)
+            .collect();
+        assert!(
+            metrics.contains(&"PROTOCOL_IPMI_metric".to_owned())
+                && metrics.contains(&"PROTOCOL_REDFISH_metric".to_owned()),
+            "{metrics:?}"
+        );
+        // A lower source fills what the higher left empty.
+        let mut ipmi = server(Protocol::Ipmi, "SRV1", "R650", "", bmc);
+        ipmi.identity.as_mut().unwrap().asset_tag = "DC1-R07-U12".into();
+        store.commit_batch(&batch_of(3, vec![ipmi])).await.unwrap();
+        let d = store.devices().await.unwrap().remove(0);
+        assert_eq!(
+            (d.model.as_str(), d.asset_tag.as_str()),
+            ("PowerEdge R650", "DC1-R07-U12")
+        );
+    }
+
+    async fn a_serialless_ipmi_record_folds_into_the_device_owning_its_bmc_mac(t: TestDb) {
+        let store = t.store().await.unwrap();
+        let bmc = "02:47:54:20:00:01";
+        // IPMI first, with a placeholder serial: an endpoint-keyed device and an exception.
+        store
+            .commit_batch(&batch_of(
+                1,
+                vec![server(Protocol::Ipmi, "To Be Filled By O.E.M.", "R650", "", bmc)],
+            ))
+            .await
+            .unwrap();
+        let first = store.devices().await.unwrap();
+        assert_eq!(first.len(), 1);
+        assert!(
+            first[0].device_key.starts_with("endpoint:"),
+            "{:?}",
+            first[0].device_key
+        );
+        store
+            .raise_exception(&first[0].device_key, "no_usable_identity", "placeholder serial")
+            .await
+            .unwrap();
+        // Redfish names the serial and the same BMC MAC: the IPMI record folds into it.
+        store
+            .commit_batch(&batch_of(
+                2,
+                vec![server(Protocol::Redfish, "SRV1", "PowerEdge R650", "web-01", bmc)],
+            ))
+            .await
+            .unwrap();
+        let devices = store.devices().await.unwrap();
+        assert_eq!(
+            devices.iter().map(|d| d.device_key.as_str()).collect::<Vec<_>>(),
+            ["serial:SRV1"]
+        );
+        assert_eq!(devices[0].protocols, ["PROTOCOL_IPMI", "PROTOCOL_REDFISH"]);
+        assert!(
+            store.open_exceptions().await.unwrap().is_empty(),
+            "the endpoint record's exception is resolved"
+        );
+        let audit = store.audit_trail(None, 50).await.unwrap();
+        assert!(
+            audit
+                .iter()
+                .any(|a| a.action == "merged" && a.note.contains("serial:SRV1")),
+            "{audit:?}"
+        );
+        // The next serial-less IPMI poll lands on the serial device directly, readings included.
+        store
+            .commit_batch(&batch_of(
+                3,
+                vec![server(Protocol::Ipmi, "", "R650", "", "02-47-54-20-00-01")],
+            ))
+            .await
+            .unwrap();
+        let devices = store.devices().await.unwrap();
+        assert_eq!(devices.len(), 1, "{devices:?}");
+        assert_eq!(devices[0].serial, "SRV1", "an empty serial never overwrites");
+        let ipmi_readings = store
+            .latest_readings()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.metric == "PROTOCOL_IPMI_metric" && r.device_key == "serial:SRV1")
+            .count();
+        assert_eq!(ipmi_readings, 1);
+        // Both arriving in one batch, IPMI first in it, also make one device.
+        let db2 = TestDb::sqlite();
+        let store2 = db2.store().await.unwrap();
+        store2
+            .commit_batch(&batch_of(
+                1,
+                vec![
+                    server(Protocol::Ipmi, "", "R650", "", bmc),
+                    server(Protocol::Redfish, "SRV1", "PowerEdge R650", "web-01", bmc),
+                ],
+            ))
+            .await
+            .unwrap();
+        assert_eq!(store2.devices().await.unwrap().len(), 1);
+    }
+
+    async fn two_serials_sharing_a_bmc_mac_are_kept_apart_and_flagged(t: TestDb) {
+        let store = t.store().await.unwrap();
+        let bmc = "02:47:54:20:00:01";
+        store
+            .commit_batch(&batch_of(
+                1,
+                vec![
+                    server(Protocol::Redfish, "SRV1", "PowerEdge R650", "web-01", bmc),
+                    server(Protocol::Ipmi, "BOARD-77", "R650", "", bmc),
+                ],
+            ))
+            .await
+            .unwrap();
+        let devices = store.devices().await.unwrap();
+        let keys: Vec<(&str, &[String])> = devices
+            .iter()
+            .map(|d| (d.device_key.as_str(), d.shares_bmc_mac_with.as_slice()))
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                ("serial:BOARD-77", &[format!("{bmc} serial:SRV1")][..]),
+                ("serial:SRV1", &[format!("{bmc} serial:BOARD-77")][..]),
+            ]
+        );
+        let rules = crate::reconcile::Rules::builtin("DC1");
+        for d in &devices {
+            let unfit = crate::reconcile::desired(d, &rules).unwrap_err();
+            assert_eq!(unfit.kind, "identity_conflict", "{unfit:?}");
+            assert!(unfit.detail.contains("cloned MAC"), "{}", unfit.detail);
+        }
+        // Ignoring the conflict on one device lets that one through (to its next check).
+        store
+            .raise_exception("serial:SRV1", "identity_conflict", "x")
+            .await
+            .unwrap();
+        let id = store.open_exceptions().await.unwrap()[0].id;
+        assert!(
+            store
+                .ignore_exception(id, "ops", "one box, two serial forms")
+                .await
+                .unwrap()
+        );
+        let devices = store.devices().await.unwrap();
+        let srv = devices.iter().find(|d| d.device_key == "serial:SRV1").unwrap();
+        assert!(srv.shares_bmc_mac_with.is_empty());
+        assert_ne!(
+            crate::reconcile::desired(srv, &rules).unwrap_err().kind,
+            "identity_conflict"
+        );
+        let other = devices
+            .iter()
+            .find(|d| d.device_key == "serial:BOARD-77")
+            .unwrap();
+        assert_eq!(
+            crate::reconcile::desired(other, &rules).unwrap_err().kind,
+            "identity_conflict"
+        );
+    }
 
     fn batch(seq: u64, serial: &str, watts: f64) -> Batch {
         Batch {
@@ -2006,4 +2369,5 @@ mod tests {
 
 /// Issue #13's queries (physical context, KPIs, tickets), in their own file.
 mod itsm;
+mod merge;
 pub use itsm::{Attributes, DeliveryRow, KpiPoint, SyncFacts, TicketRow};

@@ -143,7 +143,12 @@ pub async fn run_pass(
 }
 
 /// The exception kinds the collector finds on its own, without a CMDB.
-const LOCAL_KINDS: [&str; 3] = ["no_usable_identity", "no_location", "location_conflict"];
+const LOCAL_KINDS: [&str; 4] = [
+    "no_usable_identity",
+    "identity_conflict",
+    "no_location",
+    "location_conflict",
+];
 
 /// The pass run when no CMDB is configured: records the exceptions the collector finds on its
 /// own ([`LOCAL_KINDS`]) and resolves those of them whose cause went away (other kinds, e.g. from

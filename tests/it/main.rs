@@ -20,6 +20,7 @@ mod ipmi;
 mod itsm;
 mod itsm_scenario;
 mod locate;
+mod merge;
 mod modbus;
 mod mqtt;
 mod netbox;

@@ -217,8 +217,80 @@ impl PrivateSnmpsim {
     }
 }
 
-/// Commits `reports` to `store` as batch 1 of agent `agent_id` at `site` (what an agent's first
-/// batch would carry), for tests that poll devices in-process and check the collector's view.
+/// A private OpenIPMI `ipmi_sim` BMC (tests/peers/ipmi/sim.sh) on a free loopback port, with
+/// the identity `env` sets (`GT_BMC_MAC`, `GT_BMC_*_SERIAL`); killed when dropped. Users as the
+/// shared IPMI peer (`ADMIN` / `Adm1nPass!`).
+#[derive(Debug)]
+pub struct PrivateIpmiSim {
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+    /// `127.0.0.1:PORT`
+    pub addr: String,
+}
+
+impl Drop for PrivateIpmiSim {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl PrivateIpmiSim {
+    /// `None` when `ipmi_sim` is not installed (`tests/peers/ipmi/start.sh` installs it) or it
+    /// does not answer within 10 s.
+    #[must_use]
+    pub fn start(env: &[(&str, &str)]) -> Option<Self> {
+        let found = std::process::Command::new("sh")
+            .args(["-c", "command -v ipmi_sim"])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !found {
+            return None;
+        }
+        let dir = tempfile::tempdir().ok()?;
+        let port = free_port();
+        let console = free_port();
+        let log = std::fs::File::create(dir.path().join("sim.log")).ok()?;
+        let child = std::process::Command::new(repo_root().join("tests/peers/ipmi/sim.sh"))
+            .arg(dir.path())
+            .arg(port.to_string())
+            .arg(console.to_string())
+            .envs(env.iter().copied())
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().ok()?)
+            .stderr(log)
+            .spawn()
+            .ok()?;
+        let sim = Self {
+            child,
+            _dir: dir,
+            addr: format!("127.0.0.1:{port}"),
+        };
+        // Ready once its LAN port is taken. (Not by connecting to the emulator console: ipmi_sim
+        // dies of SIGPIPE when a console client goes away.)
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            if std::net::UdpSocket::bind(("127.0.0.1", port)).is_err() {
+                return Some(sim);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        None
+    }
+
+    /// What the simulator printed, for a failing test's message.
+    #[must_use]
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("sim.log")).unwrap_or_default()
+    }
+}
+
+static NEXT_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// Commits `reports` to `store` as the next batch of agent `agent_id` at `site` (sequence numbers
+/// from a process-wide counter, so repeated calls are never duplicates), for tests that poll
+/// devices in-process and check the collector's view.
 ///
 /// # Panics
 /// If the store refuses the batch.
@@ -238,7 +310,7 @@ pub async fn commit_reports(
                 ..AgentInfo::default()
             }),
             epoch: 1,
-            seq: 1,
+            seq: NEXT_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             kind: BatchKind::Mixed as i32,
             devices: reports,
             ..Batch::default()

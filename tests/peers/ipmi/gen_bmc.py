@@ -62,12 +62,17 @@ def fru_image(chassis, board, product):
     return bytes(header) + b"".join(areas)
 
 
+# Serials may be overridden (tests/peers/ipmi/sim.sh documents the variables), e.g. with a
+# placeholder like "To Be Filled By O.E.M." for the collector's merge tests.
 FRU0 = fru_image(
-    chassis={"type": 0x17, "part": "GTCH-1U-PN-01", "serial": "GTCH0000001"},  # 0x17 rack mount chassis
+    chassis={"type": 0x17, "part": "GTCH-1U-PN-01",  # 0x17 rack mount chassis
+             "serial": os.environ.get("GT_BMC_CHASSIS_SERIAL", "GTCH0000001")},
     board={"date": datetime.datetime(2024, 3, 18, 14, 5), "manufacturer": "Groundtruth Labs",
-           "name": "GT-MB1000", "serial": "GTBRD000001", "part": "GTBRD-PN-01"},
+           "name": "GT-MB1000", "serial": os.environ.get("GT_BMC_BOARD_SERIAL", "GTBRD000001"),
+           "part": "GTBRD-PN-01"},
     product={"manufacturer": "Groundtruth Labs", "name": "GT-R1000", "part": "GTR1K-PN-01",
-             "version": "A1", "serial": "GTPRD000001", "asset": "DC1-R07-U12"},
+             "version": "A1", "serial": os.environ.get("GT_BMC_PRODUCT_SERIAL", "GTPRD000001"),
+             "asset": "DC1-R07-U12"},
 )
 
 # ------------------------------------------------------------------------------ sensors
