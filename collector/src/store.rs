@@ -1459,6 +1459,22 @@ pub mod testdb {
             }
         }
 
+        /// The `collector.database` line of a collector config file for this database (with
+        /// the PostgreSQL password in the URL: a test's throwaway credentials).
+        #[must_use]
+        pub fn config_line(&self) -> String {
+            match &self.db {
+                Database::Sqlite(path) => format!("database = {:?}\n", path.display().to_string()),
+                Database::Postgres { url, password } => {
+                    let mut url = url.clone();
+                    if let Some(p) = password {
+                        let _ = url.set_password(Some(p));
+                    }
+                    format!("database = {:?}\n", url.as_str())
+                }
+            }
+        }
+
         /// A new, empty schema in the PostgreSQL database at `base` (the schema is the
         /// connections' `search_path`).
         ///

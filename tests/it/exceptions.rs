@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use groundtruth_tests::proc::Proc;
-use groundtruth_tests::{Peers, binary, free_port, init_tls};
+use groundtruth_tests::{Peers, TestDb, binary, free_port, init_tls};
 
 struct Api {
     base: String,
@@ -64,8 +64,11 @@ impl Api {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn conflict_is_one_exception_and_a_pin_through_the_api_ends_it_with_an_audit_trail() {
+groundtruth_tests::on_both_stores!(
+    conflict_is_one_exception_and_a_pin_through_the_api_ends_it_with_an_audit_trail
+);
+
+async fn conflict_is_one_exception_and_a_pin_through_the_api_ends_it_with_an_audit_trail(t: TestDb) {
     let p = Peers::load();
     let Some([base]) = p.require("exceptions_actions", ["GT_REDFISH_SHARED_BASE_PORT"]) else {
         return;
@@ -99,9 +102,9 @@ async fn conflict_is_one_exception_and_a_pin_through_the_api_ends_it_with_an_aud
         &collector_cfg,
         format!(
             "[collector]\nlisten_grpc = \"127.0.0.1:{grpc}\"\nlisten_http = \"127.0.0.1:{http}\"\napi_token = {{ file = {:?} }}\n\
-             database = {:?}\ndefault_site = \"EXC\"\n\n[location]\nsite_map = {:?}\n",
+             {}default_site = \"EXC\"\n\n[location]\nsite_map = {:?}\n",
             d.join("api.token"),
-            d.join("state.db"),
+            t.config_line(),
             d.join("site-map.toml")
         ),
     )

@@ -12,11 +12,11 @@ use groundtruth_agent::target::Target;
 use groundtruth_collector::locate::{Located, locate};
 use groundtruth_collector::reconcile::{Rules, evidence_for};
 use groundtruth_collector::sitemap::SiteMap;
-use groundtruth_collector::store::Store;
-use groundtruth_tests::Peers;
+use groundtruth_tests::{Peers, TestDb};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ipmi_servers_bmc_mac_in_a_switch_fdb_plus_the_site_map_port_places_it() {
+groundtruth_tests::on_both_stores!(ipmi_servers_bmc_mac_in_a_switch_fdb_plus_the_site_map_port_places_it);
+
+async fn ipmi_servers_bmc_mac_in_a_switch_fdb_plus_the_site_map_port_places_it(t: TestDb) {
     let p = Peers::load();
     let Some([ipmi, user, pass]) =
         p.require("locate_by_fdb", ["GT_IPMI_ADDR", "GT_IPMI_USER", "GT_IPMI_PASS"])
@@ -70,8 +70,7 @@ async fn ipmi_servers_bmc_mac_in_a_switch_fdb_plus_the_site_map_port_places_it()
         sw.topology
     );
 
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("state.db")).await.unwrap();
+    let store = t.store().await.unwrap();
     groundtruth_tests::commit_reports(
         &store,
         "locate-agent",

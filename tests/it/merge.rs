@@ -12,7 +12,7 @@ use groundtruth_agent::target::Target;
 use groundtruth_collector::reconcile::Rules;
 use groundtruth_collector::store::Store;
 use groundtruth_proto::v1::DeviceReport;
-use groundtruth_tests::{Peers, PrivateIpmiSim, commit_reports, init_tls};
+use groundtruth_tests::{Peers, PrivateIpmiSim, TestDb, commit_reports, init_tls};
 
 /// The fixture server's BMC MAC (`/redfish/v1/Managers/BMC/EthernetInterfaces/eth0`).
 const BMC_MAC: &str = "02:47:54:20:00:01";
@@ -74,6 +74,11 @@ async fn ipmi(serials: [&str; 3]) -> Option<DeviceReport> {
     );
 }
 
+groundtruth_tests::on_both_stores!(
+    redfish_and_a_placeholder_serial_ipmi_fru_with_the_same_bmc_mac_are_one_device,
+    the_same_bmc_mac_behind_two_usable_serials_is_an_identity_conflict_not_a_merge,
+);
+
 async fn open_kinds(store: &Store) -> Vec<(String, String)> {
     let mut v: Vec<(String, String)> = store
         .open_exceptions()
@@ -86,8 +91,7 @@ async fn open_kinds(store: &Store) -> Vec<(String, String)> {
     v
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redfish_and_a_placeholder_serial_ipmi_fru_with_the_same_bmc_mac_are_one_device() {
+async fn redfish_and_a_placeholder_serial_ipmi_fru_with_the_same_bmc_mac_are_one_device(t: TestDb) {
     let Some([url, ca]) = Peers::load().require("merge", ["GT_REDFISH_URL", "GT_REDFISH_CA"]) else {
         return;
     };
@@ -100,8 +104,7 @@ async fn redfish_and_a_placeholder_serial_ipmi_fru_with_the_same_bmc_mac_are_one
     let ipmi_metrics: Vec<String> = ipmi.readings.iter().map(|r| r.metric.clone()).collect();
     assert!(!ipmi_metrics.is_empty());
 
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("state.db")).await.unwrap();
+    let store = t.store().await.unwrap();
     let rules = Rules::builtin("DC1");
     // IPMI first: on its own it is a serial-less endpoint record with an exception.
     commit_reports(&store, "merge-agent", "DC1", vec![ipmi.clone()]).await;
@@ -160,8 +163,7 @@ async fn redfish_and_a_placeholder_serial_ipmi_fru_with_the_same_bmc_mac_are_one
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_same_bmc_mac_behind_two_usable_serials_is_an_identity_conflict_not_a_merge() {
+async fn the_same_bmc_mac_behind_two_usable_serials_is_an_identity_conflict_not_a_merge(t: TestDb) {
     let Some([url, ca]) = Peers::load().require("merge_conflict", ["GT_REDFISH_URL", "GT_REDFISH_CA"]) else {
         return;
     };
@@ -169,8 +171,7 @@ async fn the_same_bmc_mac_behind_two_usable_serials_is_an_identity_conflict_not_
     let Some(ipmi) = ipmi(["GTCH0000001", "GTBRD000001", "GTPRD000001"]).await else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("state.db")).await.unwrap();
+    let store = t.store().await.unwrap();
     commit_reports(&store, "merge-agent", "DC1", vec![rf, ipmi]).await;
     groundtruth_collector::sync::local_pass(&store, &Rules::builtin("DC1"))
         .await

@@ -13,12 +13,14 @@ use groundtruth_agent::target::Target;
 use groundtruth_collector::power;
 use groundtruth_collector::reconcile::Rules;
 use groundtruth_collector::sitemap::SiteMap;
-use groundtruth_collector::store::Store;
-use groundtruth_tests::{Peers, init_tls};
+use groundtruth_tests::{Peers, TestDb, init_tls};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rack_and_room_power_is_published_on_mqtt_with_outlet_feeds() {
+groundtruth_tests::on_both_stores!(rack_and_room_power_is_published_on_mqtt_with_outlet_feeds);
+
+async fn rack_and_room_power_is_published_on_mqtt_with_outlet_feeds(t: TestDb) {
+    // Each back end's run has its own site (retained topics) and MQTT client ids.
+    let site = if t.db.is_postgres() { "PWRPG" } else { "PWR" };
     let p = Peers::load();
     let Some([base, mqtt, user, pass]) = p.require(
         "power_published_on_mqtt",
@@ -68,21 +70,20 @@ async fn rack_and_room_power_is_published_on_mqtt_with_outlet_feeds() {
         .cloned()
         .expect("outlet A2 among the PDU's readings");
 
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("state.db")).await.unwrap();
-    groundtruth_tests::commit_reports(&store, "power-agent", "PWR", reports).await;
+    let store = t.store().await.unwrap();
+    groundtruth_tests::commit_reports(&store, "power-agent", site, reports).await;
     let map = SiteMap::parse(
         &format!(
-            "[[rack]]\nsite = \"PWR\"\nroom = \"Hall 2\"\nname = \"WEB43\"\n\n\
-             [[device]]\nserial = \"29347ZT536\"\nsite = \"PWR\"\nrack = \"WEB43\"\n\n\
-             [[outlet]]\npdu = \"29347ZT536\"\noutlet = {a2_index}\nsite = \"PWR\"\nrack = \"WEB43\"\nu = 12\n"
+            "[[rack]]\nsite = \"{site}\"\nroom = \"Hall 2\"\nname = \"WEB43\"\n\n\
+             [[device]]\nserial = \"29347ZT536\"\nsite = \"{site}\"\nrack = \"WEB43\"\n\n\
+             [[outlet]]\npdu = \"29347ZT536\"\noutlet = {a2_index}\nsite = \"{site}\"\nrack = \"WEB43\"\nu = 12\n"
         ),
         "site-map.toml",
     )
     .unwrap();
     let rules = Rules {
         site_map: map,
-        ..Rules::builtin("PWR")
+        ..Rules::builtin(site)
     };
     let view = power::snapshot(&store, &rules).await.unwrap();
     eprintln!("power: {}", serde_json::to_string(&view).unwrap());
@@ -90,19 +91,19 @@ async fn rack_and_room_power_is_published_on_mqtt_with_outlet_feeds() {
     // Subscribe first, then start the publisher: the first round must arrive (retained or live).
     let (host, port) = mqtt.rsplit_once(':').unwrap();
     let port: u16 = port.parse().unwrap();
-    let mut sub = MqttOptions::new(format!("power-sub-{}", std::process::id()), host, port);
+    let mut sub = MqttOptions::new(format!("power-sub-{site}-{}", std::process::id()), host, port);
     sub.set_credentials(user.clone(), pass.clone());
     sub.set_max_packet_size(1024 * 1024, 1024 * 1024);
     let (client, mut events) = AsyncClient::new(sub, 64);
     client
-        .subscribe("groundtruth/racks/PWR/#", QoS::AtLeastOnce)
+        .subscribe(format!("groundtruth/racks/{site}/#"), QoS::AtLeastOnce)
         .await
         .unwrap();
     client
-        .subscribe("groundtruth/rooms/PWR/#", QoS::AtLeastOnce)
+        .subscribe(format!("groundtruth/rooms/{site}/#"), QoS::AtLeastOnce)
         .await
         .unwrap();
-    let mut publisher_opts = MqttOptions::new(format!("power-pub-{}", std::process::id()), host, port);
+    let mut publisher_opts = MqttOptions::new(format!("power-pub-{site}-{}", std::process::id()), host, port);
     publisher_opts.set_credentials(user, pass);
     let publisher = tokio::spawn(power::publish(
         publisher_opts,
@@ -148,7 +149,7 @@ async fn rack_and_room_power_is_published_on_mqtt_with_outlet_feeds() {
     // (the PDU's own Metrics.PowerWatts, 6438 W per INVENTORY.md), the server's own 344 W stays
     // beside it, and its outlet A2 feeds the device the collector placed at U12.
     let web43 = got
-        .get("groundtruth/racks/PWR/Hall_2/WEB43/power")
+        .get(&format!("groundtruth/racks/{site}/Hall_2/WEB43/power"))
         .expect("WEB43's rack message");
     assert_eq!(web43["source"], "inlets", "{web43}");
     let pdu_power = pdu
@@ -168,7 +169,7 @@ async fn rack_and_room_power_is_published_on_mqtt_with_outlet_feeds() {
     assert_eq!(web43["pdus"], 1);
     assert!(web43["at"].as_str().is_some_and(|t| t.ends_with('Z')));
     let room = got
-        .get("groundtruth/rooms/PWR/Hall_2/power")
+        .get(&format!("groundtruth/rooms/{site}/Hall_2/power"))
         .expect("Hall 2's room message");
     assert!(
         (room["watts"].as_f64().unwrap() - pdu_power).abs() < 1e-6,
