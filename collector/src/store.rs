@@ -275,6 +275,20 @@ pub struct ExceptionRow {
     pub last_seen: String,
 }
 
+impl ExceptionRow {
+    /// From a row selecting `id, device_key, kind, detail, first_seen, last_seen`.
+    fn from_row(r: &sqlx::any::AnyRow) -> Self {
+        Self {
+            id: r.get("id"),
+            device_key: r.get("device_key"),
+            kind: r.get("kind"),
+            detail: r.get("detail"),
+            first_seen: r.get("first_seen"),
+            last_seen: r.get("last_seen"),
+        }
+    }
+}
+
 /// The outcome of the last CMDB sync of a device (table `cmdb_sync`).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct SyncRow {
@@ -1046,15 +1060,8 @@ impl Store {
         Ok(sqlx::query("SELECT id, device_key, kind, detail, first_seen, last_seen FROM exceptions WHERE resolved_at IS NULL ORDER BY first_seen, id")
             .fetch_all(&self.pool)
             .await?
-            .into_iter()
-            .map(|r| ExceptionRow {
-                id: r.get("id"),
-                device_key: r.get("device_key"),
-                kind: r.get("kind"),
-                detail: r.get("detail"),
-                first_seen: r.get("first_seen"),
-                last_seen: r.get("last_seen"),
-            })
+            .iter()
+            .map(ExceptionRow::from_row)
             .collect())
     }
 

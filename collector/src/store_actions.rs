@@ -94,14 +94,8 @@ impl Store {
         .bind(id)
         .fetch_optional(&self.pool)
         .await?
-        .map(|r| ExceptionRow {
-            id: r.get("id"),
-            device_key: r.get("device_key"),
-            kind: r.get("kind"),
-            detail: r.get("detail"),
-            first_seen: r.get("first_seen"),
-            last_seen: r.get("last_seen"),
-        }))
+        .as_ref()
+        .map(ExceptionRow::from_row))
     }
 
     /// Resolves the *open* exception `id` in `tx`'s transaction and audits `action`; false when
