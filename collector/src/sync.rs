@@ -143,37 +143,74 @@ pub async fn run_pass(
 }
 
 /// The exception kinds the collector finds on its own, without a CMDB.
-const LOCAL_KINDS: [&str; 4] = [
+const LOCAL_KINDS: [&str; 5] = [
     "no_usable_identity",
     "identity_conflict",
     "no_location",
     "location_conflict",
+    "position_conflict",
 ];
 
 /// The pass run when no CMDB is configured: records the exceptions the collector finds on its
 /// own ([`LOCAL_KINDS`]) and resolves those of them whose cause went away (other kinds, e.g. from
-/// a manual `apply`, are left alone), so the exception log works without NetBox. Returns the
-/// number of open findings.
+/// a manual `apply`, are left alone), so the exception log works without NetBox. Besides each
+/// device's own checks, two devices placed at the same U of one rack are a `position_conflict`
+/// on both (with NetBox, its `position_occupied` check covers this). Returns the number of open
+/// findings.
 ///
 /// # Errors
 /// When the store fails.
 pub async fn local_pass(store: &Store, rules: &reconcile::Rules) -> Result<usize, StoreError> {
-    let mut found = 0;
+    let mut found: Vec<(String, &'static str, String)> = Vec::new();
+    let mut keys = Vec::new();
+    // (site, rack, U) → devices placed there (either face: most servers are full depth).
+    let mut slots: std::collections::BTreeMap<(String, String, u32), Vec<String>> =
+        std::collections::BTreeMap::new();
     for d in store.devices().await? {
-        let (key, open) = match reconcile::desired(&d, rules) {
-            Ok(want) => (want.key, None),
-            Err(unfit) => {
-                found += 1;
-                store
-                    .raise_exception(&unfit.device_key, unfit.kind, &unfit.detail)
-                    .await?;
-                (unfit.device_key, Some(unfit.kind))
+        match reconcile::desired(&d, rules) {
+            Ok(want) => {
+                if let Some(l) = &want.location
+                    && let Some(u) = l.position
+                {
+                    slots
+                        .entry((l.site.to_lowercase(), l.rack.to_lowercase(), u))
+                        .or_default()
+                        .push(want.key.clone());
+                }
+                keys.push(want.key);
             }
-        };
-        let gone: Vec<&str> = LOCAL_KINDS.into_iter().filter(|k| Some(*k) != open).collect();
-        store.resolve_exception_kinds(&key, &gone).await?;
+            Err(unfit) => {
+                keys.push(unfit.device_key.clone());
+                found.push((unfit.device_key, unfit.kind, unfit.detail));
+            }
+        }
     }
-    Ok(found)
+    for ((_, rack, u), holders) in slots.iter().filter(|(_, h)| h.len() > 1) {
+        for k in holders {
+            let others: Vec<&str> = holders.iter().filter(|o| *o != k).map(String::as_str).collect();
+            found.push((
+                k.clone(),
+                "position_conflict",
+                format!(
+                    "rack {rack} U{u} is also where {} is placed; one of the locations is wrong",
+                    others.join(", ")
+                ),
+            ));
+        }
+    }
+    for (key, kind, detail) in &found {
+        store.raise_exception(key, kind, detail).await?;
+    }
+    let open: std::collections::HashSet<(&str, &str)> =
+        found.iter().map(|(k, kind, _)| (k.as_str(), *kind)).collect();
+    for key in &keys {
+        let gone: Vec<&str> = LOCAL_KINDS
+            .into_iter()
+            .filter(|k| !open.contains(&(key.as_str(), *k)))
+            .collect();
+        store.resolve_exception_kinds(key, &gone).await?;
+    }
+    Ok(found.len())
 }
 
 /// How the continuous sync is paced.
@@ -540,5 +577,40 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn two_devices_in_one_u_are_a_position_conflict_until_one_moves() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db")).await.unwrap();
+        let second = |seq, rack: &str| {
+            let mut b = batch(seq, rack, 200.0);
+            let id = b.devices[0].identity.as_mut().unwrap();
+            id.serial_number = "SN-PACE-2".into();
+            id.endpoint_key = "redfish://10.0.0.10:443".into();
+            b
+        };
+        store.commit_batch(&batch(1, "R07", 300.0)).await.unwrap();
+        store.commit_batch(&second(2, "R07")).await.unwrap();
+        let rules = reconcile::Rules::builtin("DC1");
+        assert_eq!(local_pass(&store, &rules).await.unwrap(), 2);
+        let open = store.open_exceptions().await.unwrap();
+        let mut got: Vec<(&str, &str)> = open
+            .iter()
+            .map(|e| (e.device_key.as_str(), e.kind.as_str()))
+            .collect();
+        got.sort_unstable();
+        assert_eq!(
+            got,
+            [
+                ("serial:SN-PACE-1", "position_conflict"),
+                ("serial:SN-PACE-2", "position_conflict")
+            ]
+        );
+        assert!(open[0].detail.contains("U12"), "{}", open[0].detail);
+        // The second device's placement is corrected: both conflicts resolve.
+        store.commit_batch(&second(3, "R08")).await.unwrap();
+        assert_eq!(local_pass(&store, &rules).await.unwrap(), 0);
+        assert!(store.open_exceptions().await.unwrap().is_empty());
     }
 }
