@@ -18,3 +18,6 @@ CREATE TABLE device_sources (
     last_seen     TEXT NOT NULL,
     PRIMARY KEY (device_id, protocol, agent_id, endpoint_key)
 );
+
+-- Devices by MAC (BMC-MAC merging at ingest, switch sightings): without it each lookup scans.
+CREATE INDEX device_macs_address ON device_macs (address);

@@ -21,8 +21,8 @@
 use std::time::{Instant, SystemTime};
 
 use groundtruth_proto::v1::{
-    AckStatus, AgentInfo, Batch, BatchKind, Component, DeviceIdentity, DeviceReport, PollOutcome, PollStatus,
-    Protocol, Reading, ingest_client::IngestClient,
+    AckStatus, AgentInfo, Batch, BatchKind, Component, DeviceIdentity, DeviceReport, MacAddress, MacRole,
+    PollOutcome, PollStatus, Protocol, Reading, ingest_client::IngestClient,
 };
 use tokio_stream::StreamExt;
 
@@ -34,6 +34,18 @@ const METRICS: &[(&str, &str)] = &[
     ("temperature", "Cel"),
     ("energy", "kW.h"),
 ];
+
+/// A locally administered MAC derived from the serial (FNV-1a), distinct per device.
+fn mac_of(serial: &str) -> String {
+    let h = serial.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    let b = h.to_be_bytes();
+    format!(
+        "02:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        b[0], b[1], b[2], b[3], b[4]
+    )
+}
 
 fn batch(agent: &str, seq: u64, devices: std::ops::Range<usize>, readings: usize, tag: &str) -> Batch {
     let now = SystemTime::now();
@@ -56,6 +68,13 @@ fn batch(agent: &str, seq: u64, devices: std::ops::Range<usize>, readings: usize
                     model: "PDU-1".into(),
                     endpoint_key: format!("snmp://10.{}.{}.{}:161", d / 65536 % 256, d / 256 % 256, d % 256),
                     protocol: Protocol::Snmp as i32,
+                    // A management MAC, as a PDU's network card or a server's BMC reports: the
+                    // collector looks each one up for cross-protocol merging at ingest.
+                    macs: vec![MacAddress {
+                        address: mac_of(&format!("GTB{tag}{agent}D{d:06}")),
+                        role: MacRole::Management as i32,
+                        ..Default::default()
+                    }],
                     ..Default::default()
                 }),
                 readings: (0..readings)
