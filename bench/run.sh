@@ -10,7 +10,9 @@
 # lists its peers and knobs; each writes bench/results-NAME.json). `fleet` is here: the release
 # agent against the fleet simulator (tests/src/sim) at GT_BENCH_FLEET targets ("100 1000"; add
 # 10000 for the large run), GT_BENCH_FLEET_SECONDS (60) each at GT_BENCH_FLEET_INTERVAL_S (10):
-# CPU, RSS and poll jitter; writes bench/results.json. Needs the test peers
+# CPU, RSS and poll jitter; then the same against GT_BENCH_FLEET_REDFISH simulated HTTPS Redfish
+# BMCs ("100 1000"; "" skips) at GT_BENCH_FLEET_REDFISH_INTERVAL_S (30); writes
+# bench/results.json. Needs the test peers
 # (tests/peers/start-all.sh; reads $GT_PEERS_RUN/peers.env).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +23,8 @@ which="${GT_BENCH:-snmp modbus ipmi redfish uplink ingest netbox fleet}"
 fleets="${GT_BENCH_FLEET:-100 1000}"
 fleet_s="${GT_BENCH_FLEET_SECONDS:-60}"
 fleet_iv="${GT_BENCH_FLEET_INTERVAL_S:-10}"
+rf_fleets="${GT_BENCH_FLEET_REDFISH-100 1000}"
+rf_iv="${GT_BENCH_FLEET_REDFISH_INTERVAL_S:-30}"
 
 for name in $which; do
   [ "$name" = fleet ] && continue
@@ -53,6 +57,15 @@ if [[ " $which " == *" fleet "* ]]; then
     p99=$(echo "$r" | sed 's/.*"jitter_ms_p99":\([0-9]*\).*/\1/')
     mx=$(echo "$r" | sed 's/.*"jitter_ms_max":\([0-9]*\).*/\1/')
     rows+=("$(printf 'agent, %s SNMP targets @%ss|CPU %s %% of one core|RSS max %s MiB|poll jitter p99 %s ms (max %s)' "$n" "$fleet_iv" "$cpu" "$((rss / 1024))" "$p99" "$mx")")
+  done
+  for n in $rf_fleets; do
+    r=$("$bench" fleet 0 "$fleet_s" "$rf_iv" "$agent" --redfish "$n")
+    fl+=("$r")
+    cpu=$(echo "$r" | sed 's/.*"agent_cpu_percent":\([0-9.]*\).*/\1/')
+    rss=$(echo "$r" | sed 's/.*"agent_rss_kib_max":\([0-9]*\).*/\1/')
+    p99=$(echo "$r" | sed 's/.*"redfish_jitter_ms_p99":\([0-9]*\).*/\1/')
+    mx=$(echo "$r" | sed 's/.*"redfish_jitter_ms_max":\([0-9]*\).*/\1/')
+    rows+=("$(printf 'agent, %s Redfish targets (HTTPS) @%ss|CPU %s %% of one core|RSS max %s MiB|poll jitter p99 %s ms (max %s)' "$n" "$rf_iv" "$cpu" "$((rss / 1024))" "$p99" "$mx")")
   done
   results+=("\"fleet\":[$(IFS=,; echo "${fl[*]}")]")
 fi

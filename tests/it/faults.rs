@@ -9,6 +9,9 @@
 //! gap and no duplicate in the store; the healthy devices all reach the store; every garbage
 //! device's poll failures are logged with its name, and none of them yields a reading.
 //!
+//! `redfish_misbehaving_services…` runs the agent against the Redfish fleet simulator: 30 HTTPS
+//! BMCs, ten misbehaving (slowloris, endless body, black hole, non-JSON, 503), polled every 2 s.
+//!
 //! Long variant (more kills, longer runs):
 //!   GT_FAULT_KILLS=20 GT_FAULT_RUN_S=20 cargo test -p groundtruth-tests --test it faults::collector -- --nocapture
 //!
@@ -59,9 +62,9 @@ async fn wait_port(port: u16, what: &str) {
 }
 
 /// A simulated fleet, the collector and the agent as real processes, in one temporary directory.
-struct Rig {
+struct Rig<F> {
     dir: tempfile::TempDir,
-    fleet: SnmpFleet,
+    fleet: F,
     collector_bin: PathBuf,
     collector: Proc,
     agent: Proc,
@@ -80,7 +83,23 @@ struct Accounting {
     lost: Vec<u64>,
 }
 
-impl Rig {
+/// The agent and collector binaries; `None` (and a loud skip, or a failure under
+/// `GT_REQUIRE_PEERS=1`) when they are not built.
+fn binaries(test: &str) -> Option<(PathBuf, PathBuf)> {
+    let (Some(agent_bin), Some(collector_bin)) =
+        (binary("groundtruth-agent"), binary("groundtruth-collector"))
+    else {
+        let msg = format!(
+            "SKIP: {test}: groundtruth-agent/groundtruth-collector binaries not built (cargo build --bins)"
+        );
+        assert!(std::env::var("GT_REQUIRE_PEERS").as_deref() != Ok("1"), "{msg}");
+        eprintln!("{msg}");
+        return None;
+    };
+    Some((agent_bin, collector_bin))
+}
+
+impl Rig<SnmpFleet> {
     /// Starts `devices` simulated SNMP devices (name prefix and behaviour per index), the
     /// collector and an agent polling them every `interval`; `None` (and a loud skip, or a
     /// failure under `GT_REQUIRE_PEERS=1`) when the binaries are not built.
@@ -91,19 +110,9 @@ impl Rig {
         interval: Duration,
         timeout: Duration,
     ) -> Option<Self> {
-        let (Some(agent_bin), Some(collector_bin)) =
-            (binary("groundtruth-agent"), binary("groundtruth-collector"))
-        else {
-            let msg = format!(
-                "SKIP: {test}: groundtruth-agent/groundtruth-collector binaries not built (cargo build --bins)"
-            );
-            assert!(std::env::var("GT_REQUIRE_PEERS").as_deref() != Ok("1"), "{msg}");
-            eprintln!("{msg}");
-            return None;
-        };
+        let bins = binaries(test)?;
         groundtruth_tests::init_tls();
         let dir = tempfile::tempdir().unwrap();
-        let d = dir.path();
         let text = std::fs::read_to_string(
             groundtruth_tests::repo_root().join("tests/fixtures/sim/generic-pdu.snmprec"),
         )
@@ -124,6 +133,30 @@ impl Rig {
         )
         .await
         .unwrap();
+        let mut targets = String::new();
+        for i in 0..fleet.len() {
+            targets.push_str(&format!(
+                "[[targets]]\nname = {:?}\nurl = {:?}\n",
+                fleet.name(i),
+                fleet.url(i)
+            ));
+        }
+        Some(Rig::launch(dir, fleet, bins, &targets, interval, timeout).await)
+    }
+}
+
+impl<F> Rig<F> {
+    /// Starts the collector and an agent polling `targets` (`[[targets]]` tables) every
+    /// `interval`, both as processes in `dir`.
+    async fn launch(
+        dir: tempfile::TempDir,
+        fleet: F,
+        (agent_bin, collector_bin): (PathBuf, PathBuf),
+        targets: &str,
+        interval: Duration,
+        timeout: Duration,
+    ) -> Self {
+        let d = dir.path();
         let (grpc, http, agent_http) = (free_port(), free_port(), free_port());
         std::fs::write(
             d.join("collector.toml"),
@@ -133,21 +166,14 @@ impl Rig {
             ),
         )
         .unwrap();
-        let mut agent_cfg = format!(
+        let agent_cfg = format!(
             "[agent]\nid = \"faults\"\nsite = \"DC1\"\nmetrics_listen = \"127.0.0.1:{agent_http}\"\nstate_dir = {:?}\n\n\
              [collector]\ngrpc = \"http://127.0.0.1:{grpc}\"\n\n\
-             [defaults]\ninterval = \"{}ms\"\ntimeout = \"{}ms\"\nretries = 0\nbatch_max_devices = 500\nbatch_max_delay = \"300ms\"\ndelivery_timeout = \"2s\"\n\n",
+             [defaults]\ninterval = \"{}ms\"\ntimeout = \"{}ms\"\nretries = 0\nbatch_max_devices = 500\nbatch_max_delay = \"300ms\"\ndelivery_timeout = \"2s\"\n\n{targets}",
             d.join("agent-state"),
             interval.as_millis(),
             timeout.as_millis()
         );
-        for i in 0..fleet.len() {
-            agent_cfg.push_str(&format!(
-                "[[targets]]\nname = {:?}\nurl = {:?}\n",
-                fleet.name(i),
-                fleet.url(i)
-            ));
-        }
         std::fs::write(d.join("agent.toml"), agent_cfg).unwrap();
         let collector = Self::spawn_collector(&collector_bin, d);
         wait_port(grpc, "collector").await;
@@ -164,7 +190,7 @@ impl Rig {
         )
         .unwrap();
         wait_port(agent_http, "agent /metrics").await;
-        Some(Self {
+        Self {
             dir,
             fleet,
             collector_bin,
@@ -173,7 +199,7 @@ impl Rig {
             grpc,
             http,
             agent_http,
-        })
+        }
     }
 
     fn spawn_collector(bin: &Path, dir: &Path) -> Proc {
@@ -448,4 +474,173 @@ async fn soak_memory_stays_flat_and_nothing_is_lost() {
         last_fds <= mid_fds + 8,
         "agent open files growing: median {mid_fds} in the middle third, {last_fds} in the last"
     );
+}
+
+/// RELIABILITY.md R3 for Redfish: the real agent polls 30 simulated HTTPS BMCs (the
+/// `gt-rack-server` fixture, a CA made for the run in `ca_file`), ten of which misbehave — two
+/// each dribbling their answers (slowloris), sending an endless body, never answering (black
+/// hole), answering non-JSON, answering 503. The healthy services' devices all reach the
+/// collector; every misbehaving service's failure is logged with its name, endpoint and cause;
+/// the agent's RSS stays bounded although the endless bodies are offered without end (the 4 MiB
+/// body cap); and no healthy service waits longer than one interval beyond its schedule for the
+/// slow ones (they hold their poll slot only up to the request timeout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redfish_misbehaving_services_fail_cleanly_and_do_not_delay_healthy_ones() {
+    use groundtruth_tests::sim::redfish::{Fixture, RedfishFleet, ServiceSpec};
+
+    let test = "faults::redfish_misbehaving_services";
+    let Some(bins) = binaries(test) else {
+        return;
+    };
+    groundtruth_tests::init_tls();
+    let interval = Duration::from_secs(2);
+    let timeout = Duration::from_secs(1);
+    let run = Duration::from_secs(env_or("GT_FAULT_RUN_S", 12));
+    // (name prefix, behaviour, what the logged failure must say)
+    let kinds: [(&str, Behaviour, &str); 5] = [
+        ("slow", Behaviour::Slowloris, "no answer within"),
+        ("huge", Behaviour::HugeBody, "exceeded the limit"),
+        ("dead", Behaviour::BlackHole, "no answer within"),
+        ("garbage", Behaviour::Garbage, "malformed JSON document"),
+        ("busy", Behaviour::HttpStatus(503), "HTTP 503"),
+    ];
+    let healthy = 20;
+    let mut specs: Vec<ServiceSpec> = Vec::new();
+    for (k, (prefix, b, _)) in kinds.iter().enumerate() {
+        for j in 0..2 {
+            specs.push(ServiceSpec {
+                name: format!("{prefix}-{:05}", 2 * k + j),
+                behaviour: b.clone(),
+            });
+        }
+    }
+    let bad = specs.len();
+    for i in bad..bad + healthy {
+        specs.push(ServiceSpec {
+            name: format!("ok-{i:05}"),
+            behaviour: Behaviour::Normal,
+        });
+    }
+    let fixture = Arc::new(Fixture::builtin("gt-rack-server").unwrap());
+    let fleet = RedfishFleet::start(fixture, specs, true).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("sim-ca.pem");
+    fleet.write_ca(&ca).unwrap();
+    let mut targets = String::new();
+    for i in 0..fleet.len() {
+        targets.push_str(&format!(
+            "[[targets]]\nname = {:?}\nurl = {:?}\nca_file = {ca:?}\n",
+            fleet.name(i),
+            fleet.url(i)
+        ));
+    }
+    let mut rig = Rig::launch(dir, fleet, bins, &targets, interval, timeout).await;
+
+    let started = Instant::now();
+    let (mut rss_first, mut rss_max) = (0, 0);
+    while started.elapsed() < run {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let kib = rig.agent.rss_kib().unwrap_or(0);
+        if rss_first == 0 {
+            rss_first = kib;
+        }
+        rss_max = rss_max.max(kib);
+    }
+    let (agent_metrics, _) = rig.stop().await;
+    let (a, store) = rig.accounting().await;
+    let polls = metric_sum(&agent_metrics, "groundtruth_agent_polls_total");
+    let fleet = &rig.fleet;
+    let huge_requests: u64 = (0..bad)
+        .filter(|&i| *fleet.behaviour(i) == Behaviour::HugeBody)
+        .map(|i| fleet.requests(i))
+        .sum();
+    eprintln!(
+        "faults: redfish: {} services ({bad} misbehaving) for {:.1} s at {interval:?}: polls {polls}; batches sealed {}, \
+         delivered {}; agent RSS {rss_first} KiB at start, max {rss_max} KiB; endless bodies offered {huge_requests} times",
+        fleet.len(),
+        started.elapsed().as_secs_f64(),
+        a.sealed,
+        a.stored
+    );
+
+    // Every healthy service's device in the store with its identity; no identity from the
+    // misbehaving ones (their failed polls are stored as status only, without a serial).
+    let devices = store.devices().await.unwrap();
+    let stored_ok = devices.iter().filter(|r| r.serial.contains("-OK-")).count();
+    let stored_bad: Vec<&str> = devices
+        .iter()
+        .filter(|r| !r.serial.is_empty() && !r.serial.contains("-OK-"))
+        .map(|r| r.serial.as_str())
+        .collect();
+    assert!(
+        stored_bad.is_empty(),
+        "identity taken from misbehaving services: {stored_bad:?}"
+    );
+    assert_eq!(stored_ok, healthy, "healthy Redfish devices in the store");
+    let latest = store.latest_readings().await.unwrap();
+    assert!(
+        latest.iter().all(|r| r.value.is_finite()),
+        "a non-finite reading was stored"
+    );
+
+    // Each misbehaving service: a logged failure naming it, its endpoint and the cause.
+    let log = rig.agent_log();
+    assert!(!log.contains("panicked"), "the agent logged a panic");
+    for i in 0..bad {
+        let (name, addr) = (fleet.name(i), fleet.addr(i).to_string());
+        let cause = kinds
+            .iter()
+            .find(|(_, b, _)| b == fleet.behaviour(i))
+            .map_or("", |k| k.2);
+        let line = log
+            .lines()
+            .find(|l| l.contains("Poll failed") && l.contains(name) && l.contains(&addr));
+        let Some(line) = line else {
+            panic!("no logged poll failure names {name} at {addr}");
+        };
+        assert!(line.contains(cause), "{name}: expected {cause:?} in {line}");
+        if i % 2 == 0 {
+            eprintln!("faults: {line}");
+        }
+    }
+
+    // The agent read at most the cap of each endless body: its RSS stayed bounded.
+    assert!(huge_requests > 0, "the huge-body services were never asked");
+    assert!(
+        rss_max < 160 * 1024,
+        "agent RSS {rss_max} KiB while endless bodies were offered (cap 4 MiB per body)"
+    );
+
+    // No healthy service's schedule slipped by an interval or more, and none was skipped.
+    let iv_ms = u32::try_from(interval.as_millis()).unwrap();
+    let mut worst = (0, String::new());
+    for i in bad..fleet.len() {
+        let gaps = fleet.poll_gaps_ms_of(i);
+        assert!(
+            gaps.len() + 2 >= usize::try_from(run.as_millis() / interval.as_millis()).unwrap(),
+            "{}: only {} polls in {run:?}",
+            fleet.name(i),
+            gaps.len() + 1
+        );
+        if let Some(&g) = gaps.iter().max()
+            && g > worst.0
+        {
+            worst = (g, fleet.name(i).to_owned());
+        }
+    }
+    eprintln!(
+        "faults: redfish: longest gap between two polls of a healthy service {} ms ({}), interval {iv_ms} ms",
+        worst.0, worst.1
+    );
+    assert!(
+        worst.0 < 2 * iv_ms,
+        "{} waited {} ms between polls (interval {iv_ms} ms)",
+        worst.1,
+        worst.0
+    );
+    let overran: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("Poll overran") && l.contains("ok-"))
+        .collect();
+    assert!(overran.is_empty(), "healthy targets overran: {overran:?}");
 }

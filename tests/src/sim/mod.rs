@@ -6,14 +6,20 @@
 //!   recordings ([`snmprec::Recording`]) with live counters.
 //! * [`modbus::ModbusFleet`]: Modbus TCP devices (one unit id per device on a shared listener)
 //!   serving values for a register map from `agent/profiles/modbus/`.
+//! * [`redfish::RedfishFleet`]: Redfish services (one HTTPS listener per BMC, a CA made for the
+//!   run) serving a fixture tree from `tests/fixtures/redfish/` with per-service serials, MACs
+//!   and live power readings.
 
 pub mod modbus;
+pub mod redfish;
 pub mod snmp;
 pub mod snmprec;
 
 use std::time::Duration;
 
-/// How a simulated device treats a request.
+/// How a simulated device treats a request. The first seven apply to every protocol; the last
+/// three are HTTP misbehaviours, for the Redfish simulator only (the SNMP and Modbus simulators
+/// answer normally under them). What each means for Redfish is tabled in [`redfish`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Behaviour {
     /// Answers at once.
@@ -31,6 +37,16 @@ pub enum Behaviour {
     /// Answers every request with 1–600 pseudo-random bytes (a broken firmware or a different
     /// service on the port): a parser must reject it cleanly, never panic or forward a value.
     Garbage,
+    /// Dribbles the answer a few bytes at a time (4 bytes every 250 ms) for as long as the
+    /// client waits: a slowloris server holding the client's connection and its poll slot.
+    /// Redfish only.
+    Slowloris,
+    /// Answers `200 OK` with an endless chunked body that starts like a JSON document (a
+    /// runaway BMC web server): the client must cap what it reads. Redfish only.
+    HugeBody,
+    /// Answers every request with this HTTP status and a Redfish error body (503: the web
+    /// server is up, the Redfish service behind it is not). Redfish only.
+    HttpStatus(u16),
 }
 
 /// `n` pseudo-random bytes from an xorshift state (deterministic per socket, no `rand` needed).

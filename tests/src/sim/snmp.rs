@@ -228,7 +228,10 @@ async fn serve(sock: Arc<UdpSocket>, cx: ServeCx) {
         rng ^= rng >> 7;
         rng ^= rng << 17;
         let (delay, reply_rid, truncate) = match &d.spec.behaviour {
-            Behaviour::Normal => (Duration::ZERO, rid, false),
+            // The HTTP misbehaviours have no SNMP meaning: answered normally.
+            Behaviour::Normal | Behaviour::Slowloris | Behaviour::HugeBody | Behaviour::HttpStatus(_) => {
+                (Duration::ZERO, rid, false)
+            }
             Behaviour::BlackHole => continue,
             Behaviour::Latency(l) => (*l, rid, false),
             Behaviour::Lossy { permille } => {
