@@ -331,7 +331,25 @@ fn openssl_client(t: &RedfishTarget, cx: &PollCx) -> Result<Http, DriverError> {
     })
 }
 
+/// One rustls HTTP client per TLS set-up (pin, verification, CA file) and timeout, shared by
+/// the endpoints that use it: a client carries its own root store and TLS configuration (with
+/// the platform's roots that is hundreds of certificates), which thousands of BMCs need not
+/// hold once each. Connections are still pooled per host, so endpoints do not share them.
+static CLIENTS: LazyLock<Mutex<HashMap<String, reqwest::Client>>> = LazyLock::new(Default::default);
+
 fn http_client(t: &RedfishTarget, cx: &PollCx) -> Result<reqwest::Client, DriverError> {
+    let key = format!(
+        "{:?}|{}|{:?}|{:?}",
+        t.pin_sha256, t.verify_tls, t.ca_file, cx.limits.request_timeout
+    );
+    if let Some(c) = lock(&CLIENTS).get(&key) {
+        return Ok(c.clone());
+    }
+    let c = build_http_client(t, cx)?;
+    Ok(lock(&CLIENTS).entry(key).or_insert(c).clone())
+}
+
+fn build_http_client(t: &RedfishTarget, cx: &PollCx) -> Result<reqwest::Client, DriverError> {
     crate::install_crypto_provider();
     let b = reqwest::Client::builder()
         .timeout(cx.limits.request_timeout)
