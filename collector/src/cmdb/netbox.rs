@@ -1606,6 +1606,11 @@ struct Run<'a> {
     /// Tokens of writes that failed in a way that may still have applied them; checked in
     /// NetBox before the journal flush.
     doubtful: Vec<u64>,
+    /// Entries of an interrupted pass with a change NetBox does not show yet but may still be
+    /// executing (within [`Run::settle_time`] of its request): left in the change log for the
+    /// next pass, unless this pass makes that change itself (then it is dropped, see
+    /// [`Run::supersede`]).
+    deferred: Vec<PendingJournal>,
 }
 
 /// A device create deferred to the bulk phase, with what to create for its MACs.
@@ -1662,6 +1667,7 @@ impl<'a> Run<'a> {
             inflight: std::collections::BTreeMap::new(),
             next_intent: 0,
             doubtful: Vec::new(),
+            deferred: Vec::new(),
             nb,
             dry_run,
             report: SyncReport::default(),
@@ -2630,6 +2636,7 @@ impl<'a> Run<'a> {
         if self.dry_run || !self.cfg().journal {
             return Ok(());
         }
+        self.supersede().await;
         let mut markers = Vec::new();
         let mut entries = Vec::new();
         let mut done: HashSet<&str> = HashSet::new();
@@ -3606,6 +3613,17 @@ struct InFlight {
     changes: Vec<Change>,
     evidence: Vec<String>,
     intents: Vec<Intent>,
+    /// When the entry was recorded, just before its request went out (Unix seconds). NetBox
+    /// finishes a request whose client died, so until [`Run::settle_time`] after this a check
+    /// that finds nothing is not final.
+    #[serde(default)]
+    sent_at: u64,
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Whether NetBox's object `have` carries every field of `want` as a write would have left it:
@@ -3713,6 +3731,7 @@ impl Run<'_> {
                         changes,
                         evidence: evidence.clone(),
                         intents,
+                        sent_at: unix_now(),
                     })
                     .ok()
                 })
@@ -3732,6 +3751,66 @@ impl Run<'_> {
         }
         if !empty.is_empty()
             && let Err(e) = log.written(empty).await
+        {
+            warn!(error = %e, "Cannot update pending NetBox journal entries in the store.");
+        }
+    }
+
+    /// Deferred entries of an interrupted pass whose unseen change this pass made itself (it
+    /// journals it in its own entry): that change is taken out of them, so a later check does not
+    /// journal it twice; a create this pass made drops the entry.
+    async fn supersede(&mut self) {
+        let Some(log) = self.log else { return };
+        let mine = |run: &Self, key: &str, c: &Change| {
+            run.applied(key)
+                .iter()
+                .any(|x| x.object == c.object && x.action == c.action && x.target == c.target)
+        };
+        let (mut drop, mut rewrite) = (Vec::new(), Vec::new());
+        for mut p in std::mem::take(&mut self.deferred) {
+            let mut f: Option<InFlight> = p.in_flight.as_deref().and_then(|j| serde_json::from_str(j).ok());
+            if p.object_id.is_none() {
+                let create = self
+                    .applied(&p.device_key)
+                    .iter()
+                    .any(|x| x.object == "device" && x.action == "create");
+                if create {
+                    drop.push(p.marker);
+                }
+                continue;
+            }
+            let Some(f) = f.as_mut() else { continue };
+            let before = f.intents.len();
+            f.intents.retain(|i| !mine(self, &p.device_key, &i.change));
+            if f.intents.len() == before {
+                continue;
+            }
+            if !f.intents.is_empty() {
+                p.in_flight = serde_json::to_string(&f).ok();
+                rewrite.push(p);
+                continue;
+            }
+            // Nothing unseen left: the landed part is final and written by this flush.
+            let changes = std::mem::take(&mut f.changes);
+            if changes.is_empty() {
+                drop.push(p.marker);
+                continue;
+            }
+            p.comments = format!(
+                "{}{}",
+                journal_text(&changes, &f.evidence),
+                marker_line(&p.marker)
+            );
+            p.in_flight = None;
+            self.recovered.push(p);
+        }
+        if !rewrite.is_empty()
+            && let Err(e) = log.record(rewrite).await
+        {
+            warn!(error = %e, "Cannot update pending NetBox journal entries in the store.");
+        }
+        if !drop.is_empty()
+            && let Err(e) = log.written(drop).await
         {
             warn!(error = %e, "Cannot update pending NetBox journal entries in the store.");
         }
@@ -3771,10 +3850,23 @@ impl Run<'_> {
         }
         let mut gone = Vec::new();
         let mut live: Vec<PendingJournal> = Vec::new();
+        let now = unix_now();
+        let settle = self.settle_time();
+        let recent = |p: &PendingJournal| {
+            p.in_flight
+                .as_deref()
+                .and_then(|j| serde_json::from_str::<InFlight>(j).ok())
+                .is_some_and(|f| now < f.sent_at.saturating_add(settle))
+        };
         for mut p in pending {
             if p.object_id.is_none() {
                 match made.get(&p.serial).map(Vec::as_slice) {
                     Some([one]) => p.object_id = Some(*one),
+                    _ if recent(&p) => {
+                        debug!(device = %p.device_key, "Interrupted create not in NetBox yet; checked again by the next pass.");
+                        self.deferred.push(p);
+                        continue;
+                    }
                     _ => {
                         debug!(device = %p.device_key, "Interrupted create never reached NetBox; its journal entry is dropped.");
                         gone.push(p.marker);
@@ -3792,7 +3884,11 @@ impl Run<'_> {
                 settled.push(p);
                 continue;
             };
-            let f: InFlight = match serde_json::from_str(&json) {
+            let f: InFlight = match serde_json::from_str::<InFlight>(&json) {
+                Ok(f) if f.intents.is_empty() => {
+                    settled.push(p);
+                    continue;
+                }
                 Ok(f) => f,
                 Err(e) => {
                     warn!(device = %p.device_key, error = %e, "Unreadable in-flight NetBox changes in the store; journaling the applied ones only.");
@@ -3800,13 +3896,28 @@ impl Run<'_> {
                     continue;
                 }
             };
-            let mut changes = f.changes;
-            for i in f.intents {
+            let mut changes = f.changes.clone();
+            let mut unseen = Vec::new();
+            for i in &f.intents {
                 if self.check_landed(&i.check).await? {
-                    changes.push(i.change);
+                    changes.push(i.change.clone());
                 } else {
-                    debug!(device = %p.device_key, target = %i.change.target, "Interrupted NetBox write never landed; not journaled.");
+                    debug!(device = %p.device_key, target = %i.change.target, "Interrupted NetBox write not in NetBox.");
+                    unseen.push(i.clone());
                 }
+            }
+            if !unseen.is_empty() && now < f.sent_at.saturating_add(settle) {
+                // NetBox may still be executing it: the next pass looks again (the store keeps
+                // the entry as it was; `deferred` holds what this pass saw, for `supersede`).
+                p.in_flight = serde_json::to_string(&InFlight {
+                    changes,
+                    evidence: f.evidence,
+                    intents: unseen,
+                    sent_at: f.sent_at,
+                })
+                .ok();
+                self.deferred.push(p);
+                continue;
             }
             if changes.is_empty() {
                 gone.push(p.marker);
@@ -3944,6 +4055,54 @@ impl Run<'_> {
             .collect())
     }
 
+    /// Records the journal entries of `chunk`'s device creates before their request (no id yet;
+    /// recovery finds the devices by serial).
+    async fn pre_record(&mut self, chunk: &[PendingCreate]) {
+        let Some(log) = self.log else { return };
+        if !self.cfg().journal {
+            return;
+        }
+        let sent = serde_json::to_string(&InFlight {
+            changes: Vec::new(),
+            evidence: Vec::new(),
+            intents: Vec::new(),
+            sent_at: unix_now(),
+        })
+        .ok();
+        let entries: Vec<PendingJournal> = chunk
+            .iter()
+            .map(|c| {
+                let planned = Change {
+                    device_key: c.key.clone(),
+                    object: "device".to_owned(),
+                    action: "create".to_owned(),
+                    target: c.target.clone(),
+                    fields: c.fields.clone(),
+                };
+                PendingJournal {
+                    marker: self.marker(&c.key),
+                    device_key: c.key.clone(),
+                    serial: c.serial.clone(),
+                    object_id: None,
+                    comments: self.journal_for(&c.key, &c.evidence, Some(&planned)),
+                    in_flight: sent.clone(),
+                }
+            })
+            .collect();
+        if let Err(e) = log.record(entries).await {
+            warn!(error = %e, "Cannot record NetBox journal entries in the store; a crash now would lose them.");
+        }
+    }
+
+    /// How long after its request went out a change NetBox does not show yet may still land: the
+    /// longest timeout this client gives a request (a bulk one of [`BULK_CHUNK`] objects).
+    fn settle_time(&self) -> u64 {
+        self.api()
+            .timeout
+            .saturating_mul(u32::try_from(1 + BULK_CHUNK / 10).unwrap_or(u32::MAX))
+            .as_secs()
+    }
+
     /// Creates the deferred devices, then their interfaces, MAC objects and primary MACs, each
     /// kind in bulk requests. A device whose create failed gets nothing else; a failed
     /// interface or MAC fails that device only (retried by the next pass, which sees the device).
@@ -3952,45 +4111,23 @@ impl Run<'_> {
         if creates.is_empty() {
             return Ok(());
         }
-        // Pre-record: a pass killed after NetBox created the devices but before their journal
-        // entries finds them by serial next time.
-        if let Some(log) = self.log
-            && self.cfg().journal
-        {
-            let entries: Vec<PendingJournal> = creates
-                .iter()
-                .map(|c| {
-                    let planned = Change {
-                        device_key: c.key.clone(),
-                        object: "device".to_owned(),
-                        action: "create".to_owned(),
-                        target: c.target.clone(),
-                        fields: c.fields.clone(),
-                    };
-                    PendingJournal {
-                        marker: self.marker(&c.key),
-                        device_key: c.key.clone(),
-                        serial: c.serial.clone(),
-                        object_id: None,
-                        comments: self.journal_for(&c.key, &c.evidence, Some(&planned)),
-                        in_flight: None,
-                    }
-                })
-                .collect();
-            if let Err(e) = log.record(entries).await {
-                warn!(error = %e, "Cannot record NetBox journal entries in the store; a crash now would lose them.");
-            }
+        // Pre-record, chunk by chunk just before its request: a pass killed after NetBox created
+        // the devices but before their journal entries finds them by serial next time.
+        let mut results = Vec::with_capacity(creates.len());
+        for chunk in creates.chunks(CREATE_CHUNK) {
+            self.pre_record(chunk).await;
+            let bodies: Vec<Value> = chunk.iter().map(|c| c.body.clone()).collect();
+            results.extend(
+                self.bulk(
+                    Method::POST,
+                    "api/dcim/devices/",
+                    &bodies,
+                    CREATE_CHUNK,
+                    Vec::new(),
+                )
+                .await?,
+            );
         }
-        let bodies: Vec<Value> = creates.iter().map(|c| c.body.clone()).collect();
-        let results = self
-            .bulk(
-                Method::POST,
-                "api/dcim/devices/",
-                &bodies,
-                CREATE_CHUNK,
-                Vec::new(),
-            )
-            .await?;
         let mut made: Vec<(usize, u64)> = Vec::new();
         for (i, r) in results.into_iter().enumerate() {
             let c = &creates[i];
@@ -4677,6 +4814,7 @@ mod tests {
             changes: Vec::new(),
             evidence: vec!["redfish".into()],
             intents: vec![i.clone()],
+            sent_at: 1_795_000_000,
         };
         let back: InFlight = serde_json::from_str(&serde_json::to_string(&f).unwrap()).unwrap();
         assert_eq!(back, f);
