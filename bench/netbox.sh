@@ -9,7 +9,9 @@
 #
 # Knobs: GT_BENCH_NETBOX_DEVICES ("1000 10000") sizes of the first sync; GT_BENCH_NETBOX_MAX_S
 # (1500) a first sync still running after this is stopped and reported with the devices it made;
-# GT_BENCH_NETBOX_REF (100) devices for the reference script. Every run uses fresh
+# GT_BENCH_NETBOX_REF (100) devices for the reference script; GT_BENCH_NETBOX_MAX_S=0 means no
+# limit; GT_BENCH_NETBOX_TEST_BIN a pre-built `it` test binary to run instead of building one (so
+# a long run is not rebuilt from code edited while it runs). Every run uses fresh
 # `GT-Bench-<tag>` / `GT-BenchRef-<tag>` sites and deletes what it created (GT_BENCH_KEEP=1 keeps
 # it). Needs the NetBox peer (tests/peers/start-all.sh netbox; reads $GT_PEERS_RUN/peers.env) and
 # python3 with requests. The client is the debug test build: NetBox is the bottleneck.
@@ -22,7 +24,18 @@ sizes="${GT_BENCH_NETBOX_DEVICES:-1000 10000}"
 max_s="${GT_BENCH_NETBOX_MAX_S:-1500}"
 n_ref="${GT_BENCH_NETBOX_REF:-100}"
 
-cargo test -p groundtruth-tests --test it --no-run >&2
+if [ "$max_s" = 0 ]; then max_s=1000000000; fi
+test_bin="${GT_BENCH_NETBOX_TEST_BIN:-}"
+if [ -z "$test_bin" ]; then
+  cargo test -p groundtruth-tests --test it --no-run >&2
+fi
+bench_test() {
+  if [ -n "$test_bin" ]; then
+    "$test_bin" --ignored --nocapture bench_netbox
+  else
+    cargo test -q -p groundtruth-tests --test it -- --ignored --nocapture bench_netbox
+  fi
+}
 
 # Reference: one object per request.
 ref=$(GT_N="$n_ref" python3 - <<'EOF'
@@ -74,8 +87,7 @@ ref_per=$(echo "$ref_s / $ref_n" | bc -l)
 rows=()
 results=()
 for n in $sizes; do
-  line=$(GT_BENCH_DEVICES="$n" GT_BENCH_MAX_S="$max_s" cargo test -q -p groundtruth-tests --test it -- \
-    --ignored --nocapture bench_netbox 2>/dev/null | grep '^BENCH netbox' || true)
+  line=$(GT_BENCH_DEVICES="$n" GT_BENCH_MAX_S="$max_s" bench_test 2>/dev/null | grep '^BENCH netbox' || true)
   echo "$line" >&2
   get() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$line"; }
   first_s=$(get first_s)

@@ -563,6 +563,103 @@ pub fn build(snap: Snapshot<'_>, d: &DeviceRow) -> Context {
 const LINK_CHUNK: usize = 50;
 /// Largest NetBox answer read when refreshing links.
 const LINK_BODY_MAX: usize = 16 * 1024 * 1024;
+/// Devices per page when listing the collector's sites in NetBox.
+const LIST_PAGE: usize = 500;
+/// NetBox device statuses that say the device is not expected to answer (not counted as
+/// "in the CMDB, not seen").
+const NOT_EXPECTED: [&str; 4] = ["planned", "inventory", "offline", "decommissioning"];
+
+/// A read-only NetBox client for the KPI refreshes (capped answers, no redirects).
+struct Reader {
+    client: reqwest::Client,
+    auth: String,
+    base: String,
+    shown: String,
+}
+
+impl Reader {
+    fn new(nb: &crate::config::NetBoxSettings) -> Result<Self, String> {
+        let shown = format!("NetBox {}", nb.url);
+        crate::install_crypto_provider();
+        let mut b = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .redirect(reqwest::redirect::Policy::none())
+            .danger_accept_invalid_certs(!nb.tls_verify);
+        if let Some(path) = &nb.ca_file {
+            let pem = std::fs::read(path).map_err(|e| format!("{shown}: ca_file {}: {e}", path.display()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| format!("{shown}: ca_file {}: {e}", path.display()))?;
+            for c in certs {
+                b = b.add_root_certificate(c);
+            }
+        }
+        let client = b.build().map_err(|e| format!("{shown}: {e}"))?;
+        let scheme = if nb.token.trim().starts_with("nbt_") {
+            "Bearer"
+        } else {
+            "Token"
+        };
+        Ok(Self {
+            client,
+            auth: format!("{scheme} {}", nb.token.trim()),
+            base: nb.url.as_str().trim_end_matches('/').to_owned(),
+            shown,
+        })
+    }
+
+    /// GET `path` (under `/api/`) with `query`, as JSON.
+    async fn get(&self, path: &str, query: &[(&str, &str)]) -> Result<serde_json::Value, String> {
+        let shown = &self.shown;
+        let mut url =
+            url::Url::parse(&format!("{}/api/{path}", self.base)).map_err(|e| format!("{shown}: {e}"))?;
+        {
+            let mut q = url.query_pairs_mut();
+            for (k, v) in query {
+                q.append_pair(k, v);
+            }
+        }
+        let mut resp = self
+            .client
+            .get(url)
+            .header(header::AUTHORIZATION, &self.auth)
+            .header(header::ACCEPT, "application/json")
+            .send()
+            .await
+            .map_err(|e| format!("{shown}: {e}"))?;
+        if !resp.status().is_success() {
+            return Err(format!("{shown}: GET /api/{path} answered {}", resp.status()));
+        }
+        let mut body = Vec::new();
+        while let Some(part) = resp.chunk().await.map_err(|e| format!("{shown}: {e}"))? {
+            if body.len() + part.len() > LINK_BODY_MAX {
+                return Err(format!(
+                    "{shown}: GET /api/{path}: answer over {LINK_BODY_MAX} bytes"
+                ));
+            }
+            body.extend_from_slice(&part);
+        }
+        serde_json::from_slice(&body).map_err(|e| format!("{shown}: GET /api/{path}: not JSON: {e}"))
+    }
+
+    /// Every object of a list endpoint (`limit`/`offset` pages of [`LIST_PAGE`]).
+    async fn all(&self, path: &str, query: &[(&str, &str)]) -> Result<Vec<serde_json::Value>, String> {
+        let mut out = Vec::new();
+        let limit = LIST_PAGE.to_string();
+        loop {
+            let offset = out.len().to_string();
+            let mut q = query.to_vec();
+            q.extend([("limit", limit.as_str()), ("offset", offset.as_str())]);
+            let page = self.get(path, &q).await?;
+            let results = page["results"].as_array().cloned().unwrap_or_default();
+            let n = results.len();
+            out.extend(results);
+            let total = page["count"].as_u64().unwrap_or(0);
+            if n == 0 || out.len() as u64 >= total {
+                return Ok(out);
+            }
+        }
+    }
+}
 
 /// Refreshes the `cmdb_links` table (device key → NetBox device id) from NetBox, matching by
 /// serial as the sync does; a serial held by several NetBox devices links none of them (the sync
@@ -574,62 +671,14 @@ pub async fn refresh_cmdb_links(
     store: &crate::store::Store,
     nb: &crate::config::NetBoxSettings,
 ) -> Result<(usize, usize), String> {
-    let shown = format!("NetBox {}", nb.url);
-    crate::install_crypto_provider();
-    let mut b = reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(30))
-        .redirect(reqwest::redirect::Policy::none())
-        .danger_accept_invalid_certs(!nb.tls_verify);
-    if let Some(path) = &nb.ca_file {
-        let pem = std::fs::read(path).map_err(|e| format!("{shown}: ca_file {}: {e}", path.display()))?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem)
-            .map_err(|e| format!("{shown}: ca_file {}: {e}", path.display()))?;
-        for c in certs {
-            b = b.add_root_certificate(c);
-        }
-    }
-    let client = b.build().map_err(|e| format!("{shown}: {e}"))?;
-    let scheme = if nb.token.trim().starts_with("nbt_") {
-        "Bearer"
-    } else {
-        "Token"
-    };
-    let auth = format!("{scheme} {}", nb.token.trim());
-    let base = nb.url.as_str().trim_end_matches('/').to_owned();
+    let reader = Reader::new(nb)?;
     let devices = store.devices().await.map_err(|e| e.to_string())?;
     let with_serial: Vec<&DeviceRow> = devices.iter().filter(|d| !d.serial.is_empty()).collect();
     let (mut linked, mut unlinked) = (0, 0);
     for chunk in with_serial.chunks(LINK_CHUNK) {
-        let mut url =
-            url::Url::parse(&format!("{base}/api/dcim/devices/")).map_err(|e| format!("{shown}: {e}"))?;
-        {
-            let mut q = url.query_pairs_mut();
-            for d in chunk {
-                q.append_pair("serial", &d.serial);
-            }
-            q.append_pair("limit", "1000");
-        }
-        let mut resp = client
-            .get(url)
-            .header(header::AUTHORIZATION, &auth)
-            .header(header::ACCEPT, "application/json")
-            .send()
-            .await
-            .map_err(|e| format!("{shown}: {e}"))?;
-        if !resp.status().is_success() {
-            return Err(format!("{shown}: device lookup answered {}", resp.status()));
-        }
-        let mut body = Vec::new();
-        while let Some(part) = resp.chunk().await.map_err(|e| format!("{shown}: {e}"))? {
-            if body.len() + part.len() > LINK_BODY_MAX {
-                return Err(format!(
-                    "{shown}: device lookup answer over {LINK_BODY_MAX} bytes"
-                ));
-            }
-            body.extend_from_slice(&part);
-        }
-        let v: serde_json::Value =
-            serde_json::from_slice(&body).map_err(|e| format!("{shown}: device lookup is not JSON: {e}"))?;
+        let mut q: Vec<(&str, &str)> = chunk.iter().map(|d| ("serial", d.serial.as_str())).collect();
+        q.push(("limit", "1000"));
+        let v = reader.get("dcim/devices/", &q).await?;
         let mut ids: HashMap<String, Vec<String>> = HashMap::new();
         for r in v["results"].as_array().into_iter().flatten() {
             let (Some(serial), Some(id)) = (r["serial"].as_str(), r["id"].as_u64()) else {
@@ -661,6 +710,162 @@ pub async fn refresh_cmdb_links(
         }
     }
     Ok((linked, unlinked))
+}
+
+/// The sites the collector manages: each stored device's site as the location engine decides it
+/// (its evidence, else its agent's site, else `default_site`), plus every agent's site.
+#[must_use]
+pub fn managed_sites(devices: &[DeviceRow], rules: &Rules) -> Vec<String> {
+    let heights = HashMap::new();
+    let mut sites: Vec<String> = Vec::new();
+    for d in devices {
+        let p = placement(d, rules, &heights);
+        let site = [
+            p.site.as_str(),
+            d.agent_site.as_str(),
+            rules.default_site.as_str(),
+        ]
+        .into_iter()
+        .map(str::trim)
+        .find(|s| !s.is_empty())
+        .unwrap_or_default();
+        for s in [site, d.agent_site.trim()] {
+            if !s.is_empty() && !sites.iter().any(|x| x.eq_ignore_ascii_case(s)) {
+                sites.push(s.to_owned());
+            }
+        }
+    }
+    sites.sort();
+    sites
+}
+
+/// A NetBox device in the collector's sites that no stored device matches (KPI
+/// `cmdb_not_seen`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NotSeen {
+    pub cmdb_id: String,
+    pub site: String,
+    pub name: String,
+    pub serial: String,
+}
+
+/// Finds the NetBox devices in the collector's sites ([`managed_sites`], found in NetBox by slug,
+/// then by name) that match no device in the store by any of the sync's keys — serial
+/// (normalised), asset tag, a MAC object on one of its interfaces, or name = hostname (case
+/// ignored) — leaving out devices whose NetBox status says they are not expected to answer
+/// (`planned`, `inventory`, `offline`, `decommissioning`). Replaces the `cmdb_not_seen` table
+/// with them and returns them. Sites NetBox does not have contribute nothing; devices of other
+/// sites are never read.
+///
+/// # Errors
+/// A message naming NetBox and the cause; the table is left as it was.
+pub async fn refresh_cmdb_not_seen(
+    store: &crate::store::Store,
+    nb: &crate::config::NetBoxSettings,
+    rules: &Rules,
+) -> Result<Vec<NotSeen>, String> {
+    let reader = Reader::new(nb)?;
+    let devices = store.devices().await.map_err(|e| e.to_string())?;
+    let sites = managed_sites(&devices, rules);
+    // NetBox site ids: by the slug the sync gives a site it creates, then by name.
+    let mut site_ids: Vec<String> = Vec::new();
+    let slugs: Vec<String> = sites.iter().map(|s| crate::cmdb::netbox::slugify(s)).collect();
+    let mut missing: Vec<&String> = Vec::new();
+    for (chunk, names) in slugs.chunks(LINK_CHUNK).zip(sites.chunks(LINK_CHUNK)) {
+        let mut q: Vec<(&str, &str)> = chunk.iter().map(|s| ("slug", s.as_str())).collect();
+        q.push(("fields", "id,name,slug"));
+        let found = reader.all("dcim/sites/", &q).await?;
+        for (slug, name) in chunk.iter().zip(names) {
+            match found.iter().find(|x| x["slug"].as_str() == Some(slug.as_str())) {
+                Some(x) => site_ids.extend(x["id"].as_u64().map(|i| i.to_string())),
+                None => missing.push(name),
+            }
+        }
+    }
+    for chunk in missing.chunks(LINK_CHUNK) {
+        let mut q: Vec<(&str, &str)> = chunk.iter().map(|s| ("name", s.as_str())).collect();
+        q.push(("fields", "id,name,slug"));
+        for x in reader.all("dcim/sites/", &q).await? {
+            site_ids.extend(x["id"].as_u64().map(|i| i.to_string()));
+        }
+    }
+    site_ids.sort();
+    site_ids.dedup();
+
+    let serials: std::collections::HashSet<String> = devices
+        .iter()
+        .filter_map(|d| crate::normalize::serial(&d.serial))
+        .collect();
+    let tags: std::collections::HashSet<String> = devices
+        .iter()
+        .map(|d| d.asset_tag.trim().to_owned())
+        .filter(|t| !t.is_empty())
+        .collect();
+    let hostnames: std::collections::HashSet<String> = devices
+        .iter()
+        .map(|d| d.hostname.trim().to_lowercase())
+        .filter(|h| !h.is_empty())
+        .collect();
+    let macs: std::collections::HashSet<String> = devices
+        .iter()
+        .flat_map(|d| {
+            d.macs
+                .iter()
+                .filter_map(|(a, _, _)| crate::cmdb::netbox::mac_key(a))
+        })
+        .collect();
+
+    let mut unmatched: Vec<NotSeen> = Vec::new();
+    for chunk in site_ids.chunks(LINK_CHUNK) {
+        let mut q: Vec<(&str, &str)> = chunk.iter().map(|s| ("site_id", s.as_str())).collect();
+        q.push(("fields", "id,name,serial,asset_tag,status,site"));
+        for x in reader.all("dcim/devices/", &q).await? {
+            let status = x["status"]["value"]
+                .as_str()
+                .or_else(|| x["status"].as_str())
+                .unwrap_or("");
+            if NOT_EXPECTED.contains(&status) {
+                continue;
+            }
+            let serial = x["serial"].as_str().unwrap_or("");
+            let name = x["name"].as_str().unwrap_or("");
+            let tag = x["asset_tag"].as_str().unwrap_or("").trim();
+            let seen = crate::normalize::serial(serial).is_some_and(|s| serials.contains(&s))
+                || (!tag.is_empty() && tags.contains(tag))
+                || (!name.trim().is_empty() && hostnames.contains(&name.trim().to_lowercase()));
+            if seen {
+                continue;
+            }
+            let Some(id) = x["id"].as_u64() else { continue };
+            unmatched.push(NotSeen {
+                cmdb_id: id.to_string(),
+                site: x["site"]["name"].as_str().unwrap_or("").to_owned(),
+                name: name.to_owned(),
+                serial: serial.to_owned(),
+            });
+        }
+    }
+    // MACs last, only for the devices nothing else matched.
+    let mut matched_by_mac: std::collections::HashSet<String> = std::collections::HashSet::new();
+    for chunk in unmatched.chunks(LINK_CHUNK) {
+        let mut q: Vec<(&str, &str)> = chunk.iter().map(|n| ("device_id", n.cmdb_id.as_str())).collect();
+        q.push(("fields", "id,mac_address,assigned_object"));
+        for m in reader.all("dcim/mac-addresses/", &q).await? {
+            let addr = m["mac_address"].as_str().and_then(crate::cmdb::netbox::mac_key);
+            let dev = m["assigned_object"]["device"]["id"].as_u64();
+            if let (Some(addr), Some(dev)) = (addr, dev)
+                && macs.contains(&addr)
+            {
+                matched_by_mac.insert(dev.to_string());
+            }
+        }
+    }
+    unmatched.retain(|n| !matched_by_mac.contains(&n.cmdb_id));
+    store
+        .replace_cmdb_not_seen(&unmatched)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(unmatched)
 }
 
 fn problem(status: StatusCode, msg: &str) -> Response {

@@ -10,6 +10,12 @@
 //!   devices in the store sharing a MAC address with another device;
 //! * **stale** — `stale_in_cmdb`: matched devices not seen for `health.stale_after`;
 //!   `seen_not_in_cmdb`: devices seen within it but matched to no CMDB record;
+//! * **in the CMDB, never seen** — `cmdb_not_seen`: NetBox devices in the collector's sites that
+//!   match no stored device by serial, asset tag, MAC or hostname (NetBox statuses `planned`,
+//!   `inventory`, `offline`, `decommissioning` left out), as found by the last CMDB refresh
+//!   ([`crate::context::refresh_cmdb_not_seen`], with the link refresh, at most every 5 minutes);
+//!   the collector's sites are its devices' sites and its agents' sites, so NetBox's other sites
+//!   do not count;
 //! * **location coverage** — devices the location engine places in a rack at a U ÷ devices seen,
 //!   and the located devices per deciding (strongest) source;
 //! * **sync latency** — per synced device, last sync − last seen when the newest reading was
@@ -30,6 +36,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Serialize;
 
+use crate::context::NotSeen;
 use crate::http::HttpState;
 use crate::reconcile::Rules;
 use crate::store::{DeviceRow, ExceptionRow, KpiPoint, Store, StoreError, SyncFacts};
@@ -74,6 +81,10 @@ pub struct Kpis {
     pub duplicates_by_source: BTreeMap<String, u64>,
     pub stale_in_cmdb: u64,
     pub seen_not_in_cmdb: u64,
+    /// NetBox devices in the collector's sites that match no stored device.
+    pub cmdb_not_seen: u64,
+    /// The first [`NOT_SEEN_LISTED`] of them (by site and name).
+    pub cmdb_not_seen_devices: Vec<NotSeen>,
     pub located_with_u: u64,
     /// 0..1 of devices seen.
     pub location_coverage: f64,
@@ -106,8 +117,13 @@ pub struct Inputs<'a> {
     pub sync: &'a SyncFacts,
     /// Device keys linked to a CMDB record.
     pub linked: &'a HashSet<String>,
+    /// CMDB devices in the collector's sites matching no stored device (last refresh).
+    pub not_seen: &'a [NotSeen],
     pub rules: &'a Rules,
 }
+
+/// How many `cmdb_not_seen` devices `/api/kpis` and `/health` list.
+pub const NOT_SEEN_LISTED: usize = 100;
 
 /// Computes the KPIs at `now` (pure; unit-tested on a seeded store).
 #[must_use]
@@ -218,17 +234,20 @@ pub fn compute(i: Inputs<'_>, now: SystemTime, stale_after: Duration) -> Kpis {
         .count() as u64;
     k.dead_letters = i.sync.dead_letters;
     k.dead_letter_attempts = i.sync.dead_letter_attempts;
+    k.cmdb_not_seen = i.not_seen.len() as u64;
+    k.cmdb_not_seen_devices = i.not_seen.iter().take(NOT_SEEN_LISTED).cloned().collect();
     k
 }
 
 /// The KPIs charted on `/health` and recorded in `kpi_history` (label ""), with their titles.
-pub const CHARTED: [(&str, &str); 13] = [
+pub const CHARTED: [(&str, &str); 14] = [
     ("match_rate", "Match rate (matched to a CMDB record / seen)"),
     ("devices_seen", "Devices seen"),
     ("no_usable_identity", "Devices with no usable identity"),
     ("duplicate_candidates", "Duplicate candidates"),
     ("stale_in_cmdb", "In the CMDB, not seen for stale_after"),
     ("seen_not_in_cmdb", "Seen, not in the CMDB"),
+    ("cmdb_not_seen", "In the CMDB (collector's sites), never seen"),
     ("location_coverage", "Location coverage (rack and U / seen)"),
     ("sync_latency_p50_seconds", "Sync latency, median (s)"),
     ("sync_latency_max_seconds", "Sync latency, max (s)"),
@@ -249,6 +268,7 @@ impl Kpis {
             "duplicate_candidates" => n(self.duplicate_candidates),
             "stale_in_cmdb" => n(self.stale_in_cmdb),
             "seen_not_in_cmdb" => n(self.seen_not_in_cmdb),
+            "cmdb_not_seen" => n(self.cmdb_not_seen),
             "location_coverage" => Some(self.location_coverage),
             "sync_latency_p50_seconds" => self.sync_latency_p50_seconds,
             "sync_latency_max_seconds" => self.sync_latency_max_seconds,
@@ -345,6 +365,11 @@ pub fn exposition(k: &Kpis) -> String {
         &one(k.seen_not_in_cmdb),
     );
     gauge(
+        "cmdb_not_seen",
+        "CMDB devices in the collector's sites matching no device it has seen (last CMDB refresh).",
+        &one(k.cmdb_not_seen),
+    );
+    gauge(
         "location_coverage",
         "Devices located to rack and U / devices seen (0..1).",
         &[(String::new(), k.location_coverage)],
@@ -421,12 +446,14 @@ pub async fn current_with(
     let exceptions = store.open_exceptions().await?;
     let sync = store.sync_facts().await?;
     let linked: HashSet<String> = store.cmdb_links().await?.into_iter().map(|(k, _)| k).collect();
+    let not_seen = store.cmdb_not_seen().await?;
     Ok(compute(
         Inputs {
             devices,
             exceptions: &exceptions,
             sync: &sync,
             linked: &linked,
+            not_seen: &not_seen,
             rules,
         },
         SystemTime::now(),
@@ -539,6 +566,22 @@ pub fn page_body(k: &Kpis, history: &[KpiPoint]) -> String {
             b,
             "<tr><td>{}</td><td>{n}</td></tr>",
             crate::web::render::esc(src)
+        );
+    }
+    let _ = write!(
+        b,
+        "</table>\n<h2>In the CMDB, never seen ({})</h2>\n<table><tr><th>site</th><th>name</th><th>serial</th><th>NetBox id</th></tr>",
+        k.cmdb_not_seen
+    );
+    for n in &k.cmdb_not_seen_devices {
+        let e = crate::web::render::esc;
+        let _ = write!(
+            b,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            e(&n.site),
+            e(&n.name),
+            e(&n.serial),
+            e(&n.cmdb_id)
         );
     }
     b.push_str("</table>\n");
@@ -783,6 +826,33 @@ mod tests {
             .unwrap();
         let k = current(&store, &rules, week).await.unwrap();
         assert_eq!(k.sync_pending, 1);
+        assert_eq!(k.cmdb_not_seen, 0);
+
+        // The last CMDB refresh found a NetBox device nothing reports; the next found none.
+        let ghost = NotSeen {
+            cmdb_id: "41".into(),
+            site: "DC1".into(),
+            name: "ghost-01".into(),
+            serial: "GHOST0001".into(),
+        };
+        store
+            .replace_cmdb_not_seen(std::slice::from_ref(&ghost))
+            .await
+            .unwrap();
+        let k = current(&store, &rules, week).await.unwrap();
+        assert_eq!(
+            (k.cmdb_not_seen, k.cmdb_not_seen_devices.clone()),
+            (1, vec![ghost])
+        );
+        assert!(exposition(&k).contains("\ngroundtruth_health_cmdb_not_seen 1\n"));
+        assert!(
+            k.points()
+                .iter()
+                .any(|p| p.kpi == "cmdb_not_seen" && p.value == 1.0)
+        );
+        assert!(page_body(&k, &[]).contains("<td>ghost-01</td><td>GHOST0001</td>"));
+        store.replace_cmdb_not_seen(&[]).await.unwrap();
+        assert_eq!(current(&store, &rules, week).await.unwrap().cmdb_not_seen, 0);
 
         // Eight days on, nothing has been seen since: matched devices are stale, none is
         // "seen but not in the CMDB", and the exceptions are over a week old.
@@ -802,6 +872,7 @@ mod tests {
                 exceptions: &exceptions,
                 sync: &sync,
                 linked: &linked,
+                not_seen: &[],
                 rules: &rules,
             },
             SystemTime::now() + Duration::from_secs(8 * 86_400),

@@ -317,8 +317,8 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         });
     }
     {
-        // Integration health: link devices to their NetBox ids (at most every 5 minutes), then
-        // compute the KPIs and append them to their history, every `health.interval`.
+        // Integration health: link devices to their NetBox ids and find the NetBox devices of the
+        // collector's sites that nothing reports (at most every 5 minutes), then compute the KPIs and append them to their history, every `health.interval`.
         let store = store.clone();
         let rules = cfg.rules.clone();
         let health = cfg.health;
@@ -336,6 +336,14 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
                     match groundtruth_collector::context::refresh_cmdb_links(&store, nb).await {
                         Ok((linked, unlinked)) => tracing::debug!(linked, unlinked, "CMDB links refreshed."),
                         Err(e) => tracing::warn!(error = %e, "Cannot refresh CMDB links; will retry."),
+                    }
+                    match groundtruth_collector::context::refresh_cmdb_not_seen(&store, nb, &rules).await {
+                        Ok(not_seen) => {
+                            tracing::debug!(not_seen = not_seen.len(), "CMDB devices never seen refreshed.");
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "Cannot refresh CMDB devices never seen; will retry.")
+                        }
                     }
                 }
                 if let Err(e) = groundtruth_collector::kpi::record(&store, &rules, &health).await {

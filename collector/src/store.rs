@@ -83,6 +83,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../migrations/0010_device_sources.sql"),
         include_str!("../migrations/postgres/0010_device_sources.sql"),
     ),
+    (
+        11,
+        include_str!("../migrations/0011_journal_in_flight_cmdb_not_seen.sql"),
+        include_str!("../migrations/postgres/0011_journal_in_flight_cmdb_not_seen.sql"),
+    ),
 ];
 
 /// PostgreSQL advisory lock key held while migrating ("gtmigrat"), so that collectors starting
@@ -1369,7 +1374,7 @@ impl Store {
     /// On a database failure.
     pub async fn journal_pending(&self) -> Result<Vec<crate::cmdb::PendingJournal>, StoreError> {
         Ok(sqlx::query(
-            "SELECT marker, device_key, serial, object_id, comments FROM cmdb_journal_pending ORDER BY recorded_at, marker",
+            "SELECT marker, device_key, serial, object_id, comments, in_flight FROM cmdb_journal_pending ORDER BY recorded_at, marker",
         )
         .fetch_all(&self.pool)
         .await?
@@ -1382,6 +1387,7 @@ impl Store {
                 .get::<Option<i64>, _>("object_id")
                 .and_then(|v| u64::try_from(v).ok()),
             comments: r.get("comments"),
+            in_flight: r.get("in_flight"),
         })
         .collect())
     }
@@ -1398,10 +1404,10 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         for e in entries {
             sqlx::query(
-                "INSERT INTO cmdb_journal_pending (marker, device_key, serial, object_id, comments, recorded_at)
-                 VALUES ($1, $2, $3, $4, $5, $6)
+                "INSERT INTO cmdb_journal_pending (marker, device_key, serial, object_id, comments, recorded_at, in_flight)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)
                  ON CONFLICT (marker) DO UPDATE SET object_id = COALESCE(excluded.object_id, cmdb_journal_pending.object_id),
-                 comments = excluded.comments",
+                 comments = excluded.comments, in_flight = excluded.in_flight",
             )
             .bind(&e.marker)
             .bind(&e.device_key)
@@ -1409,6 +1415,7 @@ impl Store {
             .bind(e.object_id.and_then(|v| i64::try_from(v).ok()))
             .bind(&e.comments)
             .bind(&t)
+            .bind(&e.in_flight)
             .execute(&mut *tx)
             .await?;
         }

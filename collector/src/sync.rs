@@ -446,6 +446,7 @@ mod tests {
             serial: "S1".into(),
             object_id: id,
             comments: text.into(),
+            in_flight: None,
         };
         log.record(vec![e("m1", None, "create planned"), e("m2", Some(7), "update")])
             .await
@@ -458,6 +459,21 @@ mod tests {
         log.record(vec![e("m1", None, "create + interfaces + MACs")])
             .await
             .unwrap();
+        // Changes in flight stay with the entry until a record without them replaces it.
+        let mut flying = e("m3", Some(8), "update");
+        flying.in_flight = Some(r#"{"changes":[],"evidence":[],"intents":[]}"#.into());
+        log.record(vec![flying.clone()]).await.unwrap();
+        assert!(log.pending().await.unwrap().contains(&flying));
+        log.record(vec![e("m3", Some(8), "update applied")])
+            .await
+            .unwrap();
+        assert!(
+            log.pending()
+                .await
+                .unwrap()
+                .contains(&e("m3", Some(8), "update applied"))
+        );
+        log.written(vec!["m3".into()]).await.unwrap();
         let mut got = log.pending().await.unwrap();
         got.sort_by(|a, b| a.marker.cmp(&b.marker));
         assert_eq!(

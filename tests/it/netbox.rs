@@ -16,6 +16,8 @@ mod apply;
 mod bulk;
 #[path = "netbox_crash.rs"]
 mod crash;
+#[path = "netbox_not_seen.rs"]
+mod not_seen;
 
 const VENDOR: &str = "Groundtruth Labs";
 const MODEL: &str = "GT-R1000";
@@ -60,14 +62,24 @@ impl Peer {
     }
 
     async fn get(&self, path_and_query: &str) -> Value {
-        let resp = self
-            .http
-            .get(self.url.join(path_and_query).unwrap())
-            .header("Authorization", self.auth())
-            .header("Accept", "application/json")
-            .send()
-            .await
-            .unwrap();
+        // A loaded NetBox (gunicorn) may reset a kept-alive connection as a request goes out:
+        // a read is retried on a transport error.
+        let mut attempt = 0;
+        let resp = loop {
+            attempt += 1;
+            match self
+                .http
+                .get(self.url.join(path_and_query).unwrap())
+                .header("Authorization", self.auth())
+                .header("Accept", "application/json")
+                .send()
+                .await
+            {
+                Ok(r) => break r,
+                Err(e) if attempt < 3 => eprintln!("GET {path_and_query}: {e}; retrying"),
+                Err(e) => panic!("GET {path_and_query}: {e}"),
+            }
+        };
         assert!(
             resp.status().is_success(),
             "GET {path_and_query}: {}",

@@ -164,7 +164,7 @@ try {
   await step('integration health: one chart per KPI, reached from the header', async () => {
     await Promise.all([page.waitForURL(/\/health$/), page.click('header nav a[href="/health"]')]);
     assert.match(await page.textContent('main h1'), /Integration health/);
-    assert.equal(await page.locator('figure.kpi').count(), 13);
+    assert.equal(await page.locator('figure.kpi').count(), 14);
     assert.ok((await page.locator('figure.kpi svg polyline').count()) >= 1, 'charts drawn');
     assert.match(await page.textContent('main'), /Devices seen: 2 /);
     await page.screenshot({ path: join(artifacts, 'health.png'), fullPage: true });

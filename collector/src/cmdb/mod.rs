@@ -32,11 +32,13 @@ pub type LogFuture<'a, T> =
 
 /// Durable list of journal entries not yet written to the CMDB (the collector's store).
 ///
-/// A device create is recorded *before* its request (without an object id: recovery finds the
-/// device by serial, or drops the entry when the create never happened); other changes before
-/// the next request goes out (a kill between NetBox's commit and that record loses the line,
-/// never duplicates it). An entry is removed once the CMDB has it; each carries a marker in its
-/// text, so one whose removal was lost is found in the CMDB instead of being posted twice.
+/// Every change is recorded *before* its request goes out: a device create without an object id
+/// (recovery finds the device by serial, or drops the entry when the create never happened),
+/// every other change as an intent in [`PendingJournal::in_flight`] that recovery checks against
+/// the CMDB (the object, or the field values, the request was to produce), so a kill between the
+/// CMDB's commit and the collector noting its answer loses no line and invents none. An entry is
+/// removed once the CMDB has it; each carries a marker in its text, so one whose removal was lost
+/// is found in the CMDB instead of being posted twice.
 pub trait ChangeLog: Send + Sync {
     /// Entries left by earlier passes.
     fn pending(&self) -> LogFuture<'_, Vec<PendingJournal>>;
@@ -56,7 +58,11 @@ pub struct PendingJournal {
     pub serial: String,
     /// CMDB id of the device; `None` while its create is in flight.
     pub object_id: Option<u64>,
+    /// The entry's text for the changes known to have been applied.
     pub comments: String,
+    /// Changes whose request may be in flight, with how to check them in the CMDB (CMDB-specific
+    /// JSON); recovery verifies each and rewrites `comments` with those that landed.
+    pub in_flight: Option<String>,
 }
 
 /// Rack face a device is mounted on.
@@ -171,7 +177,7 @@ impl Default for Ownership {
 }
 
 /// One change to the CMDB, in the CMDB's own terms, with the reason.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Change {
     /// Collector device key the change belongs to (empty for shared objects like sites).
     pub device_key: String,
@@ -186,7 +192,7 @@ pub struct Change {
     pub fields: Vec<FieldChange>,
 }
 
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct FieldChange {
     pub field: String,
     pub old: Option<String>,

@@ -47,7 +47,12 @@
 //!
 //! Crash-resume: objects are found again by serial, interface name and MAC address, so a pass
 //! killed anywhere and rerun creates nothing twice; journal entries go through the
-//! [`ChangeLog`] (see its docs) and carry a marker, so each is written once.
+//! [`ChangeLog`] (see its docs) and carry a marker, so each is written once. Every write's change
+//! is in the change log before the request goes out — a device create without an id, any other
+//! change as an `Intent`: the change and a `Check` (a list query and the fields the object
+//! must have) — and the next pass checks intents left by a killed one in NetBox and journals
+//! exactly those that landed. A write whose answer was lost (timeout, 502/503/504) is checked the
+//! same way before the pass's journal flush.
 //!
 //! HTTP rules: every response body is read in chunks up to [`MAX_BODY`]; list endpoints are
 //! paginated (`limit`/`next`, `next` rebased onto the configured URL); redirects are not followed
@@ -282,6 +287,7 @@ impl NetBox {
         for (what, r) in [
             ("device updates", run.flush_patches().await),
             ("device creates", run.flush_creates().await),
+            ("unanswered writes", run.settle_doubtful().await),
             ("journal entries", run.flush_journal().await),
         ] {
             match r {
@@ -318,7 +324,7 @@ impl super::Cmdb for NetBox {
 
 /// NetBox slug of a name: lower case ASCII alphanumerics, every run of anything else one `-`,
 /// no leading/trailing `-`, at most 100 characters. Empty when the name has no ASCII alphanumeric.
-fn slugify(name: &str) -> String {
+pub(crate) fn slugify(name: &str) -> String {
     let mut out = String::with_capacity(name.len());
     for c in name.chars() {
         if c.is_ascii_alphanumeric() {
@@ -355,7 +361,7 @@ fn auth_header(token: &str) -> Option<HeaderValue> {
 }
 
 /// The 12 hex digits of a MAC in lower case, whatever the notation; `None` if it is not a MAC.
-fn mac_key(mac: &str) -> Option<String> {
+pub(crate) fn mac_key(mac: &str) -> Option<String> {
     let hex: String = mac
         .chars()
         .filter(|c| !matches!(c, ':' | '-' | '.' | ' '))
@@ -738,6 +744,125 @@ fn diff_device(
         None => {}
     }
     d
+}
+
+/// The intent of a PATCH of device `id`: the change, checked by the device having `patch`'s values.
+fn device_intent(
+    key: &str,
+    id: u64,
+    target: &str,
+    patch: &Map<String, Value>,
+    fields: &[FieldChange],
+) -> Intent {
+    Intent {
+        change: Change {
+            device_key: key.to_owned(),
+            object: "device".to_owned(),
+            action: "update".to_owned(),
+            target: target.to_owned(),
+            fields: fields.to_vec(),
+        },
+        check: Check::new(
+            "api/dcim/devices/",
+            &[("id", id.to_string())],
+            Value::Object(patch.clone()),
+        ),
+    }
+}
+
+/// The intent of creating interface `iname` on device `device`.
+fn interface_intent(key: &str, device: u64, iname: &str, target: &str, management: bool) -> Intent {
+    Intent {
+        change: Change {
+            device_key: key.to_owned(),
+            object: "interface".to_owned(),
+            action: "create".to_owned(),
+            target: target.to_owned(),
+            fields: vec![
+                FieldChange {
+                    field: "name".to_owned(),
+                    old: None,
+                    new: iname.to_owned(),
+                },
+                FieldChange {
+                    field: "type".to_owned(),
+                    old: None,
+                    new: INTERFACE_TYPE.to_owned(),
+                },
+                FieldChange {
+                    field: "mgmt_only".to_owned(),
+                    old: None,
+                    new: management.to_string(),
+                },
+            ],
+        },
+        check: Check::new(
+            "api/dcim/interfaces/",
+            &[("device_id", device.to_string()), ("name", iname.to_owned())],
+            json!({}),
+        ),
+    }
+}
+
+/// The intent of creating MAC object `addr` on interface `iid` (or of assigning the unassigned
+/// one, `adopted`): checked by a MAC object with that address assigned to the interface.
+fn mac_intent(key: &str, addr: &str, iname: &str, iid: u64, target: &str, adopted: bool) -> Intent {
+    let assigned = FieldChange {
+        field: "assigned_object".to_owned(),
+        old: None,
+        new: format!("dcim.interface {iname}"),
+    };
+    let (action, fields) = if adopted {
+        ("update", vec![assigned])
+    } else {
+        (
+            "create",
+            vec![
+                FieldChange {
+                    field: "mac_address".to_owned(),
+                    old: None,
+                    new: addr.to_owned(),
+                },
+                assigned,
+            ],
+        )
+    };
+    Intent {
+        change: Change {
+            device_key: key.to_owned(),
+            object: "mac_address".to_owned(),
+            action: action.to_owned(),
+            target: target.to_owned(),
+            fields,
+        },
+        check: Check::new(
+            "api/dcim/mac-addresses/",
+            &[("mac_address", addr.to_owned())],
+            json!({ "assigned_object_type": "dcim.interface", "assigned_object_id": iid }),
+        ),
+    }
+}
+
+/// The intent of pointing interface `iid`'s primary MAC at MAC object `mid` (`addr`).
+fn primary_intent(key: &str, iid: u64, mid: u64, addr: &str, old: Option<String>, target: &str) -> Intent {
+    Intent {
+        change: Change {
+            device_key: key.to_owned(),
+            object: "interface".to_owned(),
+            action: "update".to_owned(),
+            target: target.to_owned(),
+            fields: vec![FieldChange {
+                field: "primary_mac_address".to_owned(),
+                old,
+                new: addr.to_owned(),
+            }],
+        },
+        check: Check::new(
+            "api/dcim/interfaces/",
+            &[("id", iid.to_string())],
+            json!({ "primary_mac_address": mid }),
+        ),
+    }
 }
 
 /// A NetBox serial that identifies nothing: empty or a placeholder (see [`crate::normalize::serial`]).
@@ -1474,6 +1599,18 @@ struct Run<'a> {
     dirty: HashSet<String>,
     /// Journal entries recovered from the change log, still to be written.
     recovered: Vec<PendingJournal>,
+    /// Changes whose request is out (or whose outcome is unknown), by token: in the change log
+    /// with their check until settled ([`Run::landed`], [`Run::not_landed`]).
+    inflight: std::collections::BTreeMap<u64, Intent>,
+    next_intent: u64,
+    /// Tokens of writes that failed in a way that may still have applied them; checked in
+    /// NetBox before the journal flush.
+    doubtful: Vec<u64>,
+    /// Entries of an interrupted pass with a change NetBox does not show yet but may still be
+    /// executing (within [`Run::settle_time`] of its request): left in the change log for the
+    /// next pass, unless this pass makes that change itself (then it is dropped, see
+    /// [`Run::supersede`]).
+    deferred: Vec<PendingJournal>,
 }
 
 /// A device create deferred to the bulk phase, with what to create for its MACs.
@@ -1527,6 +1664,10 @@ impl<'a> Run<'a> {
             changes_of: HashMap::new(),
             dirty: HashSet::new(),
             recovered: Vec::new(),
+            inflight: std::collections::BTreeMap::new(),
+            next_intent: 0,
+            doubtful: Vec::new(),
+            deferred: Vec::new(),
             nb,
             dry_run,
             report: SyncReport::default(),
@@ -1601,6 +1742,92 @@ impl<'a> Run<'a> {
         self.wal_sync().await;
         self.report.writes += 1;
         self.api().write(Method::PATCH, path, body).await
+    }
+
+    /// Puts `i` in flight: the next change-log sync (before the next request) records it.
+    fn intend(&mut self, i: Intent) -> u64 {
+        let t = self.next_intent;
+        self.next_intent += 1;
+        if !i.change.device_key.is_empty() {
+            self.dirty.insert(i.change.device_key.clone());
+        }
+        self.inflight.insert(t, i);
+        t
+    }
+
+    /// The write of intent `t` was applied: its change joins the report and the journal.
+    fn landed(&mut self, t: u64) {
+        if let Some(i) = self.inflight.remove(&t) {
+            let c = i.change;
+            self.change(&c.device_key, &c.object, &c.action, c.target, c.fields);
+        }
+    }
+
+    /// The write of intent `t` was not applied.
+    fn not_landed(&mut self, t: u64) {
+        if let Some(i) = self.inflight.remove(&t)
+            && !i.change.device_key.is_empty()
+        {
+            self.dirty.insert(i.change.device_key);
+        }
+    }
+
+    /// Settles intent `t` after its request failed with `e`.
+    fn failed(&mut self, t: u64, e: &Fail) {
+        if maybe_landed(e) {
+            self.doubtful.push(t);
+        } else {
+            self.not_landed(t);
+        }
+    }
+
+    /// POST or PATCH whose change is recorded as in flight before the request and joins the
+    /// report once NetBox applied it (the caller does not call [`Run::change`] for it).
+    async fn write_intended<T: DeserializeOwned>(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: &Value,
+        intent: Intent,
+    ) -> Result<T, Fail> {
+        let t = self.intend(intent);
+        let r = if method == Method::POST {
+            self.post(path, body).await
+        } else {
+            self.patch(path, body).await
+        };
+        match &r {
+            Ok(_) => self.landed(t),
+            Err(e) => self.failed(t, e),
+        }
+        r
+    }
+
+    /// Whether `c`'s object (or field values) is in NetBox.
+    async fn check_landed(&self, c: &Check) -> Result<bool, Fail> {
+        let q: Vec<(&str, &str)> = c.query.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let found: Vec<Value> = self.api().list(&c.path, &q).await?;
+        Ok(found.iter().any(|v| has_fields(&c.want, v)))
+    }
+
+    /// Settles the writes whose outcome was unknown by looking in NetBox.
+    async fn settle_doubtful(&mut self) -> Result<(), Fail> {
+        for t in std::mem::take(&mut self.doubtful) {
+            let Some(check) = self.inflight.get(&t).map(|i| i.check.clone()) else {
+                continue;
+            };
+            match self.check_landed(&check).await {
+                Ok(true) => self.landed(t),
+                Ok(false) => self.not_landed(t),
+                Err(e @ Fail::Fatal(_)) => return Err(e),
+                Err(e) => {
+                    warn!(error = %e.reason(), "Cannot tell whether a failed NetBox write was applied; not journaled.");
+                    self.not_landed(t);
+                }
+            }
+        }
+        self.wal_sync().await;
+        Ok(())
     }
 
     // ---------------------------------------------------------------- per device
@@ -1889,9 +2116,12 @@ impl<'a> Run<'a> {
                 });
             } else {
                 let path = format!("api/dcim/devices/{}/", cur.id);
-                let r: Result<NbId, Fail> = self.patch(&path, &Value::Object(diff.patch.clone())).await;
+                let intent = device_intent(&d.key, cur.id, &target, &diff.patch, &diff.fields);
+                let r: Result<NbId, Fail> = self
+                    .write_intended(Method::PATCH, &path, &Value::Object(diff.patch.clone()), intent)
+                    .await;
                 match r {
-                    Ok(_) => self.change(&d.key, "device", "update", target.clone(), diff.fields),
+                    Ok(_) => {}
                     Err(e) if diff.patch.contains_key("asset_tag") && e.is_bad_request_about("asset_tag") => {
                         self.exception(
                             &d.key,
@@ -1901,8 +2131,10 @@ impl<'a> Run<'a> {
                         diff.patch.remove("asset_tag");
                         diff.fields.retain(|f| f.field != "asset_tag");
                         if !diff.patch.is_empty() {
-                            let _: NbId = self.patch(&path, &Value::Object(diff.patch)).await?;
-                            self.change(&d.key, "device", "update", target.clone(), diff.fields);
+                            let intent = device_intent(&d.key, cur.id, &target, &diff.patch, &diff.fields);
+                            let _: NbId = self
+                                .write_intended(Method::PATCH, &path, &Value::Object(diff.patch), intent)
+                                .await?;
                         }
                     }
                     // MACs are independent of the device's own fields: record and go on.
@@ -2380,12 +2612,16 @@ impl<'a> Run<'a> {
                 Value::Object(m)
             })
             .collect();
+        let intents = pending
+            .iter()
+            .map(|p| device_intent(&p.key, p.id, &p.target, &p.patch, &p.fields))
+            .collect();
         let results = self
-            .bulk(Method::PATCH, "api/dcim/devices/", &body, PATCH_CHUNK)
+            .bulk(Method::PATCH, "api/dcim/devices/", &body, PATCH_CHUNK, intents)
             .await?;
         for (p, r) in pending.into_iter().zip(results) {
             match r {
-                Ok(_) => self.change(&p.key, "device", "update", p.target, p.fields),
+                Ok(_) => {}
                 Err(e @ Fail::Fatal(_)) => return Err(e),
                 Err(e) => self.fail(&p.key, e.reason()),
             }
@@ -2400,6 +2636,7 @@ impl<'a> Run<'a> {
         if self.dry_run || !self.cfg().journal {
             return Ok(());
         }
+        self.supersede().await;
         let mut markers = Vec::new();
         let mut entries = Vec::new();
         let mut done: HashSet<&str> = HashSet::new();
@@ -2430,6 +2667,7 @@ impl<'a> Run<'a> {
                 "api/extras/journal-entries/",
                 &entries,
                 JOURNAL_CHUNK,
+                Vec::new(),
             )
             .await?;
         let mut written = Vec::new();
@@ -2782,10 +3020,26 @@ impl<'a> Run<'a> {
             self.change(key, object, "create", target, fields);
             return Ok(Resolved::Planned);
         };
-        match self.post::<T>(path, &body).await {
+        let intent = Intent {
+            change: Change {
+                device_key: key.to_owned(),
+                object: object.to_owned(),
+                action: "create".to_owned(),
+                target: target.clone(),
+                fields,
+            },
+            check: Check::new(
+                path,
+                &lookups
+                    .first()
+                    .map(|q| q.iter().map(|(k, v)| (*k, (*v).to_owned())).collect::<Vec<_>>())
+                    .unwrap_or_default(),
+                json!({}),
+            ),
+        };
+        match self.write_intended::<T>(Method::POST, path, &body, intent).await {
             Ok(created) => {
                 info!(object, id = created.id(), target = %target, "Created shared object in NetBox.");
-                self.change(key, object, "create", target.clone(), fields);
                 // Racks without a location are not unique in NetBox (NULL location): a concurrent
                 // writer may have created the same one. Everyone settles on the one lookups find first.
                 if object == "rack"
@@ -3184,8 +3438,10 @@ impl<'a> Run<'a> {
             match (self.dry_run, device_id) {
                 (false, Some(dev)) => {
                     let body = json!({ "device": dev, "name": iname, "type": INTERFACE_TYPE, "mgmt_only": mac.management });
-                    let created: NbInterface = self.post("api/dcim/interfaces/", &body).await?;
-                    self.change(&d.key, "interface", "create", iface_target.clone(), fields);
+                    let intent = interface_intent(&d.key, dev, iname, &iface_target, mac.management);
+                    let created: NbInterface = self
+                        .write_intended(Method::POST, "api/dcim/interfaces/", &body, intent)
+                        .await?;
                     let id = created.id;
                     ifaces.push(NbInterface {
                         mac_addresses: Some(Vec::new()),
@@ -3216,30 +3472,23 @@ impl<'a> Run<'a> {
             match (self.dry_run, iface_id, free) {
                 (false, Some(iid), Some(id)) => {
                     let body = json!({ "assigned_object_type": "dcim.interface", "assigned_object_id": iid });
+                    let intent = mac_intent(&d.key, &addr, iname, iid, &mac_target, true);
                     let _: NbId = self
-                        .patch(&format!("api/dcim/mac-addresses/{id}/"), &body)
+                        .write_intended(
+                            Method::PATCH,
+                            &format!("api/dcim/mac-addresses/{id}/"),
+                            &body,
+                            intent,
+                        )
                         .await?;
-                    self.change(
-                        &d.key,
-                        "mac_address",
-                        "update",
-                        mac_target.clone(),
-                        vec![assigned_field(None)],
-                    );
                     Some(id)
                 }
                 (false, Some(iid), None) => {
                     let body = json!({ "mac_address": addr, "assigned_object_type": "dcim.interface", "assigned_object_id": iid });
-                    let m: NbId = self.post("api/dcim/mac-addresses/", &body).await?;
-                    let fields = vec![
-                        FieldChange {
-                            field: "mac_address".to_owned(),
-                            old: None,
-                            new: addr.clone(),
-                        },
-                        assigned_field(None),
-                    ];
-                    self.change(&d.key, "mac_address", "create", mac_target.clone(), fields);
+                    let intent = mac_intent(&d.key, &addr, iname, iid, &mac_target, false);
+                    let m: NbId = self
+                        .write_intended(Method::POST, "api/dcim/mac-addresses/", &body, intent)
+                        .await?;
                     Some(m.id)
                 }
                 _ => {
@@ -3276,13 +3525,16 @@ impl<'a> Run<'a> {
             }];
             match (self.dry_run, iface_id, mac_id) {
                 (false, Some(iid), Some(mid)) => {
+                    let old = fields.into_iter().next().and_then(|f| f.old);
+                    let intent = primary_intent(&d.key, iid, mid, &addr, old, &iface_target);
                     let _: NbId = self
-                        .patch(
+                        .write_intended(
+                            Method::PATCH,
                             &format!("api/dcim/interfaces/{iid}/"),
                             &json!({ "primary_mac_address": mid }),
+                            intent,
                         )
                         .await?;
-                    self.change(&d.key, "interface", "update", iface_target, fields);
                     if let Some(i) = ifaces.iter_mut().find(|i| i.id == iid) {
                         i.primary_mac_address = Some(NbMacBrief {
                             id: mid,
@@ -3328,6 +3580,87 @@ fn marker_line(marker: &str) -> String {
     format!("\n\ngroundtruth change id: {marker}")
 }
 
+/// How a later pass tells whether a write reached NetBox: some object listed at `path` with
+/// `query` has the fields of `want` ([`has_fields`]).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, Deserialize)]
+struct Check {
+    path: String,
+    query: Vec<(String, String)>,
+    want: Value,
+}
+
+impl Check {
+    fn new(path: &str, query: &[(&str, String)], want: Value) -> Self {
+        Self {
+            path: path.to_owned(),
+            query: query.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect(),
+            want,
+        }
+    }
+}
+
+/// A change whose request is about to go out (or is out), and how to check that it landed.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, Deserialize)]
+struct Intent {
+    change: Change,
+    check: Check,
+}
+
+/// `PendingJournal::in_flight`: the entry's applied changes and evidence, and the changes in
+/// flight; recovery rebuilds the entry's text from the applied ones and those that landed.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, Deserialize)]
+struct InFlight {
+    changes: Vec<Change>,
+    evidence: Vec<String>,
+    intents: Vec<Intent>,
+    /// When the entry was recorded, just before its request went out (Unix seconds). NetBox
+    /// finishes a request whose client died, so until [`Run::settle_time`] after this a check
+    /// that finds nothing is not final.
+    #[serde(default)]
+    sent_at: u64,
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Whether NetBox's object `have` carries every field of `want` as a write would have left it:
+/// an id written is NetBox's nested `{id, …}` object, a choice written is `{value, label}`, a
+/// number may come back as a decimal string (`"12.0"`), objects compare field by field
+/// (`custom_fields`), `null` matches `null` or an empty string.
+fn has_fields(want: &Value, have: &Value) -> bool {
+    match (want, have) {
+        (Value::Object(w), Value::Object(h)) => w
+            .iter()
+            .all(|(k, v)| has_fields(v, h.get(k).unwrap_or(&Value::Null))),
+        (Value::Object(_), _) => false,
+        (Value::Null, h) => h.is_null() || h.as_str() == Some(""),
+        (w, Value::Object(h)) => h
+            .get("id")
+            .or_else(|| h.get("value"))
+            .is_some_and(|x| has_fields(w, x)),
+        (Value::Number(a), Value::Number(b)) => a
+            .as_f64()
+            .zip(b.as_f64())
+            .is_some_and(|(a, b)| (a - b).abs() < 1e-9),
+        (Value::Number(a), Value::String(b)) => a
+            .as_f64()
+            .zip(b.trim().parse::<f64>().ok())
+            .is_some_and(|(a, b)| (a - b).abs() < 1e-9),
+        (w, h) => w == h,
+    }
+}
+
+/// A write that may have reached NetBox although its answer says otherwise (a timeout, a 502,
+/// 503 or 504 after retries, an unreadable answer): checked against NetBox before the journal is
+/// written. A 4xx or NetBox's own 500 is a refusal (it applies a request in one transaction and
+/// rolls it back on an error): nothing landed.
+fn maybe_landed(e: &Fail) -> bool {
+    !matches!(e, Fail::Status { status, .. } if (400..=500).contains(status))
+}
+
 impl Run<'_> {
     /// Remembers the NetBox id of a device this run matched or created (for its journal).
     fn note_device(&mut self, key: &str, id: u64, evidence: Vec<String>) {
@@ -3345,19 +3678,24 @@ impl Run<'_> {
     /// The journal text of everything this run changed on device `key` (plus `extra` not yet
     /// applied), ending with the marker line.
     fn journal_for(&self, key: &str, evidence: &[String], extra: Option<&Change>) -> String {
-        let mut changes: Vec<Change> = self
-            .changes_of
-            .get(key)
-            .into_iter()
-            .flatten()
-            .filter_map(|&i| self.report.changes.get(i).cloned())
-            .collect();
+        let mut changes = self.applied(key);
         changes.extend(extra.cloned());
         let text = journal_text(&changes, evidence);
         format!("{text}{}", marker_line(&self.marker(key)))
     }
 
-    /// Puts the journal entries of devices changed since the last call into the change log.
+    /// The changes applied to device `key` by this run, in order.
+    fn applied(&self, key: &str) -> Vec<Change> {
+        self.changes_of
+            .get(key)
+            .into_iter()
+            .flatten()
+            .filter_map(|&i| self.report.changes.get(i).cloned())
+            .collect()
+    }
+
+    /// Puts the journal entries of devices changed since the last call into the change log:
+    /// the changes applied, and those in flight with their checks.
     async fn wal_sync(&mut self) {
         let dirty = std::mem::take(&mut self.dirty);
         let Some(log) = self.log else { return };
@@ -3366,6 +3704,7 @@ impl Run<'_> {
         }
         let mut entries = Vec::new();
         let mut later = Vec::new();
+        let mut empty = Vec::new();
         for key in dirty {
             let Some(&(ref _k, id, ref evidence)) =
                 self.device_idx.get(&key).and_then(|&i| self.device_ids.get(i))
@@ -3374,17 +3713,106 @@ impl Run<'_> {
                 later.push(key);
                 continue;
             };
+            let intents: Vec<Intent> = self
+                .inflight
+                .values()
+                .filter(|i| i.change.device_key == key)
+                .cloned()
+                .collect();
+            let changes = self.applied(&key);
+            if changes.is_empty() && intents.is_empty() {
+                // Only a change that did not land: nothing to journal.
+                empty.push(self.marker(&key));
+                continue;
+            }
+            let in_flight = (!intents.is_empty())
+                .then(|| {
+                    serde_json::to_string(&InFlight {
+                        changes,
+                        evidence: evidence.clone(),
+                        intents,
+                        sent_at: unix_now(),
+                    })
+                    .ok()
+                })
+                .flatten();
             entries.push(PendingJournal {
                 marker: self.marker(&key),
                 device_key: key.clone(),
                 serial: String::new(),
                 object_id: Some(id),
                 comments: self.journal_for(&key, evidence, None),
+                in_flight,
             });
         }
         self.dirty.extend(later);
         if let Err(e) = log.record(entries).await {
             warn!(error = %e, "Cannot record NetBox journal entries in the store; a crash now would lose them.");
+        }
+        if !empty.is_empty()
+            && let Err(e) = log.written(empty).await
+        {
+            warn!(error = %e, "Cannot update pending NetBox journal entries in the store.");
+        }
+    }
+
+    /// Deferred entries of an interrupted pass whose unseen change this pass made itself (it
+    /// journals it in its own entry): that change is taken out of them, so a later check does not
+    /// journal it twice; a create this pass made drops the entry.
+    async fn supersede(&mut self) {
+        let Some(log) = self.log else { return };
+        let mine = |run: &Self, key: &str, c: &Change| {
+            run.applied(key)
+                .iter()
+                .any(|x| x.object == c.object && x.action == c.action && x.target == c.target)
+        };
+        let (mut drop, mut rewrite) = (Vec::new(), Vec::new());
+        for mut p in std::mem::take(&mut self.deferred) {
+            let mut f: Option<InFlight> = p.in_flight.as_deref().and_then(|j| serde_json::from_str(j).ok());
+            if p.object_id.is_none() {
+                let create = self
+                    .applied(&p.device_key)
+                    .iter()
+                    .any(|x| x.object == "device" && x.action == "create");
+                if create {
+                    drop.push(p.marker);
+                }
+                continue;
+            }
+            let Some(f) = f.as_mut() else { continue };
+            let before = f.intents.len();
+            f.intents.retain(|i| !mine(self, &p.device_key, &i.change));
+            if f.intents.len() == before {
+                continue;
+            }
+            if !f.intents.is_empty() {
+                p.in_flight = serde_json::to_string(&f).ok();
+                rewrite.push(p);
+                continue;
+            }
+            // Nothing unseen left: the landed part is final and written by this flush.
+            let changes = std::mem::take(&mut f.changes);
+            if changes.is_empty() {
+                drop.push(p.marker);
+                continue;
+            }
+            p.comments = format!(
+                "{}{}",
+                journal_text(&changes, &f.evidence),
+                marker_line(&p.marker)
+            );
+            p.in_flight = None;
+            self.recovered.push(p);
+        }
+        if !rewrite.is_empty()
+            && let Err(e) = log.record(rewrite).await
+        {
+            warn!(error = %e, "Cannot update pending NetBox journal entries in the store.");
+        }
+        if !drop.is_empty()
+            && let Err(e) = log.written(drop).await
+        {
+            warn!(error = %e, "Cannot update pending NetBox journal entries in the store.");
         }
     }
 
@@ -3422,10 +3850,23 @@ impl Run<'_> {
         }
         let mut gone = Vec::new();
         let mut live: Vec<PendingJournal> = Vec::new();
+        let now = unix_now();
+        let settle = self.settle_time();
+        let recent = |p: &PendingJournal| {
+            p.in_flight
+                .as_deref()
+                .and_then(|j| serde_json::from_str::<InFlight>(j).ok())
+                .is_some_and(|f| now < f.sent_at.saturating_add(settle))
+        };
         for mut p in pending {
             if p.object_id.is_none() {
                 match made.get(&p.serial).map(Vec::as_slice) {
                     Some([one]) => p.object_id = Some(*one),
+                    _ if recent(&p) => {
+                        debug!(device = %p.device_key, "Interrupted create not in NetBox yet; checked again by the next pass.");
+                        self.deferred.push(p);
+                        continue;
+                    }
                     _ => {
                         debug!(device = %p.device_key, "Interrupted create never reached NetBox; its journal entry is dropped.");
                         gone.push(p.marker);
@@ -3435,7 +3876,62 @@ impl Run<'_> {
             }
             live.push(p);
         }
-        // 2. Entries whose write went through but whose removal from the log was lost.
+        // 2. Changes in flight at the interruption: journal those NetBox has, drop the others
+        //    (the next pass makes them again and journals them itself).
+        let mut settled = Vec::new();
+        for mut p in live {
+            let Some(json) = p.in_flight.take() else {
+                settled.push(p);
+                continue;
+            };
+            let f: InFlight = match serde_json::from_str::<InFlight>(&json) {
+                Ok(f) if f.intents.is_empty() => {
+                    settled.push(p);
+                    continue;
+                }
+                Ok(f) => f,
+                Err(e) => {
+                    warn!(device = %p.device_key, error = %e, "Unreadable in-flight NetBox changes in the store; journaling the applied ones only.");
+                    settled.push(p);
+                    continue;
+                }
+            };
+            let mut changes = f.changes.clone();
+            let mut unseen = Vec::new();
+            for i in &f.intents {
+                if self.check_landed(&i.check).await? {
+                    changes.push(i.change.clone());
+                } else {
+                    debug!(device = %p.device_key, target = %i.change.target, "Interrupted NetBox write not in NetBox.");
+                    unseen.push(i.clone());
+                }
+            }
+            if !unseen.is_empty() && now < f.sent_at.saturating_add(settle) {
+                // NetBox may still be executing it: the next pass looks again (the store keeps
+                // the entry as it was; `deferred` holds what this pass saw, for `supersede`).
+                p.in_flight = serde_json::to_string(&InFlight {
+                    changes,
+                    evidence: f.evidence,
+                    intents: unseen,
+                    sent_at: f.sent_at,
+                })
+                .ok();
+                self.deferred.push(p);
+                continue;
+            }
+            if changes.is_empty() {
+                gone.push(p.marker);
+                continue;
+            }
+            p.comments = format!(
+                "{}{}",
+                journal_text(&changes, &f.evidence),
+                marker_line(&p.marker)
+            );
+            settled.push(p);
+        }
+        let live = settled;
+        // 3. Entries whose write went through but whose removal from the log was lost.
         let mut by_pass: HashMap<String, Vec<PendingJournal>> = HashMap::new();
         for p in live {
             let prefix = p
@@ -3481,15 +3977,20 @@ impl Run<'_> {
     /// Sends `items` to a NetBox bulk endpoint, `chunk` per request, and returns one result per
     /// item. A request NetBox refuses for its content is split in halves until the bad items
     /// stand alone, so one bad object fails alone (NetBox applies a bulk request atomically).
+    /// `intents` (one per item, or empty): each request's items are put in flight before it goes
+    /// out and their changes join the report once applied (callers do not record them again).
     async fn bulk(
         &mut self,
         method: Method,
         path: &str,
         items: &[Value],
         chunk: usize,
+        intents: Vec<Intent>,
     ) -> Result<Vec<Result<Value, Fail>>, Fail> {
         let n = items.len();
         let chunk = chunk.max(1);
+        let mut intents: Vec<Option<Intent>> = intents.into_iter().map(Some).collect();
+        let mut tokens: Vec<Option<u64>> = vec![None; n];
         let mut out: Vec<Option<Result<Value, Fail>>> = std::iter::repeat_with(|| None).take(n).collect();
         let mut todo: Vec<std::ops::Range<usize>> = (0..n)
             .step_by(chunk)
@@ -3499,23 +4000,40 @@ impl Run<'_> {
         let what = format!("{method} {path}");
         while let Some(r) = todo.pop() {
             let body = Value::Array(items[r.clone()].to_vec());
+            for i in r.clone() {
+                if let Some(intent) = intents.get_mut(i).and_then(Option::take) {
+                    tokens[i] = Some(self.intend(intent));
+                }
+            }
             self.wal_sync().await;
             self.report.writes += 1;
+            let settle = |run: &mut Self, i: usize, e: Option<&Fail>| {
+                if let Some(t) = tokens[i] {
+                    match e {
+                        None => run.landed(t),
+                        Some(e) => run.failed(t, e),
+                    }
+                }
+            };
             match self.api().write::<Value>(method.clone(), path, &body).await {
                 Ok(Value::Array(got)) if got.len() == r.len() => {
                     for (i, v) in r.zip(got) {
+                        settle(self, i, None);
                         out[i] = Some(Ok(v));
                     }
                 }
                 Ok(_) => {
                     for i in r {
-                        out[i] = Some(Err(Fail::Other(format!(
-                            "{what}: NetBox did not answer one object per item"
-                        ))));
+                        let e = Fail::Other(format!("{what}: NetBox did not answer one object per item"));
+                        settle(self, i, Some(&e));
+                        out[i] = Some(Err(e));
                     }
                 }
                 Err(e @ Fail::Fatal(_)) => return Err(e),
-                Err(e) if r.len() == 1 => out[r.start] = Some(Err(e)),
+                Err(e) if r.len() == 1 => {
+                    settle(self, r.start, Some(&e));
+                    out[r.start] = Some(Err(e));
+                }
                 Err(e) if item_error(&e) => {
                     debug!(request = %what, items = r.len(), error = %e.reason(), "NetBox refused a bulk request; splitting it.");
                     let mid = r.start + r.len() / 2;
@@ -3525,6 +4043,7 @@ impl Run<'_> {
                 Err(e) => {
                     let why = e.reason();
                     for i in r {
+                        settle(self, i, Some(&e));
                         out[i] = Some(Err(Fail::Other(why.clone())));
                     }
                 }
@@ -3536,6 +4055,54 @@ impl Run<'_> {
             .collect())
     }
 
+    /// Records the journal entries of `chunk`'s device creates before their request (no id yet;
+    /// recovery finds the devices by serial).
+    async fn pre_record(&mut self, chunk: &[PendingCreate]) {
+        let Some(log) = self.log else { return };
+        if !self.cfg().journal {
+            return;
+        }
+        let sent = serde_json::to_string(&InFlight {
+            changes: Vec::new(),
+            evidence: Vec::new(),
+            intents: Vec::new(),
+            sent_at: unix_now(),
+        })
+        .ok();
+        let entries: Vec<PendingJournal> = chunk
+            .iter()
+            .map(|c| {
+                let planned = Change {
+                    device_key: c.key.clone(),
+                    object: "device".to_owned(),
+                    action: "create".to_owned(),
+                    target: c.target.clone(),
+                    fields: c.fields.clone(),
+                };
+                PendingJournal {
+                    marker: self.marker(&c.key),
+                    device_key: c.key.clone(),
+                    serial: c.serial.clone(),
+                    object_id: None,
+                    comments: self.journal_for(&c.key, &c.evidence, Some(&planned)),
+                    in_flight: sent.clone(),
+                }
+            })
+            .collect();
+        if let Err(e) = log.record(entries).await {
+            warn!(error = %e, "Cannot record NetBox journal entries in the store; a crash now would lose them.");
+        }
+    }
+
+    /// How long after its request went out a change NetBox does not show yet may still land: the
+    /// longest timeout this client gives a request (a bulk one of [`BULK_CHUNK`] objects).
+    fn settle_time(&self) -> u64 {
+        self.api()
+            .timeout
+            .saturating_mul(u32::try_from(1 + BULK_CHUNK / 10).unwrap_or(u32::MAX))
+            .as_secs()
+    }
+
     /// Creates the deferred devices, then their interfaces, MAC objects and primary MACs, each
     /// kind in bulk requests. A device whose create failed gets nothing else; a failed
     /// interface or MAC fails that device only (retried by the next pass, which sees the device).
@@ -3544,38 +4111,23 @@ impl Run<'_> {
         if creates.is_empty() {
             return Ok(());
         }
-        // Pre-record: a pass killed after NetBox created the devices but before their journal
-        // entries finds them by serial next time.
-        if let Some(log) = self.log
-            && self.cfg().journal
-        {
-            let entries: Vec<PendingJournal> = creates
-                .iter()
-                .map(|c| {
-                    let planned = Change {
-                        device_key: c.key.clone(),
-                        object: "device".to_owned(),
-                        action: "create".to_owned(),
-                        target: c.target.clone(),
-                        fields: c.fields.clone(),
-                    };
-                    PendingJournal {
-                        marker: self.marker(&c.key),
-                        device_key: c.key.clone(),
-                        serial: c.serial.clone(),
-                        object_id: None,
-                        comments: self.journal_for(&c.key, &c.evidence, Some(&planned)),
-                    }
-                })
-                .collect();
-            if let Err(e) = log.record(entries).await {
-                warn!(error = %e, "Cannot record NetBox journal entries in the store; a crash now would lose them.");
-            }
+        // Pre-record, chunk by chunk just before its request: a pass killed after NetBox created
+        // the devices but before their journal entries finds them by serial next time.
+        let mut results = Vec::with_capacity(creates.len());
+        for chunk in creates.chunks(CREATE_CHUNK) {
+            self.pre_record(chunk).await;
+            let bodies: Vec<Value> = chunk.iter().map(|c| c.body.clone()).collect();
+            results.extend(
+                self.bulk(
+                    Method::POST,
+                    "api/dcim/devices/",
+                    &bodies,
+                    CREATE_CHUNK,
+                    Vec::new(),
+                )
+                .await?,
+            );
         }
-        let bodies: Vec<Value> = creates.iter().map(|c| c.body.clone()).collect();
-        let results = self
-            .bulk(Method::POST, "api/dcim/devices/", &bodies, CREATE_CHUNK)
-            .await?;
         let mut made: Vec<(usize, u64)> = Vec::new();
         for (i, r) in results.into_iter().enumerate() {
             let c = &creates[i];
@@ -3612,18 +4164,22 @@ impl Run<'_> {
 
         // Interfaces, one per name.
         let mut items = Vec::new();
+        let mut intents = Vec::new();
         let mut meta: Vec<(usize, String)> = Vec::new();
         for &(i, id) in &made {
             let mut seen = HashSet::new();
-            for m in &creates[i].macs {
+            let c = &creates[i];
+            for m in &c.macs {
                 if seen.insert(m.iname.clone()) {
                     items.push(json!({ "device": id, "name": m.iname, "type": INTERFACE_TYPE, "mgmt_only": m.management }));
+                    let target = format!("interface {} of device serial {}", m.iname, c.serial);
+                    intents.push(interface_intent(&c.key, id, &m.iname, &target, m.management));
                     meta.push((i, m.iname.clone()));
                 }
             }
         }
         let results = self
-            .bulk(Method::POST, "api/dcim/interfaces/", &items, BULK_CHUNK)
+            .bulk(Method::POST, "api/dcim/interfaces/", &items, BULK_CHUNK, intents)
             .await?;
         let mut iface_ids: HashMap<(usize, String), u64> = HashMap::new();
         for ((i, iname), r) in meta.into_iter().zip(results) {
@@ -3631,29 +4187,6 @@ impl Run<'_> {
             let target = format!("interface {iname} of device serial {}", c.serial);
             match r.map(|v| v.get("id").and_then(Value::as_u64)) {
                 Ok(Some(id)) => {
-                    let mgmt = c
-                        .macs
-                        .iter()
-                        .find(|m| m.iname == iname)
-                        .is_some_and(|m| m.management);
-                    let fields = vec![
-                        FieldChange {
-                            field: "name".to_owned(),
-                            old: None,
-                            new: iname.clone(),
-                        },
-                        FieldChange {
-                            field: "type".to_owned(),
-                            old: None,
-                            new: INTERFACE_TYPE.to_owned(),
-                        },
-                        FieldChange {
-                            field: "mgmt_only".to_owned(),
-                            old: None,
-                            new: mgmt.to_string(),
-                        },
-                    ];
-                    self.change(&c.key, "interface", "create", target, fields);
                     iface_ids.insert((i, iname), id);
                 }
                 Ok(None) => self.fail(&c.key, format!("{target}: NetBox answered without an id")),
@@ -3666,60 +4199,72 @@ impl Run<'_> {
         // MAC objects: new ones POSTed, unassigned existing ones PATCHed onto the interface.
         let (mut new_items, mut new_meta, mut adopt_items, mut adopt_meta) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut new_intents, mut adopt_intents) = (Vec::new(), Vec::new());
+        let mac_target = |c: &PendingCreate, m: &NewMac| {
+            format!(
+                "MAC {} on interface {} of device serial {}",
+                m.addr, m.iname, c.serial
+            )
+        };
         for &(i, _) in &made {
-            for (j, m) in creates[i].macs.iter().enumerate() {
+            let c = &creates[i];
+            for (j, m) in c.macs.iter().enumerate() {
                 let Some(&iid) = iface_ids.get(&(i, m.iname.clone())) else {
                     continue;
                 };
+                let intent = mac_intent(
+                    &c.key,
+                    &m.addr,
+                    &m.iname,
+                    iid,
+                    &mac_target(c, m),
+                    m.adopt.is_some(),
+                );
                 match m.adopt {
                     Some(mid) => {
                         adopt_items.push(json!({ "id": mid, "assigned_object_type": "dcim.interface", "assigned_object_id": iid }));
+                        adopt_intents.push(intent);
                         adopt_meta.push((i, j, iid));
                     }
                     None => {
                         new_items.push(json!({ "mac_address": m.addr, "assigned_object_type": "dcim.interface", "assigned_object_id": iid }));
+                        new_intents.push(intent);
                         new_meta.push((i, j, iid));
                     }
                 }
             }
         }
         let new_results = self
-            .bulk(Method::POST, "api/dcim/mac-addresses/", &new_items, BULK_CHUNK)
+            .bulk(
+                Method::POST,
+                "api/dcim/mac-addresses/",
+                &new_items,
+                BULK_CHUNK,
+                new_intents,
+            )
             .await?;
         let adopt_results = self
-            .bulk(Method::PATCH, "api/dcim/mac-addresses/", &adopt_items, BULK_CHUNK)
+            .bulk(
+                Method::PATCH,
+                "api/dcim/mac-addresses/",
+                &adopt_items,
+                BULK_CHUNK,
+                adopt_intents,
+            )
             .await?;
         let mut primaries = Vec::new();
+        let mut primary_intents = Vec::new();
         let mut primary_meta = Vec::new();
-        for (adopted, meta, results) in [(false, new_meta, new_results), (true, adopt_meta, adopt_results)] {
+        for (meta, results) in [(new_meta, new_results), (adopt_meta, adopt_results)] {
             for ((i, j, iid), r) in meta.into_iter().zip(results) {
                 let c = &creates[i];
                 let m = &c.macs[j];
-                let target = format!(
-                    "MAC {} on interface {} of device serial {}",
-                    m.addr, m.iname, c.serial
-                );
-                let assigned = FieldChange {
-                    field: "assigned_object".to_owned(),
-                    old: None,
-                    new: format!("dcim.interface {}", m.iname),
-                };
+                let target = mac_target(c, m);
                 match r.map(|v| v.get("id").and_then(Value::as_u64)) {
                     Ok(Some(mid)) => {
-                        if adopted {
-                            self.change(&c.key, "mac_address", "update", target, vec![assigned]);
-                        } else {
-                            let fields = vec![
-                                FieldChange {
-                                    field: "mac_address".to_owned(),
-                                    old: None,
-                                    new: m.addr.clone(),
-                                },
-                                assigned,
-                            ];
-                            self.change(&c.key, "mac_address", "create", target, fields);
-                        }
                         if m.primary {
+                            let itarget = format!("interface {} of device serial {}", m.iname, c.serial);
+                            primary_intents.push(primary_intent(&c.key, iid, mid, &m.addr, None, &itarget));
                             primaries.push(json!({ "id": iid, "primary_mac_address": mid }));
                             primary_meta.push((i, j));
                         }
@@ -3732,21 +4277,20 @@ impl Run<'_> {
         }
         self.wal_sync().await;
         let results = self
-            .bulk(Method::PATCH, "api/dcim/interfaces/", &primaries, BULK_CHUNK)
+            .bulk(
+                Method::PATCH,
+                "api/dcim/interfaces/",
+                &primaries,
+                BULK_CHUNK,
+                primary_intents,
+            )
             .await?;
         for ((i, j), r) in primary_meta.into_iter().zip(results) {
             let c = &creates[i];
             let m = &c.macs[j];
             let target = format!("interface {} of device serial {}", m.iname, c.serial);
             match r {
-                Ok(_) => {
-                    let fields = vec![FieldChange {
-                        field: "primary_mac_address".to_owned(),
-                        old: None,
-                        new: m.addr.clone(),
-                    }];
-                    self.change(&c.key, "interface", "update", target, fields);
-                }
+                Ok(_) => {}
                 Err(e @ Fail::Fatal(_)) => return Err(e),
                 Err(e) => self.fail(&c.key, format!("{target}: {}", e.reason())),
             }
@@ -4224,6 +4768,63 @@ mod tests {
         assert!(!c(12.0, 13.0, Face::Front, false).collides(&c(13.0, 14.0, Face::Front, false)));
         assert!(!c(12.0, 13.0, Face::Front, false).collides(&c(12.0, 13.0, Face::Rear, false)));
         assert!(c(12.0, 13.0, Face::Front, true).collides(&c(12.0, 13.0, Face::Rear, false)));
+    }
+
+    #[test]
+    fn landed_checks_read_netbox_shapes_and_only_refusals_are_certain() {
+        let device = json!({
+            "id": 7, "site": {"id": 3, "name": "DC1"}, "rack": {"id": 9, "name": "R07"},
+            "location": null, "position": 12.0, "face": {"value": "front", "label": "Front"},
+            "serial": "SN1", "asset_tag": null,
+            "custom_fields": {"gt_measured_power_w": 500, "gt_last_seen": "2026-11-24T10:00:00Z"},
+        });
+        let patch = json!({
+            "site": 3, "rack": 9, "location": null, "position": 12, "face": "front", "serial": "SN1",
+            "custom_fields": {"gt_measured_power_w": 500},
+        });
+        assert!(has_fields(&patch, &device));
+        assert!(has_fields(&json!({}), &device));
+        assert!(has_fields(&json!({"position": 12}), &json!({"position": "12.0"})));
+        for differs in [
+            json!({"rack": 10}),
+            json!({"position": 13}),
+            json!({"face": "rear"}),
+            json!({"location": 4}),
+            json!({"serial": "SN2"}),
+            json!({"custom_fields": {"gt_measured_power_w": 501}}),
+            json!({"primary_mac_address": 5}),
+        ] {
+            assert!(!has_fields(&differs, &device), "{differs}");
+        }
+        assert!(has_fields(
+            &json!({"primary_mac_address": 5}),
+            &json!({"primary_mac_address": {"id": 5, "mac_address": "02:00:00:00:00:01"}})
+        ));
+        let status = |status| Fail::Status {
+            what: "POST".into(),
+            status,
+            body: String::new(),
+        };
+        assert!(!maybe_landed(&status(400)));
+        assert!(!maybe_landed(&status(500)));
+        assert!(maybe_landed(&status(504)));
+        assert!(maybe_landed(&Fail::Other("timed out".into())));
+        let i = interface_intent("k1", 7, "eth0", "interface eth0 of device serial SN1", true);
+        let f = InFlight {
+            changes: Vec::new(),
+            evidence: vec!["redfish".into()],
+            intents: vec![i.clone()],
+            sent_at: 1_795_000_000,
+        };
+        let back: InFlight = serde_json::from_str(&serde_json::to_string(&f).unwrap()).unwrap();
+        assert_eq!(back, f);
+        assert_eq!(
+            i.check.query,
+            vec![
+                ("device_id".to_owned(), "7".to_owned()),
+                ("name".to_owned(), "eth0".to_owned())
+            ]
+        );
     }
 
     #[test]

@@ -73,6 +73,52 @@ impl Store {
         )
     }
 
+    /// Replaces the CMDB devices in the collector's sites that match no stored device (migration
+    /// 0011), in one transaction.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub async fn replace_cmdb_not_seen(&self, rows: &[crate::context::NotSeen]) -> Result<(), StoreError> {
+        let t = now();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM cmdb_not_seen").execute(&mut *tx).await?;
+        for r in rows {
+            sqlx::query(
+                "INSERT INTO cmdb_not_seen (cmdb_id, site, name, serial, checked_at) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (cmdb_id) DO NOTHING",
+            )
+            .bind(&r.cmdb_id)
+            .bind(&r.site)
+            .bind(&r.name)
+            .bind(&r.serial)
+            .bind(&t)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The CMDB devices the last refresh found in the collector's sites matching no stored device.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub async fn cmdb_not_seen(&self) -> Result<Vec<crate::context::NotSeen>, StoreError> {
+        Ok(
+            sqlx::query("SELECT cmdb_id, site, name, serial FROM cmdb_not_seen ORDER BY site, name, cmdb_id")
+                .fetch_all(&self.pool)
+                .await?
+                .into_iter()
+                .map(|r| crate::context::NotSeen {
+                    cmdb_id: r.get("cmdb_id"),
+                    site: r.get("site"),
+                    name: r.get("name"),
+                    serial: r.get("serial"),
+                })
+                .collect(),
+        )
+    }
+
     /// Appends one computation of the KPIs (all rows share `computed_at`).
     ///
     /// # Errors
