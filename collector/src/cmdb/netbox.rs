@@ -770,6 +770,22 @@ fn device_intent(
     }
 }
 
+/// The fields a new interface `iname` is created with, as the change log records them.
+fn interface_fields(iname: &str, management: bool) -> Vec<FieldChange> {
+    [
+        ("name", iname.to_owned()),
+        ("type", INTERFACE_TYPE.to_owned()),
+        ("mgmt_only", management.to_string()),
+    ]
+    .into_iter()
+    .map(|(field, new)| FieldChange {
+        field: field.to_owned(),
+        old: None,
+        new,
+    })
+    .collect()
+}
+
 /// The intent of creating interface `iname` on device `device`.
 fn interface_intent(key: &str, device: u64, iname: &str, target: &str, management: bool) -> Intent {
     Intent {
@@ -778,23 +794,7 @@ fn interface_intent(key: &str, device: u64, iname: &str, target: &str, managemen
             object: "interface".to_owned(),
             action: "create".to_owned(),
             target: target.to_owned(),
-            fields: vec![
-                FieldChange {
-                    field: "name".to_owned(),
-                    old: None,
-                    new: iname.to_owned(),
-                },
-                FieldChange {
-                    field: "type".to_owned(),
-                    old: None,
-                    new: INTERFACE_TYPE.to_owned(),
-                },
-                FieldChange {
-                    field: "mgmt_only".to_owned(),
-                    old: None,
-                    new: management.to_string(),
-                },
-            ],
+            fields: interface_fields(iname, management),
         },
         check: Check::new(
             "api/dcim/interfaces/",
@@ -3418,23 +3418,7 @@ impl<'a> Run<'a> {
 
         // 1. The interface.
         let iface_id: Option<u64> = if plan.create_interface {
-            let fields = vec![
-                FieldChange {
-                    field: "name".to_owned(),
-                    old: None,
-                    new: iname.to_owned(),
-                },
-                FieldChange {
-                    field: "type".to_owned(),
-                    old: None,
-                    new: INTERFACE_TYPE.to_owned(),
-                },
-                FieldChange {
-                    field: "mgmt_only".to_owned(),
-                    old: None,
-                    new: mac.management.to_string(),
-                },
-            ];
+            let fields = interface_fields(iname, mac.management);
             match (self.dry_run, device_id) {
                 (false, Some(dev)) => {
                     let body = json!({ "device": dev, "name": iname, "type": INTERFACE_TYPE, "mgmt_only": mac.management });
