@@ -237,8 +237,9 @@ pub struct DeviceRow {
     pub locations: Vec<EvidenceRow>,
     /// Every protocol that reported this device ("REDFISH", "IPMI", …), sorted.
     pub protocols: Vec<String>,
-    /// Other serial-keyed devices reporting one of this device's management (BMC) MACs, as
-    /// "<mac> <device key>": one server with two serial forms, or a cloned MAC.
+    /// Other serial-keyed devices reporting one of this device's management (BMC) MACs, unless
+    /// one and the same protocol alone reports both, as "<mac> <device key>": one server with
+    /// two serial forms, or a cloned MAC.
     pub shares_bmc_mac_with: Vec<String>,
 }
 
@@ -943,19 +944,31 @@ impl Store {
                 )
             })
             .collect();
-        let mut bmc_owners: HashMap<&str, Vec<&str>> = HashMap::new();
+        let mut bmc_owners: HashMap<&str, Vec<(&str, &[String])>> = HashMap::new();
         for (id, list) in &macs {
             let Some((key, true)) = serial_of.get(id) else {
                 continue;
             };
+            let seen_by = protocols.get(id).map_or(&[][..], Vec::as_slice);
             for (address, _, _) in list.iter().filter(|m| m.2 == "MAC_ROLE_MANAGEMENT") {
-                bmc_owners.entry(address.as_str()).or_default().push(key.as_str());
+                bmc_owners
+                    .entry(address.as_str())
+                    .or_default()
+                    .push((key.as_str(), seen_by));
             }
         }
+        // Two devices that only one and the same protocol reports are two systems whatever
+        // their MACs say (the protocol reports each one's serial the same way): a cloned or
+        // default BMC MAC, for NetBox's MAC checks. Across protocols, two serials behind one
+        // BMC MAC may be one server: that is the conflict.
+        let same_single_protocol = |a: &[String], b: &[String]| a.len() == 1 && a == b;
         let mut shared: HashMap<String, Vec<String>> = HashMap::new();
-        for (mac, keys) in bmc_owners.iter().filter(|(_, k)| k.len() > 1) {
-            for k in keys {
-                for other in keys.iter().filter(|o| *o != k) {
+        for (mac, owners) in bmc_owners.iter().filter(|(_, k)| k.len() > 1) {
+            for (k, kp) in owners {
+                for (other, _) in owners
+                    .iter()
+                    .filter(|(o, op)| o != k && !same_single_protocol(kp, op))
+                {
                     shared
                         .entry((*k).to_owned())
                         .or_default()
@@ -1874,6 +1887,27 @@ mod tests {
             crate::reconcile::desired(other, &rules).unwrap_err().kind,
             "identity_conflict"
         );
+        // Two systems both reported over Redfish with one (cloned or default) BMC MAC are two
+        // devices, not a conflict: DMTF's rackmount1 and tower mockups do exactly this.
+        let db2 = TestDb::sqlite();
+        let store2 = db2.store().await.unwrap();
+        let mut tower = server(Protocol::Redfish, "TWR1", "Tower", "tw-01", bmc);
+        tower.identity.as_mut().unwrap().endpoint_key = "redfish://10.0.0.77".into();
+        store2
+            .commit_batch(&batch_of(
+                1,
+                vec![
+                    server(Protocol::Redfish, "SRV1", "PowerEdge R650", "web-01", bmc),
+                    tower,
+                ],
+            ))
+            .await
+            .unwrap();
+        let both = store2.devices().await.unwrap();
+        assert_eq!(both.len(), 2);
+        for d in both {
+            assert!(d.shares_bmc_mac_with.is_empty(), "{d:?}");
+        }
     }
 
     fn batch(seq: u64, serial: &str, watts: f64) -> Batch {

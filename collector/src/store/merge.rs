@@ -14,9 +14,11 @@
 //!   exactly one device with a serial, the report is filed under that device ([`resolve_keys`])
 //!   and an endpoint-keyed record made before the serial was known is folded into it
 //!   ([`fold_endpoint_devices`]): readings, MACs and evidence move, its open exceptions resolve.
-//! * **Two serials, one BMC MAC** is not merged: it is either one server whose protocols report
-//!   different serial forms or a cloned MAC, and the collector does not guess. Both devices get
-//!   an `identity_conflict` exception (see `reconcile::desired`) until an operator resolves it.
+//! * **Two serials, one BMC MAC, different protocols** is not merged: it is either one server
+//!   whose protocols report different serial forms or a cloned MAC, and the collector does not
+//!   guess. Both devices get an `identity_conflict` exception (see `reconcile::desired`) until an
+//!   operator resolves it. Devices that one and the same protocol reports are two systems even
+//!   with one MAC (a vendor's default BMC MAC): no conflict.
 //!
 //! Only management MACs are used to merge: a BMC's MAC is one per server, while host NIC MACs
 //! can move with a card and virtual MACs repeat.
