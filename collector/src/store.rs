@@ -1405,12 +1405,17 @@ impl Store {
         .collect())
     }
 
-    /// Inserts or replaces journal entries (by marker), in one transaction.
+    /// Inserts or replaces journal entries (by marker) and removes those `remove` names, in one
+    /// transaction.
     ///
     /// # Errors
     /// On a database failure.
-    pub async fn journal_record(&self, entries: &[crate::cmdb::PendingJournal]) -> Result<(), StoreError> {
-        if entries.is_empty() {
+    pub async fn journal_record(
+        &self,
+        entries: &[crate::cmdb::PendingJournal],
+        remove: &[String],
+    ) -> Result<(), StoreError> {
+        if entries.is_empty() && remove.is_empty() {
             return Ok(());
         }
         let t = now();
@@ -1431,6 +1436,12 @@ impl Store {
             .bind(&e.in_flight)
             .execute(&mut *tx)
             .await?;
+        }
+        for m in remove {
+            sqlx::query("DELETE FROM cmdb_journal_pending WHERE marker = $1")
+                .bind(m)
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(())

@@ -48,8 +48,12 @@ impl ChangeLog for Store {
         Box::pin(async move { self.journal_pending().await.map_err(|e| e.to_string()) })
     }
 
-    fn record(&self, entries: Vec<PendingJournal>) -> LogFuture<'_, ()> {
-        Box::pin(async move { self.journal_record(&entries).await.map_err(|e| e.to_string()) })
+    fn record(&self, entries: Vec<PendingJournal>, remove: Vec<String>) -> LogFuture<'_, ()> {
+        Box::pin(async move {
+            self.journal_record(&entries, &remove)
+                .await
+                .map_err(|e| e.to_string())
+        })
     }
 
     fn written(&self, markers: Vec<String>) -> LogFuture<'_, ()> {
@@ -448,32 +452,34 @@ mod tests {
             comments: text.into(),
             in_flight: None,
         };
-        log.record(vec![e("m1", None, "create planned"), e("m2", Some(7), "update")])
-            .await
-            .unwrap();
+        log.record(
+            vec![e("m1", None, "create planned"), e("m2", Some(7), "update")],
+            vec![],
+        )
+        .await
+        .unwrap();
         // The create went through: same marker, now with its id and the full text.
-        log.record(vec![e("m1", Some(9), "create + interfaces")])
+        log.record(vec![e("m1", Some(9), "create + interfaces")], vec![])
             .await
             .unwrap();
         // A later record without an id does not forget the known one.
-        log.record(vec![e("m1", None, "create + interfaces + MACs")])
+        log.record(vec![e("m1", None, "create + interfaces + MACs")], vec![])
             .await
             .unwrap();
         // Changes in flight stay with the entry until a record without them replaces it.
         let mut flying = e("m3", Some(8), "update");
         flying.in_flight = Some(r#"{"changes":[],"evidence":[],"intents":[]}"#.into());
-        log.record(vec![flying.clone()]).await.unwrap();
+        log.record(vec![flying.clone()], vec![]).await.unwrap();
         assert!(log.pending().await.unwrap().contains(&flying));
-        log.record(vec![e("m3", Some(8), "update applied")])
+        // A change taken over by a later pass moves in one transaction: the new entry is in and
+        // the old one gone together.
+        log.record(vec![e("m4", Some(8), "update applied")], vec!["m3".into()])
             .await
             .unwrap();
-        assert!(
-            log.pending()
-                .await
-                .unwrap()
-                .contains(&e("m3", Some(8), "update applied"))
-        );
-        log.written(vec!["m3".into()]).await.unwrap();
+        let got = log.pending().await.unwrap();
+        assert!(got.contains(&e("m4", Some(8), "update applied")));
+        assert!(!got.iter().any(|p| p.marker == "m3"));
+        log.written(vec!["m4".into()]).await.unwrap();
         let mut got = log.pending().await.unwrap();
         got.sort_by(|a, b| a.marker.cmp(&b.marker));
         assert_eq!(

@@ -42,8 +42,9 @@ pub type LogFuture<'a, T> =
 pub trait ChangeLog: Send + Sync {
     /// Entries left by earlier passes.
     fn pending(&self) -> LogFuture<'_, Vec<PendingJournal>>;
-    /// Inserts or replaces entries (by marker).
-    fn record(&self, entries: Vec<PendingJournal>) -> LogFuture<'_, ()>;
+    /// Inserts or replaces `entries` (by marker) and removes the entries `remove` names, in one
+    /// transaction (a change this pass takes over from an interrupted one moves atomically).
+    fn record(&self, entries: Vec<PendingJournal>, remove: Vec<String>) -> LogFuture<'_, ()>;
     /// Removes entries the CMDB now has (or that turned out to describe nothing).
     fn written(&self, markers: Vec<String>) -> LogFuture<'_, ()>;
 }

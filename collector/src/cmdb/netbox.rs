@@ -1609,7 +1609,7 @@ struct Run<'a> {
     /// Entries of an interrupted pass with a change NetBox does not show yet but may still be
     /// executing (within [`Run::settle_time`] of its request): left in the change log for the
     /// next pass, unless this pass makes that change itself (then it is dropped, see
-    /// [`Run::supersede`]).
+    /// [`Run::take_over`]).
     deferred: Vec<PendingJournal>,
 }
 
@@ -2636,7 +2636,7 @@ impl<'a> Run<'a> {
         if self.dry_run || !self.cfg().journal {
             return Ok(());
         }
-        self.supersede().await;
+        self.wal_sync().await;
         let mut markers = Vec::new();
         let mut entries = Vec::new();
         let mut done: HashSet<&str> = HashSet::new();
@@ -3683,7 +3683,7 @@ impl Run<'_> {
     async fn wal_sync(&mut self) {
         let dirty = std::mem::take(&mut self.dirty);
         let Some(log) = self.log else { return };
-        if dirty.is_empty() || !self.cfg().journal {
+        if !self.cfg().journal {
             return;
         }
         let mut entries = Vec::new();
@@ -3730,74 +3730,83 @@ impl Run<'_> {
             });
         }
         self.dirty.extend(later);
-        if let Err(e) = log.record(entries).await {
-            warn!(error = %e, "Cannot record NetBox journal entries in the store; a crash now would lose them.");
-        }
-        if !empty.is_empty()
-            && let Err(e) = log.written(empty).await
+        let (taken, mut remove) = self.take_over(&[]);
+        entries.extend(taken);
+        remove.extend(empty);
+        if (!entries.is_empty() || !remove.is_empty())
+            && let Err(e) = log.record(entries, remove).await
         {
-            warn!(error = %e, "Cannot update pending NetBox journal entries in the store.");
+            warn!(error = %e, "Cannot record NetBox journal entries in the store; a crash now would lose them.");
         }
     }
 
-    /// Deferred entries of an interrupted pass whose unseen change this pass made itself (it
-    /// journals it in its own entry): that change is taken out of them, so a later check does not
-    /// journal it twice; a create this pass made drops the entry.
-    async fn supersede(&mut self) {
-        let Some(log) = self.log else { return };
-        let mine = |run: &Self, key: &str, c: &Change| {
-            run.applied(key)
-                .iter()
-                .any(|x| x.object == c.object && x.action == c.action && x.target == c.target)
+    /// Deferred entries of an interrupted pass whose unseen change this pass is making itself
+    /// (applied, in flight, or a device create in `creating`): the change leaves them, so it is
+    /// journaled once, in this pass's entry. Returns the entries to rewrite and the markers to
+    /// remove, for the same change-log transaction that records this pass's intent, before its
+    /// request goes out: a kill at any point leaves the change in exactly one entry (a later
+    /// check cannot tell which pass made it). An entry with no unseen change left is final and
+    /// joins [`Run::recovered`]; one with nothing landed, or whose device this pass creates, is
+    /// removed.
+    fn take_over(&mut self, creating: &[&str]) -> (Vec<PendingJournal>, Vec<String>) {
+        if self.deferred.is_empty() {
+            return (Vec::new(), Vec::new());
+        }
+        let mine = |run: &Self, key: &str, object: &str, action: &str, target: Option<&str>| {
+            let same =
+                |x: &Change| x.object == object && x.action == action && target.is_none_or(|t| x.target == t);
+            run.applied(key).iter().any(same)
+                || run
+                    .inflight
+                    .values()
+                    .any(|i| i.change.device_key == key && same(&i.change))
         };
-        let (mut drop, mut rewrite) = (Vec::new(), Vec::new());
+        let (mut keep, mut rewrite, mut remove) = (Vec::new(), Vec::new(), Vec::new());
         for mut p in std::mem::take(&mut self.deferred) {
-            let mut f: Option<InFlight> = p.in_flight.as_deref().and_then(|j| serde_json::from_str(j).ok());
             if p.object_id.is_none() {
-                let create = self
-                    .applied(&p.device_key)
-                    .iter()
-                    .any(|x| x.object == "device" && x.action == "create");
-                if create {
-                    drop.push(p.marker);
+                if creating.contains(&p.device_key.as_str())
+                    || mine(self, &p.device_key, "device", "create", None)
+                {
+                    remove.push(p.marker);
+                } else {
+                    keep.push(p);
                 }
                 continue;
             }
-            let Some(f) = f.as_mut() else { continue };
+            let Some(mut f) = p
+                .in_flight
+                .as_deref()
+                .and_then(|j| serde_json::from_str::<InFlight>(j).ok())
+            else {
+                keep.push(p);
+                continue;
+            };
             let before = f.intents.len();
-            f.intents.retain(|i| !mine(self, &p.device_key, &i.change));
+            f.intents.retain(|i| {
+                let c = &i.change;
+                !mine(self, &p.device_key, &c.object, &c.action, Some(&c.target))
+            });
             if f.intents.len() == before {
-                continue;
-            }
-            if !f.intents.is_empty() {
+                keep.push(p);
+            } else if !f.intents.is_empty() {
                 p.in_flight = serde_json::to_string(&f).ok();
-                rewrite.push(p);
-                continue;
+                rewrite.push(p.clone());
+                keep.push(p);
+            } else if f.changes.is_empty() {
+                remove.push(p.marker);
+            } else {
+                p.comments = format!(
+                    "{}{}",
+                    journal_text(&f.changes, &f.evidence),
+                    marker_line(&p.marker)
+                );
+                p.in_flight = None;
+                rewrite.push(p.clone());
+                self.recovered.push(p);
             }
-            // Nothing unseen left: the landed part is final and written by this flush.
-            let changes = std::mem::take(&mut f.changes);
-            if changes.is_empty() {
-                drop.push(p.marker);
-                continue;
-            }
-            p.comments = format!(
-                "{}{}",
-                journal_text(&changes, &f.evidence),
-                marker_line(&p.marker)
-            );
-            p.in_flight = None;
-            self.recovered.push(p);
         }
-        if !rewrite.is_empty()
-            && let Err(e) = log.record(rewrite).await
-        {
-            warn!(error = %e, "Cannot update pending NetBox journal entries in the store.");
-        }
-        if !drop.is_empty()
-            && let Err(e) = log.written(drop).await
-        {
-            warn!(error = %e, "Cannot update pending NetBox journal entries in the store.");
-        }
+        self.deferred = keep;
+        (rewrite, remove)
     }
 
     /// Journal entries an interrupted pass left: found in NetBox (dropped from the log) or
@@ -3892,7 +3901,7 @@ impl Run<'_> {
             }
             if !unseen.is_empty() && now < f.sent_at.saturating_add(settle) {
                 // NetBox may still be executing it: the next pass looks again (the store keeps
-                // the entry as it was; `deferred` holds what this pass saw, for `supersede`).
+                // the entry as it was; `deferred` holds what this pass saw, for `take_over`).
                 p.in_flight = serde_json::to_string(&InFlight {
                     changes,
                     evidence: f.evidence,
@@ -4053,7 +4062,7 @@ impl Run<'_> {
             sent_at: unix_now(),
         })
         .ok();
-        let entries: Vec<PendingJournal> = chunk
+        let mut entries: Vec<PendingJournal> = chunk
             .iter()
             .map(|c| {
                 let planned = Change {
@@ -4073,7 +4082,10 @@ impl Run<'_> {
                 }
             })
             .collect();
-        if let Err(e) = log.record(entries).await {
+        let keys: Vec<&str> = chunk.iter().map(|c| c.key.as_str()).collect();
+        let (taken, remove) = self.take_over(&keys);
+        entries.extend(taken);
+        if let Err(e) = log.record(entries, remove).await {
             warn!(error = %e, "Cannot record NetBox journal entries in the store; a crash now would lose them.");
         }
     }
@@ -4483,6 +4495,73 @@ mod tests {
         let s = format!("{nb:?}");
         assert!(s.contains("***") && !s.contains("supersecret"), "{s}");
         assert!(!format!("{:?}", nb.api.auth).contains("supersecret"));
+    }
+
+    /// A change an interrupted pass left unseen (deferred) that this pass makes itself moves to
+    /// this pass's entry in the same change-log write that records the intent, before the request:
+    /// killed right after, the next pass finds the change in one entry only (CI once saw a MAC
+    /// create journaled twice when the move waited for the journal flush).
+    #[tokio::test]
+    async fn a_change_taken_over_from_an_interrupted_pass_moves_atomically_before_its_request() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(&dir.path().join("s.db")).await.unwrap();
+        let nb = NetBox::new(NetBoxConfig::new(
+            Url::parse("http://127.0.0.1:1/").unwrap(),
+            "nbt_key.secret",
+        ))
+        .unwrap();
+        let mut run = Run::new(&nb, false, Some(&store));
+        run.note_device("k1", 7, vec!["snmp".into()]);
+        let mac = |run: &Run| mac_intent("k1", "02:00:00:00:00:01", "eth0", 11, &run.marker("k1"), false);
+        let entry = |marker: &str, f: &InFlight| PendingJournal {
+            marker: marker.into(),
+            device_key: "k1".into(),
+            serial: "S1".into(),
+            object_id: Some(7),
+            comments: String::new(),
+            in_flight: Some(serde_json::to_string(f).unwrap()),
+        };
+        let create_iface = interface_intent("k1", 7, "eth0", "x", false).change;
+        // Two interrupted passes: one had only the MAC create in flight, the other an applied
+        // interface create as well. A third, unrelated entry stays as it is.
+        let only = InFlight {
+            changes: vec![],
+            evidence: vec![],
+            intents: vec![mac(&run)],
+            sent_at: unix_now(),
+        };
+        let both = InFlight {
+            changes: vec![create_iface],
+            ..only.clone()
+        };
+        let other = InFlight {
+            intents: vec![mac_intent("k2", "02:00:00:00:00:02", "eth0", 12, "y", false)],
+            ..only.clone()
+        };
+        let mut k2 = entry("gt-old-3", &other);
+        k2.device_key = "k2".into();
+        run.deferred = vec![entry("gt-old-1", &only), entry("gt-old-2", &both), k2.clone()];
+        store.journal_record(&run.deferred, &[]).await.unwrap();
+
+        // This pass intends the same MAC create; the change log is written before the request.
+        run.intend(mac(&run));
+        run.wal_sync().await;
+        let got = store.journal_pending().await.unwrap();
+        let find = |m: &str| got.iter().find(|p| p.marker == m);
+        assert!(find("gt-old-1").is_none(), "nothing of it landed: removed");
+        let old2 = find("gt-old-2").unwrap();
+        assert!(old2.in_flight.is_none(), "{old2:?}");
+        assert!(old2.comments.contains("create interface"), "{}", old2.comments);
+        assert!(!old2.comments.contains("02:00:00:00:00:01"), "{}", old2.comments);
+        assert_eq!(find("gt-old-3"), Some(&k2));
+        let mine = find(&run.marker("k1")).unwrap();
+        let f: InFlight = serde_json::from_str(mine.in_flight.as_deref().unwrap()).unwrap();
+        assert_eq!(f.intents.len(), 1);
+        assert_eq!(f.intents[0].change.target, run.marker("k1"));
+        // The finished entry is written by this pass's flush; the unrelated one is still deferred.
+        assert_eq!(run.recovered.len(), 1);
+        assert_eq!(run.deferred, vec![k2]);
     }
 
     #[test]
