@@ -214,6 +214,10 @@ pub enum Commit {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// SQLite has one writer: batch commits queue here instead of in SQLite's busy handler,
+    /// which sleeps up to 100 ms between lock attempts (+6 % ingest rate with 4 agents, +20 %
+    /// with 16). Unused on PostgreSQL, which commits concurrently.
+    ingest_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 /// A device as the store knows it, with its strongest location evidence.
@@ -319,6 +323,7 @@ const ROWS_PER_STATEMENT: usize = 500;
 
 /// One reading as stored (`readings` and `latest_readings` columns).
 struct ReadingRow<'a> {
+    device_id: i64,
     metric: &'a str,
     unit: &'a str,
     value: f64,
@@ -328,16 +333,38 @@ struct ReadingRow<'a> {
     label: String,
 }
 
-/// `prefix` + `($1, …, $cols), ($cols+1, …)` for `rows` rows + `suffix`: only placeholders are
-/// generated, every value is bound.
-fn values_sql(prefix: &str, rows: usize, cols: usize, suffix: &str) -> String {
+/// The rows of a batch that are written after its device upserts, one multi-row statement per
+/// table (and per [`ROWS_PER_STATEMENT`]) for the whole batch rather than one per device: a
+/// statement costs a round trip on PostgreSQL and a hop to SQLite's worker thread. Maps are
+/// ordered so that two collectors committing overlapping batches lock rows in one order.
+#[derive(Default)]
+struct BatchRows<'a> {
+    /// `device_sources`: (device id, protocol, endpoint) → seen (the agent is the batch's).
+    sources: std::collections::BTreeMap<(i64, String, &'a str), String>,
+    /// `device_macs`: (device id, address) → (interface, role, seen); a later report wins.
+    macs: std::collections::BTreeMap<(i64, String), (&'a str, String, String)>,
+    readings: Vec<ReadingRow<'a>>,
+    /// Serial-keyed devices and their management MACs, whose endpoint records fold into them.
+    folds: Vec<(i64, String, std::collections::BTreeSet<String>)>,
+}
+
+/// `prefix` + `rows` rows of `cols` placeholders + `suffix`: only placeholders are generated,
+/// every value is bound. PostgreSQL gets `$1, $2, …`; SQLite gets anonymous `?`, because with
+/// numbered ones each bind looks its parameter's name up in a linear list (sqlx calls
+/// `sqlite3_bind_parameter_name` per parameter), quadratic in a statement's parameters: 23 % of
+/// the collector's ingest CPU for 100-row statements.
+fn values_sql(backend: Backend, prefix: &str, rows: usize, cols: usize, suffix: &str) -> String {
     use std::fmt::Write as _;
     let mut sql = String::with_capacity(prefix.len() + suffix.len() + rows * cols * 6);
     sql.push_str(prefix);
     for r in 0..rows {
         sql.push_str(if r == 0 { "(" } else { ", (" });
         for c in 0..cols {
-            let _ = write!(sql, "{}${}", if c == 0 { "" } else { ", " }, r * cols + c + 1);
+            let sep = if c == 0 { "" } else { ", " };
+            let _ = match backend {
+                Backend::Sqlite => write!(sql, "{sep}?"),
+                Backend::Postgres => write!(sql, "{sep}${}", r * cols + c + 1),
+            };
         }
         sql.push(')');
     }
@@ -447,7 +474,11 @@ impl Store {
             .connect_with(opts.clone())
             .await
             .map_err(open_err)?;
-        let store = Self { pool, backend };
+        let store = Self {
+            pool,
+            backend,
+            ingest_lock: std::sync::Arc::default(),
+        };
         store.migrate(first).await?;
         Ok(store)
     }
@@ -526,6 +557,11 @@ impl Store {
                 "batch with seq 0 (sequence numbers start at 1)".into(),
             ));
         }
+        let _queued = if self.backend == Backend::Sqlite {
+            Some(self.ingest_lock.lock().await)
+        } else {
+            None
+        };
         let mut tx = self.pool.begin().await?;
         let inserted = sqlx::query(
             "INSERT INTO batches (agent_id, epoch, seq, agent_site, devices, received_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
@@ -553,16 +589,21 @@ impl Store {
             .collect();
         merge::resolve_keys(&mut tx, &mut reports).await?;
         reports.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut rows = BatchRows::default();
         for (key, report) in reports {
-            Self::upsert_report(&mut tx, report, &key, &agent.agent_id, &agent.site).await?;
+            Self::upsert_report(&mut tx, &mut rows, report, &key, &agent.agent_id, &agent.site).await?;
         }
+        Self::write_batch_rows(&mut tx, self.backend, rows, &agent.agent_id).await?;
         tx.commit().await?;
         Ok(Commit::Committed)
     }
 
-    async fn upsert_report(
+    /// Upserts one report's device (and its per-device rows: topology, location evidence) and
+    /// queues its sources, MACs and readings in `rows`.
+    async fn upsert_report<'a>(
         tx: &mut sqlx::Transaction<'_, Any>,
-        report: &DeviceReport,
+        rows: &mut BatchRows<'a>,
+        report: &'a DeviceReport,
         key: &str,
         agent_id: &str,
         agent_site: &str,
@@ -678,43 +719,38 @@ impl Store {
         if failed {
             return Ok(());
         }
-        merge::record_source(
-            tx,
-            device_id,
-            &enum_name(id.protocol, Protocol::as_str_name),
-            agent_id,
-            &id.endpoint_key,
-            &seen,
-        )
-        .await?;
-        for mac in &id.macs {
-            let Some(address) = groundtruth_proto::mac::canonical(&mac.address) else {
-                continue;
-            };
-            sqlx::query(
-                "INSERT INTO device_macs (device_id, address, interface_name, role, last_seen) VALUES ($1, $2, $3, $4, $5)
-                 ON CONFLICT (device_id, address) DO UPDATE SET interface_name = excluded.interface_name, role = excluded.role, last_seen = excluded.last_seen",
-            )
-            .bind(device_id)
-            .bind(address)
-            .bind(&mac.interface_name)
-            .bind(enum_name(mac.role, MacRole::as_str_name))
-            .bind(&seen)
-            .execute(&mut **tx)
-            .await?;
+        let ident = report.identity.as_ref();
+        rows.sources.insert(
+            (
+                device_id,
+                enum_name(id.protocol, Protocol::as_str_name),
+                ident.map_or("", |i| i.endpoint_key.as_str()),
+            ),
+            seen.clone(),
+        );
+        for mac in ident.into_iter().flat_map(|i| &i.macs) {
+            if let Some(address) = groundtruth_proto::mac::canonical(&mac.address) {
+                rows.macs.insert(
+                    (device_id, address),
+                    (
+                        mac.interface_name.as_str(),
+                        enum_name(mac.role, MacRole::as_str_name),
+                        seen.clone(),
+                    ),
+                );
+            }
         }
         if key.starts_with("serial:") {
-            merge::fold_endpoint_devices(tx, (device_id, key), &merge::management_macs(report)).await?;
+            let management = merge::management_macs(report);
+            if !management.is_empty() {
+                rows.folds.push((device_id, key.to_owned(), management));
+            }
         }
-        // Multi-row statements, a chunk at a time: one round trip per chunk instead of two per
-        // reading (each statement is a round trip on PostgreSQL).
-        let readings: Vec<ReadingRow<'_>> = report
-            .readings
-            .iter()
-            .filter(|r| r.value.is_finite())
-            .map(|r| {
+        rows.readings
+            .extend(report.readings.iter().filter(|r| r.value.is_finite()).map(|r| {
                 let c = r.component.clone().unwrap_or_default();
                 ReadingRow {
+                    device_id,
                     metric: &r.metric,
                     unit: &r.unit,
                     value: r.value,
@@ -727,66 +763,7 @@ impl Store {
                     index: i64::from(c.index),
                     label: c.label,
                 }
-            })
-            .collect();
-        for chunk in readings.chunks(ROWS_PER_STATEMENT) {
-            let sql = values_sql(
-                "INSERT INTO readings (device_id, metric, unit, value, observed_at, component_kind, component_index, component_label) VALUES ",
-                chunk.len(),
-                8,
-                "",
-            );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for r in chunk {
-                q = q
-                    .bind(device_id)
-                    .bind(r.metric)
-                    .bind(r.unit)
-                    .bind(r.value)
-                    .bind(&r.at);
-                q = q.bind(&r.kind).bind(r.index).bind(&r.label);
-            }
-            q.execute(&mut **tx).await?;
-        }
-        // One row per series for `latest_readings` (an upsert may not touch a row twice): the
-        // newest, a later one winning a tie — what one upsert per reading would leave.
-        let mut latest: Vec<&ReadingRow<'_>> = Vec::new();
-        let mut slot: std::collections::HashMap<(&str, &str, &str, i64), usize> =
-            std::collections::HashMap::new();
-        for r in &readings {
-            match slot.entry((r.metric, r.unit, r.kind.as_str(), r.index)) {
-                std::collections::hash_map::Entry::Occupied(e) => {
-                    if r.at >= latest[*e.get()].at {
-                        latest[*e.get()] = r;
-                    }
-                }
-                std::collections::hash_map::Entry::Vacant(e) => {
-                    e.insert(latest.len());
-                    latest.push(r);
-                }
-            }
-        }
-        for chunk in latest.chunks(ROWS_PER_STATEMENT) {
-            let sql = values_sql(
-                "INSERT INTO latest_readings (device_id, metric, unit, component_kind, component_index, component_label, value, observed_at) VALUES ",
-                chunk.len(),
-                8,
-                " ON CONFLICT (device_id, metric, unit, component_kind, component_index) DO UPDATE SET
-                    component_label = excluded.component_label, value = excluded.value, observed_at = excluded.observed_at
-                 WHERE excluded.observed_at >= latest_readings.observed_at",
-            );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for r in chunk {
-                q = q
-                    .bind(device_id)
-                    .bind(r.metric)
-                    .bind(r.unit)
-                    .bind(&r.kind)
-                    .bind(r.index);
-                q = q.bind(&r.label).bind(r.value).bind(&r.at);
-            }
-            q.execute(&mut **tx).await?;
-        }
+            }));
         if !report.topology.is_empty() {
             use groundtruth_proto::v1::TopologySource;
             sqlx::query("DELETE FROM topology WHERE switch_device_id = $1")
@@ -837,6 +814,104 @@ impl Store {
             .await?;
         }
         Ok(())
+    }
+
+    /// Writes what [`Self::upsert_report`] queued for the whole batch, then folds endpoint
+    /// records into the serial-keyed devices that now own their BMC MACs.
+    async fn write_batch_rows(
+        tx: &mut sqlx::Transaction<'_, Any>,
+        backend: Backend,
+        rows: BatchRows<'_>,
+        agent_id: &str,
+    ) -> Result<(), StoreError> {
+        let sources: Vec<_> = rows.sources.into_iter().collect();
+        for chunk in sources.chunks(ROWS_PER_STATEMENT) {
+            let sql = values_sql(
+                backend,
+                "INSERT INTO device_sources (device_id, protocol, agent_id, endpoint_key, first_seen, last_seen) VALUES ",
+                chunk.len(),
+                6,
+                " ON CONFLICT (device_id, protocol, agent_id, endpoint_key) DO UPDATE SET last_seen = excluded.last_seen",
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for ((device_id, protocol, endpoint), seen) in chunk {
+                q = q.bind(device_id).bind(protocol).bind(agent_id).bind(*endpoint);
+                q = q.bind(seen).bind(seen);
+            }
+            q.execute(&mut **tx).await?;
+        }
+        let macs: Vec<_> = rows.macs.into_iter().collect();
+        for chunk in macs.chunks(ROWS_PER_STATEMENT) {
+            let sql = values_sql(
+                backend,
+                "INSERT INTO device_macs (device_id, address, interface_name, role, last_seen) VALUES ",
+                chunk.len(),
+                5,
+                " ON CONFLICT (device_id, address) DO UPDATE SET interface_name = excluded.interface_name,
+                    role = excluded.role, last_seen = excluded.last_seen",
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for ((device_id, address), (iface, role, seen)) in chunk {
+                q = q.bind(device_id).bind(address).bind(*iface).bind(role).bind(seen);
+            }
+            q.execute(&mut **tx).await?;
+        }
+        for chunk in rows.readings.chunks(ROWS_PER_STATEMENT) {
+            let sql = values_sql(
+                backend,
+                "INSERT INTO readings (device_id, metric, unit, value, observed_at, component_kind, component_index, component_label) VALUES ",
+                chunk.len(),
+                8,
+                "",
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for r in chunk {
+                q = q
+                    .bind(r.device_id)
+                    .bind(r.metric)
+                    .bind(r.unit)
+                    .bind(r.value)
+                    .bind(&r.at);
+                q = q.bind(&r.kind).bind(r.index).bind(&r.label);
+            }
+            q.execute(&mut **tx).await?;
+        }
+        // One row per series for `latest_readings` (an upsert may not touch a row twice): the
+        // newest, a later one winning a tie — what one upsert per reading would leave.
+        let mut latest: std::collections::BTreeMap<(i64, &str, &str, &str, i64), &ReadingRow<'_>> =
+            std::collections::BTreeMap::new();
+        for r in &rows.readings {
+            let slot = latest
+                .entry((r.device_id, r.metric, r.unit, r.kind.as_str(), r.index))
+                .or_insert(r);
+            if r.at >= slot.at {
+                *slot = r;
+            }
+        }
+        let latest: Vec<&ReadingRow<'_>> = latest.into_values().collect();
+        for chunk in latest.chunks(ROWS_PER_STATEMENT) {
+            let sql = values_sql(
+                backend,
+                "INSERT INTO latest_readings (device_id, metric, unit, component_kind, component_index, component_label, value, observed_at) VALUES ",
+                chunk.len(),
+                8,
+                " ON CONFLICT (device_id, metric, unit, component_kind, component_index) DO UPDATE SET
+                    component_label = excluded.component_label, value = excluded.value, observed_at = excluded.observed_at
+                 WHERE excluded.observed_at >= latest_readings.observed_at",
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for r in chunk {
+                q = q
+                    .bind(r.device_id)
+                    .bind(r.metric)
+                    .bind(r.unit)
+                    .bind(&r.kind)
+                    .bind(r.index);
+                q = q.bind(&r.label).bind(r.value).bind(&r.at);
+            }
+            q.execute(&mut **tx).await?;
+        }
+        merge::fold_endpoint_devices(tx, &rows.folds).await
     }
 
     /// All devices with their MACs, latest device-level power and location evidence.
@@ -2054,8 +2129,12 @@ mod tests {
     #[test]
     fn multi_row_placeholders_are_numbered_across_rows() {
         assert_eq!(
-            values_sql("INSERT INTO t VALUES ", 2, 3, ";"),
+            values_sql(Backend::Postgres, "INSERT INTO t VALUES ", 2, 3, ";"),
             "INSERT INTO t VALUES ($1, $2, $3), ($4, $5, $6);"
+        );
+        assert_eq!(
+            values_sql(Backend::Sqlite, "INSERT INTO t VALUES ", 2, 2, ""),
+            "INSERT INTO t VALUES (?, ?), (?, ?)"
         );
     }
 

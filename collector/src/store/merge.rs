@@ -111,60 +111,46 @@ pub(super) async fn resolve_keys(
     Ok(())
 }
 
-/// Records that `device_id` was reported by this (protocol, agent, endpoint).
-pub(super) async fn record_source(
-    tx: &mut sqlx::Transaction<'_, Any>,
-    device_id: i64,
-    protocol: &str,
-    agent_id: &str,
-    endpoint_key: &str,
-    seen: &str,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO device_sources (device_id, protocol, agent_id, endpoint_key, first_seen, last_seen) VALUES ($1, $2, $3, $4, $5, $6)
-         ON CONFLICT (device_id, protocol, agent_id, endpoint_key) DO UPDATE SET last_seen = excluded.last_seen",
-    )
-    .bind(device_id)
-    .bind(protocol)
-    .bind(agent_id)
-    .bind(endpoint_key)
-    .bind(seen)
-    .bind(seen)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
-/// Folds endpoint-keyed devices that share one of `macs` (management MACs) into the
-/// serial-keyed device `into`: their history, MACs, evidence, attributes and sources move where
-/// the target has no row of its own, the rest is dropped with the old device, and their open
-/// exceptions are resolved with an audit line saying why.
+/// Folds endpoint-keyed devices that share a management MAC with one of `targets`
+/// (serial-keyed devices of a batch, in key order, with their management MACs) into the first
+/// such target: their history, MACs, evidence, attributes and sources move where the target has
+/// no row of its own, the rest is dropped with the old device, and their open exceptions are
+/// resolved with an audit line saying why. One lookup for the whole batch.
 pub(super) async fn fold_endpoint_devices(
     tx: &mut sqlx::Transaction<'_, Any>,
-    into: (i64, &str),
-    macs: &BTreeSet<String>,
+    targets: &[(i64, String, BTreeSet<String>)],
 ) -> Result<(), StoreError> {
-    if macs.is_empty() {
-        return Ok(());
-    }
-    let macs: Vec<&String> = macs.iter().collect();
-    let sql = format!(
-        "SELECT DISTINCT d.id, d.device_key FROM device_macs m JOIN devices d ON d.id = m.device_id
-         WHERE m.role = '{MANAGEMENT}' AND d.serial = '' AND d.id <> $1 AND m.address IN ({})",
-        placeholders(2, macs.len())
-    );
-    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(into.0);
-    for m in &macs {
-        q = q.bind(*m);
-    }
-    let old: Vec<(i64, String)> = q
-        .fetch_all(&mut **tx)
-        .await?
+    let macs: Vec<&String> = targets
+        .iter()
+        .flat_map(|t| &t.2)
+        .collect::<BTreeSet<_>>()
         .into_iter()
-        .map(|r| (r.get("id"), r.get("device_key")))
         .collect();
-    for (old_id, old_key) in old {
-        fold(tx, (old_id, &old_key), into).await?;
+    let mut found: Vec<(String, i64, String)> = Vec::new();
+    for chunk in macs.chunks(500) {
+        let sql = format!(
+            "SELECT DISTINCT m.address, d.id, d.device_key FROM device_macs m JOIN devices d ON d.id = m.device_id
+             WHERE m.role = '{MANAGEMENT}' AND d.serial = '' AND m.address IN ({})",
+            placeholders(1, chunk.len())
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for m in chunk {
+            q = q.bind(*m);
+        }
+        found.extend(
+            q.fetch_all(&mut **tx)
+                .await?
+                .into_iter()
+                .map(|r| (r.get("address"), r.get("id"), r.get("device_key"))),
+        );
+    }
+    let mut folded = std::collections::HashSet::new();
+    for (into_id, into_key, management) in targets {
+        for (address, old_id, old_key) in &found {
+            if management.contains(address) && *old_id != *into_id && folded.insert(*old_id) {
+                fold(tx, (*old_id, old_key), (*into_id, into_key)).await?;
+            }
+        }
     }
     Ok(())
 }
