@@ -372,6 +372,32 @@ fn values_sql(backend: Backend, prefix: &str, rows: usize, cols: usize, suffix: 
     sql
 }
 
+/// `INSERT` of `rows` as multi-row statements ([`ROWS_PER_STATEMENT`] rows each): `head` ends
+/// with `VALUES `, `tail` follows the rows (an `ON CONFLICT` clause), `bind` binds one row. The
+/// number of columns is read off `head`'s column list.
+async fn insert_rows<'q, T>(
+    tx: &mut sqlx::Transaction<'_, Any>,
+    backend: Backend,
+    head: &str,
+    tail: &str,
+    rows: &'q [T],
+    bind: impl Fn(AnyQuery<'q>, &'q T) -> AnyQuery<'q>,
+) -> Result<(), StoreError> {
+    let cols = head
+        .split_once('(')
+        .and_then(|(_, c)| c.split_once(')'))
+        .map_or(1, |(c, _)| c.split(',').count());
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let sql = values_sql(backend, head, chunk.len(), cols, tail);
+        let q = chunk.iter().fold(sqlx::query(sqlx::AssertSqlSafe(sql)), &bind);
+        q.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+/// A query being bound, as [`insert_rows`] hands it to its `bind`.
+type AnyQuery<'q> = sqlx::query::Query<'q, Any, sqlx::any::AnyArguments>;
+
 fn now() -> String {
     humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
 }
@@ -825,57 +851,42 @@ impl Store {
         agent_id: &str,
     ) -> Result<(), StoreError> {
         let sources: Vec<_> = rows.sources.into_iter().collect();
-        for chunk in sources.chunks(ROWS_PER_STATEMENT) {
-            let sql = values_sql(
-                backend,
-                "INSERT INTO device_sources (device_id, protocol, agent_id, endpoint_key, first_seen, last_seen) VALUES ",
-                chunk.len(),
-                6,
-                " ON CONFLICT (device_id, protocol, agent_id, endpoint_key) DO UPDATE SET last_seen = excluded.last_seen",
-            );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for ((device_id, protocol, endpoint), seen) in chunk {
-                q = q.bind(device_id).bind(protocol).bind(agent_id).bind(*endpoint);
-                q = q.bind(seen).bind(seen);
-            }
-            q.execute(&mut **tx).await?;
-        }
+        insert_rows(
+            tx,
+            backend,
+            "INSERT INTO device_sources (device_id, protocol, agent_id, endpoint_key, first_seen, last_seen) VALUES ",
+            " ON CONFLICT (device_id, protocol, agent_id, endpoint_key) DO UPDATE SET last_seen = excluded.last_seen",
+            &sources,
+            |q, ((device_id, protocol, endpoint), seen)| {
+                q.bind(device_id).bind(protocol).bind(agent_id).bind(*endpoint).bind(seen).bind(seen)
+            },
+        )
+        .await?;
         let macs: Vec<_> = rows.macs.into_iter().collect();
-        for chunk in macs.chunks(ROWS_PER_STATEMENT) {
-            let sql = values_sql(
-                backend,
-                "INSERT INTO device_macs (device_id, address, interface_name, role, last_seen) VALUES ",
-                chunk.len(),
-                5,
-                " ON CONFLICT (device_id, address) DO UPDATE SET interface_name = excluded.interface_name,
-                    role = excluded.role, last_seen = excluded.last_seen",
-            );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for ((device_id, address), (iface, role, seen)) in chunk {
-                q = q.bind(device_id).bind(address).bind(*iface).bind(role).bind(seen);
-            }
-            q.execute(&mut **tx).await?;
-        }
-        for chunk in rows.readings.chunks(ROWS_PER_STATEMENT) {
-            let sql = values_sql(
-                backend,
-                "INSERT INTO readings (device_id, metric, unit, value, observed_at, component_kind, component_index, component_label) VALUES ",
-                chunk.len(),
-                8,
-                "",
-            );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for r in chunk {
-                q = q
-                    .bind(r.device_id)
-                    .bind(r.metric)
-                    .bind(r.unit)
-                    .bind(r.value)
-                    .bind(&r.at);
-                q = q.bind(&r.kind).bind(r.index).bind(&r.label);
-            }
-            q.execute(&mut **tx).await?;
-        }
+        insert_rows(
+            tx,
+            backend,
+            "INSERT INTO device_macs (device_id, address, interface_name, role, last_seen) VALUES ",
+            " ON CONFLICT (device_id, address) DO UPDATE SET interface_name = excluded.interface_name,
+                role = excluded.role, last_seen = excluded.last_seen",
+            &macs,
+            |q, ((device_id, address), (iface, role, seen))| {
+                q.bind(device_id).bind(address).bind(*iface).bind(role).bind(seen)
+            },
+        )
+        .await?;
+        insert_rows(
+            tx,
+            backend,
+            "INSERT INTO readings (device_id, metric, unit, value, observed_at, component_kind, component_index, component_label) VALUES ",
+            "",
+            &rows.readings,
+            |q, r| {
+                q.bind(r.device_id).bind(r.metric).bind(r.unit).bind(r.value).bind(&r.at)
+                    .bind(&r.kind).bind(r.index).bind(&r.label)
+            },
+        )
+        .await?;
         // One row per series for `latest_readings` (an upsert may not touch a row twice): the
         // newest, a later one winning a tie — what one upsert per reading would leave.
         let mut latest: std::collections::BTreeMap<(i64, &str, &str, &str, i64), &ReadingRow<'_>> =
@@ -889,28 +900,20 @@ impl Store {
             }
         }
         let latest: Vec<&ReadingRow<'_>> = latest.into_values().collect();
-        for chunk in latest.chunks(ROWS_PER_STATEMENT) {
-            let sql = values_sql(
-                backend,
-                "INSERT INTO latest_readings (device_id, metric, unit, component_kind, component_index, component_label, value, observed_at) VALUES ",
-                chunk.len(),
-                8,
-                " ON CONFLICT (device_id, metric, unit, component_kind, component_index) DO UPDATE SET
-                    component_label = excluded.component_label, value = excluded.value, observed_at = excluded.observed_at
-                 WHERE excluded.observed_at >= latest_readings.observed_at",
-            );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for r in chunk {
-                q = q
-                    .bind(r.device_id)
-                    .bind(r.metric)
-                    .bind(r.unit)
-                    .bind(&r.kind)
-                    .bind(r.index);
-                q = q.bind(&r.label).bind(r.value).bind(&r.at);
-            }
-            q.execute(&mut **tx).await?;
-        }
+        insert_rows(
+            tx,
+            backend,
+            "INSERT INTO latest_readings (device_id, metric, unit, component_kind, component_index, component_label, value, observed_at) VALUES ",
+            " ON CONFLICT (device_id, metric, unit, component_kind, component_index) DO UPDATE SET
+                component_label = excluded.component_label, value = excluded.value, observed_at = excluded.observed_at
+             WHERE excluded.observed_at >= latest_readings.observed_at",
+            &latest,
+            |q, r| {
+                q.bind(r.device_id).bind(r.metric).bind(r.unit).bind(&r.kind).bind(r.index)
+                    .bind(&r.label).bind(r.value).bind(&r.at)
+            },
+        )
+        .await?;
         merge::fold_endpoint_devices(tx, &rows.folds).await
     }
 
