@@ -120,6 +120,93 @@ impl Drop for MqttUplink {
     }
 }
 
+/// The MQTT client id: one per agent, so the broker keeps its session across restarts.
+fn client_id(settings: &MqttSettings) -> String {
+    format!("groundtruth-agent-{}", topics::level(&settings.agent_id))
+}
+
+/// What one turn of an event loop brought, whatever the protocol version.
+enum Turn {
+    /// Connected; the ack subscription and the `online` status are queued.
+    Connected {
+        session_present: bool,
+    },
+    /// A message on the ack topic.
+    Ack(Result<Ack, prost::DecodeError>),
+    Other,
+    Failed(String),
+}
+
+/// One protocol version's event loop, as the connection task drives it.
+trait Connection: Send + 'static {
+    fn turn(&mut self) -> impl std::future::Future<Output = Turn> + Send;
+}
+
+/// An event loop with what it answers a connection with.
+struct Session<C, E> {
+    events: E,
+    client: C,
+    ack_topic: String,
+    status: String,
+}
+
+impl Connection for Session<AsyncClient, rumqttc::EventLoop> {
+    async fn turn(&mut self) -> Turn {
+        match self.events.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(c))) => {
+                // Requests go through rumqttc's channel; the event loop (this task) sends them.
+                let _ = self
+                    .client
+                    .try_subscribe(self.ack_topic.clone(), QoS::AtLeastOnce);
+                let _ = self
+                    .client
+                    .try_publish(self.status.clone(), QoS::AtLeastOnce, true, "online");
+                Turn::Connected {
+                    session_present: c.session_present,
+                }
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) if p.topic == self.ack_topic => {
+                Turn::Ack(Ack::decode(p.payload.as_ref()))
+            }
+            Ok(_) => Turn::Other,
+            Err(e) => Turn::Failed(e.to_string()),
+        }
+    }
+}
+
+impl Connection for Session<rumqttc::v5::AsyncClient, rumqttc::v5::EventLoop> {
+    async fn turn(&mut self) -> Turn {
+        use rumqttc::v5::mqttbytes::QoS as Q5;
+        use rumqttc::v5::mqttbytes::v5::Packet as P5;
+        match self.events.poll().await {
+            Ok(rumqttc::v5::Event::Incoming(P5::ConnAck(c))) => {
+                let _ = self.client.try_subscribe(self.ack_topic.clone(), Q5::AtLeastOnce);
+                let _ = self
+                    .client
+                    .try_publish(self.status.clone(), Q5::AtLeastOnce, true, "online");
+                Turn::Connected {
+                    session_present: c.session_present,
+                }
+            }
+            Ok(rumqttc::v5::Event::Incoming(P5::Publish(p)))
+                if p.topic.as_ref() == self.ack_topic.as_bytes() =>
+            {
+                Turn::Ack(Ack::decode(p.payload.as_ref()))
+            }
+            Ok(_) => Turn::Other,
+            Err(e) => Turn::Failed(e.to_string()),
+        }
+    }
+}
+
+/// The user name and password of `settings`, for either version's options.
+fn credentials(settings: &MqttSettings) -> Option<(String, String)> {
+    settings.username.as_ref().map(|user| {
+        let password = settings.password.as_ref().map(|p| p.expose().to_owned());
+        (user.clone(), password.unwrap_or_default())
+    })
+}
+
 impl MqttUplink {
     /// Starts the connection task (returns at once; the connection comes up in the background).
     #[must_use]
@@ -127,8 +214,7 @@ impl MqttUplink {
         if settings.v5_session_expiry.is_some() {
             return Self::start_v5(settings);
         }
-        let client_id = format!("groundtruth-agent-{}", topics::level(&settings.agent_id));
-        let mut opts = MqttOptions::new(client_id, settings.host.clone(), settings.port);
+        let mut opts = MqttOptions::new(client_id(&settings), settings.host.clone(), settings.port);
         opts.set_keep_alive(settings.keep_alive);
         if let Some(tls) = &settings.tls {
             opts.set_transport(tls.transport());
@@ -137,73 +223,30 @@ impl MqttUplink {
         // are away.
         opts.set_clean_session(false);
         opts.set_max_packet_size(64 * 1024 * 1024, 1024 * 1024);
-        if let Some(user) = &settings.username {
-            opts.set_credentials(
-                user.clone(),
-                settings
-                    .password
-                    .as_ref()
-                    .map(|p| p.expose().to_owned())
-                    .unwrap_or_default(),
-            );
+        if let Some((user, password)) = credentials(&settings) {
+            opts.set_credentials(user, password);
         }
         let status = topics::status_topic(&settings.site, &settings.agent_id);
         opts.set_last_will(LastWill::new(status.clone(), "offline", QoS::AtLeastOnce, true));
-        let (client, mut eventloop) = AsyncClient::new(opts, 128);
-        let (ack_tx, acks) = mpsc::channel(1024);
-        let (conn_tx, state) = watch::channel(Err("still connecting".to_owned()));
-        let ack_topic = topics::ack_topic(&settings.site, &settings.agent_id);
+        let (client, events) = AsyncClient::new(opts, 128);
         let endpoint = format!("{}:{}", settings.host, settings.port);
-        let task_client = client.clone();
-        let task = tokio::spawn(async move {
-            let mut backoff = Duration::from_millis(200);
-            loop {
-                match eventloop.poll().await {
-                    Ok(Event::Incoming(Packet::ConnAck(c))) => {
-                        backoff = Duration::from_millis(200);
-                        tracing::info!(broker = %endpoint, session_present = c.session_present, "Connected to the MQTT broker.");
-                        // Requests go through rumqttc's channel; the event loop (this task) sends them.
-                        let _ = task_client.try_subscribe(ack_topic.clone(), QoS::AtLeastOnce);
-                        let _ = task_client.try_publish(status.clone(), QoS::AtLeastOnce, true, "online");
-                        let _ = conn_tx.send(Ok(()));
-                    }
-                    Ok(Event::Incoming(Packet::Publish(p))) if p.topic == ack_topic => {
-                        match Ack::decode(p.payload.as_ref()) {
-                            Ok(ack) => {
-                                let _ = ack_tx.try_send(ack);
-                            }
-                            Err(e) => {
-                                tracing::warn!(topic = %p.topic, error = %e, "Ignored a malformed ack.")
-                            }
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        let _ = conn_tx.send(Err(e.to_string()));
-                        tracing::warn!(broker = %endpoint, error = %e, retry_in = ?backoff, "MQTT connection failed; reconnecting.");
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(30));
-                    }
-                }
+        Self::run(settings, Client::V4(client.clone()), endpoint, |ack_topic| {
+            Session {
+                events,
+                client,
+                ack_topic,
+                status,
             }
-        });
-        Self {
-            client: Client::V4(client),
-            settings,
-            acks,
-            state,
-            task,
-        }
+        })
     }
 
     /// [`MqttUplink::start`] over MQTT 5: the same session, topics and acks, plus the session
     /// expiry and the batches' properties (module docs).
     fn start_v5(settings: MqttSettings) -> Self {
         use rumqttc::v5::mqttbytes::QoS as Q5;
-        use rumqttc::v5::mqttbytes::v5::{LastWill as Will5, Packet as P5};
-        use rumqttc::v5::{AsyncClient as Client5, Event as E5, MqttOptions as Options5};
-        let client_id = format!("groundtruth-agent-{}", topics::level(&settings.agent_id));
-        let mut opts = Options5::new(client_id, settings.host.clone(), settings.port);
+        use rumqttc::v5::mqttbytes::v5::LastWill as Will5;
+        use rumqttc::v5::{AsyncClient as Client5, MqttOptions as Options5};
+        let mut opts = Options5::new(client_id(&settings), settings.host.clone(), settings.port);
         opts.set_keep_alive(settings.keep_alive);
         if let Some(tls) = &settings.tls {
             opts.set_transport(tls.transport());
@@ -215,48 +258,53 @@ impl MqttUplink {
         opts.set_session_expiry_interval(Some(u32::try_from(expiry.as_secs()).unwrap_or(u32::MAX)));
         // Incoming packets (acks) are small; this is the largest the broker may send us.
         opts.set_max_packet_size(Some(1024 * 1024));
-        if let Some(user) = &settings.username {
-            opts.set_credentials(
-                user.clone(),
-                settings
-                    .password
-                    .as_ref()
-                    .map(|p| p.expose().to_owned())
-                    .unwrap_or_default(),
-            );
+        if let Some((user, password)) = credentials(&settings) {
+            opts.set_credentials(user, password);
         }
         let status = topics::status_topic(&settings.site, &settings.agent_id);
         opts.set_last_will(Will5::new(status.clone(), "offline", Q5::AtLeastOnce, true, None));
-        let (client, mut eventloop) = Client5::new(opts, 128);
+        let (client, events) = Client5::new(opts, 128);
+        let endpoint = format!("{}:{} (MQTT 5)", settings.host, settings.port);
+        Self::run(settings, Client::V5(client.clone()), endpoint, |ack_topic| {
+            Session {
+                events,
+                client,
+                ack_topic,
+                status,
+            }
+        })
+    }
+
+    /// Spawns the connection task over the event loop `session` makes for the ack topic: it
+    /// reconnects with backoff, reports the connection state and passes acks on.
+    fn run<L: Connection>(
+        settings: MqttSettings,
+        client: Client,
+        endpoint: String,
+        session: impl FnOnce(String) -> L,
+    ) -> Self {
         let (ack_tx, acks) = mpsc::channel(1024);
         let (conn_tx, state) = watch::channel(Err("still connecting".to_owned()));
         let ack_topic = topics::ack_topic(&settings.site, &settings.agent_id);
-        let endpoint = format!("{}:{} (MQTT 5)", settings.host, settings.port);
-        let task_client = client.clone();
+        let mut events = session(ack_topic.clone());
         let task = tokio::spawn(async move {
             let mut backoff = Duration::from_millis(200);
             loop {
-                match eventloop.poll().await {
-                    Ok(E5::Incoming(P5::ConnAck(c))) => {
+                match events.turn().await {
+                    Turn::Connected { session_present } => {
                         backoff = Duration::from_millis(200);
-                        tracing::info!(broker = %endpoint, session_present = c.session_present, "Connected to the MQTT broker.");
-                        let _ = task_client.try_subscribe(ack_topic.clone(), Q5::AtLeastOnce);
-                        let _ = task_client.try_publish(status.clone(), Q5::AtLeastOnce, true, "online");
+                        tracing::info!(broker = %endpoint, session_present, "Connected to the MQTT broker.");
                         let _ = conn_tx.send(Ok(()));
                     }
-                    Ok(E5::Incoming(P5::Publish(p))) if p.topic.as_ref() == ack_topic.as_bytes() => {
-                        match Ack::decode(p.payload.as_ref()) {
-                            Ok(ack) => {
-                                let _ = ack_tx.try_send(ack);
-                            }
-                            Err(e) => {
-                                tracing::warn!(topic = %ack_topic, error = %e, "Ignored a malformed ack.")
-                            }
-                        }
+                    Turn::Ack(Ok(ack)) => {
+                        let _ = ack_tx.try_send(ack);
                     }
-                    Ok(_) => {}
-                    Err(e) => {
-                        let _ = conn_tx.send(Err(e.to_string()));
+                    Turn::Ack(Err(e)) => {
+                        tracing::warn!(topic = %ack_topic, error = %e, "Ignored a malformed ack.");
+                    }
+                    Turn::Other => {}
+                    Turn::Failed(e) => {
+                        let _ = conn_tx.send(Err(e.clone()));
                         tracing::warn!(broker = %endpoint, error = %e, retry_in = ?backoff, "MQTT connection failed; reconnecting.");
                         tokio::time::sleep(backoff).await;
                         backoff = (backoff * 2).min(Duration::from_secs(30));
@@ -265,7 +313,7 @@ impl MqttUplink {
             }
         });
         Self {
-            client: Client::V5(client),
+            client,
             settings,
             acks,
             state,
