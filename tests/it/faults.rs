@@ -366,6 +366,15 @@ async fn collector_killed_under_load_loses_nothing_and_garbage_devices_are_conta
             .lines()
             .find(|l| l.contains("Poll failed") && l.contains(name));
         assert!(line.is_some(), "no logged failure names {name}");
+        // A device answering garbage is told from a silent one.
+        if behaviour(i).0 == "garbage" {
+            let line = line.unwrap_or_default();
+            assert!(
+                line.contains("that was not SNMP, or corrupt")
+                    || line.contains("that were not SNMP, or corrupt"),
+                "{line}"
+            );
+        }
         if i == 5 || i == 8 {
             eprintln!("faults: {}", line.unwrap_or_default());
         }

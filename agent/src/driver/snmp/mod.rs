@@ -191,7 +191,7 @@ async fn connect(t: &SnmpTarget, cx: &PollCx) -> Result<Client, DriverError> {
         .map_err(|e| connect_err(&e))?;
     b.build_with(&transport)
         .await
-        .map_err(|e| map_err(t, "connect", &e, cx))
+        .map_err(|e| map_err(t, "connect", &e, cx, transport.stats().into()))
 }
 
 /// sysObjectID as dotted text. Some agents send it as an OCTET STRING holding the dotted OID,
@@ -227,8 +227,46 @@ fn report_detail(e: &async_snmp::Error) -> String {
     }
 }
 
-/// Maps an async-snmp error to a driver error with an operator-readable cause.
-fn map_err(t: &SnmpTarget, what: &str, e: &async_snmp::Error, cx: &PollCx) -> DriverError {
+/// Datagrams the target's UDP endpoint received but could not use (async-snmp's `UdpStats`):
+/// what tells a device answering garbage, or answering late, from one that is silent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Stray {
+    /// Not SNMP, or corrupt: no request ID could be read.
+    malformed: u64,
+    /// SNMP, but matching no pending request: a wrong request ID, or a reply after its timeout.
+    unmatched: u64,
+}
+
+impl From<async_snmp::transport::UdpStats> for Stray {
+    fn from(s: async_snmp::transport::UdpStats) -> Self {
+        Self {
+            malformed: s.malformed_datagrams,
+            unmatched: s.discarded_datagrams,
+        }
+    }
+}
+
+impl Stray {
+    /// What a timeout's message says instead of "device down" when the device did answer.
+    fn cause(self) -> Option<String> {
+        match (self.malformed, self.unmatched) {
+            (0, 0) => None,
+            (0, n) => Some(format!(
+                "only {n} repl{} that matched no request: a wrong request ID, or too late",
+                if n == 1 { "y" } else { "ies" }
+            )),
+            (m, _) => Some(format!(
+                "only {m} datagram{} that {} not SNMP, or corrupt",
+                if m == 1 { "" } else { "s" },
+                if m == 1 { "was" } else { "were" }
+            )),
+        }
+    }
+}
+
+/// Maps an async-snmp error to a driver error with an operator-readable cause; `stray` counts
+/// the datagrams the target's endpoint could not use so far.
+fn map_err(t: &SnmpTarget, what: &str, e: &async_snmp::Error, cx: &PollCx, stray: Stray) -> DriverError {
     if let async_snmp::Error::Snmp {
         status: async_snmp::ErrorStatus::AuthorizationError,
         ..
@@ -244,6 +282,9 @@ fn map_err(t: &SnmpTarget, what: &str, e: &async_snmp::Error, cx: &PollCx) -> Dr
     match e.kind() {
         ErrorKind::Timeout => DriverError::Timeout {
             what: match (t.version, &t.privacy) {
+                _ if stray.cause().is_some() => {
+                    format!("{what} ({})", stray.cause().unwrap_or_default())
+                }
                 (SnmpVersion::V1 | SnmpVersion::V2c, _) => {
                     format!("{what} (device down, or wrong community: SNMP agents ignore a wrong community)")
                 }
@@ -299,7 +340,7 @@ pub async fn poll(t: &SnmpTarget, cx: &PollCx) -> Result<DeviceReport, DriverErr
     let resp = match client.get_many(&system).await {
         Ok(r) => r,
         Err(e) => {
-            let err = map_err(t, what, &e, cx);
+            let err = map_err(t, what, &e, cx, client.stats().into());
             if !v3 {
                 return Err(err);
             }
@@ -316,7 +357,7 @@ pub async fn poll(t: &SnmpTarget, cx: &PollCx) -> Result<DeviceReport, DriverErr
             client
                 .get_many(&system)
                 .await
-                .map_err(|e| map_err(t, what, &e, cx))?
+                .map_err(|e| map_err(t, what, &e, cx, client.stats().into()))?
         }
     };
     let s = Session {
@@ -523,11 +564,45 @@ mod tests {
             ),
             (R::DecryptionError { counter: 1 }, "usmStatsDecryptionErrors"),
         ] {
-            let e = map_err(&t, "GET", &report(status), &cx);
+            let e = map_err(&t, "GET", &report(status), &cx, Stray::default());
             assert!(matches!(e, DriverError::Auth { .. }), "{e:?}");
             assert!(e.to_string().contains(want), "{e}");
             assert!(!e.to_string().contains("s3cretpass"));
         }
+    }
+
+    #[test]
+    fn a_timeout_names_garbage_or_unmatched_replies_instead_of_a_silent_device() {
+        let t = match crate::target::Target::parse("snmp://public@h").unwrap() {
+            crate::target::Target::Snmp(t) => t,
+            _ => unreachable!(),
+        };
+        let cx = PollCx::default();
+        let timeout = async_snmp::Error::Timeout {
+            target: "127.0.0.1:161".parse().unwrap(),
+            elapsed: Duration::from_secs(3),
+            retries: 1,
+        };
+        let msg = |stray| {
+            let e = map_err(&t, "GET", &timeout, &cx, stray);
+            assert!(matches!(e, DriverError::Timeout { .. }), "{e:?}");
+            e.to_string()
+        };
+        assert!(msg(Stray::default()).contains("device down"));
+        let garbage = msg(Stray {
+            malformed: 2,
+            unmatched: 5,
+        });
+        assert!(
+            garbage.contains("only 2 datagrams that were not SNMP, or corrupt"),
+            "{garbage}"
+        );
+        assert!(!garbage.contains("device down"), "{garbage}");
+        let late = msg(Stray {
+            malformed: 0,
+            unmatched: 1,
+        });
+        assert!(late.contains("only 1 reply that matched no request"), "{late}");
     }
 
     #[test]

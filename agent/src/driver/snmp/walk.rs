@@ -51,7 +51,7 @@ fn present(v: &Value) -> bool {
 
 impl Session<'_> {
     fn err(&self, what: &str, e: &async_snmp::Error) -> DriverError {
-        map_err(self.target, what, e, self.cx)
+        map_err(self.target, what, e, self.cx, self.client.stats().into())
     }
 
     /// GETs `oids` (async-snmp splits big requests), returning the present values by OID text.
