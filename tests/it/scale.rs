@@ -256,6 +256,49 @@ async fn one_simulated_device_polls_quickly_and_fully() {
     assert!(took < Duration::from_millis(500), "{took:?}");
 }
 
+/// A silent device, one answering garbage and one answering with the wrong request id all end
+/// in a timeout, and the error tells them apart for the operator.
+#[tokio::test]
+async fn snmp_timeouts_tell_silence_from_garbage_and_wrong_request_ids() {
+    let text = std::fs::read_to_string(
+        groundtruth_tests::repo_root().join("tests/fixtures/sim/generic-pdu.snmprec"),
+    )
+    .unwrap();
+    let recording = Arc::new(Recording::parse(&text).unwrap());
+    let cases = [
+        (Behaviour::BlackHole, "device down"),
+        (Behaviour::Garbage, "not SNMP, or corrupt"),
+        (
+            Behaviour::WrongRequestId,
+            "matched no request: a wrong request ID",
+        ),
+    ];
+    let fleet = SnmpFleet::start(
+        1,
+        cases
+            .iter()
+            .enumerate()
+            .map(|(i, (b, _))| DeviceSpec {
+                name: format!("dev-{i}"),
+                recording: recording.clone(),
+                behaviour: b.clone(),
+            })
+            .collect(),
+    )
+    .await
+    .unwrap();
+    let mut cx = groundtruth_agent::driver::PollCx::default();
+    cx.limits.request_timeout = Duration::from_millis(200);
+    for (i, (_, want)) in cases.iter().enumerate() {
+        let target = groundtruth_agent::target::Target::parse(&fleet.url(i)).unwrap();
+        let (_, err) = groundtruth_agent::driver::poll(&target, &cx).await;
+        let err = err.expect("a failed poll").to_string();
+        eprintln!("{}: {err}", fleet.url(i));
+        assert!(err.contains(want), "{err}");
+        assert!(fleet.requests(i) > 0);
+    }
+}
+
 /// The Modbus side of the simulator: units on one listener serve a built-in register map
 /// (identity and finite readings decode), a black-holed unit times out, a unit answering with
 /// the wrong transaction id is a failure, not a reading.
