@@ -686,8 +686,8 @@ pub fn routes() -> Router<Arc<HttpState>> {
 mod tests {
     use super::*;
     use groundtruth_proto::v1::{
-        AgentInfo, Batch, DeviceIdentity, DeviceReport, LocationEvidence, LocationSource, MacAddress,
-        PollOutcome, PollStatus,
+        Batch, DeviceIdentity, DeviceReport, LocationEvidence, LocationSource, MacAddress, PollOutcome,
+        PollStatus,
     };
 
     fn report(serial: &str, endpoint: &str, mac: &str, rack_u: Option<(&str, Option<u32>)>) -> DeviceReport {
@@ -720,17 +720,7 @@ mod tests {
     }
 
     fn batch(seq: u64, devices: Vec<DeviceReport>) -> Batch {
-        Batch {
-            agent: Some(AgentInfo {
-                agent_id: "a1".into(),
-                site: "DC1".into(),
-                ..Default::default()
-            }),
-            epoch: 1,
-            seq,
-            devices,
-            ..Default::default()
-        }
+        crate::store::testdb::batch("a1", "DC1", seq, devices)
     }
 
     async fn seeded() -> (tempfile::TempDir, Store) {

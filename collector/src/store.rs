@@ -1549,7 +1549,24 @@ impl Store {
 #[doc(hidden)]
 pub mod testdb {
     use super::{Database, Store, StoreError};
+    use groundtruth_proto::v1::{AgentInfo, Batch, DeviceReport};
     use sqlx::{Connection, Executor};
+
+    /// A batch of `devices` from agent `agent_id` at `site` (epoch 1), for tests.
+    #[must_use]
+    pub fn batch(agent_id: &str, site: &str, seq: u64, devices: Vec<DeviceReport>) -> Batch {
+        Batch {
+            agent: Some(AgentInfo {
+                agent_id: agent_id.to_owned(),
+                site: site.to_owned(),
+                ..Default::default()
+            }),
+            epoch: 1,
+            seq,
+            devices,
+            ..Default::default()
+        }
+    }
 
     /// One test database; `db` is what to pass to [`Store::connect`] (any number of times).
     #[derive(Debug)]
@@ -1699,7 +1716,7 @@ mod tests {
     use super::testdb::TestDb;
     use super::*;
     use groundtruth_proto::v1::{
-        AgentInfo, DeviceIdentity, LocationEvidence, MacAddress, PollStatus, Protocol, Reading,
+        DeviceIdentity, LocationEvidence, MacAddress, PollStatus, Protocol, Reading,
     };
 
     /// Runs a test body against both back ends: `NAME::sqlite` and `NAME::postgres` (the latter
@@ -1771,17 +1788,7 @@ mod tests {
     }
 
     fn batch_of(seq: u64, devices: Vec<DeviceReport>) -> Batch {
-        Batch {
-            agent: Some(AgentInfo {
-                agent_id: "a1".into(),
-                site: "DC1".into(),
-                ..Default::default()
-            }),
-            epoch: 1,
-            seq,
-            devices,
-            ..Default::default()
-        }
+        testdb::batch("a1", "DC1", seq, devices)
     }
 
     async fn one_server_over_redfish_and_ipmi_is_one_device_with_merged_identity(t: TestDb) {
@@ -2000,15 +2007,11 @@ mod tests {
     }
 
     fn batch(seq: u64, serial: &str, watts: f64) -> Batch {
-        Batch {
-            agent: Some(AgentInfo {
-                agent_id: "a1".into(),
-                site: "DC1".into(),
-                ..Default::default()
-            }),
-            epoch: 1,
+        testdb::batch(
+            "a1",
+            "DC1",
             seq,
-            devices: vec![DeviceReport {
+            vec![DeviceReport {
                 identity: Some(DeviceIdentity {
                     serial_number: serial.into(),
                     vendor: "Dell Inc.".into(),
@@ -2038,8 +2041,7 @@ mod tests {
                 }),
                 ..Default::default()
             }],
-            ..Default::default()
-        }
+        )
     }
 
     async fn duplicate_batch_is_recognised_and_stored_once(t: TestDb) {

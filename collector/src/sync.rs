@@ -379,8 +379,8 @@ mod tests {
     use super::*;
     use crate::cmdb::{DesiredDevice, DesiredLocation, Face, Ownership};
     use groundtruth_proto::v1::{
-        AgentInfo, Batch, DeviceIdentity, DeviceReport, LocationEvidence, LocationSource, PollOutcome,
-        PollStatus, Reading,
+        Batch, DeviceIdentity, DeviceReport, LocationEvidence, LocationSource, PollOutcome, PollStatus,
+        Reading,
     };
     use std::collections::HashMap;
     use std::sync::Arc;
@@ -509,15 +509,11 @@ mod tests {
     }
 
     fn batch(seq: u64, rack: &str, watts: f64) -> Batch {
-        Batch {
-            agent: Some(AgentInfo {
-                agent_id: "a1".into(),
-                site: "DC1".into(),
-                ..Default::default()
-            }),
-            epoch: 1,
+        crate::store::testdb::batch(
+            "a1",
+            "DC1",
             seq,
-            devices: vec![DeviceReport {
+            vec![DeviceReport {
                 identity: Some(DeviceIdentity {
                     serial_number: "SN-PACE-1".into(),
                     vendor: "Dell Inc.".into(),
@@ -543,8 +539,7 @@ mod tests {
                 }),
                 ..Default::default()
             }],
-            ..Default::default()
-        }
+        )
     }
 
     #[tokio::test]

@@ -189,16 +189,7 @@ async fn ups_power_source_from_a_real_poll_reaches_the_rules() {
     let cx = groundtruth_agent::driver::PollCx::default();
     let (report, err) = groundtruth_agent::driver::poll(&target, &cx).await;
     assert!(err.is_none(), "{err:?}");
-    let batch = groundtruth_proto::v1::Batch {
-        agent: Some(groundtruth_proto::v1::AgentInfo {
-            agent_id: "itsm-ups".into(),
-            ..Default::default()
-        }),
-        epoch: 1,
-        seq: 1,
-        devices: vec![report],
-        ..Default::default()
-    };
+    let batch = groundtruth_collector::store::testdb::batch("itsm-ups", "", 1, vec![report]);
     let (tx, _rx) = tokio::sync::watch::channel(0);
     let ingest = groundtruth_collector::ingest::IngestService::new(store.clone(), tx);
     ingest.handle(&batch).await.unwrap();

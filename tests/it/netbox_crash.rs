@@ -11,8 +11,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use groundtruth_proto::v1::{
-    AgentInfo, Batch, DeviceIdentity, DeviceReport, LocationEvidence, LocationSource, MacAddress, MacRole,
-    PollOutcome, PollStatus,
+    Batch, DeviceIdentity, DeviceReport, LocationEvidence, LocationSource, MacAddress, MacRole, PollOutcome,
+    PollStatus,
 };
 
 use super::*;
@@ -91,17 +91,7 @@ fn store_batch(site: &str, room: &str, t: &str) -> (Batch, Vec<(String, Vec<Stri
         });
         want.push((serial, macs));
     }
-    let batch = Batch {
-        agent: Some(AgentInfo {
-            agent_id: format!("crash-{t}"),
-            site: site.into(),
-            ..Default::default()
-        }),
-        epoch: 1,
-        seq: 1,
-        devices,
-        ..Default::default()
-    };
+    let batch = groundtruth_collector::store::testdb::batch(&format!("crash-{t}"), site, 1, devices);
     (batch, want)
 }
 

@@ -8,9 +8,7 @@ use groundtruth_collector::context::refresh_cmdb_not_seen;
 use groundtruth_collector::kpi;
 use groundtruth_collector::reconcile::Rules;
 use groundtruth_collector::store::Store;
-use groundtruth_proto::v1::{
-    AgentInfo, Batch, DeviceIdentity, DeviceReport, MacAddress, PollOutcome, PollStatus,
-};
+use groundtruth_proto::v1::{Batch, DeviceIdentity, DeviceReport, MacAddress, PollOutcome, PollStatus};
 
 use super::*;
 
@@ -41,17 +39,7 @@ fn report(serial: &str, hostname: &str, mac: Option<&str>) -> DeviceReport {
 }
 
 fn batch(site: &str, seq: u64, devices: Vec<DeviceReport>) -> Batch {
-    Batch {
-        agent: Some(AgentInfo {
-            agent_id: "not-seen-agent".into(),
-            site: site.into(),
-            ..Default::default()
-        }),
-        epoch: 1,
-        seq,
-        devices,
-        ..Default::default()
-    }
+    groundtruth_collector::store::testdb::batch("not-seen-agent", site, seq, devices)
 }
 
 #[tokio::test]

@@ -8,21 +8,17 @@ use std::time::Duration;
 
 use groundtruth_collector::store::Database;
 use groundtruth_proto::v1::{
-    AckStatus, AgentInfo, Batch, DeviceIdentity, DeviceReport, PollOutcome, PollStatus, Reading,
+    AckStatus, Batch, DeviceIdentity, DeviceReport, PollOutcome, PollStatus, Reading,
     ingest_client::IngestClient,
 };
 use groundtruth_tests::{binary, free_port, pg_store};
 
 fn batch() -> Batch {
-    Batch {
-        agent: Some(AgentInfo {
-            agent_id: "pg-agent".into(),
-            site: "DC1".into(),
-            ..Default::default()
-        }),
-        epoch: 1,
-        seq: 1,
-        devices: vec![DeviceReport {
+    groundtruth_collector::store::testdb::batch(
+        "pg-agent",
+        "DC1",
+        1,
+        vec![DeviceReport {
             identity: Some(DeviceIdentity {
                 serial_number: "GTPG000001".into(),
                 vendor: "Dell Inc.".into(),
@@ -41,8 +37,7 @@ fn batch() -> Batch {
             }),
             ..Default::default()
         }],
-        ..Default::default()
-    }
+    )
 }
 
 async fn ack_of(addr: &str) -> i32 {

@@ -952,26 +952,24 @@ mod tests {
 
     #[tokio::test]
     async fn ups_on_battery_from_reported_attributes_opens_and_resolves() {
-        use groundtruth_proto::v1::{AgentInfo, Batch, DeviceIdentity, DeviceReport};
+        use groundtruth_proto::v1::{DeviceIdentity, DeviceReport};
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("s.db")).await.unwrap();
-        let batch = |seq: u64, state: &str| Batch {
-            agent: Some(AgentInfo {
-                agent_id: "a1".into(),
-                ..Default::default()
-            }),
-            epoch: 1,
-            seq,
-            devices: vec![DeviceReport {
-                identity: Some(DeviceIdentity {
-                    serial_number: "GTUPS000001".into(),
-                    endpoint_key: "snmp://10.0.0.5".into(),
-                    attributes: [("output_source".to_owned(), state.to_owned())].into(),
+        let batch = |seq: u64, state: &str| {
+            crate::store::testdb::batch(
+                "a1",
+                "",
+                seq,
+                vec![DeviceReport {
+                    identity: Some(DeviceIdentity {
+                        serial_number: "GTUPS000001".into(),
+                        endpoint_key: "snmp://10.0.0.5".into(),
+                        attributes: [("output_source".to_owned(), state.to_owned())].into(),
+                        ..Default::default()
+                    }),
                     ..Default::default()
-                }),
-                ..Default::default()
-            }],
-            ..Default::default()
+                }],
+            )
         };
         let (url, got, _) = receiver("s3cret", 0).await;
         let s = settings(

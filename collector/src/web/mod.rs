@@ -731,21 +731,16 @@ mod tests {
 
     #[tokio::test]
     async fn device_keys_with_slashes_round_trip_through_links() {
-        use groundtruth_proto::v1::{
-            AgentInfo, Batch, DeviceIdentity, DeviceReport, PollOutcome, PollStatus,
-        };
+        use groundtruth_proto::v1::{DeviceIdentity, DeviceReport, PollOutcome, PollStatus};
         use tower::ServiceExt as _;
         let dir = tempfile::tempdir().unwrap();
         let store = crate::store::Store::open(&dir.path().join("s.db")).await.unwrap();
         store
-            .commit_batch(&Batch {
-                agent: Some(AgentInfo {
-                    agent_id: "a1".into(),
-                    ..Default::default()
-                }),
-                epoch: 1,
-                seq: 1,
-                devices: vec![DeviceReport {
+            .commit_batch(&crate::store::testdb::batch(
+                "a1",
+                "",
+                1,
+                vec![DeviceReport {
                     identity: Some(DeviceIdentity {
                         endpoint_key: "snmp://10.0.0.9:161".into(),
                         model: "<i>PDU</i>".into(),
@@ -757,8 +752,7 @@ mod tests {
                     }),
                     ..Default::default()
                 }],
-                ..Default::default()
-            })
+            ))
             .await
             .unwrap();
         let key = "endpoint:a1/snmp://10.0.0.9:161";
