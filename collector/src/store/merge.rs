@@ -155,6 +155,26 @@ pub(super) async fn fold_endpoint_devices(
     Ok(())
 }
 
+/// The statements that move `table`'s rows from device `$2` to device `$1` (by column `col`)
+/// where the target has no row with the same `unique` columns (comma-separated; empty: move
+/// all), and then delete what stayed behind (`$1`: the old device).
+fn move_rows_sql(table: &str, col: &str, unique: &str) -> (String, String) {
+    let keep = if unique.is_empty() {
+        String::new()
+    } else {
+        let same = unique
+            .split(", ")
+            .map(|c| format!("n.{c} = {table}.{c}"))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        format!(" AND NOT EXISTS (SELECT 1 FROM {table} n WHERE n.{col} = $1 AND {same})")
+    };
+    (
+        format!("UPDATE {table} SET {col} = $1 WHERE {col} = $2{keep}"),
+        format!("DELETE FROM {table} WHERE {col} = $1"),
+    )
+}
+
 async fn fold(
     tx: &mut sqlx::Transaction<'_, Any>,
     (old_id, old_key): (i64, &str),
@@ -165,8 +185,9 @@ async fn fold(
         into = new_key,
         "Folded a serial-less device into the device owning its BMC MAC."
     );
-    // Rows keyed by device id: move what the target lacks, drop the rest.
-    const BY_ID: [(&str, &str, &str); 6] = [
+    // Rows keyed by device id, then by device key: move what the target lacks (no row with the
+    // same `unique` columns), drop the rest.
+    const BY_ID: [(&str, &str, &str); 7] = [
         ("readings", "device_id", ""),
         ("topology", "switch_device_id", ""),
         ("device_macs", "device_id", "address"),
@@ -181,71 +202,36 @@ async fn fold(
             "device_id",
             "metric, unit, component_kind, component_index, hour",
         ),
+        ("device_sources", "device_id", "protocol, agent_id, endpoint_key"),
+    ];
+    const BY_KEY: [(&str, &str, &str); 3] = [
+        ("device_attributes", "device_key", "name"),
+        ("location_pins", "device_key", ""),
+        ("exception_ignores", "device_key", "kind"),
     ];
     for (table, col, unique) in BY_ID {
-        let keep = if unique.is_empty() {
-            String::new()
-        } else {
-            let cols: Vec<&str> = unique.split(", ").collect();
-            let same = cols
-                .iter()
-                .map(|c| format!("n.{c} = {table}.{c}"))
-                .collect::<Vec<_>>()
-                .join(" AND ");
-            format!(" AND NOT EXISTS (SELECT 1 FROM {table} n WHERE n.{col} = $1 AND {same})")
-        };
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "UPDATE {table} SET {col} = $1 WHERE {col} = $2{keep}"
-        )))
-        .bind(new_id)
-        .bind(old_id)
-        .execute(&mut **tx)
-        .await?;
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DELETE FROM {table} WHERE {col} = $1"
-        )))
-        .bind(old_id)
-        .execute(&mut **tx)
-        .await?;
+        let (update, delete) = move_rows_sql(table, col, unique);
+        sqlx::query(sqlx::AssertSqlSafe(update))
+            .bind(new_id)
+            .bind(old_id)
+            .execute(&mut **tx)
+            .await?;
+        sqlx::query(sqlx::AssertSqlSafe(delete))
+            .bind(old_id)
+            .execute(&mut **tx)
+            .await?;
     }
-    sqlx::query(
-        "UPDATE device_sources SET device_id = $1 WHERE device_id = $2 AND NOT EXISTS (
-            SELECT 1 FROM device_sources n WHERE n.device_id = $1 AND n.protocol = device_sources.protocol
-              AND n.agent_id = device_sources.agent_id AND n.endpoint_key = device_sources.endpoint_key)",
-    )
-    .bind(new_id)
-    .bind(old_id)
-    .execute(&mut **tx)
-    .await?;
-    sqlx::query("DELETE FROM device_sources WHERE device_id = $1")
-        .bind(old_id)
-        .execute(&mut **tx)
-        .await?;
-    // Rows keyed by device key.
-    for (table, unique) in [
-        ("device_attributes", "name"),
-        ("location_pins", ""),
-        ("exception_ignores", "kind"),
-    ] {
-        let same = if unique.is_empty() {
-            String::new()
-        } else {
-            format!(" AND n.{unique} = {table}.{unique}")
-        };
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "UPDATE {table} SET device_key = $1 WHERE device_key = $2
-             AND NOT EXISTS (SELECT 1 FROM {table} n WHERE n.device_key = $1{same})"
-        )))
-        .bind(new_key)
-        .bind(old_key)
-        .execute(&mut **tx)
-        .await?;
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DELETE FROM {table} WHERE device_key = $1"
-        )))
-        .bind(old_key)
-        .execute(&mut **tx)
-        .await?;
+    for (table, col, unique) in BY_KEY {
+        let (update, delete) = move_rows_sql(table, col, unique);
+        sqlx::query(sqlx::AssertSqlSafe(update))
+            .bind(new_key)
+            .bind(old_key)
+            .execute(&mut **tx)
+            .await?;
+        sqlx::query(sqlx::AssertSqlSafe(delete))
+            .bind(old_key)
+            .execute(&mut **tx)
+            .await?;
     }
     let t = now();
     let note = format!("folded into {new_key}: same BMC MAC");
