@@ -49,23 +49,24 @@ rows=()
 
 if [[ " $which " == *" fleet "* ]]; then
   fl=()
-  for n in $fleets; do
-    r=$("$bench" fleet "$n" "$fleet_s" "$fleet_iv" "$agent")
+  # fleet_row LABEL INTERVAL JITTER_KEY_PREFIX GT_BENCH_FLEET_ARGS...: one run, its JSON in fl,
+  # its table row in rows.
+  fleet_row() {
+    local label=$1 iv=$2 jk=$3 r cpu rss p99 mx
+    shift 3
+    r=$("$bench" fleet "$@")
     fl+=("$r")
     cpu=$(echo "$r" | sed 's/.*"agent_cpu_percent":\([0-9.]*\).*/\1/')
     rss=$(echo "$r" | sed 's/.*"agent_rss_kib_max":\([0-9]*\).*/\1/')
-    p99=$(echo "$r" | sed 's/.*"jitter_ms_p99":\([0-9]*\).*/\1/')
-    mx=$(echo "$r" | sed 's/.*"jitter_ms_max":\([0-9]*\).*/\1/')
-    rows+=("$(printf 'agent, %s SNMP targets @%ss|CPU %s %% of one core|RSS max %s MiB|poll jitter p99 %s ms (max %s)' "$n" "$fleet_iv" "$cpu" "$((rss / 1024))" "$p99" "$mx")")
+    p99=$(echo "$r" | sed "s/.*\"${jk}jitter_ms_p99\":\([0-9]*\).*/\1/")
+    mx=$(echo "$r" | sed "s/.*\"${jk}jitter_ms_max\":\([0-9]*\).*/\1/")
+    rows+=("$(printf 'agent, %s @%ss|CPU %s %% of one core|RSS max %s MiB|poll jitter p99 %s ms (max %s)' "$label" "$iv" "$cpu" "$((rss / 1024))" "$p99" "$mx")")
+  }
+  for n in $fleets; do
+    fleet_row "$n SNMP targets" "$fleet_iv" "" "$n" "$fleet_s" "$fleet_iv" "$agent"
   done
   for n in $rf_fleets; do
-    r=$("$bench" fleet 0 "$fleet_s" "$rf_iv" "$agent" --redfish "$n")
-    fl+=("$r")
-    cpu=$(echo "$r" | sed 's/.*"agent_cpu_percent":\([0-9.]*\).*/\1/')
-    rss=$(echo "$r" | sed 's/.*"agent_rss_kib_max":\([0-9]*\).*/\1/')
-    p99=$(echo "$r" | sed 's/.*"redfish_jitter_ms_p99":\([0-9]*\).*/\1/')
-    mx=$(echo "$r" | sed 's/.*"redfish_jitter_ms_max":\([0-9]*\).*/\1/')
-    rows+=("$(printf 'agent, %s Redfish targets (HTTPS) @%ss|CPU %s %% of one core|RSS max %s MiB|poll jitter p99 %s ms (max %s)' "$n" "$rf_iv" "$cpu" "$((rss / 1024))" "$p99" "$mx")")
+    fleet_row "$n Redfish targets (HTTPS)" "$rf_iv" "redfish_" 0 "$fleet_s" "$rf_iv" "$agent" --redfish "$n"
   done
   results+=("\"fleet\":[$(IFS=,; echo "${fl[*]}")]")
 fi
