@@ -20,8 +20,9 @@ tests/peers/start-all.sh snmpd redfish netbox
 # shellcheck disable=SC1091
 . "${GT_PEERS_RUN:-/tmp/gt-peers}/peers.env"
 
-echo "==> Building groundtruth-agent and groundtruth-collector"
-cargo build --release --locked --bins 2>&1 | tail -n 2
+echo "==> Building groundtruth-agent and groundtruth-collector (release; a cold build takes minutes)"
+# Cargo's own progress, one line per crate compiled, so a long cold build is visibly moving.
+cargo build --release --locked --bins
 bin="$root/target/release"
 
 umask 077
@@ -80,13 +81,27 @@ echo "==> Agent round 1: polling snmpd and the Redfish BMC, streaming to the col
 echo
 echo "==> What the collector knows (groundtruth-collector devices)"
 "$bin/groundtruth-collector" devices --config "$run/collector.toml"
-sleep 3   # let the collector's debounced sync pass finish
+# The collector's own pass (debounced after the agent's batch) writes this round to NetBox; on a
+# cold NetBox the first one takes a while. Wait for it to be logged, with a deadline.
+echo
+echo "==> Waiting for the collector's sync pass (collector.log)"
+waited=0
+until grep -qE "NetBox sync pass (done|failed)" "$run/collector.log"; do
+  if [ "$waited" -ge 300 ]; then
+    echo "  no sync pass logged after ${waited} s; the sync below waits for it (one writer per NetBox)"
+    break
+  fi
+  if [ $((waited % 10)) = 0 ] && [ "$waited" -gt 0 ]; then echo "  ... ${waited} s"; fi
+  sleep 1
+  waited=$((waited + 1))
+done
 echo
 echo "==> What the collector's sync pass did in NetBox (from .gt-run/collector.log)"
 grep -E "NetBox (change|sync pass)" "$run/collector.log" | sed -E 's/^[^ ]+ +//' || echo "  (no sync pass logged yet)"
 echo
 echo "==> groundtruth-collector sync: NetBox against the collector now"
-"$bin/groundtruth-collector" sync --config "$run/collector.toml"
+# Never races the collector's own pass: both take NetBox's write lease, this one waits for it.
+"$bin/groundtruth-collector" sync --wait 5m --config "$run/collector.toml"
 echo
 echo "==> Open exceptions (what the collector refused to guess)"
 "$bin/groundtruth-collector" exceptions --config "$run/collector.toml"
@@ -94,7 +109,6 @@ echo "==> Open exceptions (what the collector refused to guess)"
 echo
 echo "==> Agent round 2, then the same sync: NetBox must need zero writes"
 "$bin/groundtruth-agent" run --once --config "$run/agent.toml" 2>/dev/null
-sleep 2
-"$bin/groundtruth-collector" sync --config "$run/collector.toml"
+"$bin/groundtruth-collector" sync --wait 5m --config "$run/collector.toml"
 echo
 echo "NetBox web UI: $GT_NETBOX_URL (login admin / see tests/peers/README.md). Logs and state: $run"

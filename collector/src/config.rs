@@ -39,6 +39,7 @@
 //! device_role = "server"         # role given to devices the collector creates
 //! create_missing = true          # create missing sites, racks, manufacturers and device types
 //! sync_interval = "30s"          # debounce after new data
+//! lease_ttl = "15s"              # one writer per NetBox: a silent pass loses its lease after this
 //! dry_run = false                # plan only, never write
 //! rate_limit = 20                # requests per second to NetBox (0 = unlimited)
 //! journal = true                 # a journal entry on every device the sync changed
@@ -246,6 +247,8 @@ struct RawNetBox {
     #[serde(default)]
     sync_interval: Option<String>,
     #[serde(default)]
+    lease_ttl: Option<String>,
+    #[serde(default)]
     dry_run: bool,
     #[serde(default = "yes")]
     tls_verify: bool,
@@ -313,6 +316,9 @@ pub struct NetBoxSettings {
     pub device_role: String,
     pub create_missing: bool,
     pub sync_interval: Duration,
+    /// The write lease's time: one pass writes to NetBox at a time, and a pass that stops
+    /// renewing (killed, paused, cut off from the database) loses the lease after this long.
+    pub lease_ttl: Duration,
     pub dry_run: bool,
     pub tls_verify: bool,
     pub ca_file: Option<PathBuf>,
@@ -556,6 +562,18 @@ impl Config {
                     return None;
                 }
             };
+            let lease_ttl = match n.lease_ttl.as_deref().map(humantime::parse_duration) {
+                None => crate::lease::DEFAULT_TTL,
+                Some(Ok(d)) if d >= Duration::from_secs(1) => d,
+                Some(Ok(_)) => {
+                    errors.push(format!("{file}: netbox.lease_ttl must be at least 1s"));
+                    return None;
+                }
+                Some(Err(e)) => {
+                    errors.push(format!("{file}: netbox.lease_ttl: {e}"));
+                    return None;
+                }
+            };
             let d = crate::cmdb::Ownership::default();
             let o = &n.ownership;
             let last_seen_deadband = match o.last_seen_deadband.as_deref().map(humantime::parse_duration) {
@@ -609,6 +627,7 @@ impl Config {
                 device_role: n.device_role,
                 create_missing: n.create_missing,
                 sync_interval,
+                lease_ttl,
                 dry_run: n.dry_run,
                 tls_verify: n.tls_verify,
                 ca_file: n.ca_file,
@@ -1101,6 +1120,7 @@ mod tests {
             device_role: _,
             create_missing: _,
             sync_interval,
+            lease_ttl,
             dry_run: _,
             tls_verify: _,
             ca_file,
@@ -1125,7 +1145,7 @@ mod tests {
         assert!(listen_http.is_some() && api_token.is_some() && retention_raw.is_some());
         assert!(retention_hourly.is_some() && patterns.is_some() && site_map.is_some());
         assert!(username.is_some() && password.is_some() && client_id.is_some());
-        assert!(sync_interval.is_some() && ca_file.is_some());
+        assert!(sync_interval.is_some() && ca_file.is_some() && lease_ttl.is_some());
         let accepted: std::collections::BTreeSet<String> = [
             "collector.listen_grpc",
             "collector.database",
@@ -1165,6 +1185,7 @@ mod tests {
             "netbox.device_role",
             "netbox.create_missing",
             "netbox.sync_interval",
+            "netbox.lease_ttl",
             "netbox.dry_run",
             "netbox.tls_verify",
             "netbox.ca_file",

@@ -14,6 +14,7 @@ pub mod http;
 pub mod ingest;
 pub mod itsm;
 pub mod kpi;
+pub mod lease;
 pub mod locate;
 pub mod normalize;
 pub mod power;

@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 use groundtruth_collector::config::Config;
 use groundtruth_collector::ingest::IngestService;
 use groundtruth_collector::store::Store;
-use groundtruth_collector::sync::{PassSummary, run_pass};
+use groundtruth_collector::sync::{PassLease, PassSummary, run_pass_leased};
 use groundtruth_proto::v1::ingest_server::IngestServer;
 
 #[derive(Debug, Parser)]
@@ -109,6 +109,10 @@ enum Command {
         /// Print the pass as JSON.
         #[arg(long)]
         json: bool,
+        /// How long to wait for another pass (serve's, another collector's) holding NetBox's
+        /// write lease, e.g. "2m"; "0s" fails at once.
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        wait: std::time::Duration,
     },
     /// Run one NetBox sync pass now (plan and execute) and print the changes. `sync` is an alias.
     #[command(alias = "sync")]
@@ -121,6 +125,10 @@ enum Command {
         /// Print the pass as JSON.
         #[arg(long)]
         json: bool,
+        /// How long to wait for another pass (serve's, another collector's) holding NetBox's
+        /// write lease, e.g. "2m"; "0s" fails at once.
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        wait: std::time::Duration,
     },
     /// List the devices in the store with their location and power.
     Devices {
@@ -201,8 +209,10 @@ fn main() -> ExitCode {
                 Ok(())
             }
             Command::Serve { .. } => serve(cfg).await,
-            Command::Plan { json, .. } => sync_once(cfg, true, json).await,
-            Command::Apply { dry_run, json, .. } => sync_once(cfg, dry_run, json).await,
+            Command::Plan { json, wait, .. } => sync_once(cfg, true, json, wait).await,
+            Command::Apply {
+                dry_run, json, wait, ..
+            } => sync_once(cfg, dry_run, json, wait).await,
             Command::Devices { json, .. } => devices(cfg, json).await,
             Command::Exceptions { action, .. } => exceptions(cfg, action).await,
             Command::SiteMapImport { .. } => site_map_import(cfg).await,
@@ -230,7 +240,10 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         let netbox = groundtruth_collector::netbox_client(&nb)?;
         let store = store.clone();
         let rules = cfg.rules.clone();
-        let pacing = groundtruth_collector::sync::Pacing::from_interval(nb.sync_interval);
+        let pacing = groundtruth_collector::sync::Pacing {
+            lease_ttl: nb.lease_ttl,
+            ..groundtruth_collector::sync::Pacing::from_interval(nb.sync_interval)
+        };
         let dry_run = nb.dry_run;
         let url = nb.url.clone();
         // Sync on change (debounced, only when an owned field changed) and on a schedule.
@@ -268,6 +281,9 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
                         failures = s.report.failures.len(),
                         "NetBox sync pass done."
                     );
+                }
+                Err(e @ groundtruth_collector::sync::SyncError::Busy { .. }) => {
+                    tracing::info!(url = %url, reason = %e, "NetBox sync pass skipped; will retry.");
                 }
                 Err(e) => {
                     tracing::error!(url = %url, error = %e, "NetBox sync pass failed; will retry.");
@@ -439,12 +455,24 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         .with_context(|| format!("serving gRPC on {}", cfg.listen_grpc))
 }
 
-async fn sync_once(cfg: Config, dry_run: bool, json: bool) -> anyhow::Result<()> {
+async fn sync_once(cfg: Config, dry_run: bool, json: bool, wait: std::time::Duration) -> anyhow::Result<()> {
     let nb = cfg.netbox.clone().context("the config has no [netbox] section")?;
     let store = open_store(&cfg).await?;
     let netbox = groundtruth_collector::netbox_client(&nb)?;
     let dry_run = dry_run || nb.dry_run;
-    let s = run_pass(&store, &netbox, &cfg.rules, dry_run).await?;
+    let lease = PassLease {
+        ttl: nb.lease_ttl,
+        wait,
+    };
+    let s = run_pass_leased(&store, &netbox, &cfg.rules, dry_run, lease, |h| {
+        eprintln!(
+            "waiting (up to {}) for another NetBox sync pass to finish: {} holds the write lease since {}",
+            humantime::format_duration(wait),
+            h.holder,
+            h.acquired_at
+        );
+    })
+    .await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&s)?);
     } else {

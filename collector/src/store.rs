@@ -88,6 +88,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../migrations/0011_journal_in_flight_cmdb_not_seen.sql"),
         include_str!("../migrations/postgres/0011_journal_in_flight_cmdb_not_seen.sql"),
     ),
+    (
+        12,
+        include_str!("../migrations/0012_leases.sql"),
+        include_str!("../migrations/postgres/0012_leases.sql"),
+    ),
 ];
 
 /// PostgreSQL advisory lock key held while migrating ("gtmigrat"), so that collectors starting
@@ -116,6 +121,9 @@ pub enum StoreError {
     /// An operator action that cannot be taken as asked (no actor, incomplete pin).
     #[error("{0}")]
     Refused(String),
+    /// A write made under a lease this process no longer holds (fencing): not applied.
+    #[error("{0}")]
+    Fenced(String),
 }
 
 /// Where the state lives: the `collector.database` setting.
@@ -1484,20 +1492,24 @@ impl Store {
     }
 
     /// Inserts or replaces journal entries (by marker) and removes those `remove` names, in one
-    /// transaction.
+    /// transaction; with `fence`, only while that lease is held.
     ///
     /// # Errors
-    /// On a database failure.
+    /// On a database failure, or [`StoreError::Fenced`] when `fence`'s lease is lost.
     pub async fn journal_record(
         &self,
         entries: &[crate::cmdb::PendingJournal],
         remove: &[String],
+        fence: Option<&Fence>,
     ) -> Result<(), StoreError> {
         if entries.is_empty() && remove.is_empty() {
             return Ok(());
         }
         let t = now();
         let mut tx = self.pool.begin().await?;
+        if let Some(f) = fence {
+            self.fence_check(&mut tx, f).await?;
+        }
         for e in entries {
             sqlx::query(
                 "INSERT INTO cmdb_journal_pending (marker, device_key, serial, object_id, comments, recorded_at, in_flight)
@@ -1525,12 +1537,15 @@ impl Store {
         Ok(())
     }
 
-    /// Removes journal entries the CMDB now has.
+    /// Removes journal entries the CMDB now has; with `fence`, only while that lease is held.
     ///
     /// # Errors
-    /// On a database failure.
-    pub async fn journal_written(&self, markers: &[String]) -> Result<(), StoreError> {
+    /// On a database failure, or [`StoreError::Fenced`] when `fence`'s lease is lost.
+    pub async fn journal_written(&self, markers: &[String], fence: Option<&Fence>) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
+        if let Some(f) = fence {
+            self.fence_check(&mut tx, f).await?;
+        }
         for m in markers {
             sqlx::query("DELETE FROM cmdb_journal_pending WHERE marker = $1")
                 .bind(m)
@@ -1541,6 +1556,32 @@ impl Store {
         Ok(())
     }
 }
+
+/// Runs test bodies (`async fn NAME(t: TestDb)`) against both back ends, as `NAME::sqlite` and
+/// `NAME::postgres` (the latter skips loudly without the test PostgreSQL and fails with
+/// `GT_REQUIRE_PEERS=1`). The one copy for this crate's unit tests.
+#[cfg(test)]
+macro_rules! both_stores {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test]
+            async fn sqlite() {
+                super::$name($crate::store::testdb::TestDb::sqlite()).await;
+            }
+            #[tokio::test]
+            async fn postgres() {
+                let Some(url) = $crate::store::testdb::pg_url(concat!(module_path!(), "::", stringify!($name))) else {
+                    return;
+                };
+                let t = $crate::store::testdb::TestDb::postgres(&url).await.unwrap();
+                assert!(t.db.is_postgres());
+                super::$name(t).await;
+            }
+        }
+    )*};
+}
+#[cfg(test)]
+pub(crate) use both_stores;
 
 /// Throwaway databases for tests of both back ends (used by this crate's unit tests and the
 /// `groundtruth-tests` suites): an SQLite file in a temporary directory, or a fresh schema in the
@@ -1719,29 +1760,7 @@ mod tests {
         DeviceIdentity, LocationEvidence, MacAddress, PollStatus, Protocol, Reading,
     };
 
-    /// Runs a test body against both back ends: `NAME::sqlite` and `NAME::postgres` (the latter
-    /// skips loudly without the test PostgreSQL, fails with `GT_REQUIRE_PEERS=1`).
-    macro_rules! both {
-        ($($name:ident),* $(,)?) => {$(
-            mod $name {
-                #[tokio::test]
-                async fn sqlite() {
-                    super::$name(super::TestDb::sqlite()).await;
-                }
-                #[tokio::test]
-                async fn postgres() {
-                    let Some(url) = super::testdb::pg_url(concat!("store::", stringify!($name))) else {
-                        return;
-                    };
-                    let t = super::TestDb::postgres(&url).await.unwrap();
-                    assert!(t.db.is_postgres());
-                    super::$name(t).await;
-                }
-            }
-        )*};
-    }
-
-    both!(
+    crate::store::both_stores!(
         duplicate_batch_is_recognised_and_stored_once,
         devices_carry_newest_power_and_switch_sightings,
         readings_beyond_one_statement_are_all_stored,
@@ -2528,5 +2547,7 @@ mod tests {
 
 /// Issue #13's queries (physical context, KPIs, tickets), in their own file.
 mod itsm;
+mod lease;
 mod merge;
 pub use itsm::{Attributes, DeliveryRow, KpiPoint, SyncFacts, TicketRow};
+pub use lease::{Fence, LeaseHolder};

@@ -454,27 +454,7 @@ mod tests {
 
     use crate::store::testdb::TestDb;
 
-    /// Each test body runs on both back ends: `NAME::sqlite` and `NAME::postgres` (the latter
-    /// skips loudly without the test PostgreSQL, fails with `GT_REQUIRE_PEERS=1`).
-    macro_rules! both {
-        ($($name:ident),* $(,)?) => {$(
-            mod $name {
-                #[tokio::test]
-                async fn sqlite() {
-                    super::$name(super::TestDb::sqlite()).await;
-                }
-                #[tokio::test]
-                async fn postgres() {
-                    let Some(url) = crate::store::testdb::pg_url(concat!("store_actions::", stringify!($name))) else {
-                        return;
-                    };
-                    super::$name(super::TestDb::postgres(&url).await.unwrap()).await;
-                }
-            }
-        )*};
-    }
-
-    both!(
+    crate::store::both_stores!(
         accept_resolves_and_audits_and_the_cause_can_reopen_it,
         ignore_suppresses_the_pair_until_unignored,
         pin_becomes_manual_evidence_and_unpin_removes_it

@@ -1,9 +1,12 @@
 //! One CMDB sync pass: stored devices → desired state → NetBox, with exceptions recorded for
 //! devices that cannot be written and for conflicts the CMDB layer found.
 
+use std::time::Duration;
+
 use crate::cmdb::{ChangeLog, Cmdb, CmdbError, LogFuture, PendingJournal, SyncReport};
+use crate::lease::Lease;
 use crate::reconcile;
-use crate::store::{Store, StoreError};
+use crate::store::{LeaseHolder, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
@@ -11,6 +14,31 @@ pub enum SyncError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Cmdb(#[from] CmdbError),
+    /// Another pass holds the CMDB's write lease (one writer per CMDB).
+    #[error(
+        "another sync pass is writing to this CMDB: lease \"{lease}\" is held by {} since {} (for {} ms more unless renewed); retry later, or wait longer with --wait",
+        holder.holder, holder.acquired_at, holder.expires_in_ms
+    )]
+    Busy { lease: String, holder: LeaseHolder },
+}
+
+/// How a pass takes its CMDB's write lease.
+#[derive(Debug, Clone, Copy)]
+pub struct PassLease {
+    /// Lease time: a pass that stops renewing (killed, paused, cut off from the database) loses
+    /// the lease after this long.
+    pub ttl: Duration,
+    /// How long to wait for another pass to finish before giving up with [`SyncError::Busy`].
+    pub wait: Duration,
+}
+
+impl Default for PassLease {
+    fn default() -> Self {
+        Self {
+            ttl: crate::lease::DEFAULT_TTL,
+            wait: Duration::from_secs(60),
+        }
+    }
 }
 
 /// Outcome of one pass, for logs and the CLI.
@@ -42,7 +70,8 @@ impl serde::Serialize for reconcile::Unfit {
     }
 }
 
-/// The store keeps NetBox journal entries until NetBox has them (crash-safe passes).
+/// The store keeps NetBox journal entries until NetBox has them (crash-safe passes). Unfenced:
+/// a pass uses it through [`Leased`].
 impl ChangeLog for Store {
     fn pending(&self) -> LogFuture<'_, Vec<PendingJournal>> {
         Box::pin(async move { self.journal_pending().await.map_err(|e| e.to_string()) })
@@ -50,28 +79,102 @@ impl ChangeLog for Store {
 
     fn record(&self, entries: Vec<PendingJournal>, remove: Vec<String>) -> LogFuture<'_, ()> {
         Box::pin(async move {
-            self.journal_record(&entries, &remove)
+            self.journal_record(&entries, &remove, None)
                 .await
                 .map_err(|e| e.to_string())
         })
     }
 
     fn written(&self, markers: Vec<String>) -> LogFuture<'_, ()> {
-        Box::pin(async move { self.journal_written(&markers).await.map_err(|e| e.to_string()) })
+        Box::pin(async move {
+            self.journal_written(&markers, None)
+                .await
+                .map_err(|e| e.to_string())
+        })
     }
 }
 
-/// Runs one pass. With `dry_run` nothing is written to NetBox (exceptions are still recorded
-/// in the collector's own store).
+/// The store as the change log of a pass that holds the CMDB's lease: every journal write
+/// commits only while the lease is held, and every CMDB write asks [`Lease::check`] first.
+struct Leased<'a> {
+    store: &'a Store,
+    lease: &'a Lease,
+}
+
+impl ChangeLog for Leased<'_> {
+    fn pending(&self) -> LogFuture<'_, Vec<PendingJournal>> {
+        self.store.pending()
+    }
+
+    fn record(&self, entries: Vec<PendingJournal>, remove: Vec<String>) -> LogFuture<'_, ()> {
+        Box::pin(async move {
+            self.store
+                .journal_record(&entries, &remove, Some(self.lease.fence()))
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn written(&self, markers: Vec<String>) -> LogFuture<'_, ()> {
+        Box::pin(async move {
+            self.store
+                .journal_written(&markers, Some(self.lease.fence()))
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn fence(&self) -> Result<(), String> {
+        self.lease.check()
+    }
+}
+
+/// Runs one pass under the CMDB's write lease, waiting for another pass as [`PassLease::default`]
+/// says. With `dry_run` nothing is written to NetBox (exceptions are still recorded in the
+/// collector's own store).
 ///
 /// # Errors
-/// When the store fails or NetBox as a whole is unreachable or refuses the token; per-device
-/// problems are in the summary instead.
+/// When the store fails, NetBox as a whole is unreachable or refuses the token, or another pass
+/// keeps the lease too long ([`SyncError::Busy`]); per-device problems are in the summary.
 pub async fn run_pass(
     store: &Store,
     netbox: &impl Cmdb,
     rules: &reconcile::Rules,
     dry_run: bool,
+) -> Result<PassSummary, SyncError> {
+    run_pass_leased(store, netbox, rules, dry_run, PassLease::default(), |_| {}).await
+}
+
+/// [`run_pass`] with its own lease settings; `waiting` is told who holds the lease while this
+/// pass waits for it. `plan` takes the lease too, so it never shows a pass half done.
+///
+/// # Errors
+/// As [`run_pass`].
+pub async fn run_pass_leased(
+    store: &Store,
+    cmdb: &impl Cmdb,
+    rules: &reconcile::Rules,
+    dry_run: bool,
+    lease: PassLease,
+    waiting: impl FnMut(&LeaseHolder),
+) -> Result<PassSummary, SyncError> {
+    let name = cmdb.lease_name();
+    let lease = match Lease::acquire(store, &name, lease.ttl, lease.wait, waiting).await? {
+        Ok(l) => l,
+        Err(holder) => return Err(SyncError::Busy { lease: name, holder }),
+    };
+    let r = pass(store, cmdb, rules, dry_run, &lease).await;
+    lease.release().await;
+    r
+}
+
+/// One pass, under `lease`.
+async fn pass(
+    store: &Store,
+    netbox: &impl Cmdb,
+    rules: &reconcile::Rules,
+    dry_run: bool,
+    lease: &Lease,
 ) -> Result<PassSummary, SyncError> {
     let devices = store.devices().await?;
     let mut summary = PassSummary {
@@ -95,7 +198,10 @@ pub async fn run_pass(
         .iter()
         .map(|d| (d.key.clone(), d.evidence.clone()))
         .collect();
-    let report = netbox.sync(&desired, dry_run, Some(store)).await?;
+    let log = Leased { store, lease };
+    let report = netbox.sync(&desired, dry_run, Some(&log)).await?;
+    // Nothing below is recorded once the lease is gone: another pass owns the outcome now.
+    lease.check().map_err(StoreError::Fenced)?;
     if !dry_run {
         // Failed writes are dead-lettered with their reason; the next pass recomputes the plan
         // from NetBox and so retries them. Shared objects (custom fields, journal) use "(netbox)".
@@ -226,6 +332,8 @@ pub struct Pacing {
     pub max_wait: std::time::Duration,
     /// A full pass at least this often, changed or not (dead letters, drift in NetBox).
     pub every: std::time::Duration,
+    /// The write lease's time ([`PassLease::ttl`]).
+    pub lease_ttl: std::time::Duration,
 }
 
 impl Pacing {
@@ -237,6 +345,7 @@ impl Pacing {
             quiet: interval,
             max_wait: interval * 3,
             every: (interval * 10).max(std::time::Duration::from_secs(300)),
+            lease_ttl: crate::lease::DEFAULT_TTL,
         }
     }
 }
@@ -316,6 +425,7 @@ pub async fn run_continuous<C: Cmdb + Sync>(
     on_pass: impl Fn(&Result<PassSummary, SyncError>),
 ) {
     use tokio::time::{Instant, sleep_until};
+    let lease_ttl = pacing.lease_ttl;
     let mut last: Option<std::collections::HashMap<String, crate::cmdb::DesiredDevice>> = None;
     let mut next_full = Instant::now() + pacing.every;
     loop {
@@ -361,13 +471,23 @@ pub async fn run_continuous<C: Cmdb + Sync>(
             }
         }
         changes.borrow_and_update();
-        let r = run_pass(&store, &cmdb, &rules, dry_run).await;
-        if let Ok(s) = &r {
-            last = Some(s.desired.iter().map(|d| (d.key.clone(), d.clone())).collect());
-            next_full = Instant::now() + pacing.every;
-        } else {
+        // Another pass (a CLI `apply`, another collector) holding the lease: skip, retry soon.
+        let now_only = PassLease {
+            ttl: lease_ttl,
+            wait: Duration::ZERO,
+        };
+        let r = run_pass_leased(&store, &cmdb, &rules, dry_run, now_only, |_| {}).await;
+        match &r {
+            Ok(s) => {
+                last = Some(s.desired.iter().map(|d| (d.key.clone(), d.clone())).collect());
+                next_full = Instant::now() + pacing.every;
+            }
+            Err(SyncError::Busy { .. }) => {
+                next_full =
+                    Instant::now() + pacing.quiet.clamp(Duration::from_secs(1), Duration::from_secs(5));
+            }
             // NetBox unreachable: try again after the quiet time, not at full speed.
-            next_full = Instant::now() + pacing.quiet.max(std::time::Duration::from_secs(5));
+            Err(_) => next_full = Instant::now() + pacing.quiet.max(Duration::from_secs(5)),
         }
         on_pass(&r);
     }
@@ -506,6 +626,10 @@ mod tests {
             self.0.fetch_add(1, Ordering::SeqCst);
             std::future::ready(Ok(SyncReport::default()))
         }
+
+        fn lease_name(&self) -> String {
+            "cmdb counting".into()
+        }
     }
 
     fn batch(seq: u64, rack: &str, watts: f64) -> Batch {
@@ -553,6 +677,7 @@ mod tests {
             quiet: Duration::from_millis(200),
             max_wait: Duration::from_millis(600),
             every: Duration::from_secs(3600),
+            lease_ttl: crate::lease::DEFAULT_TTL,
         };
         let task = tokio::spawn(run_continuous(
             store.clone(),

@@ -248,6 +248,7 @@ async fn context_api_answers_for_rackmount1_with_rack_outlet_and_neighbours() {
         device_role: "server".into(),
         create_missing: true,
         sync_interval: Duration::from_secs(1),
+        lease_ttl: groundtruth_collector::lease::DEFAULT_TTL,
         dry_run: false,
         tls_verify: true,
         ca_file: None,

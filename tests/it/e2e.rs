@@ -171,6 +171,7 @@ async fn skeleton(
         device_role: "server".into(),
         create_missing: true,
         sync_interval: Duration::from_secs(1),
+        lease_ttl: groundtruth_collector::lease::DEFAULT_TTL,
         dry_run: false,
         tls_verify: true,
         ca_file: None,

@@ -244,6 +244,7 @@ async fn scripted_scenario_produces_the_expected_tickets_in_request_tracker_and_
         device_role: "server".into(),
         create_missing: true,
         sync_interval: Duration::from_secs(1),
+        lease_ttl: groundtruth_collector::lease::DEFAULT_TTL,
         dry_run: false,
         tls_verify: true,
         ca_file: None,

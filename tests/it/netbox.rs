@@ -16,6 +16,8 @@ mod apply;
 mod bulk;
 #[path = "netbox_crash.rs"]
 mod crash;
+#[path = "netbox_lease.rs"]
+mod lease;
 #[path = "netbox_not_seen.rs"]
 mod not_seen;
 

@@ -22,7 +22,7 @@ const N: usize = 120;
 
 impl Peer {
     /// Every object of a list endpoint (pages of 1000).
-    async fn all(&self, path_and_query: &str) -> Vec<Value> {
+    pub(super) async fn all(&self, path_and_query: &str) -> Vec<Value> {
         let sep = if path_and_query.contains('?') { '&' } else { '?' };
         let mut next = format!("{path_and_query}{sep}limit=1000");
         let mut out = Vec::new();
@@ -39,7 +39,7 @@ impl Peer {
         }
     }
 
-    async fn count(&self, path_and_query: &str) -> u64 {
+    pub(super) async fn count(&self, path_and_query: &str) -> u64 {
         let sep = if path_and_query.contains('?') { '&' } else { '?' };
         self.get(&format!("{path_and_query}{sep}limit=1&brief=1")).await["count"]
             .as_u64()
@@ -47,10 +47,12 @@ impl Peer {
     }
 }
 
-fn store_batch(site: &str, room: &str, t: &str) -> (Batch, Vec<(String, Vec<String>)>) {
+/// `n` new devices in `site`/`room` (racks of 40), each with two random MACs; with their serials
+/// and MACs. Shared with the one-writer suite (`netbox_lease.rs`).
+pub(super) fn store_batch(site: &str, room: &str, t: &str, n: usize) -> (Batch, Vec<(String, Vec<String>)>) {
     let mut devices = Vec::new();
     let mut want = Vec::new();
-    for i in 0..N {
+    for i in 0..n {
         let serial = format!("GTCR{t}{i:04}");
         let macs = vec![random_mac(), random_mac()];
         devices.push(DeviceReport {
@@ -96,7 +98,7 @@ fn store_batch(site: &str, room: &str, t: &str) -> (Batch, Vec<(String, Vec<Stri
 }
 
 /// Starts `apply`; the rate limit keeps the gaps between requests wide enough to kill in.
-fn spawn_apply(bin: &std::path::Path, cfg: &std::path::Path, token: &str) -> Child {
+pub(super) fn spawn_apply(bin: &std::path::Path, cfg: &std::path::Path, token: &str) -> Child {
     Command::new(bin)
         .args(["apply", "--json", "--log", "warn", "--config"])
         .arg(cfg)
@@ -136,8 +138,7 @@ async fn kill_when(child: &mut Child, mut ready: impl AsyncFnMut() -> bool) -> b
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn apply_killed_mid_pass_resumes_without_duplicates_and_journals_each_change_once() {
-    let Some(bin) = groundtruth_tests::binary("groundtruth-collector") else {
-        eprintln!("SKIP: groundtruth-collector binary not built (cargo build -p groundtruth-collector)");
+    let Some(bin) = groundtruth_tests::require_binary("netbox_crash_resume", "groundtruth-collector") else {
         return;
     };
     let Some(p) = peer("netbox_crash_resume") else {
@@ -148,7 +149,7 @@ async fn apply_killed_mid_pass_resumes_without_duplicates_and_journals_each_chan
     let room = format!("Hall {t}");
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("state.db");
-    let (batch, want) = store_batch(&site, &room, &t);
+    let (batch, want) = store_batch(&site, &room, &t, N);
     {
         let store = groundtruth_collector::store::Store::open(&db).await.unwrap();
         store.commit_batch(&batch).await.unwrap();
@@ -214,17 +215,41 @@ async fn apply_killed_mid_pass_resumes_without_duplicates_and_journals_each_chan
     );
     assert_eq!(last["report"]["writes"], 0, "{}", last["report"]);
 
+    let (lost, twice) = assert_each_object_once(&p, &q_devices, &room, &want).await;
+    eprintln!(
+        "crash-resume: {lost} journal lines lost, {twice} duplicated (of {} interface/MAC/primary lines)",
+        6 * N
+    );
+    assert_eq!((lost, twice), (0, 0), "journal lines (lost, duplicated)");
+}
+
+/// Asserts that `q_devices` lists exactly the devices of `want` (serial, MACs), each once, in
+/// `room`, with one interface per name, one MAC object per address and a primary MAC on every
+/// interface; returns the journal lines (device create, interface and MAC creates, primary-MAC
+/// updates) lost and duplicated.
+pub(super) async fn assert_each_object_once(
+    p: &Peer,
+    q_devices: &str,
+    room: &str,
+    want: &[(String, Vec<String>)],
+) -> (usize, usize) {
+    let expected = want.len();
     // Exactly one device per serial, in the room, with one interface per name and one MAC object
     // per address.
-    let devices = p.all(&q_devices).await;
-    assert_eq!(devices.len(), N, "devices in {site}");
+    let devices = p.all(q_devices).await;
+    assert_eq!(devices.len(), expected, "devices of {q_devices}");
     let mut by_serial: HashMap<String, &Value> = HashMap::new();
     for d in &devices {
         let s = d["serial"].as_str().unwrap().to_owned();
         assert!(by_serial.insert(s.clone(), d).is_none(), "serial {s} twice");
-        assert_eq!(d["location"]["name"], room.as_str(), "{s}: {}", d["location"]);
+        assert_eq!(d["location"]["name"], room, "{s}: {}", d["location"]);
     }
-    let ifaces = p.all(&q_ifaces).await;
+    let ids: Vec<String> = devices.iter().map(|d| d["id"].to_string()).collect();
+    let mut ifaces = Vec::new();
+    for chunk in ids.chunks(50) {
+        let q: Vec<String> = chunk.iter().map(|i| format!("device_id={i}")).collect();
+        ifaces.extend(p.all(&format!("api/dcim/interfaces/?{}", q.join("&"))).await);
+    }
     let mut iface_names: HashMap<(u64, String), usize> = HashMap::new();
     for i in &ifaces {
         *iface_names
@@ -234,7 +259,7 @@ async fn apply_killed_mid_pass_resumes_without_duplicates_and_journals_each_chan
             ))
             .or_default() += 1;
     }
-    assert_eq!(ifaces.len(), 2 * N, "interfaces");
+    assert_eq!(ifaces.len(), 2 * expected, "interfaces");
     assert!(iface_names.values().all(|&n| n == 1), "an interface twice");
     let all_macs: Vec<String> = want.iter().flat_map(|(_, m)| m.iter().cloned()).collect();
     for chunk in all_macs.chunks(50) {
@@ -258,7 +283,6 @@ async fn apply_killed_mid_pass_resumes_without_duplicates_and_journals_each_chan
     // interface's primary MAC.
     let mut text_of: HashMap<u64, String> = HashMap::new();
     let mut markers: HashMap<String, usize> = HashMap::new();
-    let ids: Vec<String> = devices.iter().map(|d| d["id"].to_string()).collect();
     for chunk in ids.chunks(50) {
         let q: Vec<String> = chunk.iter().map(|i| format!("assigned_object_id={i}")).collect();
         let entries = p
@@ -289,7 +313,7 @@ async fn apply_killed_mid_pass_resumes_without_duplicates_and_journals_each_chan
     // Every change is recorded before its request and checked in NetBox after a kill: each line
     // exactly once.
     let (mut lost, mut twice) = (0usize, 0usize);
-    for (serial, macs) in &want {
+    for (serial, macs) in want {
         let d = by_serial[serial];
         let text = text_of
             .get(&d["id"].as_u64().unwrap())
@@ -322,9 +346,5 @@ async fn apply_killed_mid_pass_resumes_without_duplicates_and_journals_each_chan
             }
         }
     }
-    eprintln!(
-        "crash-resume: {lost} journal lines lost, {twice} duplicated (of {} interface/MAC/primary lines)",
-        6 * N
-    );
-    assert_eq!((lost, twice), (0, 0), "journal lines (lost, duplicated)");
+    (lost, twice)
 }

@@ -145,6 +145,7 @@ async fn cmdb_device_nothing_reports_is_counted_until_its_serial_is_reported() {
         device_role: "server".into(),
         create_missing: true,
         sync_interval: std::time::Duration::from_secs(1),
+        lease_ttl: groundtruth_collector::lease::DEFAULT_TTL,
         dry_run: false,
         tls_verify: true,
         ca_file: None,

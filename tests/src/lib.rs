@@ -66,17 +66,40 @@ impl Peers {
         if missing.is_empty() {
             return Some(keys.map(|k| self.get(k).unwrap_or_default().to_owned()));
         }
-        let msg = format!(
-            "SKIP: {test}: test peer not running (missing {}); start peers with tests/peers/start-all.sh",
-            missing.join(", ")
-        );
-        assert!(
-            std::env::var("GT_REQUIRE_PEERS").as_deref() != Ok("1"),
-            "{msg} (GT_REQUIRE_PEERS=1)"
-        );
-        eprintln!("{msg}");
-        None
+        skip(
+            test,
+            &format!(
+                "test peer not running (missing {}); start peers with tests/peers/start-all.sh",
+                missing.join(", ")
+            ),
+        )
     }
+}
+
+/// The one way a test skips: a loud message, or a failure when `GT_REQUIRE_PEERS=1` (CI), so a
+/// precondition that is missing there cannot pass as a skipped test.
+///
+/// # Panics
+/// When `GT_REQUIRE_PEERS=1`.
+pub fn skip<T>(test: &str, why: &str) -> Option<T> {
+    let msg = format!("SKIP: {test}: {why}");
+    assert!(
+        std::env::var("GT_REQUIRE_PEERS").as_deref() != Ok("1"),
+        "{msg} (GT_REQUIRE_PEERS=1)"
+    );
+    eprintln!("{msg}");
+    None
+}
+
+/// [`binary`], or [`skip`] when it is not built.
+#[must_use]
+pub fn require_binary(test: &str, name: &str) -> Option<PathBuf> {
+    binary(name).or_else(|| {
+        skip(
+            test,
+            &format!("the {name} binary is not built (cargo build --bins; tests/run.sh does)"),
+        )
+    })
 }
 
 /// `../shared/peers` beside the repository, if present (read in place, never copied).

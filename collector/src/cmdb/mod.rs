@@ -24,6 +24,10 @@ pub trait Cmdb {
         dry_run: bool,
         log: Option<&dyn ChangeLog>,
     ) -> impl std::future::Future<Output = Result<SyncReport, CmdbError>> + Send;
+
+    /// The name of the lease a pass holds while it may write to this CMDB (one writer per CMDB,
+    /// see [`crate::lease`]): the same for every collector configured for the same instance.
+    fn lease_name(&self) -> String;
 }
 
 /// Future returned by [`ChangeLog`] methods (errors as text: the log is best effort).
@@ -47,6 +51,11 @@ pub trait ChangeLog: Send + Sync {
     fn record(&self, entries: Vec<PendingJournal>, remove: Vec<String>) -> LogFuture<'_, ()>;
     /// Removes entries the CMDB now has (or that turned out to describe nothing).
     fn written(&self, markers: Vec<String>) -> LogFuture<'_, ()>;
+    /// Whether a write may go out now: the pass still holds its lease. Checked before every
+    /// write request; an error ends the pass ([`CmdbError::Fenced`]).
+    fn fence(&self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// One journal entry waiting to be written.
@@ -246,4 +255,7 @@ pub enum CmdbError {
         what: String,
         detail: String,
     },
+    /// The pass lost its write lease: the write was not sent, and the pass stopped.
+    #[error("sync pass to {url} stopped before a write: {detail}")]
+    Fenced { url: String, detail: String },
 }

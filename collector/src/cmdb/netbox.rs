@@ -317,6 +317,10 @@ impl super::Cmdb for NetBox {
     ) -> impl std::future::Future<Output = Result<SyncReport, CmdbError>> + Send {
         NetBox::sync_logged(self, devices, dry_run, log)
     }
+
+    fn lease_name(&self) -> String {
+        format!("cmdb netbox {}", self.api.shown)
+    }
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -1734,14 +1738,28 @@ impl<'a> Run<'a> {
     /// write (or the wait for the rate limiter) loses no journal entry of an earlier change.
     async fn post<T: DeserializeOwned>(&mut self, path: &str, body: &Value) -> Result<T, Fail> {
         self.wal_sync().await;
+        self.fenced()?;
         self.report.writes += 1;
         self.api().write(Method::POST, path, body).await
     }
 
     async fn patch<T: DeserializeOwned>(&mut self, path: &str, body: &Value) -> Result<T, Fail> {
         self.wal_sync().await;
+        self.fenced()?;
         self.report.writes += 1;
         self.api().write(Method::PATCH, path, body).await
+    }
+
+    /// Refuses a write once the pass lost its lease (another pass may be writing now).
+    fn fenced(&self) -> Result<(), Fail> {
+        let Some(log) = self.log else { return Ok(()) };
+        log.fence().map_err(|detail| {
+            warn!(url = %self.api().shown, reason = %detail, "NetBox write refused: this pass no longer holds the sync lease.");
+            Fail::Fatal(CmdbError::Fenced {
+                url: self.api().shown.clone(),
+                detail,
+            })
+        })
     }
 
     /// Puts `i` in flight: the next change-log sync (before the next request) records it.
@@ -3999,6 +4017,7 @@ impl Run<'_> {
                 }
             }
             self.wal_sync().await;
+            self.fenced()?;
             self.report.writes += 1;
             let settle = |run: &mut Self, i: usize, e: Option<&Fail>| {
                 if let Some(t) = tokens[i] {
@@ -4542,7 +4561,7 @@ mod tests {
         let mut k2 = entry("gt-old-3", &other);
         k2.device_key = "k2".into();
         run.deferred = vec![entry("gt-old-1", &only), entry("gt-old-2", &both), k2.clone()];
-        store.journal_record(&run.deferred, &[]).await.unwrap();
+        store.journal_record(&run.deferred, &[], None).await.unwrap();
 
         // This pass intends the same MAC create; the change log is written before the request.
         run.intend(mac(&run));
