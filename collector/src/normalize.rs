@@ -1,46 +1,29 @@
-//! Normalisation before matching: serials, vendors. Junk is not identity: placeholder serials
-//! (`To Be Filled By O.E.M.`, `0123456789`, all zeros, anonymised values) are treated as absent,
-//! so two unrelated boards with the same placeholder never merge.
+//! Normalisation before matching: serials, asset tags, vendors. Junk is not identity: placeholder
+//! serials and tags (`To Be Filled By O.E.M.`, `0123456789`, all zeros, anonymised values; the
+//! rules are data shared with the agent, `groundtruth_proto::identity`) are treated as absent, so
+//! two unrelated boards with the same placeholder never merge.
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
-/// Canonical serial: trimmed, upper case, or `None` when the value is not a usable identifier.
+/// Canonical serial: trimmed, upper case, or `None` when the value is not a usable identifier
+/// (the shared rules of `groundtruth_proto::identity`, data in `proto/data/junk_identity.toml`).
 #[must_use]
 pub fn serial(raw: &str) -> Option<String> {
-    let s = raw.trim().trim_matches(char::from(0)).trim();
-    let upper = s.to_ascii_uppercase();
-    let compact: String = upper.chars().filter(char::is_ascii_alphanumeric).collect();
-    const JUNK: &[&str] = &[
-        "TOBEFILLEDBYOEM",
-        "NOTSPECIFIED",
-        "NOTAVAILABLE",
-        "NONE",
-        "NULL",
-        "NA",
-        "UNKNOWN",
-        "DEFAULTSTRING",
-        "SYSTEMSERIALNUMBER",
-        "CHASSISSERIALNUMBER",
-        "0123456789",
-        "123456789",
-        "1234567890",
-        "SERIALNUMBER",
-        "PRIVATE",
-        "XXXXXXXXXX",
-        "EMPTY",
-        "INVALID",
-        "NOTAPPLICABLE",
-    ];
-    let junk = compact.len() < 3
-        || JUNK.contains(&compact.as_str())
-        || compact.chars().all(|c| c == '0')
-        || compact.chars().all(|c| c == 'F')
-        || compact.chars().all(|c| c == 'X')
-        // Anonymised captures ("CZXXXXXXXX", "<private>").
-        || compact.ends_with("XXXXXX")
-        || s.starts_with('<');
-    (!junk).then_some(upper)
+    groundtruth_proto::identity::usable(raw, &[])
+}
+
+/// [`serial`], also refusing a value equal to the device's model or part number (`related`).
+#[must_use]
+pub fn serial_of(raw: &str, related: &[&str]) -> Option<String> {
+    groundtruth_proto::identity::usable(raw, related)
+}
+
+/// An asset tag that identifies something, trimmed (as the device reported it), or `None` for a
+/// placeholder: such a tag is never matched on and never written.
+#[must_use]
+pub fn asset_tag(raw: &str) -> Option<String> {
+    groundtruth_proto::identity::usable(raw, &[]).map(|_| raw.trim().to_owned())
 }
 
 fn vendor_table() -> &'static HashMap<String, String> {
@@ -95,9 +78,13 @@ mod tests {
             "<private>",
             "N/A",
             "Default string",
+            "01234567890123456789AB",
         ] {
             assert_eq!(serial(j), None, "{j:?}");
         }
+        assert_eq!(asset_tag("Free form asset tag"), None);
+        assert_eq!(asset_tag(" A-00123 ").as_deref(), Some("A-00123"));
+        assert_eq!(serial_of("R740", &["R740"]), None);
     }
 
     #[test]

@@ -155,7 +155,7 @@ pub fn desired(d: &DeviceRow, rules: &Rules) -> Result<DesiredDevice, Unfit> {
     Ok(DesiredDevice {
         key: d.device_key.clone(),
         serial: d.serial.clone(),
-        asset_tag: (!d.asset_tag.is_empty()).then(|| d.asset_tag.clone()),
+        asset_tag: crate::normalize::asset_tag(&d.asset_tag),
         vendor: if d.vendor.is_empty() {
             "Unknown".into()
         } else {

@@ -424,7 +424,7 @@ fn enum_name<E: TryFrom<i32>>(v: i32, name: impl Fn(&E) -> &'static str) -> Stri
 #[must_use]
 pub fn device_key(report: &DeviceReport, agent_id: &str) -> String {
     let id = report.identity.clone().unwrap_or_default();
-    match normalize::serial(&id.serial_number) {
+    match normalize::serial_of(&id.serial_number, &[&id.model, &id.part_number]) {
         Some(s) => format!("serial:{s}"),
         None => format!("endpoint:{agent_id}/{}", id.endpoint_key),
     }
@@ -725,7 +725,10 @@ impl Store {
                 .unwrap_or_default();
             sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
                 .bind(key)
-                .bind(normalize::serial(&id.serial_number).unwrap_or_default())
+                .bind(
+                    normalize::serial_of(&id.serial_number, &[&id.model, &id.part_number])
+                        .unwrap_or_default(),
+                )
                 .bind(normalize::vendor(&id.vendor))
                 .bind(id.model.trim())
                 .bind(id.part_number.trim())

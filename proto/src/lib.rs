@@ -20,6 +20,7 @@ pub mod v1 {
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/groundtruth_descriptor.bin"));
 
+pub mod identity;
 pub mod json;
 pub mod mac;
 pub mod topics;

@@ -218,6 +218,7 @@ pub async fn poll_all(target: &Target, cx: &PollCx) -> (Vec<DeviceReport>, Optio
             _ => target.endpoint_key(),
         };
         identity.protocol = protocol_enum(target) as i32;
+        drop_junk_identity(identity);
         if report.status.is_none() {
             report.status = Some(PollStatus {
                 outcome: PollOutcome::Ok as i32,
@@ -228,6 +229,28 @@ pub async fn poll_all(target: &Target, cx: &PollCx) -> (Vec<DeviceReport>, Optio
         report.poll_duration_ms = duration_ms;
     }
     (reports, error)
+}
+
+/// A placeholder serial or asset tag (`groundtruth_proto::identity`'s rules) is no identity: it
+/// leaves the report's identity fields, and stays visible as attribute `junk_serial` /
+/// `junk_asset_tag` ("VALUE (why)") for whoever looks at the device.
+fn drop_junk_identity(identity: &mut groundtruth_proto::v1::DeviceIdentity) {
+    let related = [identity.model.clone(), identity.part_number.clone()];
+    let related: Vec<&str> = related.iter().map(String::as_str).collect();
+    for (name, field) in [
+        ("junk_serial", &mut identity.serial_number),
+        ("junk_asset_tag", &mut identity.asset_tag),
+    ] {
+        if field.trim().is_empty() {
+            continue;
+        }
+        if let Some(why) = groundtruth_proto::identity::junk_reason(field, &related) {
+            let raw = std::mem::take(field);
+            identity
+                .attributes
+                .insert(name.into(), format!("{} ({why})", raw.trim()));
+        }
+    }
 }
 
 fn device_path(identity: &groundtruth_proto::v1::DeviceIdentity) -> Option<String> {

@@ -29,6 +29,8 @@ use groundtruth_proto::v1::{
 };
 use serde::{Deserialize, Deserializer, de::DeserializeOwned};
 
+use groundtruth_proto::identity;
+
 use super::{DriverError, PollCx, clean};
 use crate::target::RedfishTarget;
 
@@ -1080,15 +1082,27 @@ async fn add_systems_and_managers(
         if identity.hostname.is_empty() {
             identity.hostname = clean(s.host_name.as_deref());
         }
-        // A chassis without its own serial (common on white-box BMCs) borrows the system's.
-        // The asset tag is usually kept on the ComputerSystem (it is the writable one).
+        // A chassis without a usable serial (none, or a placeholder such as AMI's
+        // "01234567890123456789AB": common on white-box BMCs) takes the system's, when that one
+        // is usable. The asset tag is usually kept on the ComputerSystem (the writable one).
+        let related = [identity.model.clone(), identity.part_number.clone()];
+        let related: Vec<&str> = related.iter().map(String::as_str).collect();
         for (field, value) in [
             (&mut identity.serial_number, &s.common.serial_number),
+            (&mut identity.asset_tag, &s.common.asset_tag),
+        ] {
+            if identity::junk_reason(field, &related).is_some() {
+                let theirs = clean(value.as_deref());
+                if identity::junk_reason(&theirs, &related).is_none() {
+                    *field = theirs;
+                }
+            }
+        }
+        for (field, value) in [
             (&mut identity.model, &s.common.model),
             (&mut identity.vendor, &s.common.manufacturer),
             (&mut identity.sku, &s.common.sku),
             (&mut identity.part_number, &s.common.part_number),
-            (&mut identity.asset_tag, &s.common.asset_tag),
         ] {
             if field.is_empty() {
                 *field = clean(value.as_deref());

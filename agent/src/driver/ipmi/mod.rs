@@ -578,9 +578,12 @@ fn mac_text(b: &[u8]) -> Option<String> {
     Some(m.iter().map(|x| format!("{x:02x}")).collect::<Vec<_>>().join(":"))
 }
 
-/// Identity from FRU 0: serial = product serial, else board, else chassis; model = product name,
-/// else board product; part = product part, else board part; vendor = product, else board
-/// manufacturer; asset tag from the product area. The other serials go to attributes.
+/// Identity from FRU 0: serial = the first *usable* of product, board and chassis serial
+/// (`groundtruth_proto::identity`: AMI boards leave "To Be Filled By O.E.M." or
+/// "0123456789" in the product and chassis areas and carry the real one on the board only);
+/// model = product name, else board product; part = product part, else board part; vendor =
+/// product, else board manufacturer; asset tag from the product area. The serials all go to
+/// attributes too.
 fn apply_fru(id: &mut DeviceIdentity, f: &fru::Fru) {
     let first = |v: [&str; 3]| {
         v.into_iter()
@@ -588,10 +591,13 @@ fn apply_fru(id: &mut DeviceIdentity, f: &fru::Fru) {
             .unwrap_or_default()
             .to_owned()
     };
-    id.serial_number = first([&f.product_serial, &f.board_serial, &f.chassis_serial]);
     id.model = first([&f.product_name, &f.board_product, ""]);
     id.part_number = first([&f.product_part, &f.board_part, &f.chassis_part]);
     id.vendor = first([&f.product_manufacturer, &f.board_manufacturer, ""]);
+    id.serial_number = groundtruth_proto::identity::first_usable(
+        [f.product_serial.as_str(), &f.board_serial, &f.chassis_serial],
+        &[&id.model, &id.part_number],
+    );
     id.asset_tag.clone_from(&f.asset_tag);
     let attrs = [
         ("fru.chassis.serial", &f.chassis_serial),
@@ -1030,8 +1036,8 @@ mod tests {
     fn fru_identity_prefers_product_then_board_then_chassis() {
         let mut id = DeviceIdentity::default();
         let f = fru::Fru {
-            chassis_serial: "C1".into(),
-            board_serial: "B1".into(),
+            chassis_serial: "CHS00001".into(),
+            board_serial: "BRD00001".into(),
             board_product: "MB".into(),
             board_manufacturer: "Acme".into(),
             ..Default::default()
@@ -1039,8 +1045,18 @@ mod tests {
         apply_fru(&mut id, &f);
         assert_eq!(
             (id.serial_number.as_str(), id.model.as_str(), id.vendor.as_str()),
-            ("B1", "MB", "Acme")
+            ("BRD00001", "MB", "Acme")
         );
-        assert_eq!(id.attributes["fru.chassis.serial"], "C1");
+        assert_eq!(id.attributes["fru.chassis.serial"], "CHS00001");
+        // AMI defaults in the product and board areas: the chassis serial is the usable one.
+        let mut id = DeviceIdentity::default();
+        let f = fru::Fru {
+            product_serial: "To Be Filled By O.E.M.".into(),
+            board_serial: "0123456789".into(),
+            chassis_serial: "CHS00001".into(),
+            ..Default::default()
+        };
+        apply_fru(&mut id, &f);
+        assert_eq!(id.serial_number, "CHS00001");
     }
 }
