@@ -3,9 +3,11 @@
 //!
 //! Rules:
 //! * a device needs a usable serial (the match key) — otherwise `no_usable_identity`;
-//! * its location comes from the location engine ([`crate::locate`]): without any evidence that
-//!   names a rack, `no_location`; with disagreeing evidence of similar strength,
-//!   `location_conflict` (nothing is guessed);
+//! * its location comes from the location engine ([`crate::locate`]): with disagreeing evidence
+//!   of similar strength, `location_conflict` (nothing is guessed); without any evidence that
+//!   names a rack the device is still reconciled with no location (`DesiredDevice::location` is
+//!   `None`): matched by serial, asset tag or MAC and every other owned field written, its
+//!   placement left as the CMDB has it, and not created when nothing matches (`no_location`);
 //! * the site is the evidence's own, else the reporting agent's, else the configured default.
 
 use crate::cmdb::{DesiredDevice, DesiredLocation, DesiredMac, Face};
@@ -88,14 +90,45 @@ pub fn desired(d: &DeviceRow, rules: &Rules) -> Result<DesiredDevice, Unfit> {
         ));
     }
     let evidence = evidence_for(d, rules);
-    let ev = match locate(&evidence, &d.asset_tag, &rules.patterns) {
-        Located::At(ev) => ev,
-        Located::Unknown => {
-            return Err(unfit(
-                "no_location",
-                format!("serial {} has no location evidence that names a rack", d.serial),
-            ));
+    // Without rack evidence the device is still reconciled (matched, every other owned field
+    // written); its location stays as the CMDB has it, and an unmatched one is not created.
+    let (location, location_note) = match locate(&evidence, &d.asset_tag, &rules.patterns) {
+        Located::At(ev) => {
+            let site = [ev.site.as_str(), d.agent_site.as_str(), default_site]
+                .into_iter()
+                .find(|s| !s.trim().is_empty())
+                .unwrap_or_default()
+                .trim()
+                .to_owned();
+            let note = format!(
+                "location from {} ({}): row {:?}, rack {:?}, U {}",
+                ev.source.trim_start_matches("LOCATION_SOURCE_"),
+                ev.raw,
+                ev.row,
+                ev.rack,
+                ev.u_position.map_or_else(|| "unknown".into(), |u| u.to_string())
+            );
+            if site.is_empty() {
+                let why = format!(
+                    "rack {} is known but no site (set agent.site or collector.default_site); location left as the CMDB has it",
+                    ev.rack
+                );
+                (None, why)
+            } else {
+                let loc = DesiredLocation {
+                    site,
+                    room: (!ev.room.is_empty()).then(|| ev.room.clone()),
+                    rack: ev.rack.clone(),
+                    position: ev.u_position,
+                    face: Face::Front,
+                };
+                (Some(loc), note)
+            }
         }
+        Located::Unknown => (
+            None,
+            "no location evidence names a rack; location left as the CMDB has it".to_owned(),
+        ),
         Located::Conflict { detail } => {
             return Err(unfit(
                 "location_conflict",
@@ -103,21 +136,6 @@ pub fn desired(d: &DeviceRow, rules: &Rules) -> Result<DesiredDevice, Unfit> {
             ));
         }
     };
-    let site = [ev.site.as_str(), d.agent_site.as_str(), default_site]
-        .into_iter()
-        .find(|s| !s.trim().is_empty())
-        .unwrap_or_default()
-        .trim()
-        .to_owned();
-    if site.is_empty() {
-        return Err(unfit(
-            "no_location",
-            format!(
-                "serial {}: rack {} is known but no site (set agent.site or collector.default_site)",
-                d.serial, ev.rack
-            ),
-        ));
-    }
     let macs = d
         .macs
         .iter()
@@ -140,14 +158,7 @@ pub fn desired(d: &DeviceRow, rules: &Rules) -> Result<DesiredDevice, Unfit> {
             }
         })
         .collect();
-    let mut evidence = vec![format!(
-        "location from {} ({}): row {:?}, rack {:?}, U {}",
-        ev.source.trim_start_matches("LOCATION_SOURCE_"),
-        ev.raw,
-        ev.row,
-        ev.rack,
-        ev.u_position.map_or_else(|| "unknown".into(), |u| u.to_string())
-    )];
+    let mut evidence = vec![location_note];
     evidence.push(format!(
         "identity from {} via {} (agent {})",
         d.endpoint_key, d.protocol, d.agent_id
@@ -168,13 +179,7 @@ pub fn desired(d: &DeviceRow, rules: &Rules) -> Result<DesiredDevice, Unfit> {
         },
         part_number: (!d.part_number.is_empty()).then(|| d.part_number.clone()),
         hostname: (!d.hostname.is_empty()).then(|| d.hostname.clone()),
-        location: Some(DesiredLocation {
-            site,
-            room: (!ev.room.is_empty()).then(|| ev.room.clone()),
-            rack: ev.rack.clone(),
-            position: ev.u_position,
-            face: Face::Front,
-        }),
+        location,
         macs,
         power_watts: d.power_watts,
         last_seen: (!d.last_seen.is_empty()).then(|| d.last_seen.clone()),
@@ -209,9 +214,13 @@ mod tests {
             "no_usable_identity"
         );
         d.serial = "SN1".into();
-        assert_eq!(
-            desired(&d, &Rules::builtin("DC1")).unwrap_err().kind,
-            "no_location"
+        // Without rack evidence: still reconciled, with no location to write.
+        let want = desired(&d, &Rules::builtin("DC1")).unwrap();
+        assert_eq!((want.serial.as_str(), want.location), ("SN1", None));
+        assert!(
+            want.evidence[0].contains("no location evidence"),
+            "{:?}",
+            want.evidence
         );
         d.locations
             .push(ev("LOCATION_SOURCE_REDFISH_PLACEMENT", "R07", Some(12)));
@@ -231,7 +240,7 @@ mod tests {
             ..Default::default()
         };
         let mut rules = Rules::builtin("DC1");
-        assert_eq!(desired(&d, &rules).unwrap_err().kind, "no_location");
+        assert_eq!(desired(&d, &rules).unwrap().location, None);
         rules.site_map = crate::sitemap::SiteMap::parse(
             "[[device]]\nserial = \"3f3452a52295\"\nsite = \"DC2\"\nrack = \"P01\"\nu = 3\n",
             "m.toml",
@@ -323,15 +332,9 @@ mod tests {
         let get = |k: &str| devices.iter().find(|d| d.device_key == k).unwrap();
         let loc = desired(get("serial:SRV1"), &rules).unwrap().location.unwrap();
         assert_eq!((loc.rack.as_str(), loc.position), ("R07", Some(12)));
-        assert_eq!(
-            desired(get("serial:SRV9"), &rules).unwrap_err().kind,
-            "no_location"
-        );
+        assert_eq!(desired(get("serial:SRV9"), &rules).unwrap().location, None);
         // The switch itself is not located by its own table.
-        assert_eq!(
-            desired(get("serial:JPE15151458"), &rules).unwrap_err().kind,
-            "no_location"
-        );
+        assert_eq!(desired(get("serial:JPE15151458"), &rules).unwrap().location, None);
     }
 
     #[test]

@@ -234,6 +234,8 @@ async fn pass(
             let failed = report.failures.iter().find(|(k, _)| k == &want.key);
             let result = match (failed, open.is_empty()) {
                 (Some((_, why)), _) => format!("failed: {why}"),
+                // Matched nothing and, without a location, not created: not in the CMDB.
+                (None, false) if open.contains(&"no_location") => NOT_IN_CMDB.to_owned(),
                 (None, false) => "blocked by exception".to_owned(),
                 (None, true) => "ok".to_owned(),
             };
@@ -251,6 +253,9 @@ async fn pass(
     summary.desired = desired;
     Ok(summary)
 }
+
+/// The sync result of a device that matched no CMDB record and was not created (no location).
+pub const NOT_IN_CMDB: &str = "not in the CMDB: matched no record, and without a location not created";
 
 /// The exception kinds the collector finds on its own, without a CMDB.
 const LOCAL_KINDS: [&str; 5] = [
@@ -279,6 +284,18 @@ pub async fn local_pass(store: &Store, rules: &reconcile::Rules) -> Result<usize
     for d in store.devices().await? {
         match reconcile::desired(&d, rules) {
             Ok(want) => {
+                // Without a CMDB nothing says where an unlocated device is.
+                if want.location.is_none() {
+                    found.push((
+                        want.key.clone(),
+                        "no_location",
+                        format!(
+                            "serial {}: {}",
+                            want.serial,
+                            want.evidence.first().map_or("", String::as_str)
+                        ),
+                    ));
+                }
                 if let Some(l) = &want.location
                     && let Some(u) = l.position
                 {

@@ -20,6 +20,8 @@ mod crash;
 mod lease;
 #[path = "netbox_not_seen.rs"]
 mod not_seen;
+#[path = "netbox_unlocated.rs"]
+mod unlocated;
 
 const VENDOR: &str = "Groundtruth Labs";
 const MODEL: &str = "GT-R1000";

@@ -5,7 +5,7 @@
 use super::*;
 
 impl Peer {
-    async fn patch(&self, path: &str, body: &Value) -> Value {
+    pub(super) async fn patch(&self, path: &str, body: &Value) -> Value {
         let resp = self
             .http
             .patch(self.url.join(path).unwrap())
@@ -20,12 +20,12 @@ impl Peer {
         v
     }
 
-    async fn device(&self, id: u64) -> Value {
+    pub(super) async fn device(&self, id: u64) -> Value {
         self.get(&format!("api/dcim/devices/{id}/")).await
     }
 
     /// Adds interface `eth0` with `mac` as its primary MAC object to a device.
-    async fn add_mac(&self, device: u64, mac: &str) {
+    pub(super) async fn add_mac(&self, device: u64, mac: &str) {
         let i = self
             .post(
                 "api/dcim/interfaces/",
@@ -47,15 +47,15 @@ impl Peer {
 }
 
 /// Objects a test seeded: site, racks R01/R07, manufacturer + device type, role.
-struct World {
-    t: String,
-    site: String,
-    site_id: u64,
-    r01: u64,
-    r07: u64,
-    vendor: String,
-    dtype: u64,
-    role: u64,
+pub(super) struct World {
+    pub(super) t: String,
+    pub(super) site: String,
+    pub(super) site_id: u64,
+    pub(super) r01: u64,
+    pub(super) r07: u64,
+    pub(super) vendor: String,
+    pub(super) dtype: u64,
+    pub(super) role: u64,
 }
 
 async fn seed_world(p: &Peer) -> World {
@@ -63,7 +63,7 @@ async fn seed_world(p: &Peer) -> World {
 }
 
 /// [`seed_world`] under another name prefix (the site, vendor and role are `<prefix>-<tag>`).
-async fn seed_world_named(p: &Peer, prefix: &str) -> World {
+pub(super) async fn seed_world_named(p: &Peer, prefix: &str) -> World {
     let t = tag();
     let site = format!("{prefix}-{t}");
     let slug = format!("{}-{}", prefix.to_lowercase(), t.to_lowercase());
@@ -113,7 +113,7 @@ async fn seed_world_named(p: &Peer, prefix: &str) -> World {
 
 impl World {
     /// A NetBox device as an operator left it; `extra` is merged into the body.
-    async fn seed_device(&self, p: &Peer, extra: Value) -> u64 {
+    pub(super) async fn seed_device(&self, p: &Peer, extra: Value) -> u64 {
         let mut body =
             json!({"device_type": self.dtype, "role": self.role, "site": self.site_id, "status": "active"});
         for (k, v) in extra.as_object().unwrap() {
@@ -141,7 +141,7 @@ impl World {
     }
 }
 
-fn power_of(d: &Value) -> Option<i64> {
+pub(super) fn power_of(d: &Value) -> Option<i64> {
     d["custom_fields"][groundtruth_collector::cmdb::netbox::CF_POWER].as_i64()
 }
 

@@ -1923,8 +1923,10 @@ impl<'a> Run<'a> {
         let Some(loc) = &d.location else {
             self.exception(
                 &d.key,
-                "location_unknown",
-                format!("{target} is not in NetBox and its site is unknown; not created"),
+                "no_location",
+                format!(
+                    "{target} matches no NetBox device (serial, asset tag, MAC) and no evidence names its rack; not created (pin its location, or add it to NetBox)"
+                ),
             );
             return Ok(());
         };
