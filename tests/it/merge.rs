@@ -100,7 +100,15 @@ async fn redfish_and_a_placeholder_serial_ipmi_fru_with_the_same_bmc_mac_are_one
     let Some(ipmi) = ipmi([PLACEHOLDER; 3]).await else {
         return;
     };
-    assert_eq!(ipmi.identity.as_ref().unwrap().serial_number.trim(), PLACEHOLDER);
+    // The placeholder is no identity (issue #17): not the report's serial, kept as FRU attribute.
+    let iid = ipmi.identity.as_ref().unwrap();
+    assert_eq!(iid.serial_number, "");
+    assert_eq!(
+        iid.attributes.get("fru.product.serial").map(|s| s.trim()),
+        Some(PLACEHOLDER),
+        "{:?}",
+        iid.attributes
+    );
     let ipmi_metrics: Vec<String> = ipmi.readings.iter().map(|r| r.metric.clone()).collect();
     assert!(!ipmi_metrics.is_empty());
 

@@ -256,7 +256,8 @@ fn drop_junk_identity(identity: &mut groundtruth_proto::v1::DeviceIdentity) {
 fn device_path(identity: &groundtruth_proto::v1::DeviceIdentity) -> Option<String> {
     identity
         .attributes
-        .get("redfish_chassis")
+        .get("redfish_system")
+        .or_else(|| identity.attributes.get("redfish_chassis"))
         .or_else(|| identity.attributes.get("redfish_pdu"))
         .cloned()
 }

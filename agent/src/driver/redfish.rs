@@ -7,10 +7,13 @@
 //! each system's and manager's EthernetInterfaces, bounded by `Limits::max_resources`.
 //!
 //! One service can hold several devices; [`poll`] returns one report per top-level device: each
-//! rack-mount server or tower (its own chassis plus contained cards, with its systems and
+//! rack-mount server or tower (its own chassis plus contained cards, with its system and
 //! managers), each enclosure (its blades as `COMPONENT_KIND_BLADE` components) and each blade
-//! (its own report, `attributes.enclosure_serial` naming the enclosure), and each rack PDU under
-//! `PowerEquipment/RackPDUs` (inlets and outlets as components of its readings).
+//! (its own report, `attributes.enclosure_serial` naming the enclosure), each ComputerSystem of
+//! a chassis (or service) holding several (a multi-node chassis, an aggregator, sushy-emulator:
+//! its own report with its UUID, name and MACs; the chassis is their enclosure), and each rack PDU
+//! under `PowerEquipment/RackPDUs` (inlets and outlets as components of its readings). The usable
+//! serial wins over a placeholder (`groundtruth_proto::identity`): the system's over the chassis'.
 //!
 //! Transport ([`client`]): one [`client::Endpoint`] per endpoint + user + TLS settings, kept across
 //! polls: its HTTP client (keep-alive), a semaphore bounding requests in flight (`?max_inflight=`,
@@ -742,7 +745,7 @@ async fn build_inventory(p: &Poller) -> Result<Inventory, DriverError> {
                     && !c.links.computer_systems.is_empty()
                     && parent_of(c).as_deref() == Some(root_path))
         });
-        let mut dev = chassis_device(
+        let (mut dev, nodes) = chassis_device(
             p,
             rc,
             root_path,
@@ -758,11 +761,14 @@ async fn build_inventory(p: &Poller) -> Result<Inventory, DriverError> {
                 .device_class = DeviceClass::Enclosure as i32;
         }
         let encl_id = dev.template.identity.clone().unwrap_or_default();
+        let mut contained = Vec::new();
         for (n, &bi) in blades.iter().enumerate() {
             let (bpath, bc) = &chassis[bi];
-            let mut blade = chassis_device(p, bc, bpath, &[], now, &mut partial).await;
+            let (mut blade, blade_nodes) = chassis_device(p, bc, bpath, &[], now, &mut partial).await;
             let bid = blade.template.identity.get_or_insert_with(Default::default);
-            bid.device_class = DeviceClass::Server as i32;
+            if blade_nodes.is_empty() {
+                bid.device_class = DeviceClass::Server as i32;
+            }
             bid.attributes
                 .insert("enclosure_serial".into(), encl_id.serial_number.clone());
             bid.attributes
@@ -781,9 +787,12 @@ async fn build_inventory(p: &Poller) -> Result<Inventory, DriverError> {
                 part_number: bid.part_number.clone(),
                 firmware_version: bid.firmware_version.clone(),
             });
-            devices.push(blade);
+            contained.push(blade);
+            contained.extend(blade_nodes);
         }
-        devices.insert(devices.len() - blades.len(), dev);
+        devices.push(dev);
+        devices.extend(contained);
+        devices.extend(nodes);
     }
 
     // Services without chassis (or whose chassis link no systems) still list their systems and
@@ -809,8 +818,19 @@ async fn build_inventory(p: &Poller) -> Result<Inventory, DriverError> {
         }
         let systems = members_paths(p, root.systems.as_ref(), &mut partial).await;
         let managers = members_paths(p, root.managers.as_ref(), &mut partial).await;
-        let id = devices[0].template.identity.get_or_insert_with(Default::default);
-        add_systems_and_managers(p, &systems, &managers, id, &mut partial).await;
+        if systems.len() > 1 {
+            // Several systems and no chassis to tell them apart: each is its own device, the
+            // service's one chassis (if any) their enclosure with the BMC.
+            let encl = &mut devices[0];
+            let id = encl.template.identity.get_or_insert_with(Default::default);
+            add_systems_and_managers(p, &[], &managers, id, &mut partial).await;
+            id.device_class = DeviceClass::Enclosure as i32;
+            let nodes = system_devices(p, &systems, encl, &mut partial).await;
+            devices.extend(nodes);
+        } else {
+            let id = devices[0].template.identity.get_or_insert_with(Default::default);
+            add_systems_and_managers(p, &systems, &managers, id, &mut partial).await;
+        }
     }
 
     // Rack PDUs.
@@ -835,7 +855,9 @@ async fn build_inventory(p: &Poller) -> Result<Inventory, DriverError> {
     let mut out = Vec::new();
     for mut d in devices.into_iter().rev() {
         let id = d.template.identity.get_or_insert_with(Default::default);
-        if id.uuid.is_empty() && roots.len() <= 1 {
+        // The service's UUID stands for a device only when it is the service's one device, never
+        // for one of several systems behind it.
+        if id.uuid.is_empty() && roots.len() <= 1 && !id.attributes.contains_key("redfish_system") {
             id.uuid.clone_from(&uuid);
         }
         if !id.serial_number.is_empty() {
@@ -868,7 +890,8 @@ async fn members_paths(p: &Poller, link: Option<&Link>, partial: &mut Vec<String
     }
 }
 
-/// A server, enclosure or blade from its chassis and the parts merged into it.
+/// A server, enclosure or blade from its chassis and the parts merged into it; with the devices
+/// of its systems when it holds several ([`system_devices`]; then it is their enclosure).
 async fn chassis_device(
     p: &Poller,
     c: &Chassis,
@@ -876,7 +899,7 @@ async fn chassis_device(
     parts: &[&(String, Chassis)],
     now: SystemTime,
     partial: &mut Vec<String>,
-) -> DeviceInventory {
+) -> (DeviceInventory, Vec<DeviceInventory>) {
     let cm = &c.common;
     let mut identity = DeviceIdentity {
         vendor: clean(cm.manufacturer.as_deref()),
@@ -978,6 +1001,17 @@ async fn chassis_device(
     if let Some(env) = c.environment_metrics.as_ref().and_then(|l| l.id.clone()) {
         sources.push(Source::Environment(env));
     }
+    if systems.len() > 1 {
+        // Several computer systems behind one chassis (a multi-node chassis, an aggregator,
+        // sushy-tools in front of several hosts): each is a device of its own, and the chassis,
+        // with its serial, placement, power and BMC, is their enclosure.
+        add_systems_and_managers(p, &[], &managers, &mut identity, partial).await;
+        identity.device_class = DeviceClass::Enclosure as i32;
+        template.identity = Some(identity);
+        let mut enclosure = DeviceInventory { template, sources };
+        let nodes = system_devices(p, &systems, &mut enclosure, partial).await;
+        return (enclosure, nodes);
+    }
     add_systems_and_managers(p, &systems, &managers, &mut identity, partial).await;
     let adapters: Vec<String> = all
         .iter()
@@ -987,7 +1021,74 @@ async fn chassis_device(
         network_adapters(p, &link, &mut identity, &mut template, partial).await;
     }
     template.identity = Some(identity);
-    DeviceInventory { template, sources }
+    (DeviceInventory { template, sources }, Vec::new())
+}
+
+/// One device per ComputerSystem in `systems`, inside `enclosure`: the system's own identity
+/// (serial, model, UUID, host name or else its name) and MACs, the enclosure's rack as its
+/// location (its U within the enclosure is unknown), and a `BLADE` component of the enclosure.
+async fn system_devices(
+    p: &Poller,
+    systems: &[String],
+    enclosure: &mut DeviceInventory,
+    partial: &mut Vec<String>,
+) -> Vec<DeviceInventory> {
+    let encl = enclosure.template.identity.clone().unwrap_or_default();
+    let rack_only: Vec<LocationEvidence> = enclosure
+        .template
+        .locations
+        .iter()
+        .map(|l| LocationEvidence {
+            u_position: None,
+            raw: format!(
+                "{} (enclosure {})",
+                l.raw,
+                encl.attributes.get("redfish_chassis").map_or("", String::as_str)
+            ),
+            ..l.clone()
+        })
+        .collect();
+    let mut out = Vec::new();
+    for (n, path) in systems.iter().enumerate() {
+        let mut id = DeviceIdentity {
+            device_class: DeviceClass::Server as i32,
+            ..Default::default()
+        };
+        add_systems_and_managers(p, std::slice::from_ref(path), &[], &mut id, partial).await;
+        if id.hostname.is_empty()
+            && let Some(name) = id.attributes.get("system_name")
+        {
+            id.hostname.clone_from(name);
+        }
+        id.attributes.insert("redfish_system".into(), path.clone());
+        for (k, v) in [
+            ("enclosure_serial", &encl.serial_number),
+            ("enclosure_model", &encl.model),
+        ] {
+            id.attributes.insert(k.into(), v.clone());
+        }
+        enclosure.template.components.push(ComponentIdentity {
+            component: Some(Component {
+                kind: ComponentKind::Blade as i32,
+                index: u32::try_from(n + 1).unwrap_or(u32::MAX),
+                label: path.rsplit('/').next().unwrap_or(path).to_owned(),
+            }),
+            vendor: id.vendor.clone(),
+            model: id.model.clone(),
+            serial_number: id.serial_number.clone(),
+            part_number: id.part_number.clone(),
+            firmware_version: id.firmware_version.clone(),
+        });
+        out.push(DeviceInventory {
+            template: DeviceReport {
+                identity: Some(id),
+                locations: rack_only.clone(),
+                ..Default::default()
+            },
+            sources: Vec::new(),
+        });
+    }
+    out
 }
 
 /// NICs with a serial become `MODULE` components; their ports' MACs are added as host MACs
@@ -1113,7 +1214,7 @@ async fn add_systems_and_managers(
             &mut identity.attributes,
             "system",
             &s.common,
-            &[("bios_version", &s.bios_version)],
+            &[("bios_version", &s.bios_version), ("system_name", &s.common.name)],
         );
         if let Some(u) = s.common.uuid.as_deref().filter(|u| !u.trim().is_empty()) {
             identity.uuid = u.trim().to_ascii_lowercase();

@@ -3,6 +3,8 @@
 #   https://127.0.0.1:28000  tests/fixtures/redfish/gt-rack-server  (our realistic 1U server)
 #   https://127.0.0.1:28001  tests/fixtures/redfish/gt-sparse-bmc   (our OpenBMC-like sparse BMC)
 #   http://127.0.0.1:28080   gt-rack-server again, plain HTTP
+#   https://127.0.0.1:28090  sushy-emulator --fake: three hosts behind one service and chassis
+#                            (tests/fixtures/redfish/sushy-fake-systems.json)
 #   https://127.0.0.1:28100+ ../shared/peers/redfish/mockups/*, read IN PLACE, in the order of
 #                            ../shared/peers/README.md's table (skipped when ../shared is absent)
 # TLS: a test CA and a 127.0.0.1/localhost server cert signed by it, generated once into
@@ -56,6 +58,24 @@ done
 serve sushy-http-gt-rack-server "$HTTP_PORT" "$FIXTURES/gt-rack-server"
 CHECK+=("http://127.0.0.1:$HTTP_PORT|$RUN/sushy-http-gt-rack-server.log|gt-rack-server (http)")
 
+# ---- sushy-emulator (the live emulator, not a static mockup) with its fake driver: three hosts
+# behind one service and one chassis, from our fixture tests/fixtures/redfish/sushy-fake-systems.json
+EMU_PORT="${GT_REDFISH_EMULATOR_PORT:-28090}"
+cat > "$RUN/sushy-emulator.conf" <<CONF
+# Written by tests/peers/redfish/start.sh.
+import json
+SUSHY_EMULATOR_LISTEN_IP = '127.0.0.1'
+SUSHY_EMULATOR_FAKE_DRIVER = True
+SUSHY_EMULATOR_STATE_DIR = '$RUN/sushy-emulator-state'
+SUSHY_EMULATOR_FAKE_SYSTEMS = json.load(open('$FIXTURES/sushy-fake-systems.json'))
+CONF
+pid_alive "$RUN/sushy-emulator.pid" || rm -rf "$RUN/sushy-emulator-state"
+port_free_or_ours tcp "$EMU_PORT" "$RUN/sushy-emulator.pid"
+start_daemon "$RUN/sushy-emulator.pid" "$RUN/sushy-emulator.log" \
+    "$VENV/bin/sushy-emulator" --config "$RUN/sushy-emulator.conf" --fake -i 127.0.0.1 -p "$EMU_PORT" \
+    --ssl-certificate "$RUN/tls.crt" --ssl-key "$RUN/tls.key"
+CHECK+=("https://127.0.0.1:$EMU_PORT|$RUN/sushy-emulator.log|sushy-emulator (fake driver, 3 systems)")
+
 # ---- ../shared mockups, in place
 SHARED_LIST=()
 if shared_present && [ -d "$GT_SHARED_PEERS/redfish/mockups" ]; then
@@ -96,6 +116,8 @@ kv=(
     "GT_REDFISH_URL=https://127.0.0.1:$BASE"
     "GT_REDFISH_SPARSE_URL=https://127.0.0.1:$((BASE + 1))"
     "GT_REDFISH_HTTP_URL=http://127.0.0.1:$HTTP_PORT"
+    "GT_REDFISH_EMULATOR_URL=https://127.0.0.1:$EMU_PORT"
+    "GT_REDFISH_EMULATOR_SYSTEMS=$FIXTURES/sushy-fake-systems.json"
     "GT_REDFISH_CA=$RUN/ca.crt"
     "GT_REDFISH_CERT=$RUN/tls.crt"
 )
