@@ -440,9 +440,15 @@ pub async fn poll(t: &SnmpTarget, cx: &PollCx) -> Result<DeviceReport, DriverErr
     if let Some(v) = vendor {
         identity.device_class = v.device_class.to_proto() as i32;
         identity.attributes.insert("snmp_profile".into(), v.name.clone());
-    } else if let Some(g) = generic.iter().find(|g| g.select.probe.is_some()) {
-        // A standard MIB that implies a class (UPS-MIB) answered.
-        identity.device_class = g.device_class.to_proto() as i32;
+    } else {
+        // No vendor profile: say so, so the gap shows in /api/devices and the KPIs (issue #18).
+        identity
+            .attributes
+            .insert("snmp_profile".into(), "generic".into());
+        if let Some(g) = generic.iter().find(|g| g.select.probe.is_some()) {
+            // A standard MIB that implies a class (UPS-MIB) answered.
+            identity.device_class = g.device_class.to_proto() as i32;
+        }
     }
     for (k, v) in collected.attributes {
         identity.attributes.insert(k, v);
