@@ -227,7 +227,19 @@ pub async fn sweep(spec: &SweepSpec, cx: &PollCx, concurrency: usize, progress: 
             async move {
                 let mut hit = None;
                 for (target, credential) in tries {
-                    let (report, err) = driver::poll(&target, cx).await;
+                    let (mut reports, err) = driver::poll_all(&target, cx).await;
+                    // A service holding several devices is shown by the first with a serial (an
+                    // enclosure whose own serial is a placeholder, by its node); polling the
+                    // target later reads them all.
+                    let shown = reports
+                        .iter()
+                        .position(|r| r.identity.as_ref().is_some_and(|i| !i.serial_number.is_empty()))
+                        .unwrap_or(0);
+                    let report = if reports.is_empty() {
+                        groundtruth_proto::v1::DeviceReport::default()
+                    } else {
+                        reports.swap_remove(shown)
+                    };
                     match err {
                         None => {
                             hit = Some(Found {

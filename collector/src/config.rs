@@ -225,6 +225,9 @@ struct RawCollector {
     /// CA (PEM) agents' client certificates must chain to: mutual TLS, required when set.
     #[serde(default)]
     client_ca: Option<PathBuf>,
+    /// Accept a listener reachable from the network without authentication (warned about).
+    #[serde(default)]
+    allow_unauthenticated: bool,
 }
 
 fn default_listen() -> String {
@@ -473,6 +476,18 @@ impl Config {
             None => None,
             Some(r) => read_secret(r, "collector.api_token", file, &mut errors),
         };
+        protected_mode(
+            &Listeners {
+                grpc: listen_grpc,
+                grpc_mutual_tls: grpc_tls.as_ref().is_some_and(|t| t.client_ca_pem.is_some()),
+                http: listen_http,
+                http_token: raw.collector.api_token.is_some(),
+                allow_unauthenticated: raw.collector.allow_unauthenticated,
+            },
+            file,
+            &mut errors,
+            &mut warnings,
+        );
         let mqtt = raw.mqtt.and_then(|m| {
             let url = groundtruth_proto::topics::broker_url(&m.url)
                 .map_err(|e| errors.push(format!("{file}: mqtt.url: {e}")))
@@ -715,6 +730,51 @@ impl Config {
     }
 }
 
+/// What protected mode looks at.
+struct Listeners {
+    grpc: SocketAddr,
+    grpc_mutual_tls: bool,
+    http: Option<SocketAddr>,
+    http_token: bool,
+    allow_unauthenticated: bool,
+}
+
+/// Protected mode (issue #19): the collector is the write path into the CMDB, so a listener
+/// reachable from the network must authenticate its clients — gRPC by mutual TLS, HTTP by
+/// `api_token` — or the config must say `allow_unauthenticated = true`, which is then warned
+/// about at every start. Loopback listeners stay open.
+fn protected_mode(l: &Listeners, file: &str, errors: &mut Vec<String>, warnings: &mut Vec<String>) {
+    let mut open = Vec::new();
+    if !l.grpc.ip().is_loopback() && !l.grpc_mutual_tls {
+        open.push((
+            format!("collector.listen_grpc = \"{}\"", l.grpc),
+            "anyone who can reach it can stream batches for any agent, device and rack into the store and the CMDB",
+            "set collector.tls_cert, collector.tls_key and collector.client_ca (mutual TLS)",
+        ));
+    }
+    if let Some(h) = l.http
+        && !h.ip().is_loopback()
+        && !l.http_token
+    {
+        open.push((
+            format!("collector.listen_http = \"{h}\""),
+            "anyone who can reach it can pin locations and ignore exceptions",
+            "set collector.api_token",
+        ));
+    }
+    for (key, risk, fix) in open {
+        if l.allow_unauthenticated {
+            warnings.push(format!(
+                "{file}: {key} accepts unauthenticated clients (collector.allow_unauthenticated = true): {risk}"
+            ));
+        } else {
+            errors.push(format!(
+                "{file}: {key} is reachable from the network without authentication ({risk}); {fix}, listen on 127.0.0.1, or accept the risk with collector.allow_unauthenticated = true"
+            ));
+        }
+    }
+}
+
 impl Config {
     /// `collector.database` and `collector.database_password`.
     fn database(
@@ -908,6 +968,66 @@ mod tests {
     }
 
     #[test]
+    fn protected_mode_refuses_open_network_listeners_and_names_the_key() {
+        // Loopback stays open, as before.
+        assert!(
+            Config::parse("[collector]\n", "c.toml")
+                .unwrap()
+                .warnings
+                .is_empty()
+        );
+        let e = Config::parse("[collector]\nlisten_grpc = \"0.0.0.0:50051\"\n", "c.toml").unwrap_err();
+        assert!(
+            e.len() == 1
+                && e[0].contains("collector.listen_grpc = \"0.0.0.0:50051\"")
+                && e[0].contains("client_ca"),
+            "{e:?}"
+        );
+        let e = Config::parse("[collector]\nlisten_http = \"10.1.2.3:9470\"\n", "c.toml").unwrap_err();
+        assert!(
+            e.len() == 1
+                && e[0].contains("collector.listen_http = \"10.1.2.3:9470\"")
+                && e[0].contains("api_token"),
+            "{e:?}"
+        );
+        // TLS without client certificates is not authentication.
+        let dir = tempfile::tempdir().unwrap();
+        for f in ["c.pem", "k.pem", "ca.pem"] {
+            std::fs::write(dir.path().join(f), "-----BEGIN X-----\n").unwrap();
+        }
+        let tls = |ca: bool| {
+            let d = dir.path().display();
+            let mut t = format!("tls_cert = \"{d}/c.pem\"\ntls_key = \"{d}/k.pem\"\n");
+            if ca {
+                t.push_str(&format!("client_ca = \"{d}/ca.pem\"\n"));
+            }
+            t
+        };
+        let text = format!(
+            "[collector]\nlisten_grpc = \"[::]:50051\"\nlisten_http = \"off\"\n{}",
+            tls(false)
+        );
+        assert!(Config::parse(&text, "c.toml").is_err());
+        let text = format!(
+            "[collector]\nlisten_grpc = \"[::]:50051\"\nlisten_http = \"off\"\n{}",
+            tls(true)
+        );
+        assert!(Config::parse(&text, "c.toml").is_ok());
+        // Accepted explicitly: both listeners open, each warned about.
+        let c = Config::parse(
+            "[collector]\nlisten_grpc = \"0.0.0.0:50051\"\nlisten_http = \"0.0.0.0:9470\"\nallow_unauthenticated = true\n",
+            "c.toml",
+        )
+        .unwrap();
+        assert_eq!(c.warnings.len(), 2, "{:?}", c.warnings);
+        assert!(
+            c.warnings
+                .iter()
+                .all(|w| w.contains("allow_unauthenticated = true"))
+        );
+    }
+
+    #[test]
     fn postgres_database_takes_its_password_by_reference() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("db.pass");
@@ -1097,6 +1217,7 @@ mod tests {
             tls_cert,
             tls_key,
             client_ca,
+            allow_unauthenticated: _,
         } = collector;
         assert!(tls_cert.is_some() && tls_key.is_some() && client_ca.is_some());
         assert!(database_password.is_some());
@@ -1158,6 +1279,7 @@ mod tests {
             "collector.tls_cert",
             "collector.tls_key",
             "collector.client_ca",
+            "collector.allow_unauthenticated",
             "location.patterns",
             "location.site_map",
             "health.interval",

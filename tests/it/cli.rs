@@ -324,3 +324,57 @@ fn collector_plan_apply_and_sync_alias_run_against_netbox() {
     let exc = run(&["exceptions"]);
     assert!(!exc.contains("dead_letter"), "{exc}");
 }
+
+/// Protected mode (issue #19), through the real binary: `check-config` refuses each listener
+/// that is reachable from the network without authentication, naming the key and the fix (exit
+/// 2), accepts it with `allow_unauthenticated = true` and says so, and `serve` refuses to start
+/// on such a config before it binds anything.
+#[test]
+fn check_config_and_serve_refuse_unauthenticated_network_listeners() {
+    let Some(bin) = groundtruth_tests::require_binary("cli_protected_mode", "groundtruth-collector") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("state.db");
+    let run = |cmd: &str, body: &str| {
+        let cfg = dir.path().join("collector.toml");
+        std::fs::write(&cfg, format!("[collector]\ndatabase = {db:?}\n{body}")).unwrap();
+        // `check-config FILE`, `serve --config FILE`.
+        let mut c = Command::new(&bin);
+        c.arg(cmd);
+        if cmd == "serve" {
+            c.arg("--config");
+        }
+        c.arg(&cfg).output().unwrap()
+    };
+    for (body, key, fix) in [
+        (
+            "listen_grpc = \"0.0.0.0:50051\"\n",
+            "collector.listen_grpc",
+            "client_ca",
+        ),
+        (
+            "listen_http = \"0.0.0.0:9470\"\n",
+            "collector.listen_http",
+            "api_token",
+        ),
+    ] {
+        for cmd in ["check-config", "serve"] {
+            let out = run(cmd, body);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{cmd} {body}: {err}");
+            assert!(err.contains(key) && err.contains(fix), "{cmd} {body}: {err}");
+        }
+    }
+    assert!(!db.exists(), "serve refused before opening its store");
+    let out = run(
+        "check-config",
+        "listen_grpc = \"0.0.0.0:50051\"\nallow_unauthenticated = true\n",
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("warning:") && err.contains("collector.listen_grpc"),
+        "{err}"
+    );
+}

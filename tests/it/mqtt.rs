@@ -89,6 +89,12 @@ async fn batches_flow_through_mosquitto_and_are_acked_after_commit(t: TestDb) {
             "round {round}: batch not acknowledged end to end"
         );
     }
+    // Other tests' collectors on the broker may acknowledge this agent's batch first (they
+    // subscribe to every agent): wait, with a deadline, for this collector's own commit.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while store.batch_seq_span(&agent_id).await.unwrap() != (3, 3) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(store.batch_seq_span(&agent_id).await.unwrap(), (3, 3));
     // Other tests' agents publish on the same broker at the same time and every collector here
     // subscribes to all agents: the per-agent store span above is this agent's exact count.
@@ -235,6 +241,12 @@ async fn mqtt5_batches_carry_expiry_and_content_type_and_are_acked_after_commit(
             s.pending_batches, 0,
             "round {round}: batch not acknowledged end to end"
         );
+    }
+    // Other tests' collectors on the broker may acknowledge this agent's batch first (they
+    // subscribe to every agent): wait, with a deadline, for this collector's own commit.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while store.batch_seq_span(&agent_id).await.unwrap() != (3, 3) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(store.batch_seq_span(&agent_id).await.unwrap(), (3, 3));
     // Other tests' agents publish on the same broker at the same time and every collector here
