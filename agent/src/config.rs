@@ -129,10 +129,27 @@ struct RawAgent {
     metrics_listen: Option<String>,
 }
 
+/// `collector.grpc`: one URL, or several to fail over between, in order.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn urls(&self) -> Vec<String> {
+        match self {
+            Self::One(u) => vec![u.clone()],
+            Self::Many(v) => v.clone(),
+        }
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawCollector {
-    grpc: String,
+    grpc: OneOrMany,
     /// CA bundle (PEM) that signed the collector's certificate (https:// only; default: the
     /// system's roots).
     #[serde(default)]
@@ -347,8 +364,9 @@ pub struct Config {
     pub spool_max_bytes: u64,
     /// Where `/metrics` and `/status` are served; `None` = off.
     pub metrics_listen: Option<std::net::SocketAddr>,
-    /// gRPC endpoint of the collector (`[collector] grpc`), if that uplink is used.
-    pub collector_grpc: Option<String>,
+    /// gRPC endpoints of the collectors (`[collector] grpc`), in fail-over order; empty when
+    /// that uplink is not used.
+    pub collector_grpc: Vec<String>,
     /// TLS settings of the gRPC uplink (https:// endpoints).
     pub grpc_tls: crate::uplink::grpc::GrpcTls,
     /// MQTT broker (`[mqtt]`), if that uplink is used; it wins over gRPC when both are set.
@@ -424,14 +442,19 @@ impl Config {
         if raw.agent.id.trim().is_empty() {
             errors.push(err("agent.id: must not be empty".into()));
         }
-        if let Some(c) = &raw.collector
-            && !c.grpc.starts_with("http://")
-            && !c.grpc.starts_with("https://")
-        {
-            errors.push(err(format!(
-                "collector.grpc: expected an http:// or https:// URL, got {:?}",
-                c.grpc
-            )));
+        if let Some(c) = &raw.collector {
+            let urls = c.grpc.urls();
+            if urls.is_empty() {
+                errors.push(err("collector.grpc: give at least one collector URL".into()));
+            }
+            for u in urls
+                .iter()
+                .filter(|u| !u.starts_with("http://") && !u.starts_with("https://"))
+            {
+                errors.push(err(format!(
+                    "collector.grpc: expected an http:// or https:// URL, got {u:?}"
+                )));
+            }
         }
         let grpc_tls = match &raw.collector {
             None => crate::uplink::grpc::GrpcTls::default(),
@@ -456,7 +479,9 @@ impl Config {
                     ));
                     tls = crate::uplink::grpc::GrpcTls::default();
                 }
-                if c.grpc.starts_with("http://") && (c.ca_file.is_some() || c.client_cert.is_some()) {
+                if c.grpc.urls().iter().any(|u| u.starts_with("http://"))
+                    && (c.ca_file.is_some() || c.client_cert.is_some())
+                {
                     errors.push(err(
                         "collector: TLS files given for a plain http:// endpoint; use https://".into(),
                     ));
@@ -762,7 +787,7 @@ impl Config {
                 .unwrap_or_else(|| PathBuf::from("/var/lib/groundtruth-agent")),
             spool_max_bytes,
             metrics_listen,
-            collector_grpc: raw.collector.map(|c| c.grpc),
+            collector_grpc: raw.collector.map(|c| c.grpc.urls()).unwrap_or_default(),
             grpc_tls,
             mqtt,
             intervals,

@@ -544,7 +544,7 @@ async fn run(cfg: Config, once: bool, path: PathBuf) -> anyhow::Result<ExitCode>
     tracing::info!(
         agent = %agent.config().agent_id,
         targets = agent.config().targets.len(),
-        grpc = agent.config().collector_grpc.as_deref().unwrap_or("-"),
+        grpc = %if agent.config().collector_grpc.is_empty() { "-".to_owned() } else { agent.config().collector_grpc.join(", ") },
         mqtt = agent.config().mqtt.as_ref().map_or_else(|| "-".to_owned(), |m| format!("{}:{}", m.host, m.port)),
         "Agent started."
     );

@@ -41,8 +41,21 @@ pub struct Agent {
 /// The configured way to the collector.
 #[derive(Debug)]
 enum Uplink {
-    Grpc(String, grpc::GrpcTls),
+    Grpc(grpc::Collectors),
     Mqtt(Box<MqttUplink>),
+}
+
+impl Uplink {
+    async fn deliver(
+        &mut self,
+        outgoing: Vec<groundtruth_proto::v1::Batch>,
+        timeout: Duration,
+    ) -> Result<Vec<groundtruth_proto::v1::Ack>, String> {
+        match self {
+            Self::Grpc(c) => c.deliver(outgoing, timeout).await.map_err(|e| e.to_string()),
+            Self::Mqtt(m) => m.deliver(outgoing, timeout).await.map_err(|e| e.to_string()),
+        }
+    }
 }
 
 impl Agent {
@@ -65,10 +78,13 @@ impl Agent {
             );
         }
         sequencer.raise_to(spool.last_seq(sequencer.epoch()));
-        let uplink = match (&config.mqtt, &config.collector_grpc) {
+        let uplink = match (&config.mqtt, config.collector_grpc.is_empty()) {
             (Some(m), _) => Uplink::Mqtt(Box::new(MqttUplink::start(m.clone()))),
-            (None, Some(g)) => Uplink::Grpc(g.clone(), config.grpc_tls.clone()),
-            (None, None) => anyhow::bail!("no uplink configured ([collector] grpc or [mqtt] url)"),
+            (None, false) => Uplink::Grpc(grpc::Collectors::new(
+                config.collector_grpc.clone(),
+                config.grpc_tls.clone(),
+            )),
+            (None, true) => anyhow::bail!("no uplink configured ([collector] grpc or [mqtt] url)"),
         };
         Ok(Self {
             config,
@@ -130,10 +146,7 @@ impl Agent {
         )?;
         let outgoing = self.spool.pending(self.config.replay_batches_per_delivery)?;
         let timeout = self.config.delivery_timeout;
-        let delivered = match &mut self.uplink {
-            Uplink::Grpc(endpoint, tls) => grpc::deliver(endpoint, tls, outgoing, timeout).await,
-            Uplink::Mqtt(m) => m.deliver(outgoing, timeout).await,
-        };
+        let delivered = self.uplink.deliver(outgoing, timeout).await;
         match delivered {
             Ok(acks) => {
                 summary.delivered_batches = acks.len();
@@ -556,10 +569,7 @@ async fn send_loop(
                 backoff = Duration::from_secs(1);
                 break;
             }
-            let result = match &mut uplink {
-                Uplink::Grpc(endpoint, tls) => grpc::deliver(endpoint, tls, outgoing, timeout).await,
-                Uplink::Mqtt(m) => m.deliver(outgoing, timeout).await,
-            };
+            let result = uplink.deliver(outgoing, timeout).await;
             let acked = match result {
                 Ok(acks) => {
                     let mut guard = lock(&durable);

@@ -486,8 +486,58 @@ async fn configured_sweep_feeds_the_scheduler(t: TestDb) {
     );
 }
 
+/// Two collectors on one database, the agent configured with both (issue #22): it delivers to
+/// whichever answers, stays there, fails over when that one goes down, keeps its spool while
+/// neither answers and drains the backlog to the other: every sequence number stored once.
+async fn agent_fails_over_between_collectors_and_drains_its_backlog(t: TestDb) {
+    let dir = tempfile::tempdir().unwrap();
+    let a: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let b: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let text = format!(
+        "[agent]\nid = \"failover-agent\"\nsite = \"DC1\"\nstate_dir = {:?}\n\n[collector]\ngrpc = [\"http://{a}\", \"http://{b}\"]\n\n[defaults]\ntimeout = \"1s\"\ndelivery_timeout = \"3s\"\n",
+        dir.path().join("agent-state")
+    );
+    let mut agent = Agent::new(AgentConfig::parse(&text, "failover.toml").unwrap()).unwrap();
+    let store = t.store().await.unwrap();
+    // Only the second collector is up: the first round fails over to it, the second stays.
+    let server_b = serve_on(b, store.clone());
+    wait_listening(b).await;
+    for round in 1..=2 {
+        let s = agent.round().await.unwrap();
+        assert_eq!((s.delivered_batches, s.pending_batches), (1, 0), "round {round}");
+    }
+    // It goes down: the batch stays in the spool.
+    server_b.abort();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(b).await.is_ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "collector B still listening"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let s = agent.round().await.unwrap();
+    assert_eq!(
+        (s.delivered_batches, s.pending_batches),
+        (0, 1),
+        "neither collector answers"
+    );
+    // The first comes up: the backlog and the new batch go there.
+    let _server_a = serve_on(a, store.clone());
+    wait_listening(a).await;
+    let s = agent.round().await.unwrap();
+    assert_eq!((s.delivered_batches, s.pending_batches), (2, 0));
+    assert_eq!(
+        store.batch_seq_span("failover-agent").await.unwrap(),
+        (4, 4),
+        "every batch once, no gap"
+    );
+    assert_eq!(store.batch_count().await.unwrap(), 4);
+}
+
 groundtruth_tests::on_both_stores!(
     batch_survives_collector_outage_and_is_delivered_once,
+    agent_fails_over_between_collectors_and_drains_its_backlog,
     agent_killed_with_sigkill_loses_no_batch,
     service_drains_backlog_after_outage_and_reload_adds_a_target,
     configured_sweep_feeds_the_scheduler,

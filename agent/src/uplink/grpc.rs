@@ -129,3 +129,65 @@ pub async fn deliver(
         })
     })
 }
+
+/// The collectors an agent sends to, in the configured order (issue #22). A delivery goes to
+/// the collector that answered last; when it fails (down, unreachable, a broken stream, acks
+/// missing), the others are tried in order, and the first that acknowledges becomes the one to
+/// use. Batches stay in the agent's spool until acknowledged, so a fail-over loses none; a
+/// batch a failed collector committed without acknowledging is sent again, and collectors on one
+/// database store it once (deduplicated by agent, epoch and sequence number).
+#[derive(Debug)]
+pub struct Collectors {
+    endpoints: Vec<String>,
+    tls: GrpcTls,
+    current: usize,
+}
+
+impl Collectors {
+    #[must_use]
+    pub fn new(endpoints: Vec<String>, tls: GrpcTls) -> Self {
+        Self {
+            endpoints,
+            tls,
+            current: 0,
+        }
+    }
+
+    /// The collector deliveries go to now.
+    #[must_use]
+    pub fn current(&self) -> &str {
+        self.endpoints.get(self.current).map_or("", String::as_str)
+    }
+
+    /// [`deliver`] to the current collector, failing over to the others in order.
+    ///
+    /// # Errors
+    /// The last collector's error when none acknowledged.
+    pub async fn deliver(&mut self, batches: Vec<Batch>, timeout: Duration) -> Result<Vec<Ack>, UplinkError> {
+        let n = self.endpoints.len();
+        let mut last = None;
+        for i in 0..n {
+            let at = (self.current + i) % n;
+            let endpoint = &self.endpoints[at];
+            match deliver(endpoint, &self.tls, batches.clone(), timeout).await {
+                Ok(acks) => {
+                    if at != self.current {
+                        tracing::warn!(from = %self.endpoints[self.current], to = %endpoint, "Collector fail-over: delivering to the next collector.");
+                        self.current = at;
+                    }
+                    return Ok(acks);
+                }
+                Err(e) => {
+                    if n > 1 {
+                        tracing::warn!(collector = %endpoint, error = %e, "Collector did not take the batches; trying the next one.");
+                    }
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| UplinkError::Connect {
+            endpoint: String::new(),
+            detail: "no collector configured".into(),
+        }))
+    }
+}
