@@ -4,18 +4,10 @@
 
 use std::process::Command;
 
-use groundtruth_tests::{Peers, binary};
+use groundtruth_tests::Peers;
 
 fn agent() -> Option<std::path::PathBuf> {
-    let bin = binary("groundtruth-agent");
-    if bin.is_none() {
-        assert!(
-            std::env::var("GT_REQUIRE_PEERS").as_deref() != Ok("1"),
-            "groundtruth-agent binary not built"
-        );
-        eprintln!("SKIP: groundtruth-agent binary not built (run `cargo build --workspace --bins` first)");
-    }
-    bin
+    groundtruth_tests::require_binary("cli", "groundtruth-agent")
 }
 
 #[test]
@@ -277,8 +269,7 @@ fn closed_stdout_pipe_is_not_a_panic() {
 /// empty store: they run, `plan` says it is a dry run, `exceptions` lists (no) dead letters.
 #[test]
 fn collector_plan_apply_and_sync_alias_run_against_netbox() {
-    let Some(bin) = binary("groundtruth-collector") else {
-        eprintln!("SKIP: groundtruth-collector binary not built");
+    let Some(bin) = groundtruth_tests::require_binary("cli_collector_plan", "groundtruth-collector") else {
         return;
     };
     let peers = Peers::load();
