@@ -35,6 +35,8 @@ pub struct HttpState {
     pub events: tokio::sync::watch::Receiver<u64>,
     /// Whether a CMDB (NetBox) sync is configured (the device page says so).
     pub cmdb_configured: bool,
+    /// This collector's leadership of the singleton jobs (`None`: not campaigning, as in tests).
+    pub leader: Option<crate::lease::Leadership>,
 }
 
 /// Prometheus metric name and unit suffix for a reading's metric/unit.
@@ -264,6 +266,12 @@ async fn metrics(State(s): State<Arc<HttpState>>) -> Response {
     let power = crate::power::compute(&inv, &readings, &s.rules);
     let mut text = render(&devices, &readings, &exceptions, &s);
     text.push_str(&render_power(&power));
+    if let Some(l) = &s.leader {
+        text.push_str(&format!(
+            "# HELP groundtruth_collector_leader 1 while this collector runs the singleton jobs (ITSM, KPI history, compaction, power publishing).\n# TYPE groundtruth_collector_leader gauge\ngroundtruth_collector_leader {}\n",
+            u8::from(l.held())
+        ));
+    }
     match crate::kpi::current_with(&s.store, &s.rules, crate::kpi::stale_after(), &devices).await {
         Ok(k) => text.push_str(&crate::kpi::exposition(&k)),
         Err(e) => return internal(&e),
@@ -524,6 +532,7 @@ mod tests {
             api_token: None,
             events: tokio::sync::watch::channel(0).1,
             cmdb_configured: false,
+            leader: None,
         };
         let devices = vec![DeviceRow {
             device_key: "serial:SN\"1".into(),
@@ -593,6 +602,7 @@ mod tests {
             api_token: Some("t0ken".into()),
             events: tokio::sync::watch::channel(0).1,
             cmdb_configured: false,
+            leader: None,
         };
         let mut h = HeaderMap::new();
         assert!(!authorized(&s, &h));

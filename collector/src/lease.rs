@@ -171,6 +171,72 @@ impl Drop for Lease {
     }
 }
 
+/// Leadership among the collectors sharing one database (issue #22): the holder of the lease
+/// [`LEADER`] runs the singleton jobs (ITSM, KPI history and the CMDB refreshes, compaction,
+/// power publishing); every collector keeps ingesting. A background task takes the lease when
+/// it is free and keeps it renewed; a collector that cannot renew (database unreachable, paused)
+/// stops being the leader at its local deadline, before another can take over, so two never
+/// run the jobs at once. With SQLite the one collector is the leader.
+#[derive(Debug, Clone)]
+pub struct Leadership {
+    current: Arc<std::sync::Mutex<Option<Lease>>>,
+}
+
+/// The lease leadership is held by.
+pub const LEADER: &str = "collector leader";
+
+impl Leadership {
+    /// Starts campaigning: tries to take the lease every third of `ttl` while not leader.
+    #[must_use]
+    pub fn start(store: Store, ttl: Duration) -> Self {
+        let current: Arc<std::sync::Mutex<Option<Lease>>> = Arc::default();
+        let me = Self {
+            current: current.clone(),
+        };
+        tokio::spawn(async move {
+            loop {
+                let holding = {
+                    let mut cur = current.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    match cur.as_ref().map(Lease::check) {
+                        Some(Ok(())) => true,
+                        Some(Err(why)) => {
+                            tracing::error!(reason = %why, "No longer the leader; singleton jobs stop here.");
+                            *cur = None;
+                            false
+                        }
+                        None => false,
+                    }
+                };
+                if !holding {
+                    match Lease::try_acquire(&store, LEADER, ttl).await {
+                        Ok(Ok(lease)) => {
+                            tracing::info!(
+                                token = lease.fence().token,
+                                "Leader of the collectors: running the singleton jobs."
+                            );
+                            *current.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(lease);
+                        }
+                        Ok(Err(h)) => tracing::debug!(leader = %h.holder, "Another collector leads."),
+                        Err(e) => tracing::warn!(error = %e, "Cannot campaign for leadership; will retry."),
+                    }
+                }
+                tokio::time::sleep(ttl / 3).await;
+            }
+        });
+        me
+    }
+
+    /// Whether this collector may run the singleton jobs now.
+    #[must_use]
+    pub fn held(&self) -> bool {
+        self.current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            .is_some_and(|l| l.check().is_ok())
+    }
+}
+
 /// Renews every third of the lease time; stops at the first answer that the lease is gone.
 async fn renew(store: Store, fence: Fence, ttl: Duration, shared: Arc<Shared>) {
     loop {
@@ -300,6 +366,47 @@ mod tests {
         let elsewhere = format!("host=x pid={pid} start={start} boot=000000000000 pidns={ns}");
         assert!(!holder_is_dead(&elsewhere));
         assert!(!holder_is_dead("someone else entirely"));
+    }
+
+    /// Two collectors on one store: one leader at a time; when the leader's process goes (its
+    /// campaign and renewal stop), the other takes over within two lease periods.
+    #[test]
+    fn one_leader_at_a_time_and_a_takeover_within_two_lease_periods() {
+        let t = TestDb::sqlite();
+        let ttl = Duration::from_millis(900);
+        let first_rt = tokio::runtime::Runtime::new().unwrap();
+        let store = first_rt.block_on(t.store()).unwrap();
+        let first = {
+            let _g = first_rt.enter();
+            Leadership::start(store.clone(), ttl)
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !first.held() {
+            assert!(Instant::now() < deadline, "no leader");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let second_rt = tokio::runtime::Runtime::new().unwrap();
+        let second = {
+            let _g = second_rt.enter();
+            Leadership::start(second_rt.block_on(t.store()).unwrap(), ttl)
+        };
+        std::thread::sleep(ttl * 2);
+        assert!(
+            first.held() && !second.held(),
+            "one leader while the first renews"
+        );
+        // The first collector's runtime goes (as its process would): no renewal, no release.
+        drop(first_rt);
+        let gone = Instant::now();
+        while !second.held() {
+            assert!(
+                gone.elapsed() < ttl * 2 + ttl / 2,
+                "no takeover within two lease periods"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(!first.held(), "the old leader's own check says it is not leader");
+        drop(second_rt);
     }
 
     #[tokio::test]

@@ -235,6 +235,12 @@ async fn open_store(cfg: &Config) -> anyhow::Result<Store> {
 
 async fn serve(cfg: Config) -> anyhow::Result<()> {
     let store = open_store(&cfg).await?;
+    // Every collector ingests; the singleton jobs below run on the leader only (one at a time
+    // among the collectors of one database; with SQLite, this one).
+    let leader = groundtruth_collector::lease::Leadership::start(
+        store.clone(),
+        groundtruth_collector::lease::DEFAULT_TTL,
+    );
     let (tx, rx) = tokio::sync::watch::channel(0u64);
     if let Some(nb) = cfg.netbox.clone() {
         let netbox = groundtruth_collector::netbox_client(&nb)?;
@@ -320,10 +326,14 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         // Retention: roll up and expire readings every 10 minutes.
         let store = store.clone();
         let (raw, hourly) = (cfg.retention_raw, cfg.retention_hourly);
+        let leader = leader.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(600));
             loop {
                 tick.tick().await;
+                if !leader.held() {
+                    continue;
+                }
                 match store.compact(raw, hourly).await {
                     Ok((0, 0)) => {}
                     Ok((rolled, expired)) => tracing::info!(rolled, expired, "Compacted reading history."),
@@ -340,11 +350,15 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         let health = cfg.health;
         let netbox = cfg.netbox.clone();
         groundtruth_collector::kpi::set_stale_after(health.stale_after);
+        let leader = leader.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(health.interval);
             let mut linked_at: Option<tokio::time::Instant> = None;
             loop {
                 tick.tick().await;
+                if !leader.held() {
+                    continue;
+                }
                 if let Some(nb) = &netbox
                     && linked_at.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(300))
                 {
@@ -374,10 +388,14 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         let store = store.clone();
         let rules = cfg.rules.clone();
         tracing::info!(rules = itsm.rules.len(), sinks = ?itsm.sinks(), "ITSM tickets on.");
+        let leader = leader.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(itsm.interval);
             loop {
                 tick.tick().await;
+                if !leader.held() {
+                    continue;
+                }
                 let now = std::time::SystemTime::now();
                 match groundtruth_collector::itsm::evaluate(&store, &rules, &itsm, now).await {
                     Ok(r) if r.opened + r.updated + r.resolved > 0 => {
@@ -408,6 +426,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             api_token: cfg.api_token.clone(),
             events,
             cmdb_configured: cfg.netbox.is_some(),
+            leader: Some(leader.clone()),
         };
         tokio::spawn(async move {
             if let Err(e) = groundtruth_collector::http::serve(listen, state).await {
@@ -419,11 +438,13 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         tracing::info!(broker = %format!("{}:{}", m.host, m.port), group = %m.share_group, "Collector subscribing to agents over MQTT.");
         if let Some(every) = m.publish_power {
             let opts = groundtruth_collector::ingest::mqtt::options(&m, &format!("{}-power", m.client_id));
-            tokio::spawn(groundtruth_collector::power::publish(
+            let leader = leader.clone();
+            tokio::spawn(groundtruth_collector::power::publish_while(
                 opts,
                 store.clone(),
                 cfg.rules.clone(),
                 every,
+                move || leader.held(),
             ));
         }
         tokio::spawn(groundtruth_collector::ingest::mqtt::run(

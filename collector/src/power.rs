@@ -290,6 +290,19 @@ pub fn messages(view: &PowerView, at: SystemTime) -> Vec<(String, Vec<u8>)> {
 /// subscribes later gets the last value at once. Runs until the task is dropped; a broker outage
 /// only delays the next publication (values are recomputed, never queued).
 pub async fn publish(opts: MqttOptions, store: Store, rules: Rules, every: Duration) {
+    publish_while(opts, store, rules, every, || true).await;
+}
+
+/// [`publish`], skipping the rounds in which `leading` says this collector is not the one to
+/// publish (several collectors on one database: only the leader does, see
+/// [`crate::lease::Leadership`]).
+pub async fn publish_while(
+    opts: MqttOptions,
+    store: Store,
+    rules: Rules,
+    every: Duration,
+    leading: impl Fn() -> bool,
+) {
     let endpoint = format!("{}:{}", opts.broker_address().0, opts.broker_address().1);
     let (client, mut eventloop) = AsyncClient::new(opts, 64);
     // The event loop must be polled for anything to be sent.
@@ -311,6 +324,9 @@ pub async fn publish(opts: MqttOptions, store: Store, rules: Rules, every: Durat
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        if !leading() {
+            continue;
+        }
         let view = match snapshot(&store, &rules).await {
             Ok(v) => v,
             Err(e) => {

@@ -119,6 +119,7 @@ async fn context_api_answers_for_rackmount1_with_rack_outlet_and_neighbours() {
         api_token: Some("ctx-token".into()),
         events: tokio::sync::watch::channel(0).1,
         cmdb_configured: false,
+        leader: None,
     };
     tokio::spawn(groundtruth_collector::http::serve(http, state));
     wait_listening(http).await;

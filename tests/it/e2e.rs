@@ -132,6 +132,7 @@ async fn skeleton(
         api_token: Some("e2e-token".into()),
         events: tokio::sync::watch::channel(0).1,
         cmdb_configured: false,
+        leader: None,
     };
     tokio::spawn(groundtruth_collector::http::serve(
         format!("127.0.0.1:{http}").parse().unwrap(),

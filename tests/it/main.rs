@@ -19,6 +19,7 @@ mod fuzz_replay;
 mod ipmi;
 mod itsm;
 mod itsm_scenario;
+mod leader;
 mod locate;
 mod merge;
 mod modbus;

@@ -851,6 +851,7 @@ mod tests {
             api_token: Some("tok".into()),
             events: tokio::sync::watch::channel(0).1,
             cmdb_configured: false,
+            leader: None,
         });
         let call = |auth: Option<&str>| {
             let mut req = axum::http::Request::get("/api/tickets");

@@ -609,6 +609,7 @@ mod tests {
             api_token: Some("s3cret;=".into()),
             events: rx,
             cmdb_configured: false,
+            leader: None,
         });
         let req = |method: &str, uri: &str, hdrs: &[(&'static str, &str)], body: &str| {
             let mut b = axum::http::Request::builder().method(method).uri(uri);
@@ -763,6 +764,7 @@ mod tests {
             api_token: None,
             events: tokio::sync::watch::channel(0).1,
             cmdb_configured: true,
+            leader: None,
         });
         let get = |uri: String| {
             axum::http::Request::builder()
