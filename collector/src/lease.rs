@@ -186,15 +186,29 @@ pub struct Leadership {
 pub const LEADER: &str = "collector leader";
 
 impl Leadership {
-    /// Starts campaigning: tries to take the lease every third of `ttl` while not leader.
-    #[must_use]
-    pub fn start(store: Store, ttl: Duration) -> Self {
+    /// Starts campaigning: tries to take the lease now (so a lone collector leads from its first
+    /// job on), then every third of `ttl` while not leader.
+    pub async fn start(store: Store, ttl: Duration) -> Self {
         let current: Arc<std::sync::Mutex<Option<Lease>>> = Arc::default();
         let me = Self {
             current: current.clone(),
         };
+        match Lease::try_acquire(&store, LEADER, ttl).await {
+            Ok(Ok(lease)) => {
+                tracing::info!(
+                    token = lease.fence().token,
+                    "Leader of the collectors: running the singleton jobs."
+                );
+                *current.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(lease);
+            }
+            Ok(Err(h)) => {
+                tracing::info!(leader = %h.holder, "Another collector leads; this one ingests only.")
+            }
+            Err(e) => tracing::warn!(error = %e, "Cannot campaign for leadership; will retry."),
+        }
         tokio::spawn(async move {
             loop {
+                tokio::time::sleep(ttl / 3).await;
                 let holding = {
                     let mut cur = current.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                     match cur.as_ref().map(Lease::check) {
@@ -220,7 +234,6 @@ impl Leadership {
                         Err(e) => tracing::warn!(error = %e, "Cannot campaign for leadership; will retry."),
                     }
                 }
-                tokio::time::sleep(ttl / 3).await;
             }
         });
         me
@@ -376,20 +389,15 @@ mod tests {
         let ttl = Duration::from_millis(900);
         let first_rt = tokio::runtime::Runtime::new().unwrap();
         let store = first_rt.block_on(t.store()).unwrap();
-        let first = {
-            let _g = first_rt.enter();
-            Leadership::start(store.clone(), ttl)
-        };
+        let first = first_rt.block_on(Leadership::start(store.clone(), ttl));
         let deadline = Instant::now() + Duration::from_secs(10);
         while !first.held() {
             assert!(Instant::now() < deadline, "no leader");
             std::thread::sleep(Duration::from_millis(20));
         }
         let second_rt = tokio::runtime::Runtime::new().unwrap();
-        let second = {
-            let _g = second_rt.enter();
-            Leadership::start(second_rt.block_on(t.store()).unwrap(), ttl)
-        };
+        let second_store = second_rt.block_on(t.store()).unwrap();
+        let second = second_rt.block_on(Leadership::start(second_store, ttl));
         std::thread::sleep(ttl * 2);
         assert!(
             first.held() && !second.held(),

@@ -240,7 +240,8 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let leader = groundtruth_collector::lease::Leadership::start(
         store.clone(),
         groundtruth_collector::lease::DEFAULT_TTL,
-    );
+    )
+    .await;
     let (tx, rx) = tokio::sync::watch::channel(0u64);
     if let Some(nb) = cfg.netbox.clone() {
         let netbox = groundtruth_collector::netbox_client(&nb)?;
