@@ -1510,9 +1510,6 @@ impl Store {
         }
         let t = now();
         let mut tx = self.pool.begin().await?;
-        if let Some(f) = fence {
-            self.fence_check(&mut tx, f).await?;
-        }
         for e in entries {
             sqlx::query(
                 "INSERT INTO cmdb_journal_pending (marker, device_key, serial, object_id, comments, recorded_at, in_flight)
@@ -1536,6 +1533,12 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
+        // Checked after the writes, so that on SQLite the transaction already holds the write
+        // lock: checking first would read a snapshot that the lease renewal may make stale
+        // before the first write (SQLITE_BUSY_SNAPSHOT).
+        if let Some(f) = fence {
+            self.fence_check(&mut tx, f).await?;
+        }
         tx.commit().await?;
         Ok(())
     }
@@ -1546,14 +1549,15 @@ impl Store {
     /// On a database failure, or [`StoreError::Fenced`] when `fence`'s lease is lost.
     pub async fn journal_written(&self, markers: &[String], fence: Option<&Fence>) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        if let Some(f) = fence {
-            self.fence_check(&mut tx, f).await?;
-        }
         for m in markers {
             sqlx::query("DELETE FROM cmdb_journal_pending WHERE marker = $1")
                 .bind(m)
                 .execute(&mut *tx)
                 .await?;
+        }
+        // After the writes, as in `journal_record`.
+        if let Some(f) = fence {
+            self.fence_check(&mut tx, f).await?;
         }
         tx.commit().await?;
         Ok(())
