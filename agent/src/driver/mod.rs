@@ -218,6 +218,7 @@ pub async fn poll_all(target: &Target, cx: &PollCx) -> (Vec<DeviceReport>, Optio
             _ => target.endpoint_key(),
         };
         identity.protocol = protocol_enum(target) as i32;
+        prefer_service_tag(identity);
         drop_junk_identity(identity);
         if report.status.is_none() {
             report.status = Some(PollStatus {
@@ -253,6 +254,29 @@ fn drop_junk_identity(identity: &mut groundtruth_proto::v1::DeviceIdentity) {
     }
 }
 
+/// Dell reports its Service Tag (7 letters and digits, the serial Dell, its support and every
+/// asset register use) as the SKU, and a board's PPID (`CN0…`, 20 characters) as the serial: the
+/// Service Tag is the device's serial, the PPID stays as attribute `board_serial`.
+fn prefer_service_tag(identity: &mut groundtruth_proto::v1::DeviceIdentity) {
+    let tag = identity.sku.trim();
+    let dell = identity.vendor.trim().to_ascii_lowercase().starts_with("dell");
+    if !dell || tag.len() != 7 || !tag.chars().all(|c| c.is_ascii_alphanumeric()) {
+        return;
+    }
+    if identity.serial_number.trim().eq_ignore_ascii_case(tag)
+        || groundtruth_proto::identity::junk_reason(tag, &[&identity.model]).is_some()
+    {
+        return;
+    }
+    let tag = tag.to_owned();
+    let old = std::mem::replace(&mut identity.serial_number, tag);
+    if !old.trim().is_empty() {
+        identity
+            .attributes
+            .insert("board_serial".into(), old.trim().to_owned());
+    }
+}
+
 fn device_path(identity: &groundtruth_proto::v1::DeviceIdentity) -> Option<String> {
     identity
         .attributes
@@ -275,4 +299,54 @@ fn protocol_enum(target: &Target) -> groundtruth_proto::v1::Protocol {
 /// Trims device-provided text; returns an empty string for absent values.
 pub(crate) fn clean(s: Option<&str>) -> String {
     s.map(str::trim).unwrap_or_default().to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use groundtruth_proto::v1::DeviceIdentity;
+
+    fn id(vendor: &str, serial: &str, sku: &str) -> DeviceIdentity {
+        DeviceIdentity {
+            vendor: vendor.into(),
+            model: "PowerEdge R640".into(),
+            serial_number: serial.into(),
+            sku: sku.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn dell_service_tag_wins_over_the_board_ppid() {
+        let mut d = id("Dell Inc.", "CN7475154W00HN", "7XQ2B53");
+        prefer_service_tag(&mut d);
+        assert_eq!(d.serial_number, "7XQ2B53");
+        assert_eq!(d.attributes["board_serial"], "CN7475154W00HN");
+        // Already the Service Tag, another vendor's SKU, or no tag-shaped SKU: unchanged.
+        for (vendor, serial, sku) in [
+            ("Dell Inc.", "7XQ2B53", "7XQ2B53"),
+            ("HPE", "CZJ12345AB", "P19766-B21"),
+            ("Lenovo", "J30012AB", "7D2VCTO1WW"),
+            (
+                "Dell Inc.",
+                "CN7475154W00HN",
+                "SKU=NotProvided;ModelName=PowerEdge R640",
+            ),
+            ("Dell Inc.", "CN7475154W00HN", "0000000"),
+        ] {
+            let mut d = id(vendor, serial, sku);
+            prefer_service_tag(&mut d);
+            assert_eq!(d.serial_number, serial, "{vendor} {sku}");
+        }
+    }
+
+    #[test]
+    fn junk_serials_and_asset_tags_leave_the_identity_as_attributes() {
+        let mut d = id("Gigabyte", "01234567890123456789AB", "");
+        d.asset_tag = "Free form asset tag".into();
+        drop_junk_identity(&mut d);
+        assert_eq!((d.serial_number.as_str(), d.asset_tag.as_str()), ("", ""));
+        assert!(d.attributes["junk_serial"].starts_with("01234567890123456789AB ("));
+        assert!(d.attributes["junk_asset_tag"].starts_with("Free form asset tag ("));
+    }
 }
